@@ -1,0 +1,80 @@
+"""The dispatcher service: warnings in, graded persuasion tasks out."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+
+from services.dispatcher.audit.views import router as audit_router
+from services.dispatcher.deps import Runtime
+from services.dispatcher.jobs import make_worker
+from services.dispatcher.policy.service import PolicyStore, load_policy
+from services.dispatcher.settings import DispatcherSettings
+from services.dispatcher.tasks.views import router as tasks_router
+from services.dispatcher.warnings.flows import IngestBatcher
+from services.dispatcher.warnings.views import router as warnings_router
+from shared.auth.service import KeyCache, ensure_bootstrap_key
+from shared.clock import Clock
+from shared.db import make_engine, make_sessionmaker, resolve_database_url, transaction
+from shared.web import install_common
+
+log = structlog.get_logger(__name__)
+
+DESCRIPTION = """
+守护 Shouhu dispatcher: upstream systems post **warning records** about people who
+are probably being defrauded right now; each is deduplicated, merged into the
+person's open case, graded high / medium / low with the reasons, and turned into
+a persuasion task with a deadline (2 h / 24 h / 72 h) and a plan of channels.
+
+Authenticate with `Authorization: Bearer <api key>` (`shouhu keys create`).
+"""
+
+
+def create_app(settings: DispatcherSettings | None = None, *, clock: Clock | None = None) -> FastAPI:
+    settings = settings or DispatcherSettings()
+    clock = clock or Clock()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        url = resolve_database_url(settings.database_url, settings.data_dir)
+        engine = make_engine(url, pool_size=settings.db_pool_size, application_name="shouhu-dispatcher")
+        sessionmaker = make_sessionmaker(engine)
+        store = PolicyStore(load_policy(settings.policy_path))
+        async with transaction(sessionmaker) as session:
+            await store.register_current(session)
+            if settings.bootstrap_admin_key:
+                await ensure_bootstrap_key(session, secret_value=settings.bootstrap_admin_key,
+                                           unit=settings.bootstrap_admin_unit)
+        batcher = IngestBatcher(sessionmaker, store=store, clock=clock, max_batch=settings.ingest_max_batch)
+        batcher.start()
+        app.state.sessionmaker = sessionmaker
+        app.state.key_cache = KeyCache(ttl_s=settings.key_cache_ttl_s)
+        app.state.runtime = Runtime(sessionmaker=sessionmaker, store=store, clock=clock, batcher=batcher)
+        worker = None
+        worker_task = None
+        if settings.run_worker:
+            worker = make_worker(sessionmaker, store=store, clock=clock, database_url=url,
+                                 concurrency=settings.worker_concurrency, lease_s=settings.worker_lease_s,
+                                 poll_interval_s=settings.worker_poll_interval_s)
+            worker_task = asyncio.create_task(worker.run(), name="dispatcher-worker")
+        app.state.worker = worker
+        log.info("dispatcher.started", policy_version=store.current.version, policy=store.current.doc.name)
+        try:
+            yield
+        finally:
+            if worker is not None and worker_task is not None:
+                worker.stop()
+                await asyncio.gather(worker_task, return_exceptions=True)
+            await batcher.stop()
+            await engine.dispose()
+
+    app = FastAPI(title="Shouhu dispatcher", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    install_common(app, service="dispatcher")
+    app.include_router(warnings_router)
+    app.include_router(tasks_router)
+    app.include_router(audit_router)
+    return app

@@ -1,0 +1,90 @@
+"""The dispatch log for supervisors: search it, and verify its hash chain."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+from sqlalchemy import text
+
+from services.dispatcher.deps import RuntimeDep, SupervisorKey
+from shared.audit.service import verify_chain
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"])
+
+
+class AuditEntryOut(BaseModel):
+    seq: int
+    at: datetime
+    actor: str
+    action: str
+    task_id: uuid.UUID | None
+    case_id: uuid.UUID | None
+    region_code: str | None
+    body: dict[str, Any]
+    hash: str
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntryOut]
+    next_cursor: int | None
+
+
+class VerifyOut(BaseModel):
+    ok: bool
+    entries: int
+    first_bad: int | None
+    reason: str | None = None
+
+
+@router.get("", response_model=AuditPage)
+async def list_audit(
+    principal: SupervisorKey,
+    rt: RuntimeDep,
+    task_id: uuid.UUID | None = None,
+    case_id: uuid.UUID | None = None,
+    actor: str | None = Query(default=None, max_length=200),
+    action: str | None = Query(default=None, max_length=64),
+    from_: datetime | None = Query(default=None, alias="from"),
+    to: datetime | None = None,
+    cursor: int | None = Query(default=None, ge=0, description="next_cursor from the previous page"),
+    limit: int = Query(default=100, ge=1, le=1000),
+) -> AuditPage:
+    """Entries in your unit, oldest first. Entries with no region are visible to nationwide keys only."""
+    where = ["seq > :cursor"]
+    params: dict[str, Any] = {"cursor": cursor or 0, "limit": limit + 1}
+    if principal.unit:
+        where.append("region_code LIKE :unit")
+        params["unit"] = principal.unit + "%"
+    for column, value in (("task_id", task_id), ("case_id", case_id), ("actor", actor), ("action", action)):
+        if value is not None:
+            where.append(f"{column} = :{column}")
+            params[column] = value
+    if from_ is not None:
+        where.append("at >= :from_")
+        params["from_"] = from_
+    if to is not None:
+        where.append("at < :to")
+        params["to"] = to
+    sql = ("SELECT seq, at, actor, action, task_id, case_id, region_code, body, hash FROM audit_log WHERE "
+           + " AND ".join(where) + " ORDER BY seq LIMIT :limit")
+    async with rt.sessionmaker() as session:
+        rows = (await session.execute(text(sql), params)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = [AuditEntryOut(seq=r.seq, at=r.at, actor=r.actor, action=r.action, task_id=r.task_id,
+                           case_id=r.case_id, region_code=r.region_code, body=orjson.loads(r.body), hash=r.hash)
+             for r in rows]
+    return AuditPage(items=items, next_cursor=rows[-1].seq if more else None)
+
+
+@router.get("/verify", response_model=VerifyOut)
+async def verify(principal: SupervisorKey, rt: RuntimeDep) -> VerifyOut:
+    """Recompute the whole hash chain: `first_bad` is the first entry edited, deleted or out of place."""
+    async with rt.sessionmaker() as session:
+        report = await verify_chain(session)
+    return VerifyOut(ok=report.ok, entries=report.entries, first_bad=report.first_bad, reason=report.reason)

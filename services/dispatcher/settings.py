@@ -1,0 +1,20 @@
+"""The dispatcher's settings (one pydantic-settings class, environment variables as in the contract)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from shared.settings import CommonSettings
+
+
+class DispatcherSettings(CommonSettings):
+    policy_path: str | None = Field(default=None, alias="SHOUHU_POLICY")
+    host: str = Field(default="127.0.0.1", alias="SHOUHU_DISPATCHER_HOST")
+    port: int = Field(default=8000, alias="SHOUHU_DISPATCHER_PORT")
+    # Run the dispatcher's own job worker (timers, channel results) inside the API process.
+    run_worker: bool = Field(default=True, alias="SHOUHU_DISPATCHER_WORKER")
+    worker_concurrency: int = Field(default=8, alias="SHOUHU_WORKER_CONCURRENCY")
+    worker_lease_s: float = Field(default=60.0, alias="SHOUHU_WORKER_LEASE_S")
+    worker_poll_interval_s: float = Field(default=1.0, alias="SHOUHU_WORKER_POLL_INTERVAL_S")
+    ingest_max_batch: int = Field(default=250, alias="SHOUHU_INGEST_MAX_BATCH")
+    key_cache_ttl_s: float = Field(default=30.0, alias="SHOUHU_KEY_CACHE_TTL_S")

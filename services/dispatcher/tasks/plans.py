@@ -1,0 +1,126 @@
+"""Pure planning: which channel jobs and timers a task's playbook calls for, at which moments.
+
+These functions touch no database; ingest (hot path, plain rows) and the
+timer/feedback handlers (ORM rows) both go through them, so a plan is decided
+the same way wherever it starts.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from services.dispatcher.policy.service import LoadedPolicy, PlanStep, first_channels, plan_steps, within_call_window
+from shared.queue.service import NewJob
+
+# Where each channel's work goes: (queue, job kind). The bot and callcenter
+# services consume their queues; "visit" is read by the local unit's tools.
+CHANNEL_JOBS: dict[str, tuple[str, str]] = {
+    "bot_alert": ("bot", "bot.alert"),
+    "auto_call": ("callcenter", "call.auto"),
+    "operator_call": ("callcenter", "call.operator"),
+    "visit": ("visit", "visit.request"),
+}
+CALL_CHANNELS = ("auto_call", "operator_call")
+TIMER_KIND = "task.timer"
+RESULT_KIND = "task.channel_result"
+PAYMENT_STOP_KIND = "payment_stop.request"
+# Lower runs first. An emergency (money already sent) beats everything.
+PRIORITY = {"emergency": 0, "timer": 5, "high": 10, "medium": 50, "low": 90}
+
+
+@dataclass(slots=True)
+class PlanState:
+    """The part of a task that planning reads and writes."""
+
+    task_id: uuid.UUID
+    case_id: uuid.UUID
+    phone: str
+    region_code: str
+    fraud_type: str
+    tier: str
+    plan_started_at: datetime
+    plan_seq: int
+    due_at: datetime
+    has_chat: bool
+    steps_done: list[str] = field(default_factory=list)
+    attempts: dict[str, Any] = field(default_factory=dict)
+
+
+def channel_job(state: PlanState, channel: str, *, run_at: datetime, emergency: bool = False,
+                reason: str = "") -> NewJob:
+    """One numbered attempt on a channel; the number makes the attempt idempotent downstream."""
+    attempt = int(state.attempts.get(channel, 0)) + 1
+    state.attempts[channel] = attempt
+    queue, kind = CHANNEL_JOBS[channel]
+    return NewJob(
+        queue=queue, kind=kind, run_at=run_at, task_id=state.task_id,
+        priority=PRIORITY["emergency"] if emergency else PRIORITY[state.tier],
+        dedupe_key=f"{channel}:{state.task_id}:{attempt}",
+        payload={
+            "task_id": str(state.task_id), "case_id": str(state.case_id), "channel": channel,
+            "attempt": attempt, "tier": state.tier, "phone": state.phone, "region_code": state.region_code,
+            "fraud_type": state.fraud_type, "due_at": state.due_at.isoformat(), "emergency": emergency,
+            "reason": reason,
+        },
+    )
+
+
+def call_time(policy: LoadedPolicy, state: PlanState, channel: str, when: datetime) -> datetime:
+    """Calls respect the tier's call window (local time); other channels go at once."""
+    if channel in CALL_CHANNELS:
+        return within_call_window(policy.playbook(state.tier), when, policy.tz)
+    return when
+
+
+def next_step(policy: LoadedPolicy, state: PlanState) -> PlanStep | None:
+    for step in plan_steps(policy.playbook(state.tier), plan_started_at=state.plan_started_at, due_at=state.due_at):
+        if step.name not in state.steps_done:
+            return step
+    return None
+
+
+def timer_job(state: PlanState, step: PlanStep) -> NewJob:
+    return NewJob(
+        queue="dispatcher", kind=TIMER_KIND, run_at=step.at, task_id=state.task_id, priority=PRIORITY["timer"],
+        dedupe_key=f"timer:{state.task_id}:{state.plan_seq}:{step.name}",
+        payload={"task_id": str(state.task_id), "plan_seq": state.plan_seq, "step": step.name},
+    )
+
+
+def start_plan(policy: LoadedPolicy, state: PlanState, *, now: datetime) -> tuple[list[NewJob], list[str]]:
+    """The first moment of a plan: the playbook's immediate channels, and the timer for what comes next.
+
+    A citizen with no bound chat gets no bot alert; if that leaves no immediate
+    channel at all, the playbook's first call channel starts now instead.
+    Returns the jobs and human-readable notes for the audit log.
+    """
+    playbook = policy.playbook(state.tier)
+    channels = first_channels(playbook)
+    notes: list[str] = []
+    if "bot_alert" in channels and not state.has_chat:
+        channels.remove("bot_alert")
+        notes.append("no bound Telegram chat: bot alert skipped")
+        if not channels:
+            later = next((c.channel for c in playbook.channels if c.channel in CALL_CHANNELS), None)
+            if later:
+                channels.append(later)
+                state.steps_done.append(f"channel:{later}")
+                notes.append(f"{later} started at once instead")
+    jobs = [channel_job(state, ch, run_at=call_time(policy, state, ch, now), reason="plan start") for ch in channels]
+    step = next_step(policy, state)
+    if step is not None:
+        jobs.append(timer_job(state, step))
+    return jobs, notes
+
+
+def replan(policy: LoadedPolicy, state: PlanState, *, new_tier: str, now: datetime) -> None:
+    """A raised tier starts the new tier's plan now, with its deadline pulled in (never pushed out)."""
+    state.tier = new_tier
+    state.plan_started_at = now
+    state.plan_seq += 1
+    state.steps_done = []
+    deadline = now + timedelta(minutes=policy.playbook(new_tier).deadline_minutes)
+    state.due_at = min(state.due_at, deadline)

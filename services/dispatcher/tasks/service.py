@@ -1,0 +1,301 @@
+"""The task state machine: feedback, emergencies, timers and channel results. Callers own the transaction."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.dispatcher.cases import models as case_models
+from services.dispatcher.cases.models import Case
+from services.dispatcher.policy.service import LoadedPolicy, PolicyStore
+from services.dispatcher.tasks import plans
+from services.dispatcher.tasks.models import CLOSED, IN_PROGRESS, Task
+from shared.audit import service as audit
+from shared.queue import service as queue
+from shared.queue.service import NewJob
+
+log = structlog.get_logger(__name__)
+
+# Outcomes that end the task. `loss_reported` first opens an emergency; see apply_feedback.
+FINAL_OUTCOMES = {"acknowledged", "dissuaded", "false_positive", "refused", "unreachable"}
+AUTOMATED_CHANNEL_KINDS = ["bot.alert", "call.auto"]
+CALL_FAILURES = {"busy", "no_answer", "machine", "failed", "canceled"}
+
+
+class TaskClosed(Exception):
+    def __init__(self, outcome: str | None) -> None:
+        super().__init__(f"the task is already closed with outcome '{outcome}'")
+        self.outcome = outcome
+
+
+@dataclass
+class FeedbackResult:
+    task: Task
+    changed: bool
+    action: str  # "closed", "emergency", "unchanged"
+
+
+async def lock_task(session: AsyncSession, task_id: uuid.UUID) -> Task | None:
+    """Lock a task and its case, case first: every writer takes them in this order, so none deadlock."""
+    case_id = (await session.execute(select(Task.case_id).where(Task.id == task_id))).scalar_one_or_none()
+    if case_id is None:
+        return None
+    await session.execute(select(Case.id).where(Case.id == case_id).with_for_update())
+    return (await session.execute(select(Task).where(Task.id == task_id).with_for_update())).scalar_one()
+
+
+def state_of(task: Task) -> plans.PlanState:
+    return plans.PlanState(
+        task_id=task.id, case_id=task.case_id, phone=task.phone, region_code=task.region_code,
+        fraud_type=task.fraud_type, tier=task.tier, plan_started_at=task.plan_started_at, plan_seq=task.plan_seq,
+        due_at=task.due_at, has_chat=task.has_chat, steps_done=list(task.steps_done or []),
+        attempts=dict(task.attempts or {}),
+    )
+
+
+def store_state(task: Task, state: plans.PlanState) -> None:
+    task.tier = state.tier
+    task.plan_started_at = state.plan_started_at
+    task.plan_seq = state.plan_seq
+    task.due_at = state.due_at
+    task.steps_done = list(state.steps_done)
+    task.attempts = dict(state.attempts)
+
+
+def _record(session: AsyncSession, task: Task, *, at: datetime, actor: str, action: str, **body: Any) -> None:
+    audit.record(session, at=at, actor=actor, action=action, task_id=task.id, case_id=task.case_id,
+                 region_code=task.region_code, **body)
+
+
+async def close_task(session: AsyncSession, task: Task, *, outcome: str, actor: str, note: str | None,
+                     now: datetime) -> None:
+    """Close the loop: outcome recorded, case closed, every queued job of the task cancelled."""
+    before = {"status": task.status, "tier": task.tier}
+    task.status = CLOSED
+    task.outcome = outcome
+    task.closed_at = now
+    task.closed_by = actor
+    task.note = note
+    if outcome == "acknowledged" and task.reached_at is None:
+        task.reached_at = now
+    case = await session.get(Case, task.case_id)
+    if case is not None:
+        case.status = case_models.CLOSED
+        case.closed_at = now
+    cancelled = await queue.cancel_task_jobs(session, task_id=task.id)
+    _record(session, task, at=now, actor=actor, action="task.closed", before=before,
+            after={"status": CLOSED, "outcome": outcome}, note=note, cancelled_jobs=cancelled,
+            within_deadline=now <= task.due_at)
+
+
+async def start_emergency(session: AsyncSession, task: Task, policy: LoadedPolicy, *, actor: str,
+                          note: str | None, now: datetime, amount_hint: Any = None) -> None:
+    """Money has left: high tier now, a person calls at once, the bank liaison gets a payment-stop request."""
+    state = state_of(task)
+    before = {"tier": task.tier, "due_at": task.due_at, "status": task.status}
+    if state.tier != "high":
+        plans.replan(policy, state, new_tier="high", now=now)
+    else:
+        state.plan_seq += 1
+        state.plan_started_at = now
+        state.steps_done = []
+    # No more automated warnings: the citizen has already acted; a person takes over.
+    state.steps_done += [f"channel:{c}" for c in ("bot_alert", "auto_call", "operator_call")]
+    cancelled = await queue.cancel_task_jobs(session, task_id=task.id, kinds=AUTOMATED_CHANNEL_KINDS)
+    jobs: list[NewJob] = [plans.channel_job(state, "operator_call", run_at=now, emergency=True,
+                                            reason="loss reported")]
+    jobs.append(NewJob(
+        queue="liaison", kind=plans.PAYMENT_STOP_KIND, run_at=now, task_id=task.id, priority=0,
+        dedupe_key=f"payment_stop:{task.id}",
+        payload={"task_id": str(task.id), "case_id": str(task.case_id), "phone": task.phone,
+                 "region_code": task.region_code, "reported_by": actor, "note": note, "amount_hint": amount_hint},
+    ))
+    step = plans.next_step(policy, state)
+    if step is not None:
+        jobs.append(plans.timer_job(state, step))
+    store_state(task, state)
+    task.emergency_at = now
+    task.status = IN_PROGRESS
+    await queue.enqueue(session, jobs, now=now)
+    _record(session, task, at=now, actor=actor, action="task.loss_reported", before=before,
+            after={"tier": task.tier, "due_at": task.due_at, "status": task.status}, note=note,
+            why="loss reported: emergency handling, operator call queued at once", cancelled_jobs=cancelled)
+    _record(session, task, at=now, actor="system:dispatcher", action="payment_stop.requested",
+            why="protective payment stop (保护性止付) requested from the bank liaison", phone=task.phone)
+
+
+async def apply_feedback(session: AsyncSession, task: Task, *, outcome: str, actor: str, note: str | None,
+                         now: datetime, store: PolicyStore, by_person: bool) -> FeedbackResult:
+    """Move a locked task by one outcome.
+
+    - acknowledged, dissuaded, false_positive, refused, unreachable: close the task.
+    - loss_reported: opens the emergency (tier high, operator call now, payment stop).
+      Reported again by a person (`by_person`) once the emergency is under way,
+      it closes the loop with that outcome.
+    - The same outcome again on a closed task changes nothing; another one is refused.
+    """
+    if task.status == CLOSED:
+        if task.outcome == outcome:
+            return FeedbackResult(task, False, "unchanged")
+        raise TaskClosed(task.outcome)
+    if outcome == "loss_reported":
+        if task.emergency_at is not None:
+            if not by_person:
+                return FeedbackResult(task, False, "unchanged")
+            await close_task(session, task, outcome=outcome, actor=actor, note=note, now=now)
+            return FeedbackResult(task, True, "closed")
+        policy = await store.get(session, task.policy_version)
+        await start_emergency(session, task, policy, actor=actor, note=note, now=now)
+        return FeedbackResult(task, True, "emergency")
+    if outcome not in FINAL_OUTCOMES:
+        raise ValueError(f"unknown outcome {outcome!r}")
+    await close_task(session, task, outcome=outcome, actor=actor, note=note, now=now)
+    return FeedbackResult(task, True, "closed")
+
+
+# ---- timers -------------------------------------------------------------------------------------
+
+async def run_due_steps(session: AsyncSession, task: Task, *, plan_seq: int, now: datetime,
+                        store: PolicyStore) -> list[str]:
+    """Carry out every step of the task's plan that is due and not done; schedule the next timer.
+
+    Idempotent: steps already done are skipped, and a timer from a superseded
+    plan (the tier was raised since) does nothing.
+    """
+    if task.status == CLOSED or plan_seq != task.plan_seq:
+        return []
+    policy = await store.get(session, task.policy_version)
+    state = state_of(task)
+    from services.dispatcher.policy.service import plan_steps
+
+    done: list[str] = []
+    jobs: list[NewJob] = []
+    for step in plan_steps(policy.playbook(state.tier), plan_started_at=state.plan_started_at, due_at=state.due_at):
+        if step.at > now or step.name in state.steps_done:
+            continue
+        state.steps_done.append(step.name)
+        done.append(step.name)
+        if step.name.startswith("channel:"):
+            channel = step.name.removeprefix("channel:")
+            if channel == "bot_alert" and not state.has_chat:
+                continue
+            jobs.append(plans.channel_job(state, channel, run_at=plans.call_time(policy, state, channel, now),
+                                          reason="nobody acknowledged yet"))
+            _record(session, task, at=now, actor="system:timer", action="task.channel_started",
+                    channel=channel, why=f"playbook step {step.name} due", attempt=state.attempts[channel])
+        elif step.name == "visit":
+            if task.reached_at is not None:
+                _record(session, task, at=now, actor="system:timer", action="task.step_skipped", step="visit",
+                        why="citizen already reached")
+                continue
+            jobs.append(plans.channel_job(state, "visit", run_at=now, reason="nobody reached in time"))
+            _record(session, task, at=now, actor="system:timer", action="task.visit_requested",
+                    unit=task.region_code, why="nobody reached in time: in-person visit by the local unit")
+        elif step.name == "escalate":
+            if task.escalated_at is None:
+                task.escalated_at = now
+                _record(session, task, at=now, actor="system:timer", action="task.escalated", to="supervisor",
+                        why=f"still open at {policy.playbook(state.tier).escalate_at_fraction:.0%} of the deadline")
+        elif step.name == "breach":
+            task.breached = True
+            task.breached_at = now
+            _record(session, task, at=now, actor="system:timer", action="task.breached",
+                    due_at=task.due_at, why="deadline passed without an outcome")
+            if task.escalated_at is None:
+                task.escalated_at = now
+                _record(session, task, at=now, actor="system:timer", action="task.escalated", to="supervisor",
+                        why="deadline breached")
+    step = plans.next_step(policy, state)
+    if step is not None:
+        jobs.append(plans.timer_job(state, step))
+    store_state(task, state)
+    await queue.enqueue(session, jobs, now=now)
+    return done
+
+
+# ---- results from the bot and the callcenter ----------------------------------------------------
+
+CITIZEN_FEEDBACK = {"acknowledged", "loss_reported", "callback_requested", "not_me"}
+
+
+async def apply_channel_result(session: AsyncSession, task: Task, payload: dict[str, Any], *, now: datetime,
+                               store: PolicyStore) -> str:
+    """React to what happened on a channel: delivered, answered, failed, or a citizen's answer."""
+    channel = payload.get("channel", "?")
+    attempt = payload.get("attempt")
+    result = payload.get("result", "?")
+    seen_key = f"{channel}:{attempt}:{result}:{payload.get('feedback') or ''}"
+    seen = list((task.attempts or {}).get("seen", []))
+    if seen_key in seen:
+        return "duplicate"
+    if task.status == CLOSED:
+        _record(session, task, at=now, actor=f"channel:{channel}", action="task.late_result", result=result,
+                attempt=attempt, feedback=payload.get("feedback"))
+        return "late"
+    policy = await store.get(session, task.policy_version)
+    state = state_of(task)
+    state.attempts["seen"] = [*seen, seen_key][-50:]
+    actor = payload.get("actor") or f"citizen:{channel}"
+    jobs: list[NewJob] = []
+    _record(session, task, at=now, actor=f"channel:{channel}", action="task.channel_result", channel=channel,
+            attempt=attempt, result=result, detail=payload.get("detail"), feedback=payload.get("feedback"))
+    if result in ("delivered", "answered", "pressed") and task.status != CLOSED:
+        task.status = IN_PROGRESS
+        if result in ("answered", "pressed") and task.reached_at is None:
+            task.reached_at = now
+    feedback = payload.get("feedback")
+    if feedback:
+        store_state(task, state)
+        return await _citizen_feedback(session, task, feedback, actor=actor, now=now, store=store,
+                                       policy=policy, note=payload.get("detail"))
+    if channel == "bot_alert" and result in ("no_channel", "blocked", "failed"):
+        # The bot could not reach them: move on to a call if none has started.
+        if not state.attempts.get("auto_call") and not state.attempts.get("operator_call"):
+            jobs.append(plans.channel_job(state, "auto_call", run_at=plans.call_time(policy, state, "auto_call", now),
+                                          reason=f"bot alert {result}"))
+            state.steps_done.append("channel:auto_call")
+        if result in ("no_channel", "blocked"):
+            state.has_chat = False
+            task.has_chat = False
+    elif channel == "auto_call" and result in CALL_FAILURES:
+        retry = policy.playbook(state.tier).auto_call
+        if int(state.attempts.get("auto_call", 0)) < retry.max_attempts:
+            wait_min = retry.retry_after_minutes.get(result, max(retry.retry_after_minutes.values()))
+            when = plans.call_time(policy, state, "auto_call", now + timedelta(minutes=wait_min))
+            jobs.append(plans.channel_job(state, "auto_call", run_at=when, reason=f"retry after {result}"))
+        elif "channel:operator_call" not in state.steps_done:
+            state.steps_done.append("channel:operator_call")
+            jobs.append(plans.channel_job(state, "operator_call",
+                                          run_at=plans.call_time(policy, state, "operator_call", now),
+                                          reason="automated calls used up"))
+    store_state(task, state)
+    await queue.enqueue(session, jobs, now=now)
+    return "applied"
+
+
+async def _citizen_feedback(session: AsyncSession, task: Task, feedback: str, *, actor: str, now: datetime,
+                            store: PolicyStore, policy: LoadedPolicy, note: str | None) -> str:
+    if task.reached_at is None:
+        task.reached_at = now
+    if feedback in ("acknowledged", "loss_reported"):
+        result = await apply_feedback(session, task, outcome=feedback, actor=actor, note=note, now=now,
+                                      store=store, by_person=False)
+        return result.action
+    # "Call me back" and "this is not me" need a person: queue an operator call now.
+    state = state_of(task)
+    task.status = IN_PROGRESS
+    job = plans.channel_job(state, "operator_call", run_at=now, reason=feedback)
+    if "channel:operator_call" not in state.steps_done:
+        state.steps_done.append("channel:operator_call")
+    store_state(task, state)
+    await queue.enqueue(session, [job], now=now)
+    _record(session, task, at=now, actor=actor, action=f"task.{feedback}",
+            why="citizen asked for a call back" if feedback == "callback_requested"
+            else "citizen says the warning is not about them: an operator verifies")
+    return feedback

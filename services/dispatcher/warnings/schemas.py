@@ -1,0 +1,246 @@
+"""Warning records on the wire: validation that names the field and the reason, and the answers."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from shared.phone import InvalidPhone, normalize_phone
+
+FRAUD_TYPES = (
+    "task_brushing", "fake_investment", "pig_butchering", "impersonating_police", "fake_customer_service",
+    "fake_loan", "impersonating_acquaintance", "fake_credit_repair", "game_trading", "online_dating",
+    "predatory_loan", "other",
+)
+SIGNALS = (
+    "transfer_in_progress", "transfer_to_flagged_account", "remote_control_app", "screen_sharing",
+    "fraud_call_received", "fraud_app_installed", "fraud_site_visited", "fraud_sms_received", "other",
+)
+# First two digits of China's administrative division codes (GB/T 2260).
+PROVINCE_CODES = frozenset(
+    "11 12 13 14 15 21 22 23 31 32 33 34 35 36 37 41 42 43 44 45 46 50 51 52 53 54 61 62 63 64 65 71 81 82".split()
+)
+CHINA_STANDARD_TIME = timezone(timedelta(hours=8))
+MAX_DETAILS_BYTES = 16_384
+# Upstream clocks drift; a warning stamped a little in the future is still taken.
+FUTURE_TOLERANCE = timedelta(minutes=5)
+
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_ID_CHECK = "10X98765432"
+
+
+def check_region_code(value: str) -> str:
+    value = value.strip()
+    if len(value) != 6 or not value.isdigit():
+        raise ValueError("must be a 6-digit administrative division code, e.g. 330106")
+    if value[:2] not in PROVINCE_CODES:
+        raise ValueError(f"{value[:2]} is not a province-level code")
+    if value[2:4] == "00" and value[4:] != "00":
+        raise ValueError("a district code needs its city digits (positions 3-4 are 00)")
+    return value
+
+
+def birth_date_from_id(id_number: str) -> date:
+    """Validate an 18-character resident ID number (checksum, birth date) and return the birth date."""
+    if len(id_number) != 18 or not id_number[:17].isdigit() or id_number[17] not in "0123456789X":
+        raise ValueError("must be an 18-character resident ID number (17 digits and a check digit or X)")
+    check = _ID_CHECK[sum(int(d) * w for d, w in zip(id_number[:17], _ID_WEIGHTS, strict=True)) % 11]
+    if check != id_number[17]:
+        raise ValueError("check digit does not match (mistyped ID number?)")
+    try:
+        return date(int(id_number[6:10]), int(id_number[10:12]), int(id_number[12:14]))
+    except ValueError:
+        raise ValueError("birth date inside the ID number is not a real date") from None
+
+
+class SubjectIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: str | None = Field(default=None, max_length=64)
+    age: int | None = Field(default=None, ge=0, le=130)
+    gender: Literal["male", "female", "other", "unknown"] | None = None
+    id_number: str | None = Field(default=None, max_length=18)
+
+    @field_validator("id_number")
+    @classmethod
+    def _id_number(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        value = value.upper()
+        birth_date_from_id(value)
+        return value
+
+
+class WarningIn(BaseModel):
+    """One warning record as an upstream system sends it (contract: POST /v1/warnings)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        str_strip_whitespace=True,
+        json_schema_extra={
+            "examples": [{
+                "source": "bank-icbc-zj", "source_ref": "ICBC-20261121-000187", "phone": "138 0013 8000",
+                "fraud_type": "impersonating_police", "signal": "transfer_in_progress", "region_code": "330106",
+                "occurred_at": "2026-11-21T10:02:00+08:00", "amount_at_risk": 80000, "risk_score": 92,
+                "subject": {"name": "张某", "age": 67, "gender": "female"},
+                "details": {"counterparty_account": "6222****1234"},
+            }]
+        },
+    )
+
+    source: str = Field(min_length=1, max_length=64, description="The sending system's name")
+    source_ref: str = Field(min_length=1, max_length=128, description="The sender's own id for this record")
+    phone: str = Field(description="The person's phone number, any common format; stored as E.164")
+    fraud_type: str = Field(min_length=1, max_length=64)
+    signal: str = Field(min_length=1, max_length=64)
+    region_code: str = Field(description="6-digit administrative division code, e.g. 330106")
+    occurred_at: datetime
+    amount_at_risk: Decimal | None = Field(default=None, ge=0, le=Decimal("1e13"), decimal_places=2)
+    risk_score: int | None = Field(default=None, ge=0, le=100)
+    subject: SubjectIn | None = None
+    details: dict[str, Any] | None = None
+
+    @field_validator("phone")
+    @classmethod
+    def _phone(cls, value: str) -> str:
+        try:
+            return normalize_phone(value)
+        except InvalidPhone as exc:
+            raise ValueError(str(exc).removeprefix("phone ")) from None
+
+    @field_validator("region_code")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        return check_region_code(value)
+
+    @field_validator("details")
+    @classmethod
+    def _details_size(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and len(orjson.dumps(value, default=str)) > MAX_DETAILS_BYTES:
+            raise ValueError(f"larger than {MAX_DETAILS_BYTES} bytes once encoded")
+        return value
+
+
+@dataclass(slots=True)
+class ValidRecord:
+    """A warning that passed validation, normalised, ready to grade."""
+
+    index: int
+    source: str
+    source_ref: str
+    phone: str
+    fraud_type: str
+    signal: str
+    region_code: str
+    occurred_at: datetime
+    amount_at_risk: Decimal | None
+    risk_score: int | None
+    age: int | None
+    subject: dict[str, Any] | None
+    details: dict[str, Any] | None
+    notices: list[str] = field(default_factory=list)
+    actor: str = ""  # who sent it, when records from several callers share one transaction
+
+
+@dataclass(slots=True)
+class Rejected:
+    index: int
+    errors: list[dict[str, str]]
+
+
+def _age_at(birth: date, when: date) -> int:
+    return when.year - birth.year - ((when.month, when.day) < (birth.month, birth.day))
+
+
+def to_valid_record(index: int, parsed: WarningIn, *, now: datetime) -> ValidRecord | Rejected:
+    """Normalise codes and times; unknown codes become `other` with a notice, never a rejection."""
+    notices: list[str] = []
+    fraud_type = parsed.fraud_type.lower()
+    if fraud_type not in FRAUD_TYPES:
+        notices.append(f"fraud_type '{parsed.fraud_type}' is not a known code; recorded as 'other'")
+        fraud_type = "other"
+    signal = parsed.signal.lower()
+    if signal not in SIGNALS:
+        notices.append(f"signal '{parsed.signal}' is not a known code; recorded as 'other'")
+        signal = "other"
+    occurred_at = parsed.occurred_at
+    if occurred_at.tzinfo is None:
+        occurred_at = occurred_at.replace(tzinfo=CHINA_STANDARD_TIME)
+        notices.append("occurred_at had no UTC offset; read as China Standard Time (+08:00)")
+    if occurred_at > now + FUTURE_TOLERANCE:
+        return Rejected(index, [{"field": "occurred_at", "reason": "is in the future"}])
+    subject = parsed.subject.model_dump(exclude_none=True) if parsed.subject else None
+    age = parsed.subject.age if parsed.subject else None
+    if parsed.subject and parsed.subject.id_number:
+        birth_age = _age_at(birth_date_from_id(parsed.subject.id_number), occurred_at.date())
+        if age is None:
+            age = birth_age
+        elif abs(age - birth_age) > 1:
+            notices.append(f"subject.age {age} disagrees with the ID number ({birth_age}); graded with {age}")
+    return ValidRecord(
+        index=index, source=parsed.source, source_ref=parsed.source_ref, phone=parsed.phone,
+        fraud_type=fraud_type, signal=signal, region_code=parsed.region_code, occurred_at=occurred_at,
+        amount_at_risk=parsed.amount_at_risk, risk_score=parsed.risk_score, age=age, subject=subject or None,
+        details=parsed.details, notices=notices,
+    )
+
+
+def errors_of(exc: ValidationError) -> list[dict[str, str]]:
+    out = []
+    for err in exc.errors():
+        loc = [p for p in err.get("loc", ()) if p != "body"]
+        name = ""
+        for part in loc:
+            name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
+        reason = err.get("msg", "invalid").removeprefix("Value error, ")
+        out.append({"field": name or "record", "reason": reason})
+    return out
+
+
+def parse_record(index: int, raw: Any, *, now: datetime) -> ValidRecord | Rejected:
+    """Validate one raw record (a dict from JSON, CSV or JSON Lines)."""
+    if not isinstance(raw, dict):
+        return Rejected(index, [{"field": "record", "reason": "must be a JSON object"}])
+    try:
+        parsed = WarningIn.model_validate(raw)
+    except ValidationError as exc:
+        return Rejected(index, errors_of(exc))
+    return to_valid_record(index, parsed, now=now)
+
+
+class Reasons(BaseModel):
+    rule: str
+    effect: str
+    why: str
+
+
+class WarningResult(BaseModel):
+    """The answer for one record."""
+
+    status: Literal["accepted", "duplicate", "rejected"]
+    warning_id: uuid.UUID | None = None
+    case_id: uuid.UUID | None = None
+    task_id: uuid.UUID | None = None
+    tier: Literal["high", "medium", "low"] | None = None
+    due_at: datetime | None = None
+    reasons: list[Reasons] | None = None
+    merged: bool | None = None
+    warnings: list[str] = Field(default_factory=list, description="Notices: accepted, but read differently")
+    errors: list[dict[str, str]] | None = None
+
+
+class BatchIn(BaseModel):
+    warnings: list[Any] = Field(max_length=1000, description="Up to 1,000 warning records")
+
+
+class BatchOut(BaseModel):
+    results: list[WarningResult]
+    accepted: int
+    duplicates: int
+    rejected: int

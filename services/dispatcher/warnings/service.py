@@ -1,0 +1,363 @@
+"""Ingest: deduplicate warnings, merge them into cases, grade them, and open or raise persuasion tasks.
+
+One call handles a whole batch in the caller's transaction with a fixed number
+of statements (a few SELECTs, then one INSERT or UPDATE per table), so a batch
+of 1,000 costs about what a batch of 10 does in round trips.
+
+Concurrency, in the database rather than in Python:
+- `(source, source_ref)` is unique: a replay racing its original loses the
+  INSERT, and the batch is retried (it then answers "duplicate").
+- One open case per phone (partial unique index): two warnings for one person
+  at the same moment cannot open two cases; the loser retries and merges.
+- Open cases are locked in phone order, so two batches never deadlock.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.dispatcher.policy.schemas import TIER_ORDER
+from services.dispatcher.policy.service import GradeInput, LoadedPolicy, PolicyStore, Reason
+from services.dispatcher.tasks import plans
+from services.dispatcher.warnings.schemas import ValidRecord, WarningResult
+from shared.audit import service as audit
+from shared.ids import uuid7
+from shared.queue.service import NewJob, enqueue
+
+
+class RetryBatch(Exception):
+    """A concurrent writer got there first (same record, or same person's case): run the batch again."""
+
+
+@dataclass(slots=True)
+class _Graded:
+    record: ValidRecord
+    warning_id: uuid.UUID
+    tier: str
+    reasons: list[Reason]
+
+
+@dataclass(slots=True)
+class _CaseWork:
+    """Everything this batch does to one person's case."""
+
+    phone: str
+    is_new: bool
+    state: plans.PlanState
+    policy_version: str
+    warning_count: int
+    first_warning_at: datetime
+    last_warning_at: datetime
+    tier_before: str | None
+    graded: list[_Graded] = field(default_factory=list)
+    raised: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def _j(value: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
+
+
+async def _existing_warnings(session: AsyncSession, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Any]:
+    if not keys:
+        return {}
+    rows = (
+        await session.execute(
+            text(
+                "SELECT w.source, w.source_ref, w.id, w.case_id, w.task_id, w.tier, w.due_at, w.reasons, w.merged,"
+                " w.notices FROM warnings w JOIN unnest(CAST(:s AS text[]), CAST(:r AS text[])) AS k(s, r)"
+                " ON w.source = k.s AND w.source_ref = k.r"
+            ),
+            {"s": [k[0] for k in keys], "r": [k[1] for k in keys]},
+        )
+    ).all()
+    return {(row.source, row.source_ref): row for row in rows}
+
+
+async def _lock_open_cases(session: AsyncSession, phones: list[str]) -> list[Any]:
+    if not phones:
+        return []
+    return (
+        await session.execute(
+            text(
+                "SELECT c.id AS case_id, c.phone, c.warning_count, c.first_warning_at, t.id AS task_id, t.tier,"
+                " t.due_at, t.plan_started_at, t.plan_seq, t.steps_done, t.attempts, t.has_chat, t.policy_version,"
+                " t.region_code, t.fraud_type"
+                " FROM cases c JOIN tasks t ON t.case_id = c.id"
+                " WHERE c.phone = ANY(CAST(:phones AS text[])) AND c.status = 'open'"
+                " ORDER BY c.phone FOR UPDATE OF c, t"
+            ),
+            {"phones": phones},
+        )
+    ).all()
+
+
+async def _bound_phones(session: AsyncSession, phones: list[str]) -> set[str]:
+    if not phones:
+        return set()
+    rows = await session.execute(
+        text("SELECT DISTINCT phone FROM chat_bindings WHERE active AND phone = ANY(CAST(:p AS text[]))"),
+        {"p": phones},
+    )
+    return {r[0] for r in rows}
+
+
+def _duplicate_result(row: Any) -> WarningResult:
+    return WarningResult(status="duplicate", warning_id=row.id, case_id=row.case_id, task_id=row.task_id,
+                         tier=row.tier, due_at=row.due_at, reasons=row.reasons, merged=row.merged,
+                         warnings=row.notices or [])
+
+
+async def ingest_batch(session: AsyncSession, records: list[ValidRecord], *, actor: str, store: PolicyStore,
+                       now: datetime) -> dict[int, WarningResult]:
+    """Store valid records and their consequences; return each record's answer by its index."""
+    policy = store.current
+    results: dict[int, WarningResult] = {}
+
+    # 1. Duplicates: within this batch, then against what is stored.
+    first_index: dict[tuple[str, str], int] = {}
+    repeats: list[tuple[int, tuple[str, str]]] = []
+    fresh: list[ValidRecord] = []
+    for rec in records:
+        key = (rec.source, rec.source_ref)
+        if key in first_index:
+            repeats.append((rec.index, key))
+        else:
+            first_index[key] = rec.index
+            fresh.append(rec)
+    stored = await _existing_warnings(session, list(first_index))
+    new_records = []
+    for rec in fresh:
+        row = stored.get((rec.source, rec.source_ref))
+        if row is not None:
+            results[rec.index] = _duplicate_result(row)
+        else:
+            new_records.append(rec)
+
+    # 2. Lock the open cases of everyone concerned; note who has a bound chat.
+    phones = sorted({rec.phone for rec in new_records})
+    works: dict[str, _CaseWork] = {}
+    for row in await _lock_open_cases(session, phones):
+        works[row.phone] = _CaseWork(
+            phone=row.phone, is_new=False, policy_version=row.policy_version, warning_count=row.warning_count,
+            first_warning_at=row.first_warning_at, last_warning_at=now, tier_before=row.tier,
+            state=plans.PlanState(
+                task_id=row.task_id, case_id=row.case_id, phone=row.phone, region_code=row.region_code,
+                fraud_type=row.fraud_type, tier=row.tier, plan_started_at=row.plan_started_at,
+                plan_seq=row.plan_seq, due_at=row.due_at, has_chat=row.has_chat,
+                steps_done=list(row.steps_done or []), attempts=dict(row.attempts or {})),
+        )
+    bound = await _bound_phones(session, [p for p in phones if p not in works])
+
+    # 3. Grade each warning in order, against its case as it stands so far.
+    for rec in new_records:
+        work = works.get(rec.phone)
+        count = (work.warning_count if work else 0) + 1
+        tier, reasons = policy.grade(GradeInput(
+            fraud_type=rec.fraud_type, signal=rec.signal, amount_at_risk=rec.amount_at_risk,
+            risk_score=rec.risk_score, age=rec.age, region_code=rec.region_code, case_warnings=count))
+        graded = _Graded(rec, uuid7(), tier, reasons)
+        if work is None:
+            deadline = timedelta(minutes=policy.playbook(tier).deadline_minutes)
+            work = works[rec.phone] = _CaseWork(
+                phone=rec.phone, is_new=True, policy_version=policy.version, warning_count=0,
+                first_warning_at=rec.occurred_at, last_warning_at=now, tier_before=None,
+                state=plans.PlanState(task_id=uuid7(), case_id=uuid7(), phone=rec.phone,
+                                      region_code=rec.region_code, fraud_type=rec.fraud_type, tier=tier,
+                                      plan_started_at=now, plan_seq=1, due_at=now + deadline,
+                                      has_chat=rec.phone in bound))
+        elif TIER_ORDER[tier] > TIER_ORDER[work.state.tier]:
+            reasons.append(Reason("case_raised", f"{work.state.tier} -> {tier}",
+                                  "grades higher than the open case: tier raised, deadline pulled in"))
+            if work.is_new:
+                work.state.tier = tier
+                work.state.due_at = min(work.state.due_at,
+                                        now + timedelta(minutes=policy.playbook(tier).deadline_minutes))
+            else:
+                work.state.tier = tier
+                work.raised = True
+        elif tier != work.state.tier:
+            reasons.append(Reason("open_case", work.state.tier, f"joined an open case graded {work.state.tier}"))
+        work.warning_count = count
+        work.first_warning_at = min(work.first_warning_at, rec.occurred_at)
+        work.graded.append(graded)
+
+    # 4. Plans: a new task starts its tier's plan; a raised task starts the new tier's plan now.
+    jobs: list[NewJob] = []
+    for work in works.values():
+        if not work.graded:
+            continue
+        if work.is_new:
+            new_jobs, work.notes = plans.start_plan(policy, work.state, now=now)
+            jobs += new_jobs
+        elif work.raised:
+            task_policy: LoadedPolicy = await store.get(session, work.policy_version)
+            new_tier = work.state.tier
+            work.state.tier = work.tier_before or new_tier
+            plans.replan(task_policy, work.state, new_tier=new_tier, now=now)
+            new_jobs, work.notes = plans.start_plan(task_policy, work.state, now=now)
+            jobs += new_jobs
+
+    await _write(session, works, jobs, actor=actor, now=now)
+
+    # 5. Answers and audit entries.
+    for work in works.values():
+        for position, g in enumerate(work.graded):
+            rec = g.record
+            merged = not (work.is_new and position == 0)
+            results[rec.index] = WarningResult(
+                status="accepted", warning_id=g.warning_id, case_id=work.state.case_id, task_id=work.state.task_id,
+                tier=work.state.tier, due_at=work.state.due_at, reasons=[r.as_dict() for r in g.reasons],
+                merged=merged, warnings=rec.notices)
+            body: dict[str, Any] = {
+                "warning_id": g.warning_id, "source": rec.source, "source_ref": rec.source_ref,
+                "signal": rec.signal, "fraud_type": rec.fraud_type, "warning_tier": g.tier,
+                "reasons": [r.as_dict() for r in g.reasons], "task_tier": work.state.tier,
+                "due_at": work.state.due_at, "policy_version": work.policy_version,
+            }
+            if not merged:
+                body["channels_started"] = sorted(k for k in work.state.attempts if k != "seen")
+                body["notes"] = work.notes
+                action = "task.created"
+            else:
+                action = "warning.merged"
+                if work.raised and position == len(work.graded) - 1:
+                    body["before"] = {"tier": work.tier_before}
+                    body["after"] = {"tier": work.state.tier, "due_at": work.state.due_at}
+                    body["notes"] = work.notes
+            audit.record(session, at=now, actor=rec.actor or actor, action=action, task_id=work.state.task_id,
+                         case_id=work.state.case_id, region_code=work.state.region_code, **body)
+
+    for index, key in repeats:
+        first = results[first_index[key]]
+        if first.status in ("accepted", "duplicate"):
+            results[index] = first.model_copy(update={"status": "duplicate"})
+    return results
+
+
+async def _write(session: AsyncSession, works: dict[str, _CaseWork], jobs: list[NewJob], *, actor: str,
+                 now: datetime) -> None:
+    new_cases = sorted((w for w in works.values() if w.is_new and w.graded), key=lambda w: w.phone)
+    old_cases = [w for w in works.values() if not w.is_new and w.graded]
+
+    if new_cases:
+        inserted = await session.execute(
+            text(
+                "INSERT INTO cases (id, phone, status, tier, region_code, warning_count, first_warning_at,"
+                " last_warning_at, created_at)"
+                " SELECT id, phone, 'open', tier, region, n, first_at, CAST(:now AS timestamptz),"
+                " CAST(:now AS timestamptz)"
+                " FROM unnest(CAST(:id AS uuid[]), CAST(:phone AS text[]), CAST(:tier AS text[]),"
+                " CAST(:region AS text[]), CAST(:n AS int[]), CAST(:first_at AS timestamptz[]))"
+                " AS u(id, phone, tier, region, n, first_at)"
+                " ON CONFLICT (phone) WHERE status = 'open' DO NOTHING RETURNING id"
+            ),
+            {"id": [w.state.case_id for w in new_cases], "phone": [w.phone for w in new_cases],
+             "tier": [w.state.tier for w in new_cases], "region": [w.state.region_code for w in new_cases],
+             "n": [w.warning_count for w in new_cases], "first_at": [w.first_warning_at for w in new_cases],
+             "now": now},
+        )
+        if len(inserted.all()) != len(new_cases):
+            raise RetryBatch("another transaction opened a case for the same person")
+        await session.execute(
+            text(
+                "INSERT INTO tasks (id, case_id, phone, region_code, fraud_type, tier, status, policy_version,"
+                " created_at, plan_started_at, plan_seq, steps_done, due_at, has_chat, attempts)"
+                " SELECT id, case_id, phone, region, fraud_type, tier, 'open', pv, CAST(:now AS timestamptz),"
+                " CAST(:now AS timestamptz), 1, string_to_array(steps, ','), due_at, has_chat, CAST(attempts AS jsonb)"
+                " FROM unnest(CAST(:id AS uuid[]), CAST(:case_id AS uuid[]), CAST(:phone AS text[]),"
+                " CAST(:region AS text[]), CAST(:fraud AS text[]), CAST(:tier AS text[]), CAST(:pv AS text[]),"
+                " CAST(:steps AS text[]), CAST(:due AS timestamptz[]), CAST(:chat AS boolean[]),"
+                " CAST(:attempts AS text[]))"
+                " AS u(id, case_id, phone, region, fraud_type, tier, pv, steps, due_at, has_chat, attempts)"
+            ),
+            {"id": [w.state.task_id for w in new_cases], "case_id": [w.state.case_id for w in new_cases],
+             "phone": [w.phone for w in new_cases], "region": [w.state.region_code for w in new_cases],
+             "fraud": [w.state.fraud_type for w in new_cases], "tier": [w.state.tier for w in new_cases],
+             "pv": [w.policy_version for w in new_cases],
+             "steps": [",".join(w.state.steps_done) for w in new_cases],
+             "due": [w.state.due_at for w in new_cases], "chat": [w.state.has_chat for w in new_cases],
+             "attempts": [_j(w.state.attempts) for w in new_cases], "now": now},
+        )
+    if old_cases:
+        await session.execute(
+            text(
+                "UPDATE cases c SET warning_count = u.n, last_warning_at = CAST(:now AS timestamptz), tier = u.tier"
+                " FROM unnest(CAST(:id AS uuid[]), CAST(:n AS int[]), CAST(:tier AS text[])) AS u(id, n, tier)"
+                " WHERE c.id = u.id"
+            ),
+            {"id": [w.state.case_id for w in old_cases], "n": [w.warning_count for w in old_cases],
+             "tier": [w.state.tier for w in old_cases], "now": now},
+        )
+        raised = [w for w in old_cases if w.raised]
+        if raised:
+            await session.execute(
+                text(
+                    "UPDATE tasks t SET tier = u.tier, due_at = u.due_at, plan_started_at = CAST(:now AS timestamptz),"
+                    " plan_seq = u.plan_seq, steps_done = string_to_array(u.steps, ','),"
+                    " attempts = CAST(u.attempts AS jsonb)"
+                    " FROM unnest(CAST(:id AS uuid[]), CAST(:tier AS text[]), CAST(:due AS timestamptz[]),"
+                    " CAST(:seq AS int[]), CAST(:steps AS text[]), CAST(:attempts AS text[]))"
+                    " AS u(id, tier, due_at, plan_seq, steps, attempts) WHERE t.id = u.id"
+                ),
+                {"id": [w.state.task_id for w in raised], "tier": [w.state.tier for w in raised],
+                 "due": [w.state.due_at for w in raised], "seq": [w.state.plan_seq for w in raised],
+                 "steps": [",".join(w.state.steps_done) for w in raised],
+                 "attempts": [_j(w.state.attempts) for w in raised], "now": now},
+            )
+
+    graded = [(w, g) for w in works.values() for g in w.graded]
+    if graded:
+        inserted = await session.execute(
+            text(
+                "INSERT INTO warnings (id, source, source_ref, received_at, occurred_at, phone, fraud_type, signal,"
+                " region_code, amount_at_risk, risk_score, subject, details, case_id, task_id, tier, due_at,"
+                " reasons, merged, notices, ingested_by)"
+                " SELECT id, source, ref, CAST(:now AS timestamptz), occurred_at, phone, fraud_type, signal, region,"
+                " amount, score, CAST(subject AS jsonb), CAST(details AS jsonb), case_id, task_id, tier, due_at,"
+                " CAST(reasons AS jsonb), merged, CAST(notices AS jsonb), actor"
+                " FROM unnest(CAST(:id AS uuid[]), CAST(:source AS text[]), CAST(:ref AS text[]),"
+                " CAST(:occurred AS timestamptz[]), CAST(:phone AS text[]), CAST(:fraud AS text[]),"
+                " CAST(:signal AS text[]), CAST(:region AS text[]), CAST(:amount AS numeric[]),"
+                " CAST(:score AS smallint[]), CAST(:subject AS text[]), CAST(:details AS text[]),"
+                " CAST(:case_id AS uuid[]), CAST(:task_id AS uuid[]), CAST(:tier AS text[]),"
+                " CAST(:due AS timestamptz[]), CAST(:reasons AS text[]), CAST(:merged AS boolean[]),"
+                " CAST(:notices AS text[]), CAST(:actor AS text[]))"
+                " AS u(id, source, ref, occurred_at, phone, fraud_type, signal, region, amount, score, subject,"
+                " details, case_id, task_id, tier, due_at, reasons, merged, notices, actor)"
+                " ON CONFLICT (source, source_ref) DO NOTHING RETURNING id"
+            ),
+            {
+                "id": [g.warning_id for _, g in graded],
+                "source": [g.record.source for _, g in graded],
+                "ref": [g.record.source_ref for _, g in graded],
+                "occurred": [g.record.occurred_at for _, g in graded],
+                "phone": [g.record.phone for _, g in graded],
+                "fraud": [g.record.fraud_type for _, g in graded],
+                "signal": [g.record.signal for _, g in graded],
+                "region": [g.record.region_code for _, g in graded],
+                "amount": [g.record.amount_at_risk for _, g in graded],
+                "score": [g.record.risk_score for _, g in graded],
+                "subject": [_j(g.record.subject) if g.record.subject else None for _, g in graded],
+                "details": [_j(g.record.details) if g.record.details else None for _, g in graded],
+                "case_id": [w.state.case_id for w, _ in graded],
+                "task_id": [w.state.task_id for w, _ in graded],
+                "tier": [w.state.tier for w, _ in graded],
+                "due": [w.state.due_at for w, _ in graded],
+                "reasons": [_j([r.as_dict() for r in g.reasons]) for _, g in graded],
+                "merged": [not (w.is_new and i == 0) for w in works.values() for i, _ in enumerate(w.graded)],
+                "notices": [_j(g.record.notices) if g.record.notices else None for _, g in graded],
+                "actor": [g.record.actor or actor for _, g in graded],
+                "now": now,
+            },
+        )
+        if len(inserted.all()) != len(graded):
+            raise RetryBatch("a record was stored by a concurrent request with the same (source, source_ref)")
+    await enqueue(session, jobs, now=now)

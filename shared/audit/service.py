@@ -1,0 +1,185 @@
+"""Appending to and verifying the hash-chained audit log.
+
+How the chain stays consistent under concurrency: entries are *recorded* into
+the session during the unit of work and *appended* in the session's
+`before_commit` hook. The append locks the single chain-head row, links the
+entries to the head's hash, writes them and moves the head, then the
+transaction commits and releases the lock. So the chain order is commit order,
+the lock is held only for the last few milliseconds of a transaction, and a
+transaction that rolls back leaves no entry and no gap.
+
+A database trigger (see the migration) refuses UPDATE and DELETE on the log, so
+an edit needs someone who can disable triggers; `verify_chain` then finds it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+GENESIS_HASH = "0" * 64
+_PENDING_KEY = "shouhu_audit_pending"
+
+
+@dataclass(slots=True)
+class PendingEntry:
+    at: datetime
+    actor: str
+    action: str
+    task_id: uuid.UUID | None
+    case_id: uuid.UUID | None
+    region_code: str | None
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+def canonical_json(value: Any) -> str:
+    """Deterministic JSON (sorted keys, no spaces, UTF-8 kept) for hashing and storage."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=_json_default).decode()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso_utc(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    # Decimal and anything else: their string form, never a float (floats do not round-trip).
+    return str(value)
+
+
+def iso_utc(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def entry_hash(
+    *,
+    seq: int,
+    at: datetime,
+    actor: str,
+    action: str,
+    task_id: uuid.UUID | None,
+    case_id: uuid.UUID | None,
+    region_code: str | None,
+    body: str,
+    prev_hash: str,
+) -> str:
+    """SHA-256 over every stored column of the entry and the previous entry's hash."""
+    material = canonical_json(
+        [seq, iso_utc(at), actor, action, str(task_id) if task_id else None,
+         str(case_id) if case_id else None, region_code, body, prev_hash]
+    )
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+def record(
+    session: AsyncSession | Session,
+    *,
+    at: datetime,
+    actor: str,
+    action: str,
+    task_id: uuid.UUID | None = None,
+    case_id: uuid.UUID | None = None,
+    region_code: str | None = None,
+    **body: Any,
+) -> None:
+    """Record an audit entry in this unit of work; it is chained and written when the caller commits."""
+    session.info.setdefault(_PENDING_KEY, []).append(
+        PendingEntry(at=at, actor=actor, action=action, task_id=task_id, case_id=case_id,
+                     region_code=region_code, body=body)
+    )
+
+
+@event.listens_for(Session, "before_commit")
+def _append_pending(session: Session) -> None:
+    pending: list[PendingEntry] | None = session.info.pop(_PENDING_KEY, None)
+    if pending:
+        _append(session, pending)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_pending(session: Session) -> None:
+    session.info.pop(_PENDING_KEY, None)
+
+
+def _append(session: Session, pending: list[PendingEntry]) -> None:
+    seq, prev_hash = session.execute(
+        text("SELECT seq, hash FROM audit_chain_head WHERE id = 1 FOR UPDATE")
+    ).one()
+    cols: dict[str, list[Any]] = {k: [] for k in
+                                  ("seq", "at", "actor", "action", "task_id", "case_id", "region", "body", "prev", "hash")}
+    for entry in pending:
+        seq += 1
+        body = canonical_json(entry.body)
+        digest = entry_hash(seq=seq, at=entry.at, actor=entry.actor, action=entry.action, task_id=entry.task_id,
+                            case_id=entry.case_id, region_code=entry.region_code, body=body, prev_hash=prev_hash)
+        for key, value in (("seq", seq), ("at", entry.at), ("actor", entry.actor), ("action", entry.action),
+                           ("task_id", entry.task_id), ("case_id", entry.case_id), ("region", entry.region_code),
+                           ("body", body), ("prev", prev_hash), ("hash", digest)):
+            cols[key].append(value)
+        prev_hash = digest
+    session.execute(
+        text(
+            "INSERT INTO audit_log (seq, at, actor, action, task_id, case_id, region_code, body, prev_hash, hash) "
+            "SELECT * FROM unnest(CAST(:seq AS bigint[]), CAST(:at AS timestamptz[]), CAST(:actor AS text[]), "
+            "CAST(:action AS text[]), CAST(:task_id AS uuid[]), CAST(:case_id AS uuid[]), CAST(:region AS text[]), "
+            "CAST(:body AS text[]), CAST(:prev AS text[]), CAST(:hash AS text[]))"
+        ),
+        cols,
+    )
+    session.execute(text("UPDATE audit_chain_head SET seq = :seq, hash = :hash WHERE id = 1"),
+                    {"seq": seq, "hash": prev_hash})
+
+
+@dataclass
+class ChainReport:
+    ok: bool
+    entries: int
+    first_bad: int | None
+    reason: str | None = None
+
+
+async def verify_chain(session: AsyncSession, *, chunk: int = 5000) -> ChainReport:
+    """Walk the whole chain in order; report the first entry that was edited, removed or reordered."""
+    expected_prev = GENESIS_HASH
+    expected_seq = 1
+    count = 0
+    last_seq = 0
+    while True:
+        rows = (
+            await session.execute(
+                text(
+                    "SELECT seq, at, actor, action, task_id, case_id, region_code, body, prev_hash, hash "
+                    "FROM audit_log WHERE seq > :after ORDER BY seq LIMIT :n"
+                ),
+                {"after": last_seq, "n": chunk},
+            )
+        ).all()
+        if not rows:
+            break
+        for row in rows:
+            if row.seq != expected_seq:
+                # A gap: entry `expected_seq` was deleted.
+                return ChainReport(False, count, expected_seq, "entry missing")
+            if row.prev_hash != expected_prev:
+                return ChainReport(False, count, row.seq, "link to previous entry broken")
+            recomputed = entry_hash(seq=row.seq, at=row.at, actor=row.actor, action=row.action, task_id=row.task_id,
+                                    case_id=row.case_id, region_code=row.region_code, body=row.body,
+                                    prev_hash=row.prev_hash)
+            if recomputed != row.hash:
+                return ChainReport(False, count, row.seq, "entry content does not match its hash")
+            expected_prev = row.hash
+            expected_seq += 1
+            count += 1
+            last_seq = row.seq
+    head_seq, head_hash = (await session.execute(text("SELECT seq, hash FROM audit_chain_head WHERE id = 1"))).one()
+    if head_seq != last_seq or head_hash != expected_prev:
+        # The newest entries were deleted (or the head was moved): the chain ends too early.
+        return ChainReport(False, count, last_seq + 1, "chain ends before its recorded head")
+    return ChainReport(True, count, None)

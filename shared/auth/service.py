@@ -1,0 +1,123 @@
+"""Creating and checking API keys, and the jurisdiction rule (a key sees only its unit)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.auth.models import ApiKey
+from shared.ids import uuid7
+
+ROLES = ("ingest", "operator", "officer", "supervisor", "admin")
+_KEY_RE = re.compile(r"^shk_([a-z0-9]{8,16})_([A-Za-z0-9_-]{20,128})$")
+_UNIT_RE = re.compile(r"^(\d{2}|\d{4}|\d{6})?$")
+
+
+class InvalidKeySpec(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: resolved from the bearer key on every request."""
+
+    key_id: str
+    name: str
+    role: str
+    unit: str
+
+    @property
+    def actor(self) -> str:
+        """How this caller appears in the audit log."""
+        return f"key:{self.key_id}:{self.name}"
+
+    def covers(self, region_code: str | None) -> bool:
+        """True when `region_code` lies inside this key's jurisdiction."""
+        return region_code is not None and region_code.startswith(self.unit)
+
+
+def normalize_unit(unit: str) -> str:
+    unit = unit.strip()
+    if unit.lower() in ("all", "*", "全国"):
+        return ""
+    if not _UNIT_RE.match(unit):
+        raise InvalidKeySpec("unit must be a region-code prefix of 2, 4 or 6 digits (e.g. 33, 3301, 330106) or 'all'")
+    return unit
+
+
+def _sha256(secret: str) -> str:
+    # The secret is 32 random bytes, so a plain SHA-256 cannot be brute-forced;
+    # a slow password hash would only cost CPU on every request.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+async def create_key(session: AsyncSession, *, role: str, unit: str, name: str,
+                     secret_value: str | None = None) -> tuple[ApiKey, str]:
+    """Store a new key (hashed) and return it with the full key text, shown once."""
+    if role not in ROLES:
+        raise InvalidKeySpec(f"role must be one of {', '.join(ROLES)}")
+    unit = normalize_unit(unit)
+    if secret_value is not None:
+        match = _KEY_RE.match(secret_value)
+        if match:
+            key_id, secret = match.groups()
+        else:
+            # A bootstrap key chosen by the operator: derive a stable id from it.
+            key_id, secret = hashlib.sha256(secret_value.encode()).hexdigest()[:12], secret_value
+    else:
+        key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
+    row = ApiKey(id=uuid7(), key_id=key_id, secret_sha256=_sha256(secret), role=role, unit=unit,
+                 name=(name or role)[:100])
+    session.add(row)
+    await session.flush()
+    full = secret_value if secret_value is not None else f"shk_{key_id}_{secret}"
+    return row, full
+
+
+async def ensure_bootstrap_key(session: AsyncSession, *, secret_value: str, unit: str) -> None:
+    key_id = _split(secret_value)[0]
+    existing = (await session.execute(select(ApiKey).where(ApiKey.key_id == key_id))).scalar_one_or_none()
+    if existing is None:
+        await create_key(session, role="admin", unit=unit, name="bootstrap-admin", secret_value=secret_value)
+
+
+def _split(presented: str) -> tuple[str, str]:
+    match = _KEY_RE.match(presented)
+    if match:
+        return match.group(1), match.group(2)
+    return hashlib.sha256(presented.encode()).hexdigest()[:12], presented
+
+
+class KeyCache:
+    """Verified keys for `ttl_s` seconds, so a busy ingest endpoint does not read the key table per request.
+
+    A revoked key therefore keeps working for at most `ttl_s` seconds in each process.
+    """
+
+    def __init__(self, ttl_s: float = 30.0) -> None:
+        self.ttl_s = ttl_s
+        self._entries: dict[str, tuple[float, Principal | None]] = {}
+
+    async def authenticate(self, session_factory, presented: str) -> Principal | None:  # noqa: ANN001
+        now = time.monotonic()
+        digest = _sha256(presented)
+        hit = self._entries.get(digest)
+        if hit and now - hit[0] < self.ttl_s:
+            return hit[1]
+        key_id, secret = _split(presented)
+        async with session_factory() as session:
+            row = (await session.execute(select(ApiKey).where(ApiKey.key_id == key_id))).scalar_one_or_none()
+        principal = None
+        if row is not None and row.revoked_at is None and hmac.compare_digest(row.secret_sha256, _sha256(secret)):
+            principal = Principal(key_id=row.key_id, name=row.name, role=row.role, unit=row.unit)
+        if len(self._entries) > 10_000:
+            self._entries.clear()
+        self._entries[digest] = (now, principal)
+        return principal

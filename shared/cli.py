@@ -1,0 +1,189 @@
+"""The `shouhu` command: run, migrate, manage keys, import warnings, benchmark."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shared.logging import configure_logging
+
+app = typer.Typer(help="守护 Shouhu: reach people being defrauded right now.", no_args_is_help=True,
+                  add_completion=False)
+keys_app = typer.Typer(help="API keys (stored hashed; each has a role and a unit).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+SERVICES = {
+    "dispatcher": ("services.dispatcher.app:create_app", 8000),
+    "bot": ("services.bot.app:create_app", 8001),
+    "callcenter": ("services.callcenter.app:create_app", 8002),
+}
+
+
+def _database_url() -> str:
+    from shared.db import resolve_database_url
+    from shared.settings import CommonSettings
+
+    settings = CommonSettings()
+    return resolve_database_url(settings.database_url, settings.data_dir)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations (waits for the database first)."""
+    from shared.db import wait_for_database
+    from shared.migrate import head_revision
+    from shared.migrate import migrate as run_migrate
+
+    configure_logging()
+    url = _database_url()
+    asyncio.run(wait_for_database(url))
+    asyncio.run(run_migrate(url))
+    typer.echo(f"database at migration {head_revision()}")
+
+
+@app.command()
+def serve(
+    service: Annotated[str, typer.Argument(help="dispatcher, bot or callcenter")],
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option(help="port (default 8000 / 8001 / 8002)")] = None,
+) -> None:
+    """Run one service, as in production (one process; scale by running more replicas)."""
+    import uvicorn
+
+    if service not in SERVICES:
+        raise typer.BadParameter(f"unknown service {service!r}; choose one of {', '.join(SERVICES)}")
+    from shared.settings import CommonSettings
+
+    settings = CommonSettings()
+    configure_logging(settings.log_level, settings.log_json, service=service)
+    factory, default_port = SERVICES[service]
+    uvicorn.run(factory, factory=True, host=host, port=port or default_port, log_config=None, access_log=False,
+                loop="uvloop", http="httptools", lifespan="on")
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option(help="ingest, operator, officer, supervisor or admin")],
+    unit: Annotated[str, typer.Option(help="region-code prefix: 33, 3301, 330106, or 'all'")],
+    name: Annotated[str | None, typer.Option(help="who holds the key (shown in the audit log)")] = None,
+) -> None:
+    """Create an API key and print it (it is shown once; only its hash is stored)."""
+    from shared.auth.service import InvalidKeySpec, create_key
+    from shared.db import make_engine, make_sessionmaker, transaction
+
+    async def run() -> str:
+        engine = make_engine(_database_url(), pool_size=1)
+        try:
+            async with transaction(make_sessionmaker(engine)) as session:
+                _, full = await create_key(session, role=role, unit=unit, name=name or f"{role}-{unit}")
+            return full
+        finally:
+            await engine.dispose()
+
+    try:
+        typer.echo(asyncio.run(run()))
+    except InvalidKeySpec as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command("import")
+def import_(
+    file: Annotated[Path, typer.Argument(help="a .csv or .jsonl file of warning records", exists=True,
+                                         dir_okay=False)],
+    batch_size: Annotated[int, typer.Option(help="records per transaction")] = 1000,
+    errors: Annotated[Path | None, typer.Option(help="also write the per-line error report to this CSV")] = None,
+    actor: Annotated[str, typer.Option(help="name recorded in the audit log")] = "cli:import",
+) -> None:
+    """Bulk-ingest warnings with a progress bar and a per-line error report (exit 1 if any line was rejected)."""
+    from services.dispatcher.importer import run_import
+
+    configure_logging("WARNING")
+    code = asyncio.run(run_import(file, database_url=_database_url(), batch_size=batch_size,
+                                  errors_path=errors, actor=actor))
+    raise typer.Exit(code)
+
+
+@app.command()
+def bench(
+    names: Annotated[list[str] | None, typer.Argument(help="benchmarks to run (default: all)")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="print one JSON object of figures last")] = False,
+    quick: Annotated[bool, typer.Option(help="a short run (smoke test of the harness)")] = False,
+) -> None:
+    """Run the benchmarks and print their figures with a baseline measured in the same run."""
+    from shared.bench import run_benchmarks
+
+    configure_logging("WARNING")
+    raise typer.Exit(asyncio.run(run_benchmarks(names or [], as_json=json_, quick=quick)))
+
+
+@app.command()
+def up(
+    host: Annotated[str, typer.Option(help="address the services listen on")] = "127.0.0.1",
+) -> None:
+    """Start the whole system locally: database (embedded unless DATABASE_URL is set), migrations, services."""
+    from shared.settings import CommonSettings
+
+    settings = CommonSettings()
+    configure_logging(settings.log_level, json=False, service="up")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    typer.echo("Starting the database (embedded PostgreSQL under ./.shouhu unless DATABASE_URL is set)...")
+    url = _database_url()
+    from shared.db import wait_for_database
+    from shared.migrate import migrate as run_migrate
+
+    asyncio.run(wait_for_database(url))
+    asyncio.run(run_migrate(url))
+    key_file = settings.data_dir / "admin.key"
+    admin_key = settings.bootstrap_admin_key
+    if not admin_key:
+        if not key_file.exists():
+            key_file.write_text(f"shk_{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}\n")
+            key_file.chmod(0o600)
+        admin_key = key_file.read_text().strip()
+    env = {**os.environ, "DATABASE_URL": url, "SHOUHU_BOOTSTRAP_ADMIN_KEY": admin_key}
+    children: list[subprocess.Popen[bytes]] = []
+    for service, (_, port) in SERVICES.items():
+        children.append(subprocess.Popen(
+            [sys.executable, "-m", "shared.cli", "serve", service, "--host", host, "--port", str(port)], env=env))
+    typer.echo(
+        "\nShouhu is starting:\n"
+        f"  dispatcher  http://{host}:8000   (API docs: http://{host}:8000/docs)\n"
+        f"  bot         http://{host}:8001\n"
+        f"  callcenter  http://{host}:8002\n"
+        f"  admin key   {admin_key}   (also in {key_file})\n"
+        "Press Ctrl-C to stop.\n"
+    )
+
+    def stop(*_args: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+        typer.echo("a service stopped; stopping the others", err=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop()
+        for child in children:
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,113 @@
+"""Database engine, sessions and URL handling (SQLAlchemy 2 async over asyncpg)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import structlog
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+log = structlog.get_logger(__name__)
+
+
+def asyncpg_url(url: str) -> str:
+    """Accept `postgresql://`, `postgres://` or `postgresql+asyncpg://` and return the asyncpg form."""
+    parts = urlsplit(url)
+    scheme = parts.scheme
+    if scheme in ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2"):
+        scheme = "postgresql+asyncpg"
+    if scheme != "postgresql+asyncpg":
+        raise ValueError(f"DATABASE_URL must be a PostgreSQL URL, got scheme {parts.scheme!r}")
+    return urlunsplit((scheme, parts.netloc, parts.path, parts.query, parts.fragment))
+
+
+def plain_url(url: str) -> str:
+    """The libpq/asyncpg form (`postgresql://...`) of a URL, for raw asyncpg connections."""
+    parts = urlsplit(asyncpg_url(url))
+    return urlunsplit(("postgresql", parts.netloc, parts.path, parts.query, parts.fragment))
+
+
+async def raw_connect(url: str, **kwargs: object):  # noqa: ANN201
+    """A plain asyncpg connection (LISTEN, admin statements, benchmarks), Unix-socket URLs included."""
+    import asyncpg
+
+    parts = urlsplit(plain_url(url))
+    query = dict(parse_qsl(parts.query))
+    dsn = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    if "host" in query:
+        kwargs.setdefault("host", query["host"])
+    return await asyncpg.connect(dsn, **kwargs)
+
+
+def with_database(url: str, database: str) -> str:
+    """The same server URL pointing at another database."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
+
+
+def database_name(url: str) -> str:
+    return urlsplit(url).path.lstrip("/") or "postgres"
+
+
+def resolve_database_url(configured: str | None, data_dir: Path) -> str:
+    """The configured URL, or the embedded server's (started on demand) when none is set."""
+    if configured:
+        return asyncpg_url(configured)
+    from shared.embedded import start_embedded_postgres
+
+    return asyncpg_url(start_embedded_postgres(data_dir / "pgdata"))
+
+
+def make_engine(url: str, *, pool_size: int = 10, application_name: str = "shouhu") -> AsyncEngine:
+    parts = urlsplit(asyncpg_url(url))
+    query = dict(parse_qsl(parts.query))
+    # Unix-socket URLs (`?host=/path`) are passed to asyncpg as connect args.
+    host = query.pop("host", None)
+    url = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
+    connect_args: dict[str, object] = {"server_settings": {"application_name": application_name}}
+    if host:
+        connect_args["host"] = host
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=False,
+        connect_args=connect_args,
+    )
+
+
+def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    # expire_on_commit=False: objects stay readable after the caller commits (routes answer from them).
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+@asynccontextmanager
+async def transaction(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """One unit of work: commit on success, roll back on any error. Services never commit; callers do."""
+    async with sessionmaker() as session:
+        async with session.begin():
+            yield session
+
+
+async def wait_for_database(url: str, *, timeout_s: float = 60.0) -> None:
+    """Prestart: wait until the database answers (it may still be starting in compose or on a laptop)."""
+    engine = make_engine(url, pool_size=1, application_name="shouhu-prestart")
+    try:
+        async for attempt in AsyncRetrying(
+            stop=stop_after_delay(timeout_s),
+            wait=wait_exponential(multiplier=0.2, max=3),
+            retry=retry_if_exception_type((OSError, ConnectionError, Exception)),
+            reraise=True,
+        ):
+            with attempt:
+                async with engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+                if attempt.retry_state.attempt_number > 1:
+                    log.info("database.reachable", attempts=attempt.retry_state.attempt_number)
+    finally:
+        await engine.dispose()

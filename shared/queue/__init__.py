@@ -1,0 +1,1 @@
+"""A small PostgreSQL job queue (see service.py for why not pgqueuer)."""

@@ -1,0 +1,178 @@
+"""Test databases: a real PostgreSQL (TEST_DATABASE_URL, or the embedded server), one fresh database per test.
+
+The schema is migrated once into a template database (named after a hash of
+the migrations, so a changed migration builds a new one); each test gets its
+own clone, so tests may commit, run several processes, and run in parallel
+(pytest-xdist) without seeing each other's rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.clock import FrozenClock
+from shared.db import make_engine, make_sessionmaker, raw_connect, with_database
+from shared.migrate import MIGRATIONS_DIR, migrate
+
+ROOT = Path(__file__).resolve().parent.parent
+# 10:00 in Beijing: inside every tier's call window, so tests see calls go out at once unless they move the clock.
+T0 = datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
+
+
+def _server_url() -> str:
+    configured = os.environ.get("TEST_DATABASE_URL")
+    if configured:
+        return configured
+    from shared.embedded import start_embedded_postgres
+
+    return start_embedded_postgres(ROOT / ".shouhu" / "test-pgdata")
+
+
+def _schema_fingerprint() -> str:
+    digest = hashlib.sha256()
+    for path in sorted(MIGRATIONS_DIR.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+@pytest.fixture(scope="session")
+def server_url() -> str:
+    return _server_url()
+
+
+@pytest.fixture(scope="session")
+async def template_db(server_url: str) -> str:
+    """The migrated template, built once per schema version across all xdist workers."""
+    name = f"shouhu_tpl_{_schema_fingerprint()}"
+    admin = await raw_connect(server_url)
+    try:
+        await admin.execute("SELECT pg_advisory_lock(735201)")
+        try:
+            exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+            if not exists:
+                building = name + "_build"
+                await admin.execute(f'DROP DATABASE IF EXISTS "{building}" WITH (FORCE)')
+                await admin.execute(f'CREATE DATABASE "{building}"')
+                await migrate(with_database(server_url, building))
+                await admin.execute(f'ALTER DATABASE "{building}" RENAME TO "{name}"')
+        finally:
+            await admin.execute("SELECT pg_advisory_unlock(735201)")
+    finally:
+        await admin.close()
+    return name
+
+
+@pytest.fixture
+async def db_url(server_url: str, template_db: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for this test alone."""
+    name = f"shouhu_t_{uuid.uuid4().hex[:16]}"
+    admin = await raw_connect(server_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    finally:
+        await admin.close()
+    yield with_database(server_url, name)
+    admin = await raw_connect(server_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def sessionmaker(db_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = make_engine(db_url, pool_size=5)
+    yield make_sessionmaker(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock(T0)
+
+
+class DispatcherHarness:
+    """The dispatcher app in-process over real HTTP semantics (httpx ASGI transport), with a frozen clock."""
+
+    def __init__(self, app, client: httpx.AsyncClient, clock: FrozenClock, db_url: str) -> None:  # noqa: ANN001
+        self.app = app
+        self.client = client
+        self.clock = clock
+        self.db_url = db_url
+        self._keys: dict[tuple[str, str], dict[str, str]] = {}
+
+    @property
+    def runtime(self):  # noqa: ANN201
+        return self.app.state.runtime
+
+    @property
+    def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
+        return self.runtime.sessionmaker
+
+    async def headers(self, role: str = "ingest", unit: str = "33") -> dict[str, str]:
+        """Authorization headers for a key with this role and unit (created on first use)."""
+        from shared.auth.service import create_key
+        from shared.db import transaction
+
+        if (role, unit) not in self._keys:
+            async with transaction(self.sessionmaker) as session:
+                _, full = await create_key(session, role=role, unit=unit, name=f"test-{role}-{unit or 'all'}")
+            self._keys[(role, unit)] = {"Authorization": f"Bearer {full}"}
+        return self._keys[(role, unit)]
+
+    def worker(self, **options):  # noqa: ANN001, ANN201
+        from services.dispatcher.jobs import make_worker
+
+        return make_worker(self.sessionmaker, store=self.runtime.store, clock=self.clock, database_url=None,
+                           **options)
+
+    async def run_dispatcher_jobs(self) -> int:
+        """Run every runnable dispatcher job (timers, results) at the clock's current time."""
+        return await self.worker().drain()
+
+    async def jobs(self, **where: object) -> list[dict]:
+        from sqlalchemy import text
+
+        clauses = " AND ".join(f"{k} = :{k}" for k in where) or "true"
+        async with self.sessionmaker() as session:
+            rows = (await session.execute(text(f"SELECT * FROM jobs WHERE {clauses} ORDER BY id"), where)).mappings()
+            return [dict(r) for r in rows]
+
+
+@pytest.fixture
+async def dispatcher(db_url: str, clock: FrozenClock, request: pytest.FixtureRequest) -> AsyncIterator[DispatcherHarness]:
+    from services.dispatcher.app import create_app
+    from services.dispatcher.settings import DispatcherSettings
+
+    marker = request.node.get_closest_marker("policy")
+    settings = DispatcherSettings(DATABASE_URL=db_url, SHOUHU_DISPATCHER_WORKER=False,
+                                  SHOUHU_POLICY=marker.args[0] if marker else None, SHOUHU_KEY_CACHE_TTL_S=0)
+    app = create_app(settings, clock=clock)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://dispatcher") as client:
+            yield DispatcherHarness(app, client, clock, db_url)
+
+
+def warning(**overrides: object) -> dict:
+    """A valid warning record; override any field."""
+    record: dict = {
+        "source": "bank-test",
+        "source_ref": uuid.uuid4().hex,
+        "phone": "13800138000",
+        "fraud_type": "fake_investment",
+        "signal": "fraud_sms_received",
+        "region_code": "330106",
+        "occurred_at": "2026-11-21T09:55:00+08:00",
+    }
+    record.update(overrides)
+    return {k: v for k, v in record.items() if v is not None}
