@@ -146,19 +146,24 @@ class ChainReport:
 
 
 async def verify_chain(session: AsyncSession, *, chunk: int = 5000) -> ChainReport:
-    """Walk the whole chain in order; report the first entry that was edited, removed or reordered."""
+    """Walk the whole chain in order; report the first entry that was edited, removed or reordered.
+
+    The head is read first: entries appended while we walk are past it and are
+    left for the next verification, so a busy system never looks truncated.
+    """
+    head_seq, head_hash = (await session.execute(text("SELECT seq, hash FROM audit_chain_head WHERE id = 1"))).one()
     expected_prev = GENESIS_HASH
     expected_seq = 1
     count = 0
     last_seq = 0
-    while True:
+    while last_seq < head_seq:
         rows = (
             await session.execute(
                 text(
                     "SELECT seq, at, actor, action, task_id, case_id, region_code, body, prev_hash, hash "
-                    "FROM audit_log WHERE seq > :after ORDER BY seq LIMIT :n"
+                    "FROM audit_log WHERE seq > :after AND seq <= :head ORDER BY seq LIMIT :n"
                 ),
-                {"after": last_seq, "n": chunk},
+                {"after": last_seq, "head": head_seq, "n": chunk},
             )
         ).all()
         if not rows:
@@ -178,8 +183,7 @@ async def verify_chain(session: AsyncSession, *, chunk: int = 5000) -> ChainRepo
             expected_seq += 1
             count += 1
             last_seq = row.seq
-    head_seq, head_hash = (await session.execute(text("SELECT seq, hash FROM audit_chain_head WHERE id = 1"))).one()
-    if head_seq != last_seq or head_hash != expected_prev:
+    if last_seq != head_seq or head_hash != expected_prev:
         # The newest entries were deleted (or the head was moved): the chain ends too early.
         return ChainReport(False, count, last_seq + 1, "chain ends before its recorded head")
     return ChainReport(True, count, None)

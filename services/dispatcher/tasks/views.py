@@ -6,6 +6,7 @@ import uuid
 from datetime import datetime
 
 import orjson
+import structlog
 from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import select, text
 
@@ -19,6 +20,7 @@ from shared.db import transaction
 from shared.phone import mask_phone
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+log = structlog.get_logger(__name__)
 NOT_FOUND = "no task with this id in your unit"
 
 
@@ -106,6 +108,7 @@ async def list_tasks(
 async def post_feedback(task_id: uuid.UUID, body: FeedbackIn, principal: FeedbackKey, rt: RuntimeDep) -> FeedbackOut:
     """Record an outcome from an officer, operator or supervisor; it closes the task or opens an emergency."""
     now: datetime = rt.clock.now()
+    structlog.contextvars.bind_contextvars(task_id=str(task_id))
     async with transaction(rt.sessionmaker) as session:
         task = _visible(await service.lock_task(session, task_id), principal)
         try:
@@ -113,6 +116,8 @@ async def post_feedback(task_id: uuid.UUID, body: FeedbackIn, principal: Feedbac
                                                   note=body.note, now=now, store=rt.store, by_person=True)
         except service.TaskClosed as exc:
             raise HTTPException(409, str(exc)) from None
+    log.info("task.feedback", outcome=body.outcome, action=result.action, changed=result.changed,
+             actor=principal.actor)
     async with rt.sessionmaker() as session:
         task = await session.get(Task, task_id)
         detail = await _detail(session, rt, task)  # type: ignore[arg-type]

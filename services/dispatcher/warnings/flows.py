@@ -33,7 +33,12 @@ async def run_ingest(sessionmaker: async_sessionmaker[AsyncSession], records: Se
     for attempt in range(1, MAX_TRIES + 1):
         try:
             async with sessionmaker() as session, session.begin():
-                return await ingest_batch(session, list(records), actor=actor, store=store, now=clock.now())
+                results = await ingest_batch(session, list(records), actor=actor, store=store, now=clock.now())
+            statuses = [r.status for r in results.values()]
+            log.info("warnings.ingested", records=len(statuses), accepted=statuses.count("accepted"),
+                     duplicates=statuses.count("duplicate"),
+                     high=sum(r.tier == "high" and r.status == "accepted" for r in results.values()))
+            return results
         except RetryBatch as exc:
             log.info("ingest.retry", attempt=attempt, why=str(exc))
         except DBAPIError as exc:
