@@ -99,7 +99,7 @@ async def run_import(path: Path, *, database_url: str, batch_size: int, errors_p
                 return
             results = await run_ingest(sessionmaker, batch, actor=actor, store=store, clock=clock)
             for record in batch:
-                counts[results[record.index].status] += 1
+                counts[results[record.index]["status"]] += 1
             batch.clear()
 
         with Progress(TextColumn("[bold]importing[/]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

@@ -25,6 +25,8 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from shared.sql import recordset
+
 GENESIS_HASH = "0" * 64
 _PENDING_KEY = "shouhu_audit_pending"
 
@@ -112,26 +114,23 @@ def _append(session: Session, pending: list[PendingEntry]) -> None:
     seq, prev_hash = session.execute(
         text("SELECT seq, hash FROM audit_chain_head WHERE id = 1 FOR UPDATE")
     ).one()
-    cols: dict[str, list[Any]] = {k: [] for k in
-                                  ("seq", "at", "actor", "action", "task_id", "case_id", "region", "body", "prev", "hash")}
+    rows = []
     for entry in pending:
         seq += 1
         body = canonical_json(entry.body)
         digest = entry_hash(seq=seq, at=entry.at, actor=entry.actor, action=entry.action, task_id=entry.task_id,
                             case_id=entry.case_id, region_code=entry.region_code, body=body, prev_hash=prev_hash)
-        for key, value in (("seq", seq), ("at", entry.at), ("actor", entry.actor), ("action", entry.action),
-                           ("task_id", entry.task_id), ("case_id", entry.case_id), ("region", entry.region_code),
-                           ("body", body), ("prev", prev_hash), ("hash", digest)):
-            cols[key].append(value)
+        rows.append({"seq": seq, "at": entry.at, "actor": entry.actor, "action": entry.action,
+                     "task_id": entry.task_id, "case_id": entry.case_id, "region_code": entry.region_code,
+                     "body": body, "prev_hash": prev_hash, "hash": digest})
         prev_hash = digest
     session.execute(
         text(
             "INSERT INTO audit_log (seq, at, actor, action, task_id, case_id, region_code, body, prev_hash, hash) "
-            "SELECT * FROM unnest(CAST(:seq AS bigint[]), CAST(:at AS timestamptz[]), CAST(:actor AS text[]), "
-            "CAST(:action AS text[]), CAST(:task_id AS uuid[]), CAST(:case_id AS uuid[]), CAST(:region AS text[]), "
-            "CAST(:body AS text[]), CAST(:prev AS text[]), CAST(:hash AS text[]))"
+            "SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(seq bigint, at timestamptz, actor text,"
+            " action text, task_id uuid, case_id uuid, region_code text, body text, prev_hash text, hash text)"
         ),
-        cols,
+        {"rows": recordset(rows)},
     )
     session.execute(text("UPDATE audit_chain_head SET seq = :seq, hash = :hash WHERE id = 1"),
                     {"seq": seq, "hash": prev_hash})

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.queue.models import CANCELLED, FAILED, QUEUED, RUNNING
+from shared.sql import recordset
 
 NOTIFY_CHANNEL = "shouhu_jobs"
 
@@ -72,22 +72,14 @@ async def enqueue(session: AsyncSession, jobs: Sequence[NewJob], *, now: datetim
     result = await session.execute(
         text(
             "INSERT INTO jobs (queue, kind, payload, run_at, priority, dedupe_key, task_id, max_attempts) "
-            "SELECT q, k, p::jsonb, r, pr, d, t, m FROM unnest("
-            "CAST(:queue AS text[]), CAST(:kind AS text[]), CAST(:payload AS text[]), CAST(:run_at AS timestamptz[]),"
-            " CAST(:priority AS smallint[]), CAST(:dedupe AS text[]), CAST(:task AS uuid[]), CAST(:maxa AS smallint[])"
-            ") AS u(q, k, p, r, pr, d, t, m) "
+            "SELECT queue, kind, payload, run_at, priority, dedupe_key, task_id, max_attempts"
+            " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(queue text, kind text, payload jsonb,"
+            " run_at timestamptz, priority smallint, dedupe_key text, task_id uuid, max_attempts smallint) "
             "ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'running') DO NOTHING"
         ),
-        {
-            "queue": [j.queue for j in jobs],
-            "kind": [j.kind for j in jobs],
-            "payload": [orjson.dumps(j.payload, default=str).decode() for j in jobs],
-            "run_at": [j.run_at for j in jobs],
-            "priority": [j.priority for j in jobs],
-            "dedupe": [j.dedupe_key for j in jobs],
-            "task": [j.task_id for j in jobs],
-            "maxa": [j.max_attempts for j in jobs],
-        },
+        {"rows": recordset({"queue": j.queue, "kind": j.kind, "payload": j.payload, "run_at": j.run_at,
+                            "priority": j.priority, "dedupe_key": j.dedupe_key, "task_id": j.task_id,
+                            "max_attempts": j.max_attempts} for j in jobs)},
     )
     wake = {j.queue for j in jobs if now is None or j.run_at <= now + timedelta(seconds=1)}
     for queue in sorted(wake):

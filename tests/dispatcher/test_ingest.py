@@ -136,3 +136,25 @@ async def test_concurrent_warnings_for_one_person_make_one_case(dispatcher) -> N
     assert await count(dispatcher, "cases") == 1
     assert await count(dispatcher, "tasks") == 1
     assert await count(dispatcher, "warnings") == 20
+
+
+async def test_replay_inside_a_batch_and_alone_answers_with_stored_ids(dispatcher) -> None:
+    """A replay answered from stored rows (not from this request) carries the same ids, in both routes."""
+    headers = await dispatcher.headers()
+    record = warning()
+    first = (await dispatcher.client.post("/v1/warnings/batch", json={"warnings": [record]}, headers=headers)).json()
+    again = await dispatcher.client.post("/v1/warnings", json=record, headers=headers)
+    assert again.status_code == 200
+    assert again.json()["task_id"] == first["results"][0]["task_id"]
+    batch = (await dispatcher.client.post("/v1/warnings/batch", json={"warnings": [record]}, headers=headers)).json()
+    assert batch["results"][0]["status"] == "duplicate"
+    assert batch["results"][0]["warning_id"] == first["results"][0]["warning_id"]
+
+
+async def test_batch_body_errors_name_the_field(dispatcher) -> None:
+    """A body that is not JSON, or has no `warnings` list, is a 422 naming what is wrong."""
+    headers = {**await dispatcher.headers(), "Content-Type": "application/json"}
+    resp = await dispatcher.client.post("/v1/warnings/batch", content=b"{nope", headers=headers)
+    assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "body"
+    resp = await dispatcher.client.post("/v1/warnings/batch", json={"records": []}, headers=headers)
+    assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "warnings"

@@ -27,7 +27,7 @@ class PolicyError(ValueError):
     pass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class GradeInput:
     """What grading looks at: the warning, plus how many warnings its case has with this one."""
 
@@ -79,10 +79,16 @@ def _compile(cond: dict[str, Any]) -> Predicate:
             checks.append(lambda g, p=prefixes: g.region_code.startswith(p))
         elif key == "any":
             subs = [_compile(c) for c in value]
-            checks.append(lambda g, s=subs: any(f(g) for f in s))
+            if len(subs) == 2:
+                first, second = subs
+                checks.append(lambda g, a=first, b=second: a(g) or b(g))
+            else:
+                checks.append(lambda g, s=subs: any(f(g) for f in s))
         elif key == "all":
             subs = [_compile(c) for c in value]
             checks.append(lambda g, s=subs: all(f(g) for f in s))
+    if len(checks) == 1:
+        return checks[0]
     return lambda g: all(c(g) for c in checks)
 
 
@@ -93,6 +99,10 @@ class LoadedPolicy:
     content: dict[str, Any]
     tz: ZoneInfo
     _rules: tuple[tuple[Rule, Predicate], ...]
+    # Per tier, worked out once at load: the channels at the first moment, and the
+    # timed steps of a fresh plan as offsets from its start (deadline = the tier's).
+    first_channels: dict[str, tuple[str, ...]]
+    fresh_plan_offsets: dict[str, tuple[tuple[str, timedelta], ...]]
 
     def grade(self, g: GradeInput) -> tuple[str, list[Reason]]:
         """The tier for one warning and every rule that decided it, in the order they applied."""
@@ -145,7 +155,15 @@ def policy_from_content(raw: Any, origin: str = "stored") -> LoadedPolicy:
     content = doc.model_dump(mode="json", by_alias=True)
     version = hashlib.sha256(canonical_json(content).encode()).hexdigest()[:16]
     rules = tuple((rule, _compile(rule.when)) for rule in doc.rules)
-    return LoadedPolicy(version=version, doc=doc, content=content, tz=tz, _rules=rules)
+    epoch = datetime(2000, 1, 1, tzinfo=tz)
+    firsts: dict[str, tuple[str, ...]] = {}
+    offsets: dict[str, tuple[tuple[str, timedelta], ...]] = {}
+    for tier, playbook in doc.playbooks.items():
+        firsts[tier] = tuple(first_channels(playbook))
+        due = epoch + timedelta(minutes=playbook.deadline_minutes)
+        offsets[tier] = tuple((st.name, st.at - epoch) for st in plan_steps(playbook, plan_started_at=epoch, due_at=due))
+    return LoadedPolicy(version=version, doc=doc, content=content, tz=tz, _rules=rules, first_channels=firsts,
+                        fresh_plan_offsets=offsets)
 
 
 class PolicyStore:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from services.dispatcher.policy.service import LoadedPolicy, PlanStep, first_channels, plan_steps, within_call_window
+from services.dispatcher.policy.service import LoadedPolicy, PlanStep, plan_steps, within_call_window
 from shared.queue.service import NewJob
 
 # Where each channel's work goes: (queue, job kind). The bot and callcenter
@@ -76,6 +76,13 @@ def call_time(policy: LoadedPolicy, state: PlanState, channel: str, when: dateti
 
 
 def next_step(policy: LoadedPolicy, state: PlanState) -> PlanStep | None:
+    deadline = timedelta(minutes=policy.playbook(state.tier).deadline_minutes)
+    if state.due_at - state.plan_started_at == deadline:
+        # A fresh plan (the common case at ingest): its step offsets were worked out at policy load.
+        for name, offset in policy.fresh_plan_offsets[state.tier]:
+            if name not in state.steps_done:
+                return PlanStep(name, state.plan_started_at + offset)
+        return None
     for step in plan_steps(policy.playbook(state.tier), plan_started_at=state.plan_started_at, due_at=state.due_at):
         if step.name not in state.steps_done:
             return step
@@ -98,7 +105,7 @@ def start_plan(policy: LoadedPolicy, state: PlanState, *, now: datetime) -> tupl
     Returns the jobs and human-readable notes for the audit log.
     """
     playbook = policy.playbook(state.tier)
-    channels = first_channels(playbook)
+    channels = list(policy.first_channels[state.tier])
     notes: list[str] = []
     if "bot_alert" in channels and not state.has_chat:
         channels.remove("bot_alert")

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 import structlog
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.dispatcher.policy.service import PolicyStore
-from services.dispatcher.warnings.schemas import ValidRecord, WarningResult
+from services.dispatcher.warnings.schemas import ValidRecord
 from services.dispatcher.warnings.service import RetryBatch, ingest_batch
 from shared.clock import Clock
 
 log = structlog.get_logger(__name__)
+Answer = dict[str, Any]  # the shape of schemas.WarningResult
 
 # SQLSTATEs worth retrying the whole batch for: serialization failure, deadlock.
 _RETRYABLE_SQLSTATE = {"40001", "40P01"}
@@ -28,16 +30,16 @@ def _retryable(exc: DBAPIError) -> bool:
 
 
 async def run_ingest(sessionmaker: async_sessionmaker[AsyncSession], records: Sequence[ValidRecord], *,
-                     actor: str, store: PolicyStore, clock: Clock) -> dict[int, WarningResult]:
+                     actor: str, store: PolicyStore, clock: Clock) -> dict[int, Answer]:
     """Ingest valid records in one transaction, retried when a concurrent writer got there first."""
     for attempt in range(1, MAX_TRIES + 1):
         try:
             async with sessionmaker() as session, session.begin():
                 results = await ingest_batch(session, list(records), actor=actor, store=store, now=clock.now())
-            statuses = [r.status for r in results.values()]
+            statuses = [r["status"] for r in results.values()]
             log.info("warnings.ingested", records=len(statuses), accepted=statuses.count("accepted"),
                      duplicates=statuses.count("duplicate"),
-                     high=sum(r.tier == "high" and r.status == "accepted" for r in results.values()))
+                     high=sum(r["tier"] == "high" and r["status"] == "accepted" for r in results.values()))
             return results
         except RetryBatch as exc:
             log.info("ingest.retry", attempt=attempt, why=str(exc))
@@ -65,7 +67,7 @@ class IngestBatcher:
         self.store = store
         self.clock = clock
         self.max_batch = max_batch
-        self._pending: list[tuple[ValidRecord, asyncio.Future[WarningResult]]] = []
+        self._pending: list[tuple[ValidRecord, asyncio.Future[Answer]]] = []
         self._slots = asyncio.Semaphore(max_inflight)
         self._kick = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
@@ -78,8 +80,8 @@ class IngestBatcher:
             self._runner.cancel()
             await asyncio.gather(self._runner, return_exceptions=True)
 
-    async def submit(self, record: ValidRecord) -> WarningResult:
-        future: asyncio.Future[WarningResult] = asyncio.get_running_loop().create_future()
+    async def submit(self, record: ValidRecord) -> Answer:
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._pending.append((record, future))
         self._kick.set()
         return await future
@@ -96,7 +98,7 @@ class IngestBatcher:
                     break
                 asyncio.create_task(self._commit(batch))
 
-    async def _commit(self, batch: list[tuple[ValidRecord, asyncio.Future[WarningResult]]]) -> None:
+    async def _commit(self, batch: list[tuple[ValidRecord, asyncio.Future[Answer]]]) -> None:
         try:
             records = []
             for position, (record, _) in enumerate(batch):
