@@ -25,7 +25,8 @@ class Runtime:
     batcher: IngestBatcher
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    # async on purpose: FastAPI runs a plain `def` dependency in a thread pool, a thread hop per request.
     return request.app.state.runtime
 
 

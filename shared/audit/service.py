@@ -71,12 +71,18 @@ def entry_hash(
     region_code: str | None,
     body: str,
     prev_hash: str,
+    at_iso: str | None = None,
 ) -> str:
-    """SHA-256 over every stored column of the entry and the previous entry's hash."""
-    material = canonical_json(
-        [seq, iso_utc(at), actor, action, str(task_id) if task_id else None,
-         str(case_id) if case_id else None, region_code, body, prev_hash]
-    )
+    """SHA-256 over every stored column of the entry and the previous entry's hash.
+
+    The fields are joined with a unit separator (U+001F), which none of them
+    can contain (actor and action are identifiers, the body is JSON, which
+    escapes control characters), so no two different entries share a material.
+    """
+    material = "\x1f".join((
+        str(seq), at_iso or iso_utc(at), actor, action, str(task_id) if task_id else "",
+        str(case_id) if case_id else "", region_code or "", body, prev_hash,
+    ))
     return hashlib.sha256(material.encode()).hexdigest()
 
 
@@ -115,11 +121,14 @@ def _append(session: Session, pending: list[PendingEntry]) -> None:
         text("SELECT seq, hash FROM audit_chain_head WHERE id = 1 FOR UPDATE")
     ).one()
     rows = []
+    iso_of: dict[datetime, str] = {}  # a batch's entries mostly share one timestamp: format it once
     for entry in pending:
         seq += 1
         body = canonical_json(entry.body)
+        at_iso = iso_of.get(entry.at) or iso_of.setdefault(entry.at, iso_utc(entry.at))
         digest = entry_hash(seq=seq, at=entry.at, actor=entry.actor, action=entry.action, task_id=entry.task_id,
-                            case_id=entry.case_id, region_code=entry.region_code, body=body, prev_hash=prev_hash)
+                            case_id=entry.case_id, region_code=entry.region_code, body=body, prev_hash=prev_hash,
+                            at_iso=at_iso)
         rows.append({"seq": seq, "at": entry.at, "actor": entry.actor, "action": entry.action,
                      "task_id": entry.task_id, "case_id": entry.case_id, "region_code": entry.region_code,
                      "body": body, "prev_hash": prev_hash, "hash": digest})

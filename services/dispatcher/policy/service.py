@@ -104,7 +104,7 @@ class LoadedPolicy:
     first_channels: dict[str, tuple[str, ...]]
     fresh_plan_offsets: dict[str, tuple[tuple[str, timedelta], ...]]
 
-    def grade(self, g: GradeInput) -> tuple[str, list[Reason]]:
+    def grade(self, g: GradeInput | Any) -> tuple[str, list[Reason]]:
         """The tier for one warning and every rule that decided it, in the order they applied."""
         tier = self.doc.signals.get(g.signal, self.doc.signals["other"])
         reasons = [Reason("signal", tier, f"signal {g.signal} suggests {tier}")]

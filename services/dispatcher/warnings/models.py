@@ -43,6 +43,7 @@ class WarningRecord(Base):
     __table_args__ = (
         # The idempotency key: the sender's own id, per sender.
         UniqueConstraint("source", "source_ref", name="uq_warnings_source_ref"),
+        # A person's history: cases.phone (indexed) -> warnings.case_id. No index on
+        # warnings.phone: it would cost every insert for a lookup the cases index serves.
         Index("ix_warnings_case_id", "case_id"),
-        Index("ix_warnings_phone", "phone"),
     )

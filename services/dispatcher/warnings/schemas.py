@@ -146,6 +146,7 @@ class ValidRecord:
     details: dict[str, Any] | None
     notices: list[str] = field(default_factory=list)
     actor: str = ""  # who sent it, when records from several callers share one transaction
+    case_warnings: int = 1  # warnings in its case with this one; set while grading (policy reads it)
 
 
 @dataclass(slots=True)

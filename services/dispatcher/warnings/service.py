@@ -24,7 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.dispatcher.policy.schemas import TIER_ORDER
-from services.dispatcher.policy.service import GradeInput, LoadedPolicy, PolicyStore, Reason
+from services.dispatcher.policy.service import LoadedPolicy, PolicyStore, Reason
 from services.dispatcher.tasks import plans
 from services.dispatcher.warnings.schemas import ValidRecord
 from shared.audit import service as audit
@@ -168,9 +168,8 @@ async def ingest_batch(session: AsyncSession, records: list[ValidRecord], *, act
             await asyncio.sleep(0)  # let small requests in between (see YIELD_EVERY)
         work = works.get(rec.phone)
         count = (work.warning_count if work else 0) + 1
-        tier, reasons = policy.grade(GradeInput(
-            fraud_type=rec.fraud_type, signal=rec.signal, amount_at_risk=rec.amount_at_risk,
-            risk_score=rec.risk_score, age=rec.age, region_code=rec.region_code, case_warnings=count))
+        rec.case_warnings = count
+        tier, reasons = policy.grade(rec)  # a ValidRecord has every attribute GradeInput has
         graded = _Graded(rec, uuid7(), tier, reasons)
         if work is None:
             deadline = timedelta(minutes=policy.playbook(tier).deadline_minutes)
@@ -320,7 +319,8 @@ async def _write(session: AsyncSession, works: dict[str, _CaseWork], jobs: list[
             rows.append({
                 "id": g.warning_id, "source": rec.source, "source_ref": rec.source_ref,
                 "occurred_at": rec.occurred_at, "phone": rec.phone, "fraud_type": rec.fraud_type,
-                "signal": rec.signal, "region_code": rec.region_code, "amount_at_risk": rec.amount_at_risk,
+                "signal": rec.signal, "region_code": rec.region_code,
+                "amount_at_risk": None if rec.amount_at_risk is None else str(rec.amount_at_risk),
                 "risk_score": rec.risk_score, "subject": rec.subject, "details": rec.details,
                 "case_id": w.state.case_id, "task_id": w.state.task_id, "tier": w.state.tier,
                 "due_at": w.state.due_at, "reasons": [r.as_dict() for r in g.reasons],

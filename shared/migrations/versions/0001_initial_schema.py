@@ -170,7 +170,6 @@ def upgrade() -> None:
     sa.UniqueConstraint('source', 'source_ref', name='uq_warnings_source_ref')
     )
     op.create_index('ix_warnings_case_id', 'warnings', ['case_id'], unique=False)
-    op.create_index('ix_warnings_phone', 'warnings', ['phone'], unique=False)
     op.execute("INSERT INTO audit_chain_head (id, seq, hash) VALUES (1, 0, repeat('0', 64))")
     op.execute(
         """
@@ -199,7 +198,6 @@ def downgrade() -> None:
     op.execute("DROP TRIGGER IF EXISTS audit_log_no_truncate ON audit_log")
     op.execute("DROP TRIGGER IF EXISTS audit_log_no_update_delete ON audit_log")
     op.execute("DROP FUNCTION IF EXISTS audit_log_append_only()")
-    op.drop_index('ix_warnings_phone', table_name='warnings')
     op.drop_index('ix_warnings_case_id', table_name='warnings')
     op.drop_table('warnings')
     op.drop_index('ix_tasks_region', table_name='tasks', postgresql_ops={'region_code': 'text_pattern_ops'})
