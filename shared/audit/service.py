@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,7 +39,7 @@ class PendingEntry:
     task_id: uuid.UUID | None
     case_id: uuid.UUID | None
     region_code: str | None
-    body: dict[str, Any] = field(default_factory=dict)
+    body: str  # canonical JSON, made when recorded (outside the commit, where the event loop can still run)
 
 
 def canonical_json(value: Any) -> str:
@@ -100,7 +100,7 @@ def record(
     """Record an audit entry in this unit of work; it is chained and written when the caller commits."""
     session.info.setdefault(_PENDING_KEY, []).append(
         PendingEntry(at=at, actor=actor, action=action, task_id=task_id, case_id=case_id,
-                     region_code=region_code, body=body)
+                     region_code=region_code, body=canonical_json(body))
     )
 
 
@@ -124,7 +124,7 @@ def _append(session: Session, pending: list[PendingEntry]) -> None:
     iso_of: dict[datetime, str] = {}  # a batch's entries mostly share one timestamp: format it once
     for entry in pending:
         seq += 1
-        body = canonical_json(entry.body)
+        body = entry.body
         at_iso = iso_of.get(entry.at) or iso_of.setdefault(entry.at, iso_utc(entry.at))
         digest = entry_hash(seq=seq, at=entry.at, actor=entry.actor, action=entry.action, task_id=entry.task_id,
                             case_id=entry.case_id, region_code=entry.region_code, body=body, prev_hash=prev_hash,

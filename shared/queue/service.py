@@ -19,7 +19,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import text
@@ -64,27 +64,35 @@ class LeaseLost(RuntimeError):
 async def enqueue(session: AsyncSession, jobs: Sequence[NewJob], *, now: datetime | None = None) -> int:
     """Insert jobs in the caller's transaction; return how many were new (dedupe keys skip live duplicates).
 
-    Workers of each queue that has an immediately runnable job are woken by a
-    NOTIFY, which PostgreSQL delivers only when the caller commits.
+    Workers of each queue that got an immediately runnable job are woken by a
+    NOTIFY (in the same statement), which PostgreSQL delivers only when the
+    caller commits. Without `now`, every queue that got a job is woken.
     """
     if not jobs:
         return 0
-    result = await session.execute(
-        text(
-            "INSERT INTO jobs (queue, kind, payload, run_at, priority, dedupe_key, task_id, max_attempts) "
-            "SELECT queue, kind, payload, run_at, priority, dedupe_key, task_id, max_attempts"
-            " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(queue text, kind text, payload jsonb,"
-            " run_at timestamptz, priority smallint, dedupe_key text, task_id uuid, max_attempts smallint) "
-            "ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'running') DO NOTHING"
-        ),
-        {"rows": recordset({"queue": j.queue, "kind": j.kind, "payload": j.payload, "run_at": j.run_at,
-                            "priority": j.priority, "dedupe_key": j.dedupe_key, "task_id": j.task_id,
-                            "max_attempts": j.max_attempts} for j in jobs)},
-    )
-    wake = {j.queue for j in jobs if now is None or j.run_at <= now + timedelta(seconds=1)}
-    for queue in sorted(wake):
-        await session.execute(text("SELECT pg_notify(:channel, :queue)"), {"channel": NOTIFY_CHANNEL, "queue": queue})
-    return result.rowcount or 0
+    soon = now + timedelta(seconds=1) if now is not None else datetime(9999, 1, 1, tzinfo=UTC)
+    row = (
+        await session.execute(
+            text(
+                "WITH inserted AS ("
+                " INSERT INTO jobs (queue, kind, payload, run_at, priority, dedupe_key, task_id, max_attempts)"
+                " SELECT queue, kind, payload, run_at, priority, dedupe_key, task_id, max_attempts"
+                " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(queue text, kind text, payload jsonb,"
+                " run_at timestamptz, priority smallint, dedupe_key text, task_id uuid, max_attempts smallint)"
+                " ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'running')"
+                " DO NOTHING RETURNING queue, run_at),"
+                # One wake-up per queue that got a job it can run now; delivered at commit.
+                " woken AS (SELECT pg_notify(:channel, q) FROM"
+                " (SELECT DISTINCT queue AS q FROM inserted WHERE run_at <= :soon) AS d)"
+                " SELECT (SELECT count(*) FROM inserted) AS inserted, (SELECT count(*) FROM woken) AS woken"
+            ),
+            {"rows": recordset({"queue": j.queue, "kind": j.kind, "payload": j.payload, "run_at": j.run_at,
+                                "priority": j.priority, "dedupe_key": j.dedupe_key, "task_id": j.task_id,
+                                "max_attempts": j.max_attempts} for j in jobs),
+             "channel": NOTIFY_CHANNEL, "soon": soon},
+        )
+    ).one()
+    return int(row.inserted)
 
 
 async def claim(
@@ -153,9 +161,11 @@ async def fail(
     row = (
         await session.execute(
             text(
-                "UPDATE jobs SET status = CASE WHEN :retry_in IS NULL OR attempts >= max_attempts"
+                "UPDATE jobs SET status = CASE WHEN CAST(:retry_in AS double precision) IS NULL"
+                " OR attempts >= max_attempts"
                 "   THEN 'failed' ELSE 'queued' END,"
-                " run_at = CAST(:now AS timestamptz) + make_interval(secs => COALESCE(:retry_in, 0)),"
+                " run_at = CAST(:now AS timestamptz)"
+                " + make_interval(secs => COALESCE(CAST(:retry_in AS double precision), 0)),"
                 " last_error = :error, locked_by = NULL, lease_expires_at = NULL"
                 " WHERE id = :id AND status = 'running' AND locked_by = :worker RETURNING status"
             ),

@@ -35,7 +35,7 @@ from shared.sql import recordset
 # A 1,000-record batch is ~100 ms of Python. Yielding to the event loop every
 # this many records lets a single high-tier warning arriving meanwhile be
 # handled in between, instead of waiting for the whole batch.
-YIELD_EVERY = 100
+YIELD_EVERY = 50
 
 
 class RetryBatch(Exception):
@@ -215,7 +215,12 @@ async def ingest_batch(session: AsyncSession, records: list[ValidRecord], *, act
     await _write(session, works, jobs, actor=actor, now=now)
 
     # 5. Answers and audit entries.
+    done = 0
     for work in works.values():
+        done += len(work.graded)
+        if done >= YIELD_EVERY:
+            done = 0
+            await asyncio.sleep(0)
         for position, g in enumerate(work.graded):
             rec = g.record
             merged = not (work.is_new and position == 0)
