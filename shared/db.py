@@ -101,7 +101,8 @@ async def wait_for_database(url: str, *, timeout_s: float = 60.0) -> None:
         async for attempt in AsyncRetrying(
             stop=stop_after_delay(timeout_s),
             wait=wait_exponential(multiplier=0.2, max=3),
-            retry=retry_if_exception_type((OSError, ConnectionError, Exception)),
+            # Connection refused, DNS not ready, "the database system is starting up": all worth waiting for.
+            retry=retry_if_exception_type(Exception),
             reraise=True,
         ):
             with attempt:

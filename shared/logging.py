@@ -38,6 +38,16 @@ def mask_personal_data(_logger: Any, _method: str, event_dict: dict[str, Any]) -
     return {k: _mask_value(k, v) for k, v in event_dict.items()}
 
 
+class _CurrentStdout:
+    """Writes to whatever sys.stdout is now (cached loggers outlive test captures and redirections)."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
 def _orjson_dumps(obj: Any, default: Any = None) -> str:
     return orjson.dumps(obj, default=default or str).decode()
 
@@ -57,11 +67,11 @@ def configure_logging(level: str = "INFO", json: bool = True, service: str | Non
     structlog.configure(
         processors=[*shared_processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStdout()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
     # Libraries (uvicorn, sqlalchemy, aiogram) log through the stdlib: render them the same way.
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(_CurrentStdout())  # type: ignore[arg-type]
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],

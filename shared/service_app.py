@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from shared.auth.service import KeyCache
-from shared.db import make_engine, make_sessionmaker, resolve_database_url
+from shared.db import make_engine, make_sessionmaker, resolve_database_url, wait_for_database
 from shared.settings import CommonSettings
 from shared.web import install_common
 
@@ -18,6 +18,7 @@ def create_service_app(name: str, settings: CommonSettings, *, title: str, descr
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = resolve_database_url(settings.database_url, settings.data_dir)
+        await wait_for_database(url, timeout_s=settings.db_wait_s)
         engine = make_engine(url, pool_size=settings.db_pool_size, application_name=f"shouhu-{name}")
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.database_url = url

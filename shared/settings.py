@@ -26,6 +26,8 @@ class CommonSettings(BaseSettings):
     # The jurisdiction of the bootstrap admin key: "" means nationwide.
     bootstrap_admin_unit: str = Field(default="", alias="SHOUHU_BOOTSTRAP_ADMIN_UNIT")
     db_pool_size: int = Field(default=10, alias="SHOUHU_DB_POOL_SIZE")
+    # How long a starting service waits for the database before giving up (compose starts them together).
+    db_wait_s: float = Field(default=60.0, alias="SHOUHU_DB_WAIT_S")
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> "CommonSettings":

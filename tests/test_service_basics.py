@@ -71,3 +71,14 @@ def test_logs_are_json_with_bound_ids(capsys: pytest.CaptureFixture[str]) -> Non
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["request_id"] == "req-1" and line["event"] == "alert.sent"
     assert "13800138000" not in line["phone"]
+
+
+async def test_business_metrics_count_warnings_by_tier(dispatcher) -> None:
+    """/metrics exports warnings by result and tier, so dashboards need no database query."""
+    from tests.conftest import warning
+
+    await dispatcher.client.post("/v1/warnings", json=warning(signal="screen_sharing"),
+                                 headers=await dispatcher.headers())
+    text = (await dispatcher.client.get("/metrics")).text
+    line = next(l for l in text.splitlines() if l.startswith('shouhu_warnings_total{status="accepted",tier="high"}'))
+    assert float(line.split()[-1]) >= 1

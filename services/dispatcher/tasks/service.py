@@ -17,6 +17,7 @@ from services.dispatcher.policy.service import LoadedPolicy, PolicyStore
 from services.dispatcher.tasks import plans
 from services.dispatcher.tasks.models import CLOSED, IN_PROGRESS, Task
 from shared.audit import service as audit
+from shared.metrics import TASK_EVENTS, TASKS_CLOSED
 from shared.queue import service as queue
 from shared.queue.service import NewJob
 
@@ -89,6 +90,7 @@ async def close_task(session: AsyncSession, task: Task, *, outcome: str, actor: 
         case.status = case_models.CLOSED
         case.closed_at = now
     cancelled = await queue.cancel_task_jobs(session, task_id=task.id)
+    TASKS_CLOSED.labels(outcome, str(now <= task.due_at).lower()).inc()
     _record(session, task, at=now, actor=actor, action="task.closed", before=before,
             after={"status": CLOSED, "outcome": outcome}, note=note, cancelled_jobs=cancelled,
             within_deadline=now <= task.due_at)
@@ -122,6 +124,7 @@ async def start_emergency(session: AsyncSession, task: Task, policy: LoadedPolic
     store_state(task, state)
     task.emergency_at = now
     task.status = IN_PROGRESS
+    TASK_EVENTS.labels("loss_reported").inc()
     await queue.enqueue(session, jobs, now=now)
     _record(session, task, at=now, actor=actor, action="task.loss_reported", before=before,
             after={"tier": task.tier, "due_at": task.due_at, "status": task.status}, note=note,
@@ -195,16 +198,19 @@ async def run_due_steps(session: AsyncSession, task: Task, *, plan_seq: int, now
                         why="citizen already reached")
                 continue
             jobs.append(plans.channel_job(state, "visit", run_at=now, reason="nobody reached in time"))
+            TASK_EVENTS.labels("visit_requested").inc()
             _record(session, task, at=now, actor="system:timer", action="task.visit_requested",
                     unit=task.region_code, why="nobody reached in time: in-person visit by the local unit")
         elif step.name == "escalate":
             if task.escalated_at is None:
                 task.escalated_at = now
+                TASK_EVENTS.labels("escalated").inc()
                 _record(session, task, at=now, actor="system:timer", action="task.escalated", to="supervisor",
                         why=f"still open at {policy.playbook(state.tier).escalate_at_fraction:.0%} of the deadline")
         elif step.name == "breach":
             task.breached = True
             task.breached_at = now
+            TASK_EVENTS.labels("breached").inc()
             _record(session, task, at=now, actor="system:timer", action="task.breached",
                     due_at=task.due_at, why="deadline passed without an outcome")
             if task.escalated_at is None:

@@ -14,6 +14,7 @@ from services.dispatcher.policy.service import PolicyStore
 from services.dispatcher.warnings.schemas import ValidRecord
 from services.dispatcher.warnings.service import RetryBatch, ingest_batch
 from shared.clock import Clock
+from shared.metrics import WARNINGS_INGESTED
 
 log = structlog.get_logger(__name__)
 Answer = dict[str, Any]  # the shape of schemas.WarningResult
@@ -36,6 +37,8 @@ async def run_ingest(sessionmaker: async_sessionmaker[AsyncSession], records: Se
         try:
             async with sessionmaker() as session, session.begin():
                 results = await ingest_batch(session, list(records), actor=actor, store=store, now=clock.now())
+            for answer in results.values():
+                WARNINGS_INGESTED.labels(answer["status"], answer.get("tier") or "none").inc()
             statuses = [r["status"] for r in results.values()]
             log.info("warnings.ingested", records=len(statuses), accepted=statuses.count("accepted"),
                      duplicates=statuses.count("duplicate"),
