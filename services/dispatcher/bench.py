@@ -1,33 +1,59 @@
 """`shouhu bench ingest`: how fast warnings get in, and how soon the first call job can be taken.
 
-What is measured, in one run, against a real dispatcher server process (one
-uvicorn worker, as deployed; the machine's other core is PostgreSQL's) and a
-fresh database on the configured PostgreSQL server:
+What is measured, in one run, against real dispatcher server processes and a
+fresh database on the configured PostgreSQL server.
+
+Replicas. The dispatcher is deployed as several replicas on one database
+(docker-compose scales it with ``--scale dispatcher=N``; each replica is one
+process, one uvicorn worker, and two processes on one database is a tested
+configuration). The benchmark does the same: it starts N replicas, N from
+``SHOUHU_BENCH_REPLICAS`` (default 2), each a separate ``shouhu serve
+dispatcher`` subprocess on its own free port, all on the same bench database,
+and spreads the client load over them. Why: on the 2-core machine this runs
+on, a single dispatcher process is CPU-bound (~95% of one core) while
+PostgreSQL uses only ~50-60% of the other, so one process cannot use the
+machine and would measure a configuration nobody deploys. With
+``SHOUHU_BENCH_REPLICAS=1`` the benchmark runs exactly as it did with one
+process.
 
 1. ``ingest_batch_per_s``: records/s accepted through POST /v1/warnings/batch,
-   1,000 new records per request, a few requests in flight. Records are
-   realistic: unique source_refs, mostly-unique phones in several formats (~5%
-   are a second warning about a phone earlier in the same request, so some
-   merge into a case), several region codes, and a tier mix of ~20% high / 40%
-   medium / 40% low, so every kind of plan (and so every kind of job) is made.
+   1,000 new records per request, 4 requests in flight in total, in-flight
+   slots bound round-robin to the replicas (2 per replica with N=2). Records
+   are realistic: unique source_refs, mostly-unique phones in several formats
+   (~5% are a second warning about a phone earlier in the same request, so
+   some merge into a case), several region codes, and a tier mix of ~20% high
+   / 40% medium / 40% low, so every kind of plan (and so every kind of job) is
+   made.
 2. ``ingest_single_per_s``: records/s through POST /v1/warnings, one record per
-   request, 32 clients on keep-alive connections, counted over a fixed window
-   after a warm-up (the server's group commit is what this exercises).
-3. ``first_job_p50_ms`` / ``first_job_p99_ms``: while the batched load of (1)
-   runs, a high-tier warning is sent every 50 ms; a separate consumer (LISTEN
-   on ``shouhu_jobs`` as a wake-up, a short poll as the fallback, claiming with
+   request, 32 clients on keep-alive connections spread evenly over the
+   replicas (16 each with N=2), counted over a fixed window after a warm-up
+   (the server's group commit is what this exercises).
+3. ``first_job_p50_ms`` / ``first_job_p99_ms`` (the plain case): while the
+   batched load of (1) runs on all replicas, a high-tier warning is sent every
+   50 ms, round-robin to all replicas; a separate consumer (LISTEN on
+   ``shouhu_jobs`` as a wake-up, a short poll as the fallback, claiming with
    ``shared.queue.service.claim``) takes everything on the ``callcenter``
    queue, and for each sample the time from just before its request was sent
    to the moment its ``call.auto`` job was claimed (after the claim committed)
    is the latency. It is what a person in the middle of a transfer waits
-   before the phone can ring.
+   before the phone can ring. ``first_job_load_per_s`` is the batched load's
+   records/s during that phase (over the load's whole run, which spans the
+   samples), so a reader sees what load the latency was measured under.
+   ``first_job_bulkhead_p50_ms`` / ``first_job_bulkhead_p99_ms`` /
+   ``first_job_bulkhead_load_per_s`` (only with N >= 2): the same, but the
+   batched load goes to replicas 1..N-1 only (same total concurrency) and the
+   samples to replica 0 only: a deployment that routes bulk feeds and
+   real-time single warnings to different replicas of the same dispatcher, on
+   the same database. The samples then no longer wait behind batch parsing in
+   their process; what they still share with the load is PostgreSQL (and the
+   machine's two cores).
 4. ``ingest_baseline_per_s``: the same rows as (1) (each baseline run inserts
    exactly the records the batch run before it sent), inserted with plain
    batched INSERTs into a scratch table ``bench_baseline`` (LIKE warnings
    INCLUDING DEFAULTS, plus the same primary key and the same unique index on
    (source, source_ref) that ingest's deduplication relies on; no secondary
    indexes), through asyncpg, 1,000 rows per statement and per transaction,
-   with the same concurrency as (1). ``ingest_ratio`` = (1) / (4).
+   with the same total concurrency as (1). ``ingest_ratio`` = (1) / (4).
 
 Why the baseline is fair: it runs in the same run, on the same database server
 with the same settings (synchronous_commit included), the same driver, the
@@ -41,9 +67,11 @@ of the raw write speed the whole ingest path keeps.
 
 Runs 1 and 4 are repeated (three times; once with --quick) and the median is
 reported; a table of every figure (median, min, max) and of where the CPU went
-is printed, then the figures are returned (``shared/bench.py`` prints them as
-the last line with --json). All traffic goes to 127.0.0.1; every loop is
-bounded in count and in time; the database is dropped at the end, even on
+(the client, each replica and their sum, PostgreSQL, the whole machine) is
+printed, with a line saying how many replicas ran and on which ports; then the
+figures are returned (``shared/bench.py`` prints them as the last line with
+--json). All traffic goes to 127.0.0.1; every loop is bounded in count and in
+time; every replica is stopped and the database is dropped at the end, even on
 error.
 """
 
@@ -60,6 +88,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -83,6 +112,13 @@ BATCH_SIZE = 1000
 # 83-93% of its core throughout, so extra requests in flight only overlap its
 # parsing with PostgreSQL's writing a little better.
 BATCH_CONCURRENCY = 4
+# The same, in total over all replicas, when two or more run (see _batch_concurrency). Tried 4 and 6 with
+# 2 replicas, two full runs each, same PostgreSQL: batch medians 7,051 / 7,079 (4) vs 7,272 / 7,022 (6)
+# records/s, the same within the noise (the machine is ~195% of 200% busy either way), but 6 doubled the plain
+# first-job p99 (480 / 547 ms with 4, 939 / 904 ms with 6): more work queued ahead of each sample on its
+# replica. So 4 (2 per replica).
+BATCH_CONCURRENCY_REPLICAS = 4
+DEFAULT_REPLICAS = 2  # SHOUHU_BENCH_REPLICAS overrides
 SINGLE_CLIENTS = 32
 SAMPLE_INTERVAL_S = 0.05
 CLAIM_LIMIT = 500
@@ -97,6 +133,24 @@ LOW_SIGNALS = ("fraud_sms_received", "other")
 CALM_FRAUD_TYPES = tuple(f for f in FRAUD_TYPES if f != "impersonating_police")  # no rule lifts these
 DEADLINE_MIN = {"high": 120, "medium": 1440, "low": 4320}
 CST = timezone(timedelta(hours=8))
+
+
+def _replicas_from_env() -> int:
+    raw = os.environ.get("SHOUHU_BENCH_REPLICAS", "").strip()
+    if not raw:
+        return DEFAULT_REPLICAS
+    try:
+        n = int(raw)
+    except ValueError:
+        raise ValueError(f"SHOUHU_BENCH_REPLICAS must be a whole number >= 1, not {raw!r}") from None
+    if not 1 <= n <= 16:
+        raise ValueError(f"SHOUHU_BENCH_REPLICAS must be between 1 and 16, not {n}")
+    return n
+
+
+def _batch_concurrency(replicas: int) -> int:
+    """Total batch requests in flight; at least one per replica, so every replica gets load."""
+    return max(BATCH_CONCURRENCY if replicas == 1 else BATCH_CONCURRENCY_REPLICAS, replicas)
 
 
 @dataclass(frozen=True)
@@ -341,24 +395,32 @@ def _machine_busy() -> tuple[float, float]:
 
 @dataclass
 class _Cpu:
-    server_pid: int
-    start: tuple[float, float, float, dict[int, float], float, float] = (0, 0, 0, {}, 0, 0)
+    """CPU of the client, of each dispatcher replica (and their sum), of PostgreSQL and of the machine."""
+
+    server_pids: list[int]
+    start: tuple[float, float, list[float], dict[int, float], float, float] = (0, 0, [], {}, 0, 0)
 
     def __enter__(self) -> _Cpu:
         busy, total = _machine_busy()
-        self.start = (time.perf_counter(), time.process_time(), _proc_cpu(self.server_pid), _postgres_cpu(),
-                      busy, total)
+        self.start = (time.perf_counter(), time.process_time(), [_proc_cpu(p) for p in self.server_pids],
+                      _postgres_cpu(), busy, total)
         self.result = ""
         return self
 
     def __exit__(self, *_exc: object) -> None:
         busy, total = _machine_busy()
-        wall0, client0, server0, pg0, busy0, total0 = self.start
+        wall0, client0, servers0, pg0, busy0, total0 = self.start
         wall = time.perf_counter() - wall0
         ncpu = os.cpu_count() or 1
+        shares = [100 * (_proc_cpu(p) - c0) / wall for p, c0 in zip(self.server_pids, servers0, strict=True)]
+        if len(shares) == 1:
+            dispatcher = f"dispatcher {shares[0]:.0f}%"
+        else:
+            dispatcher = (f"dispatcher replicas {' + '.join(f'r{i} {v:.0f}%' for i, v in enumerate(shares))}"
+                          f" = {sum(shares):.0f}%")
         self.result = (
             f"client {100 * (time.process_time() - client0) / wall:.0f}%, "
-            f"dispatcher {100 * (_proc_cpu(self.server_pid) - server0) / wall:.0f}%, "
+            f"{dispatcher}, "
             f"postgres ~{100 * _postgres_delta(pg0, _postgres_cpu()) / wall:.0f}% (of one core); "
             f"machine {100 * ncpu * (busy - busy0) / max(total - total0, 1e-9):.0f}% of {100 * ncpu}%"
         )
@@ -367,28 +429,41 @@ class _Cpu:
 # ---- the dispatcher server process ---------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _free_ports(count: int) -> list[int]:
+    """`count` distinct free ports (all sockets held open until every port is picked)."""
+    socks = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            socks.append(sock)
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 class _Dispatcher:
     """`shouhu serve dispatcher` as a subprocess: one process, one uvicorn worker, as in production."""
 
-    def __init__(self, db_url: str) -> None:
+    def __init__(self, db_url: str, port: int, replica: int = 0) -> None:
         self.db_url = db_url
-        self.port = _free_port()
-        self.log = tempfile.NamedTemporaryFile(prefix="shouhu-bench-dispatcher-", suffix=".log", delete=False)
+        self.port = port
+        self.replica = replica
+        self.log = tempfile.NamedTemporaryFile(prefix=f"shouhu-bench-dispatcher-r{replica}-", suffix=".log",
+                                               delete=False)
         self.proc: subprocess.Popen[bytes] | None = None
         self.errors: list[str] = []
 
-    async def __aenter__(self) -> _Dispatcher:
+    def spawn(self) -> None:
         env = {**os.environ, "DATABASE_URL": self.db_url, "SHOUHU_LOG_LEVEL": "WARNING",
                "SHOUHU_DISPATCHER_WORKER": "true"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "shared.cli", "serve", "dispatcher", "--port", str(self.port)],
             env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
+
+    async def __aenter__(self) -> _Dispatcher:
+        self.spawn()
         try:
             await self._wait_ready(60.0)
         except BaseException as exc:
@@ -435,8 +510,46 @@ class _Dispatcher:
         self.log.close()
         self.errors = self.error_lines()
         if exc_type is not None:  # the benchmark failed: show what the server said, verbatim
-            print(f"dispatcher log (last lines):\n{self.log_tail()}", file=sys.stderr)
+            print(f"dispatcher replica {self.replica} (port {self.port}) log (last lines):\n{self.log_tail()}",
+                  file=sys.stderr)
         Path(self.log.name).unlink(missing_ok=True)
+
+
+class _Replicas:
+    """N dispatcher replicas on one database, each its own process on its own port (as docker-compose scales it).
+
+    All are spawned first and then awaited, so start-up overlaps; all are stopped on the way out, even on error.
+    """
+
+    def __init__(self, db_url: str, count: int) -> None:
+        self.servers = [_Dispatcher(db_url, port, i) for i, port in enumerate(_free_ports(count))]
+        self._stack = AsyncExitStack()
+
+    @property
+    def ports(self) -> list[int]:
+        return [s.port for s in self.servers]
+
+    @property
+    def pids(self) -> list[int]:
+        return [s.proc.pid for s in self.servers if s.proc is not None]
+
+    @property
+    def errors(self) -> list[str]:
+        return [f"r{s.replica}: {line}" for s in self.servers for line in s.errors]
+
+    async def __aenter__(self) -> _Replicas:
+        try:
+            for server in self.servers:
+                self._stack.push_async_exit(server.__aexit__)
+                server.spawn()
+            await _run_all([server._wait_ready(60.0) for server in self.servers])
+        except BaseException as exc:
+            await self._stack.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._stack.__aexit__(*exc)
 
 
 # ---- phases --------------------------------------------------------------------------------------------
@@ -453,10 +566,11 @@ class _Report:
         return median
 
     def print(self) -> None:
-        print(f"{'phase':<24}{'runs':>6}{'median':>12}{'min':>12}{'max':>12}  unit")
+        width = max([24] + [len(row[0]) + 2 for row in self.rows])
+        print(f"{'phase':<{width}}{'runs':>6}{'median':>12}{'min':>12}{'max':>12}  unit")
         for name, runs, median, low, high, unit in self.rows:
             fmt = ".3f" if abs(median) < 10 else ".1f"
-            print(f"{name:<24}{runs:>6}{median:>12{fmt}}{low:>12{fmt}}{high:>12{fmt}}  {unit}")
+            print(f"{name:<{width}}{runs:>6}{median:>12{fmt}}{low:>12{fmt}}{high:>12{fmt}}  {unit}")
         for note in self.notes:
             print(f"  {note}")
 
@@ -472,15 +586,19 @@ async def _run_all(coros: list[Awaitable[None]]) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _post_batches(port: int, key: str, bodies: list[bytes], *, concurrency: int, max_s: float,
+async def _post_batches(ports: list[int], key: str, bodies: list[bytes], *, concurrency: int, max_s: float,
                         stop: asyncio.Event | None = None) -> tuple[int, float, int]:
-    """Send the bodies with `concurrency` requests in flight; return (accepted, seconds, requests sent)."""
+    """Send the bodies with `concurrency` requests in flight; return (accepted, seconds, requests sent).
+
+    In-flight slot i sends to replica ports[i % len(ports)] (round-robin over the replicas; with 4 slots and 2
+    replicas, 2 requests are in flight on each at all times). There is at least one slot per replica.
+    """
     queue = list(reversed(bodies))
     accepted = 0
     sent = 0
     deadline = time.perf_counter() + max_s
 
-    async def worker() -> None:
+    async def worker(port: int) -> None:
         nonlocal accepted, sent
         http = _Http(port, key)
         try:
@@ -500,7 +618,7 @@ async def _post_batches(port: int, key: str, bodies: list[bytes], *, concurrency
             http.close()
 
     start = time.perf_counter()
-    await _run_all([worker() for _ in range(concurrency)])
+    await _run_all([worker(ports[i % len(ports)]) for i in range(max(concurrency, len(ports)))])
     return accepted, time.perf_counter() - start, sent
 
 
@@ -555,15 +673,15 @@ async def _baseline_run(conns: list[Any], batches: list[list[list[Any]]]) -> tup
     return inserted, time.perf_counter() - start
 
 
-async def _single_phase(port: int, key: str, gen: _Records, *, warmup_s: float, measure_s: float,
-                        server_pid: int) -> tuple[float, str, int]:
-    """32 clients, one record per request; count 201s completed inside the measuring window only."""
+async def _single_phase(ports: list[int], key: str, gen: _Records, *, warmup_s: float, measure_s: float,
+                        server_pids: list[int]) -> tuple[float, str, int]:
+    """32 clients (spread evenly over the replicas), one record per request; count 201s inside the window only."""
     done = 0
     errors: list[str] = []
     stop_at = time.perf_counter() + warmup_s + measure_s + 0.5  # a hard stop even if something hangs
     finished = asyncio.Event()
 
-    async def client() -> None:
+    async def client(port: int) -> None:
         nonlocal done
         http = _Http(port, key)
         try:
@@ -580,10 +698,10 @@ async def _single_phase(port: int, key: str, gen: _Records, *, warmup_s: float, 
         finally:
             http.close()
 
-    clients = [asyncio.create_task(client()) for _ in range(SINGLE_CLIENTS)]
+    clients = [asyncio.create_task(client(ports[i % len(ports)])) for i in range(SINGLE_CLIENTS)]
     try:
         await asyncio.sleep(warmup_s)
-        with _Cpu(server_pid) as cpu:
+        with _Cpu(server_pids) as cpu:
             count0, t0 = done, time.perf_counter()
             await asyncio.sleep(measure_s)
             count1, t1 = done, time.perf_counter()
@@ -654,12 +772,22 @@ def _percentile(values: list[float], pct: float) -> float:
     return ordered[int(rank) - 1]
 
 
-async def _first_job_phase(port: int, key: str, db_url: str, gen: _Records, plan: _Plan,
-                           server_pid: int) -> tuple[list[float], str, int, bool]:
+@dataclass
+class _FirstJob:
+    latencies: list[float]
+    note: str
+    missing: int
+    load_ran_throughout: bool
+    load_per_s: float  # the background batch load's records/s over its whole run (which spans the samples)
+
+
+async def _first_job_phase(load_ports: list[int], sample_ports: list[int], key: str, db_url: str, gen: _Records,
+                           plan: _Plan, server_pids: list[int], concurrency: int) -> _FirstJob:
+    """Batched load on `load_ports` (round-robin); high-tier samples sent round-robin to `sample_ports`."""
     consumer = _Consumer(db_url)
     consumer_task = asyncio.create_task(consumer.run(max_s=180))
     load: asyncio.Task[tuple[int, float, int]] | None = None
-    pool: list[_Http] = []
+    pools: dict[int, list[_Http]] = {port: [] for port in sample_ports}
     try:
         # Drain the backlog the earlier phases left on the queue, so samples queue only behind this phase's load.
         idle = asyncio.create_task(consumer.idle.wait())
@@ -672,14 +800,15 @@ async def _first_job_phase(port: int, key: str, db_url: str, gen: _Records, plan
             raise RuntimeError("the consumer did not drain the callcenter queue within 90 s")
         bodies = [_body(gen.batch()) for _ in range(plan.phase3_requests)]
         stop_load = asyncio.Event()
-        load = asyncio.create_task(_post_batches(port, key, bodies, concurrency=BATCH_CONCURRENCY, max_s=60,
+        load = asyncio.create_task(_post_batches(load_ports, key, bodies, concurrency=concurrency, max_s=60,
                                                  stop=stop_load))
         await asyncio.sleep(1.0)  # let the load reach a steady state first
         sent_at: dict[str, float] = {}
         answer_ms: list[float] = []
         errors: list[str] = []
 
-        async def sample() -> None:
+        async def sample(port: int) -> None:
+            pool = pools[port]
             http = pool.pop() if pool else _Http(port, key)
             body = orjson.dumps(gen.one("high").wire | {"signal": "transfer_in_progress"})
             try:
@@ -695,12 +824,12 @@ async def _first_job_phase(port: int, key: str, db_url: str, gen: _Records, plan
                 return
             sent_at[orjson.loads(data)["task_id"]] = t0
 
-        with _Cpu(server_pid) as cpu:
+        with _Cpu(server_pids) as cpu:
             start = time.perf_counter()
             tasks = []
             for k in range(plan.samples):
                 await asyncio.sleep(max(0.0, start + k * SAMPLE_INTERVAL_S - time.perf_counter()))
-                tasks.append(asyncio.create_task(sample()))
+                tasks.append(asyncio.create_task(sample(sample_ports[k % len(sample_ports)])))
             await asyncio.wait_for(asyncio.gather(*tasks), timeout=60)
             load_ran_throughout = not load.done()
         # Give the last samples' jobs time to be claimed (bounded).
@@ -709,19 +838,20 @@ async def _first_job_phase(port: int, key: str, db_url: str, gen: _Records, plan
                 break
             await asyncio.sleep(0.1)
         stop_load.set()
-        accepted, _, _ = await asyncio.wait_for(load, timeout=60)
+        accepted, load_s, _ = await asyncio.wait_for(load, timeout=60)
         if errors:
             raise DispatcherError(f"high-tier samples: {len(errors)} error answers; first: {errors[0]}")
         latencies = [(consumer.claimed_at[t] - s) * 1000 for t, s in sent_at.items() if t in consumer.claimed_at]
         missing = len(sent_at) - len(latencies)
         # Where the time goes: the HTTP answer (the record committed, jobs enqueued) vs the claim after it.
         note = (f"{cpu.result}; the samples' own POST answers took p50 {_percentile(answer_ms, 50):.0f} ms,"
-                f" p99 {_percentile(answer_ms, 99):.0f} ms; background load {accepted} records;"
+                f" p99 {_percentile(answer_ms, 99):.0f} ms; background load {accepted} records in {load_s:.1f} s;"
                 f" consumer {consumer.claims} claims, {consumer.jobs} jobs, {consumer.notifies} notifies")
-        return latencies, note, missing, load_ran_throughout
+        return _FirstJob(latencies, note, missing, load_ran_throughout, accepted / load_s)
     finally:
-        for http in pool:
-            http.close()
+        for pool in pools.values():
+            for http in pool:
+                http.close()
         if load is not None and not load.done():
             load.cancel()
             await asyncio.gather(load, return_exceptions=True)
@@ -746,6 +876,7 @@ async def bench_ingest(quick: bool) -> dict[str, float]:
     from shared.auth.service import create_key
     from shared.migrate import migrate
 
+    replicas = _replicas_from_env()
     # Other processes on this machine skew every figure: note how busy it was before we started.
     busy0, total0 = _machine_busy()
     await asyncio.sleep(1.0)
@@ -770,36 +901,46 @@ async def bench_ingest(quick: bool) -> dict[str, float]:
             actor = f"key:{api_key.key_id}:bench"  # as the API records it (Principal.actor)
         finally:
             await engine.dispose()
-        server = _Dispatcher(db_url)
-        async with server:
-            figures = await _measure(server, key, db_url, actor, plan, report)
-        if server.errors:
+        servers = _Replicas(db_url, replicas)
+        async with servers:
+            figures = await _measure(servers, key, db_url, actor, plan, report)
+        if servers.errors:
             report.notes.append("dispatcher log errors (verbatim):")
-            report.notes.extend(f"  {line[:400]}" for line in server.errors)
+            report.notes.extend(f"  {line[:400]}" for line in servers.errors)
     finally:
         await _with_admin(server_url, lambda a: a.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     report.print()
     return figures
 
 
-async def _measure(server: _Dispatcher, key: str, db_url: str, actor: str, plan: _Plan,
+async def _measure(servers: _Replicas, key: str, db_url: str, actor: str, plan: _Plan,
                    report: _Report) -> dict[str, float]:
-    assert server.proc is not None
-    pid, port = server.proc.pid, server.port
+    pids, ports = servers.pids, servers.ports
+    n = len(ports)
+    conc = _batch_concurrency(n)
     gen = _Records(seed=20261121)
-    report.notes.append(f"database server: {_describe(db_url)}; dispatcher pid {pid}, 1 process, port {port}; "
-                        f"batch concurrency {BATCH_CONCURRENCY}, {BATCH_SIZE} records/request")
+    def per(total: int) -> str:
+        return f"{total // n}" if total % n == 0 else f"{total // n}-{total // n + 1}"
 
-    # Warm up the server (imports, pools, prepared statements, policy cache) and the baseline table.
-    await _post_batches(port, key, [_body(gen.batch()) for _ in range(2 * BATCH_CONCURRENCY)],
-                        concurrency=BATCH_CONCURRENCY, max_s=30)
-    conns = [await raw_connect(db_url) for _ in range(BATCH_CONCURRENCY)]
+    if n == 1:
+        shape = (f"dispatcher: 1 replica ran (one process) on port {ports[0]} (pid {pids[0]}); batch concurrency"
+                 f" {conc}, {BATCH_SIZE} records/request; single-record clients {SINGLE_CLIENTS}")
+    else:
+        shape = (f"dispatcher: {n} replicas ran (one process each, one database) on ports {', '.join(map(str, ports))}"
+                 f" (pids {', '.join(map(str, pids))}); batch concurrency {conc} in total ({per(conc)} per replica),"
+                 f" {BATCH_SIZE} records/request; single-record clients {SINGLE_CLIENTS}"
+                 f" ({per(SINGLE_CLIENTS)} per replica)")
+    report.notes.append(f"database server: {_describe(db_url)}; {shape}")
+
+    # Warm up every replica (imports, pools, prepared statements, policy cache) and the baseline table.
+    await _post_batches(ports, key, [_body(gen.batch()) for _ in range(2 * conc)], concurrency=conc, max_s=30)
+    conns = [await raw_connect(db_url) for _ in range(conc)]
     try:
         await conns[0].execute(
             "CREATE TABLE bench_baseline (LIKE warnings INCLUDING DEFAULTS);"
             " ALTER TABLE bench_baseline ADD PRIMARY KEY (id);"
             " CREATE UNIQUE INDEX ux_bench_baseline_source_ref ON bench_baseline (source, source_ref);")
-        await _baseline_run(conns, [_baseline_args(gen.batch(), actor) for _ in range(BATCH_CONCURRENCY)])
+        await _baseline_run(conns, [_baseline_args(gen.batch(), actor) for _ in range(conc)])
 
         # 1 and 4, interleaved so both see the same machine and table sizes; each baseline run stores the
         # very records the batch run before it sent.
@@ -809,8 +950,8 @@ async def _measure(server: _Dispatcher, key: str, db_url: str, actor: str, plan:
         for _ in range(plan.batch_runs):
             runs = [gen.batch() for _ in range(plan.batch_requests)]
             bodies = [_body(rows) for rows in runs]
-            with _Cpu(pid) as cpu:
-                accepted, seconds, sent = await _post_batches(port, key, bodies, concurrency=BATCH_CONCURRENCY,
+            with _Cpu(pids) as cpu:
+                accepted, seconds, sent = await _post_batches(ports, key, bodies, concurrency=conc,
                                                               max_s=plan.batch_run_max_s)
             batch_cpu = cpu.result
             batch_rates.append(accepted / seconds)
@@ -818,7 +959,7 @@ async def _measure(server: _Dispatcher, key: str, db_url: str, actor: str, plan:
                 report.notes.append(f"batch run hit its {plan.batch_run_max_s:.0f} s limit after {sent} requests")
             del bodies
             args = [_baseline_args(rows, actor) for rows in runs[:sent]]
-            with _Cpu(pid) as cpu:
+            with _Cpu(pids) as cpu:
                 inserted, seconds = await _baseline_run(conns, args)
             base_cpu = cpu.result
             base_rates.append(inserted / seconds)
@@ -826,14 +967,20 @@ async def _measure(server: _Dispatcher, key: str, db_url: str, actor: str, plan:
         for conn in conns:
             await conn.close()
 
-    # 2. Single records, 32 clients.
-    single_rate, single_cpu, single_n = await _single_phase(port, key, gen, warmup_s=plan.single_warmup_s,
-                                                            measure_s=plan.single_s, server_pid=pid)
+    # 2. Single records, 32 clients spread evenly over the replicas.
+    single_rate, single_cpu, single_n = await _single_phase(ports, key, gen, warmup_s=plan.single_warmup_s,
+                                                            measure_s=plan.single_s, server_pids=pids)
 
-    # 3. Time to the first call job, under batched load.
-    latencies, first_note, missing, load_throughout = await _first_job_phase(port, key, db_url, gen, plan, pid)
-    if not latencies:
+    # 3. Time to the first call job, under batched load: the plain case (load and samples on every replica) ...
+    plain = await _first_job_phase(ports, ports, key, db_url, gen, plan, pids, conc)
+    if not plain.latencies:
         raise DispatcherError("no high-tier sample's call.auto job was claimed")
+    # ... and the bulkhead case (load on replicas 1..N-1, samples on replica 0 only), same database.
+    bulkhead: _FirstJob | None = None
+    if n >= 2:
+        bulkhead = await _first_job_phase(ports[1:], ports[:1], key, db_url, gen, plan, pids, conc)
+        if not bulkhead.latencies:
+            raise DispatcherError("bulkhead: no high-tier sample's call.auto job was claimed")
 
     batch = report.add("ingest_batch_per_s", batch_rates, "records/s")
     baseline = report.add("ingest_baseline_per_s", base_rates, "rows/s")
@@ -842,26 +989,38 @@ async def _measure(server: _Dispatcher, key: str, db_url: str, actor: str, plan:
                         min(b / s for b, s in zip(batch_rates, base_rates, strict=True)),
                         max(b / s for b, s in zip(batch_rates, base_rates, strict=True)), "batch/baseline"))
     report.add("ingest_single_per_s", [single_rate], f"records/s ({single_n} in {plan.single_s:.0f} s)")
-    p50 = _percentile(latencies, 50)
-    p99 = _percentile(latencies, 99)
-    report.rows.append(("first_job_p50_ms", len(latencies), p50, min(latencies), max(latencies), "ms (samples)"))
-    report.rows.append(("first_job_p99_ms", len(latencies), p99, min(latencies), max(latencies), "ms (samples)"))
+    figures: dict[str, float] = {
+        "ingest_batch_per_s": round(batch, 1),
+        "ingest_single_per_s": round(single_rate, 1),
+    }
+    where = "all replicas" if n > 1 else "the one process"
+    for prefix, result, label in (("first_job", plain, f"load and samples on {where}"),
+                                  ("first_job_bulkhead", bulkhead, "load on r1.., samples on r0")):
+        if result is None:
+            continue
+        lat = result.latencies
+        p50, p99 = _percentile(lat, 50), _percentile(lat, 99)
+        report.rows.append((f"{prefix}_p50_ms", len(lat), p50, min(lat), max(lat), f"ms (samples; {label})"))
+        report.rows.append((f"{prefix}_p99_ms", len(lat), p99, min(lat), max(lat), f"ms (samples; {label})"))
+        report.add(f"{prefix}_load_per_s", [result.load_per_s], "records/s (batched load during that phase)")
+        figures[f"{prefix}_p50_ms"] = round(p50, 2)
+        figures[f"{prefix}_p99_ms"] = round(p99, 2)
+        figures[f"{prefix}_load_per_s"] = round(result.load_per_s, 1)
+    figures["ingest_baseline_per_s"] = round(baseline, 1)
+    figures["ingest_ratio"] = round(ratio, 3)
+
     report.notes.append(f"CPU, last batch run: {batch_cpu}")
     report.notes.append(f"CPU, last baseline run: {base_cpu}")
     report.notes.append(f"CPU, single-record window: {single_cpu}")
-    report.notes.append(f"first-job phase: {first_note}")
-    if missing:
-        report.notes.append(f"first-job phase: {missing} sample job(s) not claimed within 10 s (left out)")
-    if not load_throughout:
-        report.notes.append("first-job phase: the background batch load ended before the last sample")
-    return {
-        "ingest_batch_per_s": round(batch, 1),
-        "ingest_single_per_s": round(single_rate, 1),
-        "first_job_p50_ms": round(p50, 2),
-        "first_job_p99_ms": round(p99, 2),
-        "ingest_baseline_per_s": round(baseline, 1),
-        "ingest_ratio": round(ratio, 3),
-    }
+    for name, result in (("first-job phase", plain), ("first-job bulkhead phase", bulkhead)):
+        if result is None:
+            continue
+        report.notes.append(f"{name}: {result.note}")
+        if result.missing:
+            report.notes.append(f"{name}: {result.missing} sample job(s) not claimed within 10 s (left out)")
+        if not result.load_ran_throughout:
+            report.notes.append(f"{name}: the background batch load ended before the last sample")
+    return figures
 
 
 def _describe(url: str) -> str:
