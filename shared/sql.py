@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 import orjson
+from sqlalchemy import TextClause, text
 
 
 def _default(value: Any) -> Any:
@@ -34,3 +36,13 @@ def dumps(value: Any) -> bytes:
 def recordset(rows: Iterable[Mapping[str, Any]]) -> str:
     """JSON text of a list of rows, for `jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(col type, ...)`."""
     return orjson.dumps(list(rows), default=_default).decode()
+
+
+@lru_cache(maxsize=512)
+def sql(statement: str) -> TextClause:
+    """`text(statement)`, built once per distinct statement.
+
+    Building a TextClause parses its bind parameters and its cache key on every
+    call; on the single-warning path that was about 6% of the CPU.
+    """
+    return text(statement)

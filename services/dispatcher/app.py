@@ -50,7 +50,8 @@ def create_app(settings: DispatcherSettings | None = None, *, clock: Clock | Non
             if settings.bootstrap_admin_key:
                 await ensure_bootstrap_key(session, secret_value=settings.bootstrap_admin_key,
                                            unit=settings.bootstrap_admin_unit)
-        batcher = IngestBatcher(sessionmaker, store=store, clock=clock, max_batch=settings.ingest_max_batch)
+        batcher = IngestBatcher(sessionmaker, store=store, clock=clock, max_batch=settings.ingest_max_batch,
+                                max_inflight=settings.ingest_max_inflight)
         batcher.start()
         app.state.sessionmaker = sessionmaker
         app.state.key_cache = KeyCache(ttl_s=settings.key_cache_ttl_s)

@@ -17,4 +17,6 @@ class DispatcherSettings(CommonSettings):
     worker_lease_s: float = Field(default=60.0, alias="SHOUHU_WORKER_LEASE_S")
     worker_poll_interval_s: float = Field(default=1.0, alias="SHOUHU_WORKER_POLL_INTERVAL_S")
     ingest_max_batch: int = Field(default=250, alias="SHOUHU_INGEST_MAX_BATCH")
+    # Group-commit transactions in flight at once for single-record POSTs.
+    ingest_max_inflight: int = Field(default=2, alias="SHOUHU_INGEST_MAX_INFLIGHT")
     key_cache_ttl_s: float = Field(default=30.0, alias="SHOUHU_KEY_CACHE_TTL_S")

@@ -1,15 +1,18 @@
 """Appending to and verifying the hash-chained audit log.
 
 How the chain stays consistent under concurrency: entries are *recorded* into
-the session during the unit of work and *appended* in the session's
-`before_commit` hook. The append locks the single chain-head row, links the
-entries to the head's hash, writes them and moves the head, then the
-transaction commits and releases the lock. So the chain order is commit order,
-the lock is held only for the last few milliseconds of a transaction, and a
-transaction that rolls back leaves no entry and no gap.
+the session during the unit of work. In the session's `before_commit` hook
+they are written, unhashed, as one `audit_staging` row; a deferred constraint
+trigger (migration 0002) then chains them while the COMMIT runs: it locks the
+single chain-head row, links each entry to the previous hash, writes them to
+`audit_log` and moves the head. So the chain order is commit order, the lock
+is held only inside the commit (no client round trip), and a transaction that
+rolls back leaves no entry and no gap.
 
-A database trigger (see the migration) refuses UPDATE and DELETE on the log, so
-an edit needs someone who can disable triggers; `verify_chain` then finds it.
+A database trigger refuses UPDATE and DELETE on the log, so an edit needs
+someone who can disable triggers; `verify_chain` then finds it. The hash is
+computed by PL/pgSQL when written and recomputed here, independently, when
+verified: the two must agree (`entry_hash` documents the material).
 """
 
 from __future__ import annotations
@@ -21,11 +24,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import event, text
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from shared.sql import recordset
+from shared.sql import recordset, sql
 
 GENESIS_HASH = "0" * 64
 _PENDING_KEY = "shouhu_audit_pending"
@@ -117,32 +120,13 @@ def _drop_pending(session: Session) -> None:
 
 
 def _append(session: Session, pending: list[PendingEntry]) -> None:
-    seq, prev_hash = session.execute(
-        text("SELECT seq, hash FROM audit_chain_head WHERE id = 1 FOR UPDATE")
-    ).one()
-    rows = []
-    iso_of: dict[datetime, str] = {}  # a batch's entries mostly share one timestamp: format it once
-    for entry in pending:
-        seq += 1
-        body = entry.body
-        at_iso = iso_of.get(entry.at) or iso_of.setdefault(entry.at, iso_utc(entry.at))
-        digest = entry_hash(seq=seq, at=entry.at, actor=entry.actor, action=entry.action, task_id=entry.task_id,
-                            case_id=entry.case_id, region_code=entry.region_code, body=body, prev_hash=prev_hash,
-                            at_iso=at_iso)
-        rows.append({"seq": seq, "at": entry.at, "actor": entry.actor, "action": entry.action,
-                     "task_id": entry.task_id, "case_id": entry.case_id, "region_code": entry.region_code,
-                     "body": body, "prev_hash": prev_hash, "hash": digest})
-        prev_hash = digest
+    # One row per transaction; the deferred trigger `audit_seal` chains it at COMMIT.
     session.execute(
-        text(
-            "INSERT INTO audit_log (seq, at, actor, action, task_id, case_id, region_code, body, prev_hash, hash) "
-            "SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(seq bigint, at timestamptz, actor text,"
-            " action text, task_id uuid, case_id uuid, region_code text, body text, prev_hash text, hash text)"
-        ),
-        {"rows": recordset(rows)},
+        sql("INSERT INTO audit_staging (entries) VALUES (CAST(:entries AS jsonb))"),
+        {"entries": recordset({"at": e.at, "actor": e.actor, "action": e.action, "task_id": e.task_id,
+                               "case_id": e.case_id, "region_code": e.region_code, "body": e.body}
+                              for e in pending)},
     )
-    session.execute(text("UPDATE audit_chain_head SET seq = :seq, hash = :hash WHERE id = 1"),
-                    {"seq": seq, "hash": prev_hash})
 
 
 @dataclass
@@ -159,7 +143,7 @@ async def verify_chain(session: AsyncSession, *, chunk: int = 5000) -> ChainRepo
     The head is read first: entries appended while we walk are past it and are
     left for the next verification, so a busy system never looks truncated.
     """
-    head_seq, head_hash = (await session.execute(text("SELECT seq, hash FROM audit_chain_head WHERE id = 1"))).one()
+    head_seq, head_hash = (await session.execute(sql("SELECT seq, hash FROM audit_chain_head WHERE id = 1"))).one()
     expected_prev = GENESIS_HASH
     expected_seq = 1
     count = 0
@@ -167,7 +151,7 @@ async def verify_chain(session: AsyncSession, *, chunk: int = 5000) -> ChainRepo
     while last_seq < head_seq:
         rows = (
             await session.execute(
-                text(
+                sql(
                     "SELECT seq, at, actor, action, task_id, case_id, region_code, body, prev_hash, hash "
                     "FROM audit_log WHERE seq > :after AND seq <= :head ORDER BY seq LIMIT :n"
                 ),

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import text
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.queue.models import CANCELLED, FAILED, QUEUED, RUNNING
-from shared.sql import recordset
+from shared.sql import recordset, sql
 
 NOTIFY_CHANNEL = "shouhu_jobs"
 
@@ -73,7 +73,7 @@ async def enqueue(session: AsyncSession, jobs: Sequence[NewJob], *, now: datetim
     soon = now + timedelta(seconds=1) if now is not None else datetime(9999, 1, 1, tzinfo=UTC)
     row = (
         await session.execute(
-            text(
+            sql(
                 "WITH inserted AS ("
                 " INSERT INTO jobs (queue, kind, payload, run_at, priority, dedupe_key, task_id, max_attempts)"
                 " SELECT queue, kind, payload, run_at, priority, dedupe_key, task_id, max_attempts"
@@ -109,7 +109,7 @@ async def claim(
     kind_filter = "AND kind = ANY(CAST(:kinds AS text[]))" if kinds else ""
     rows = (
         await session.execute(
-            text(
+            sql(
                 "WITH picked AS ("
                 "  SELECT id FROM jobs"
                 f"  WHERE status = 'queued' AND queue = :queue AND run_at <= :now {kind_filter}"
@@ -137,7 +137,7 @@ async def complete(session: AsyncSession, *, job_id: int, worker: str) -> None:
     and the job's removal commit together or not at all: exactly once in effect.
     """
     result = await session.execute(
-        text("DELETE FROM jobs WHERE id = :id AND status = 'running' AND locked_by = :worker"),
+        sql("DELETE FROM jobs WHERE id = :id AND status = 'running' AND locked_by = :worker"),
         {"id": job_id, "worker": worker},
     )
     if result.rowcount != 1:
@@ -146,7 +146,7 @@ async def complete(session: AsyncSession, *, job_id: int, worker: str) -> None:
 
 async def extend_lease(session: AsyncSession, *, job_id: int, worker: str, now: datetime, lease_s: float) -> None:
     result = await session.execute(
-        text("UPDATE jobs SET lease_expires_at = CAST(:now AS timestamptz) + make_interval(secs => :lease) "
+        sql("UPDATE jobs SET lease_expires_at = CAST(:now AS timestamptz) + make_interval(secs => :lease) "
              "WHERE id = :id AND status = 'running' AND locked_by = :worker"),
         {"id": job_id, "worker": worker, "now": now, "lease": lease_s},
     )
@@ -160,7 +160,7 @@ async def fail(
     """Give a job back for a later retry, or dead-letter it (`retry_in_s=None` or attempts used up)."""
     row = (
         await session.execute(
-            text(
+            sql(
                 "UPDATE jobs SET status = CASE WHEN CAST(:retry_in AS double precision) IS NULL"
                 " OR attempts >= max_attempts"
                 "   THEN 'failed' ELSE 'queued' END,"
@@ -178,7 +178,7 @@ async def fail(
 async def reclaim_expired(session: AsyncSession, *, now: datetime) -> int:
     """Put jobs whose worker died (lease expired) back in the queue; dead-letter those out of attempts."""
     result = await session.execute(
-        text(
+        sql(
             f"UPDATE jobs SET status = CASE WHEN attempts >= max_attempts THEN '{FAILED}' ELSE '{QUEUED}' END,"
             " run_at = :now, locked_by = NULL, lease_expires_at = NULL,"
             " last_error = 'lease expired: the worker stopped before finishing'"
@@ -193,7 +193,7 @@ async def cancel_task_jobs(session: AsyncSession, *, task_id: uuid.UUID, kinds: 
     """Cancel a task's queued jobs (all, or of some kinds) in the caller's transaction."""
     kind_filter = "AND kind = ANY(CAST(:kinds AS text[]))" if kinds else ""
     result = await session.execute(
-        text(f"UPDATE jobs SET status = '{CANCELLED}' WHERE task_id = :task AND status = '{QUEUED}' {kind_filter}"),
+        sql(f"UPDATE jobs SET status = '{CANCELLED}' WHERE task_id = :task AND status = '{QUEUED}' {kind_filter}"),
         {"task": task_id, "kinds": list(kinds or [])},
     )
     return result.rowcount or 0
@@ -202,7 +202,7 @@ async def cancel_task_jobs(session: AsyncSession, *, task_id: uuid.UUID, kinds: 
 async def purge_cancelled(session: AsyncSession, *, limit: int = 10_000) -> int:
     """Delete cancelled jobs (kept only so a cancellation is visible until the next sweep)."""
     result = await session.execute(
-        text(f"DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE status = '{CANCELLED}' LIMIT :n)"),
+        sql(f"DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE status = '{CANCELLED}' LIMIT :n)"),
         {"n": limit},
     )
     return result.rowcount or 0

@@ -99,3 +99,24 @@ async def test_audit_search_is_scoped_to_the_unit(dispatcher) -> None:
                                        headers=await dispatcher.headers("supervisor", ""))
     items = resp.json()["items"]
     assert len(items) == 1 and items[0]["action"] == "task.created" and items[0]["body"]["warning_tier"] == "low"
+
+
+async def test_entries_with_chinese_quotes_and_control_characters_verify(dispatcher) -> None:
+    """The database's hashing and the verifier's agree on any text a note can hold."""
+    headers = await dispatcher.headers()
+    task_id = (await dispatcher.client.post("/v1/warnings", json=warning(), headers=headers)).json()["task_id"]
+    note = '已上门劝阻，老人说"再也不转账了"\n\x1f\ttab \\ backslash 🙂'
+    resp = await dispatcher.client.post(f"/v1/tasks/{task_id}/feedback", json={"outcome": "dissuaded", "note": note},
+                                        headers=await dispatcher.headers("officer", "33"))
+    assert resp.status_code == 200
+    assert resp.json()["task"]["events"][-1]["detail"]["note"] == note
+    assert (await verify(dispatcher))["ok"] is True
+
+
+async def test_nothing_is_left_in_staging_after_commit(dispatcher) -> None:
+    """Staged entries are moved into the chain by the commit itself."""
+    await fill(dispatcher, 3)
+    async with dispatcher.sessionmaker() as session:
+        staged = (await session.execute(text("SELECT count(*) FROM audit_staging"))).scalar_one()
+        chained = (await session.execute(text("SELECT count(*) FROM audit_log"))).scalar_one()
+    assert (staged, chained) == (0, 3)

@@ -9,10 +9,11 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
-from sqlalchemy import text
+
 
 from services.dispatcher.deps import RuntimeDep, SupervisorKey
 from shared.audit.service import verify_chain
+from shared.sql import sql
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -70,10 +71,10 @@ async def list_audit(
     if to is not None:
         where.append("at < :to")
         params["to"] = to
-    sql = ("SELECT seq, at, actor, action, task_id, case_id, region_code, body, hash FROM audit_log WHERE "
+    statement = ("SELECT seq, at, actor, action, task_id, case_id, region_code, body, hash FROM audit_log WHERE "
            + " AND ".join(where) + " ORDER BY seq LIMIT :limit")
     async with rt.sessionmaker() as session:
-        rows = (await session.execute(text(sql), params)).all()
+        rows = (await session.execute(sql(statement), params)).all()
     more = len(rows) > limit
     rows = rows[:limit]
     items = [AuditEntryOut(seq=r.seq, at=r.at, actor=r.actor, action=r.action, task_id=r.task_id,

@@ -8,7 +8,7 @@ from datetime import datetime
 import orjson
 import structlog
 from fastapi import APIRouter, HTTPException, Query
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from services.dispatcher.deps import FeedbackKey, RuntimeDep, TaskReader
 from services.dispatcher.policy.service import plan_steps
@@ -18,6 +18,7 @@ from services.dispatcher.tasks.schemas import FeedbackIn, FeedbackOut, PlanStepO
 from shared.auth.service import Principal
 from shared.db import transaction
 from shared.phone import mask_phone
+from shared.sql import sql
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 log = structlog.get_logger(__name__)
@@ -42,7 +43,7 @@ async def _detail(session, rt, task: Task) -> TaskOut:  # noqa: ANN001
              for s in plan_steps(policy.playbook(task.tier), plan_started_at=task.plan_started_at,
                                  due_at=task.due_at)]
     rows = (await session.execute(
-        text("SELECT seq, at, action, actor, body FROM audit_log WHERE task_id = :t ORDER BY seq"),
+        sql("SELECT seq, at, action, actor, body FROM audit_log WHERE task_id = :t ORDER BY seq"),
         {"t": task.id})).all()
     events = [TaskEvent(seq=r.seq, at=r.at, type=r.action, actor=r.actor, detail=orjson.loads(r.body))
               for r in rows]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,7 +15,7 @@ from services.dispatcher.policy.service import PolicyStore
 from services.dispatcher.warnings.schemas import ValidRecord
 from services.dispatcher.warnings.service import RetryBatch, ingest_batch
 from shared.clock import Clock
-from shared.metrics import WARNINGS_INGESTED
+from shared.metrics import GROUP_COMMIT_RECORDS, GROUP_COMMIT_SECONDS, WARNINGS_INGESTED
 
 log = structlog.get_logger(__name__)
 Answer = dict[str, Any]  # the shape of schemas.WarningResult
@@ -102,6 +103,7 @@ class IngestBatcher:
                 asyncio.create_task(self._commit(batch))
 
     async def _commit(self, batch: list[tuple[ValidRecord, asyncio.Future[Answer]]]) -> None:
+        started = time.perf_counter()
         try:
             records = []
             for position, (record, _) in enumerate(batch):
@@ -117,5 +119,7 @@ class IngestBatcher:
                     future.set_exception(exc)
         finally:
             self._slots.release()
+            GROUP_COMMIT_RECORDS.observe(len(batch))
+            GROUP_COMMIT_SECONDS.observe(time.perf_counter() - started)
             if self._pending:
                 self._kick.set()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import text
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.dispatcher.policy.schemas import TIER_ORDER
@@ -30,7 +30,7 @@ from services.dispatcher.warnings.schemas import ValidRecord
 from shared.audit import service as audit
 from shared.ids import uuid7
 from shared.queue.service import NewJob, enqueue
-from shared.sql import recordset
+from shared.sql import recordset, sql
 
 # A 1,000-record batch is ~100 ms of Python. Yielding to the event loop every
 # this many records lets a single high-tier warning arriving meanwhile be
@@ -72,7 +72,7 @@ async def _existing_warnings(session: AsyncSession, keys: list[tuple[str, str]])
         return {}
     rows = (
         await session.execute(
-            text(
+            sql(
                 "SELECT w.source, w.source_ref, w.id, w.case_id, w.task_id, w.tier, w.due_at, w.reasons, w.merged,"
                 " w.notices FROM warnings w JOIN unnest(CAST(:s AS text[]), CAST(:r AS text[])) AS k(s, r)"
                 " ON w.source = k.s AND w.source_ref = k.r"
@@ -88,7 +88,7 @@ async def _lock_open_cases(session: AsyncSession, phones: list[str]) -> list[Any
         return []
     return (
         await session.execute(
-            text(
+            sql(
                 "SELECT c.id AS case_id, c.phone, c.warning_count, c.first_warning_at, t.id AS task_id, t.tier,"
                 " t.due_at, t.plan_started_at, t.plan_seq, t.steps_done, t.attempts, t.has_chat, t.policy_version,"
                 " t.region_code, t.fraud_type"
@@ -105,7 +105,7 @@ async def _bound_phones(session: AsyncSession, phones: list[str]) -> set[str]:
     if not phones:
         return set()
     rows = await session.execute(
-        text("SELECT DISTINCT phone FROM chat_bindings WHERE active AND phone = ANY(CAST(:p AS text[]))"),
+        sql("SELECT DISTINCT phone FROM chat_bindings WHERE active AND phone = ANY(CAST(:p AS text[]))"),
         {"p": phones},
     )
     return {r[0] for r in rows}
@@ -261,7 +261,7 @@ async def _write(session: AsyncSession, works: dict[str, _CaseWork], jobs: list[
 
     if new_cases:
         inserted = await session.execute(
-            text(
+            sql(
                 "INSERT INTO cases (id, phone, status, tier, region_code, warning_count, first_warning_at,"
                 " last_warning_at, created_at)"
                 " SELECT id, phone, 'open', tier, region_code, n, first_at, CAST(:now AS timestamptz),"
@@ -278,7 +278,7 @@ async def _write(session: AsyncSession, works: dict[str, _CaseWork], jobs: list[
         if len(inserted.all()) != len(new_cases):
             raise RetryBatch("another transaction opened a case for the same person")
         await session.execute(
-            text(
+            sql(
                 "INSERT INTO tasks (id, case_id, phone, region_code, fraud_type, tier, status, policy_version,"
                 " created_at, plan_started_at, plan_seq, steps_done, due_at, has_chat, attempts)"
                 " SELECT id, case_id, phone, region_code, fraud_type, tier, 'open', policy_version,"
@@ -296,7 +296,7 @@ async def _write(session: AsyncSession, works: dict[str, _CaseWork], jobs: list[
         )
     if old_cases:
         await session.execute(
-            text(
+            sql(
                 "UPDATE cases c SET warning_count = r.n, last_warning_at = CAST(:now AS timestamptz), tier = r.tier"
                 " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(id uuid, n int, tier text) WHERE c.id = r.id"
             ),
@@ -306,7 +306,7 @@ async def _write(session: AsyncSession, works: dict[str, _CaseWork], jobs: list[
         raised = [w for w in old_cases if w.raised]
         if raised:
             await session.execute(
-                text(
+                sql(
                     "UPDATE tasks t SET tier = r.tier, due_at = r.due_at, plan_started_at = CAST(:now AS timestamptz),"
                     " plan_seq = r.plan_seq, steps_done = r.steps_done, attempts = r.attempts"
                     " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(id uuid, tier text, due_at timestamptz,"
@@ -334,7 +334,7 @@ async def _write(session: AsyncSession, works: dict[str, _CaseWork], jobs: list[
             })
     if rows:
         inserted = await session.execute(
-            text(
+            sql(
                 "INSERT INTO warnings (id, source, source_ref, received_at, occurred_at, phone, fraud_type, signal,"
                 " region_code, amount_at_risk, risk_score, subject, details, case_id, task_id, tier, due_at,"
                 " reasons, merged, notices, ingested_by)"
