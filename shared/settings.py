@@ -30,7 +30,7 @@ class CommonSettings(BaseSettings):
     db_wait_s: float = Field(default=60.0, alias="SHOUHU_DB_WAIT_S")
 
     @model_validator(mode="after")
-    def _refuse_placeholder_secrets(self) -> "CommonSettings":
+    def _refuse_placeholder_secrets(self) -> CommonSettings:
         # A copy-pasted example key must never guard a production deployment.
         if self.environment == "production" and self.bootstrap_admin_key in {"changeme", "admin", "test"}:
             raise ValueError("SHOUHU_BOOTSTRAP_ADMIN_KEY is a placeholder; set a real secret in production")

@@ -80,5 +80,5 @@ async def test_business_metrics_count_warnings_by_tier(dispatcher) -> None:
     await dispatcher.client.post("/v1/warnings", json=warning(signal="screen_sharing"),
                                  headers=await dispatcher.headers())
     text = (await dispatcher.client.get("/metrics")).text
-    line = next(l for l in text.splitlines() if l.startswith('shouhu_warnings_total{status="accepted",tier="high"}'))
+    line = next(row for row in text.splitlines() if row.startswith('shouhu_warnings_total{status="accepted",tier="high"}'))
     assert float(line.split()[-1]) >= 1

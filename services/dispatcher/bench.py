@@ -78,6 +78,7 @@ error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import secrets
@@ -450,7 +451,8 @@ class _Dispatcher:
         self.db_url = db_url
         self.port = port
         self.replica = replica
-        self.log = tempfile.NamedTemporaryFile(prefix=f"shouhu-bench-dispatcher-r{replica}-", suffix=".log",
+        # Closed in __aexit__ (the server's output goes there for its whole life).
+        self.log = tempfile.NamedTemporaryFile(prefix=f"shouhu-bench-dispatcher-r{replica}-", suffix=".log",  # noqa: SIM115
                                                delete=False)
         self.proc: subprocess.Popen[bytes] | None = None
         self.errors: list[str] = []
@@ -756,10 +758,8 @@ class _Consumer:
                     continue  # more is waiting: no need to sleep
                 if not jobs:
                     self.idle.set()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), timeout=CONSUMER_POLL_S)
-                except TimeoutError:
-                    pass
         finally:
             await listener.close()
             await self.engine.dispose()

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.queue.models import CANCELLED, FAILED, QUEUED, RUNNING

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import socket
@@ -177,10 +178,8 @@ class Worker:
                 if ran >= self.batch_size:
                     continue  # more is probably waiting
                 self._wake.clear()
-                try:
+                with contextlib.suppress(TimeoutError):  # no NOTIFY came: poll anyway (lost wake-ups, delays)
                     await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval_s)
-                except TimeoutError:
-                    pass
         finally:
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)

@@ -10,7 +10,6 @@ import orjson
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-
 from services.dispatcher.deps import RuntimeDep, SupervisorKey
 from shared.audit.service import verify_chain
 from shared.sql import sql

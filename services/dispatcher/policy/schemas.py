@@ -35,7 +35,7 @@ class Rule(_Strict):
         return when
 
     @model_validator(mode="after")
-    def _one_effect(self) -> "Rule":
+    def _one_effect(self) -> Rule:
         if (self.at_least is None) == (self.raise_ is None):
             raise ValueError(f"rule {self.id}: give exactly one of 'at_least' or 'raise'")
         return self
@@ -87,7 +87,7 @@ class PolicyDoc(_Strict):
     playbooks: dict[Tier, Playbook]
 
     @model_validator(mode="after")
-    def _complete(self) -> "PolicyDoc":
+    def _complete(self) -> PolicyDoc:
         missing = set(TIERS) - set(self.playbooks)
         if missing:
             raise ValueError(f"playbooks missing for tier(s): {', '.join(sorted(missing))}")

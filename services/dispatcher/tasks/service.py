@@ -13,13 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.dispatcher.cases import models as case_models
 from services.dispatcher.cases.models import Case
-from services.dispatcher.policy.service import LoadedPolicy, PolicyStore
+from services.dispatcher.policy.service import LoadedPolicy, PolicyStore, plan_steps
 from services.dispatcher.tasks import plans
 from services.dispatcher.tasks.models import CLOSED, IN_PROGRESS, Task
 from shared.audit import service as audit
 from shared.metrics import TASK_EVENTS, TASKS_CLOSED
 from shared.queue import service as queue
 from shared.queue.service import NewJob
+from shared.queue.worker import PermanentJobError
 
 log = structlog.get_logger(__name__)
 
@@ -27,6 +28,8 @@ log = structlog.get_logger(__name__)
 FINAL_OUTCOMES = {"acknowledged", "dissuaded", "false_positive", "refused", "unreachable"}
 AUTOMATED_CHANNEL_KINDS = ["bot.alert", "call.auto"]
 CALL_FAILURES = {"busy", "no_answer", "machine", "failed", "canceled"}
+# What a citizen can answer on a channel (bot buttons, keypad digits).
+CITIZEN_FEEDBACK = {"acknowledged", "loss_reported", "callback_requested", "not_me"}
 
 
 class TaskClosed(Exception):
@@ -175,8 +178,6 @@ async def run_due_steps(session: AsyncSession, task: Task, *, plan_seq: int, now
         return []
     policy = await store.get(session, task.policy_version)
     state = state_of(task)
-    from services.dispatcher.policy.service import plan_steps
-
     done: list[str] = []
     jobs: list[NewJob] = []
     for step in plan_steps(policy.playbook(state.tier), plan_started_at=state.plan_started_at, due_at=state.due_at):
@@ -227,9 +228,6 @@ async def run_due_steps(session: AsyncSession, task: Task, *, plan_seq: int, now
 
 # ---- results from the bot and the callcenter ----------------------------------------------------
 
-CITIZEN_FEEDBACK = {"acknowledged", "loss_reported", "callback_requested", "not_me"}
-
-
 async def apply_channel_result(session: AsyncSession, task: Task, payload: dict[str, Any], *, now: datetime,
                                store: PolicyStore) -> str:
     """React to what happened on a channel: delivered, answered, failed, or a citizen's answer."""
@@ -256,6 +254,8 @@ async def apply_channel_result(session: AsyncSession, task: Task, payload: dict[
         if result in ("answered", "pressed") and task.reached_at is None:
             task.reached_at = now
     feedback = payload.get("feedback")
+    if feedback and feedback not in CITIZEN_FEEDBACK:
+        raise PermanentJobError(f"unknown citizen feedback {feedback!r}; known: {sorted(CITIZEN_FEEDBACK)}")
     if feedback:
         store_state(task, state)
         return await _citizen_feedback(session, task, feedback, actor=actor, now=now, store=store,

@@ -24,7 +24,7 @@ SIGNALS = (
 )
 # First two digits of China's administrative division codes (GB/T 2260).
 PROVINCE_CODES = frozenset(
-    "11 12 13 14 15 21 22 23 31 32 33 34 35 36 37 41 42 43 44 45 46 50 51 52 53 54 61 62 63 64 65 71 81 82".split()
+    ["11", "12", "13", "14", "15", "21", "22", "23", "31", "32", "33", "34", "35", "36", "37", "41", "42", "43", "44", "45", "46", "50", "51", "52", "53", "54", "61", "62", "63", "64", "65", "71", "81", "82"]
 )
 CHINA_STANDARD_TIME = timezone(timedelta(hours=8))
 MAX_DETAILS_BYTES = 16_384

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.dispatcher.policy.schemas import TIER_ORDER

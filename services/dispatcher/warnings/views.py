@@ -10,9 +10,6 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 
 from services.dispatcher.deps import IngestKey, RuntimeDep
 from services.dispatcher.warnings.flows import run_ingest
-from services.dispatcher.warnings.service import YIELD_EVERY
-from shared.sql import dumps
-from shared.web import FieldErrors
 from services.dispatcher.warnings.schemas import (
     BatchIn,
     BatchOut,
@@ -23,6 +20,9 @@ from services.dispatcher.warnings.schemas import (
     parse_record,
     to_valid_record,
 )
+from services.dispatcher.warnings.service import YIELD_EVERY
+from shared.sql import dumps
+from shared.web import FieldErrors
 
 router = APIRouter(prefix="/v1/warnings", tags=["warnings"])
 MAX_BATCH = 1000
