@@ -33,10 +33,14 @@ process.
    50 ms, round-robin to all replicas; a separate consumer (LISTEN on
    ``shouhu_jobs`` as a wake-up, a short poll as the fallback, claiming with
    ``shared.queue.service.claim``) takes everything on the ``callcenter``
-   queue, and for each sample the time from just before its request was sent
-   to the moment its ``call.auto`` job was claimed (after the claim committed)
-   is the latency. It is what a person in the middle of a transfer waits
-   before the phone can ring. ``first_job_load_per_s`` is the batched load's
+   queue. ``first_job_p99_ms`` is what the issue names: from the warning's
+   acceptance (the moment its 201 answer arrives) to the moment its
+   ``call.auto`` job was claimed (after the claim committed); the job commits
+   in the same transaction as the warning, so it is often claimed before the
+   answer even arrives, which counts as 0. ``first_job_send_p99_ms`` is the
+   stricter end-to-end figure, from just before the request was sent: it adds
+   the dispatcher's own handling of the request under that load, which is what
+   a person in the middle of a transfer waits in all before the phone can ring. ``first_job_load_per_s`` is the batched load's
    records/s during that phase (over the load's whole run, which spans the
    samples), so a reader sees what load the latency was measured under.
    ``first_job_bulkhead_p50_ms`` / ``first_job_bulkhead_p99_ms`` /
@@ -774,7 +778,8 @@ def _percentile(values: list[float], pct: float) -> float:
 
 @dataclass
 class _FirstJob:
-    latencies: list[float]
+    latencies: list[float]  # from the 201 answer (acceptance) to the claim; 0 when claimed before the answer arrived
+    send_latencies: list[float]  # from just before the request was sent to the claim (end to end)
     note: str
     missing: int
     load_ran_throughout: bool
@@ -804,6 +809,7 @@ async def _first_job_phase(load_ports: list[int], sample_ports: list[int], key: 
                                                  stop=stop_load))
         await asyncio.sleep(1.0)  # let the load reach a steady state first
         sent_at: dict[str, float] = {}
+        accepted_at: dict[str, float] = {}
         answer_ms: list[float] = []
         errors: list[str] = []
 
@@ -817,12 +823,15 @@ async def _first_job_phase(load_ports: list[int], sample_ports: list[int], key: 
             except BaseException:
                 http.close()
                 raise
-            answer_ms.append((time.perf_counter() - t0) * 1000)
+            t1 = time.perf_counter()
+            answer_ms.append((t1 - t0) * 1000)
             pool.append(http)
             if status != 201:
                 errors.append(_verbatim(status, data))
                 return
-            sent_at[orjson.loads(data)["task_id"]] = t0
+            task_id = orjson.loads(data)["task_id"]
+            sent_at[task_id] = t0
+            accepted_at[task_id] = t1
 
         with _Cpu(server_pids) as cpu:
             start = time.perf_counter()
@@ -841,13 +850,16 @@ async def _first_job_phase(load_ports: list[int], sample_ports: list[int], key: 
         accepted, load_s, _ = await asyncio.wait_for(load, timeout=60)
         if errors:
             raise DispatcherError(f"high-tier samples: {len(errors)} error answers; first: {errors[0]}")
-        latencies = [(consumer.claimed_at[t] - s) * 1000 for t, s in sent_at.items() if t in consumer.claimed_at]
+        send_latencies = [(consumer.claimed_at[t] - s) * 1000 for t, s in sent_at.items() if t in consumer.claimed_at]
+        # The job commits with the warning, so it is often claimed before the 201 even reaches the client: 0 then.
+        latencies = [max(0.0, (consumer.claimed_at[t] - a) * 1000) for t, a in accepted_at.items()
+                     if t in consumer.claimed_at]
         missing = len(sent_at) - len(latencies)
         # Where the time goes: the HTTP answer (the record committed, jobs enqueued) vs the claim after it.
         note = (f"{cpu.result}; the samples' own POST answers took p50 {_percentile(answer_ms, 50):.0f} ms,"
                 f" p99 {_percentile(answer_ms, 99):.0f} ms; background load {accepted} records in {load_s:.1f} s;"
                 f" consumer {consumer.claims} claims, {consumer.jobs} jobs, {consumer.notifies} notifies")
-        return _FirstJob(latencies, note, missing, load_ran_throughout, accepted / load_s)
+        return _FirstJob(latencies, send_latencies, note, missing, load_ran_throughout, accepted / load_s)
     finally:
         for pool in pools.values():
             for http in pool:
@@ -998,13 +1010,14 @@ async def _measure(servers: _Replicas, key: str, db_url: str, actor: str, plan: 
                                   ("first_job_bulkhead", bulkhead, "load on r1.., samples on r0")):
         if result is None:
             continue
-        lat = result.latencies
-        p50, p99 = _percentile(lat, 50), _percentile(lat, 99)
-        report.rows.append((f"{prefix}_p50_ms", len(lat), p50, min(lat), max(lat), f"ms (samples; {label})"))
-        report.rows.append((f"{prefix}_p99_ms", len(lat), p99, min(lat), max(lat), f"ms (samples; {label})"))
+        for suffix, lat, what in (("", result.latencies, "from the 201"),
+                                  ("_send", result.send_latencies, "from the request's send")):
+            p50, p99 = _percentile(lat, 50), _percentile(lat, 99)
+            for pct, value in (("p50", p50), ("p99", p99)):
+                report.rows.append((f"{prefix}{suffix}_{pct}_ms", len(lat), value, min(lat), max(lat),
+                                    f"ms ({what}; {label})"))
+                figures[f"{prefix}{suffix}_{pct}_ms"] = round(value, 2)
         report.add(f"{prefix}_load_per_s", [result.load_per_s], "records/s (batched load during that phase)")
-        figures[f"{prefix}_p50_ms"] = round(p50, 2)
-        figures[f"{prefix}_p99_ms"] = round(p99, 2)
         figures[f"{prefix}_load_per_s"] = round(result.load_per_s, 1)
     figures["ingest_baseline_per_s"] = round(baseline, 1)
     figures["ingest_ratio"] = round(ratio, 3)
