@@ -19,7 +19,8 @@ async def test_health_ready_and_metrics(name: str, db_url: str) -> None:
     module = importlib.import_module(f"services.{name}.app")
     settings_module = importlib.import_module(f"services.{name}.settings")
     settings_cls = next(v for k, v in vars(settings_module).items() if k.endswith("Settings") and k != "CommonSettings")
-    app = module.create_app(settings_cls(DATABASE_URL=db_url, SHOUHU_DISPATCHER_WORKER=False))
+    app = module.create_app(settings_cls(DATABASE_URL=db_url, SHOUHU_DISPATCHER_WORKER=False,
+                                         SHOUHU_BOT_POLLING=False, SHOUHU_BOT_WORKER=False))
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc") as client:
             assert (await client.get("/healthz")).json()["status"] == "ok"
@@ -37,7 +38,7 @@ async def test_readyz_reports_pending_migrations(db_url: str) -> None:
     from services.bot.app import create_app
     from services.bot.settings import BotSettings
 
-    app = create_app(BotSettings(DATABASE_URL=db_url))
+    app = create_app(BotSettings(DATABASE_URL=db_url, SHOUHU_BOT_POLLING=False, SHOUHU_BOT_WORKER=False))
     async with app.router.lifespan_context(app):
         async with app.state.sessionmaker() as session, session.begin():
             await session.execute(text("UPDATE alembic_version SET version_num = 'older'"))

@@ -1,18 +1,133 @@
-"""The bot service (Telegram alerts and acknowledgements).
+"""The bot service: Telegram anti-fraud alerts, acknowledgements, citizen binding and clue reports.
 
-Issue #3 builds the aiogram bot and the Telegram sandbox; until then the
-service runs with health, readiness and metrics only, and the dispatcher's
-"bot.alert" jobs wait in the queue for it.
+Updates arrive by long polling (default) or at POST /telegram/webhook when
+TELEGRAM_WEBHOOK_URL is set (the secret header is checked). Alerts arrive as
+"bot.alert" jobs on the "bot" queue and are delivered within Telegram's limits.
+Without TELEGRAM_BOT_TOKEN the bot talks to the local sandbox (`shouhu sandbox`).
 """
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import asyncio
+import hmac
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+import structlog
+from aiogram import Bot, Dispatcher
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.fsm.storage.memory import MemoryStorage
+from aiogram.types import BotCommand, Update
+from fastapi import FastAPI, HTTPException, Request
+
+from services.bot.alerts.delivery import AlertSender
+from services.bot.alerts.limiter import SendLimiter
+from services.bot.handlers import make_router
 from services.bot.settings import BotSettings
-from shared.service_app import create_service_app
+from shared.auth.service import KeyCache
+from shared.clock import Clock
+from shared.db import make_engine, make_sessionmaker, resolve_database_url, wait_for_database
+from shared.queue.worker import Handler, Worker
+from shared.web import install_common
+
+log = structlog.get_logger(__name__)
+
+COMMANDS = [("start", "绑定手机号 Bind your number"), ("report", "举报线索 Report a clue"),
+            ("lang", "中文/English"), ("help", "帮助 Help"), ("stop", "停止接收 Stop messages")]
 
 
-def create_app(settings: BotSettings | None = None) -> FastAPI:
-    return create_service_app("bot", settings or BotSettings(), title="Shouhu bot",
-                              description="Telegram anti-fraud alerts (not yet delivering: see issue #3).")
+def make_bot(settings: BotSettings) -> Bot:
+    session = AiohttpSession(api=TelegramAPIServer.from_base(settings.api_base()))
+    return Bot(settings.token(), session=session)
+
+
+def make_dispatcher(**context: object) -> Dispatcher:
+    # MemoryStorage: the /report dialogue lives in this process (a restart asks the citizen to start again).
+    dp = Dispatcher(storage=MemoryStorage())
+    dp.include_router(make_router())
+    for key, value in context.items():
+        dp[key] = value
+    return dp
+
+
+def create_app(settings: BotSettings | None = None, *, clock: Clock | None = None) -> FastAPI:
+    settings = settings or BotSettings()
+    clock = clock or Clock()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        url = resolve_database_url(settings.database_url, settings.data_dir)
+        await wait_for_database(url, timeout_s=settings.db_wait_s)
+        engine = make_engine(url, pool_size=settings.db_pool_size, application_name="shouhu-bot")
+        sessionmaker = make_sessionmaker(engine)
+        bot = make_bot(settings)
+        dp = make_dispatcher(sessionmaker=sessionmaker, clock=clock)
+        sender = AlertSender(bot, sessionmaker, clock=clock,
+                             limiter=SendLimiter(global_per_s=settings.global_per_s,
+                                                 per_chat_interval_s=settings.per_chat_interval_s))
+        app.state.sessionmaker = sessionmaker
+        app.state.key_cache = KeyCache()
+        app.state.bot, app.state.dp, app.state.sender = bot, dp, sender
+        background: list[asyncio.Task[object]] = []
+        worker = None
+        if settings.run_worker:
+            worker = Worker(sessionmaker, queue="bot", clock=clock, database_url=url,
+                            handlers={"bot.alert": Handler(sender.deliver, transactional=False)},
+                            concurrency=settings.worker_concurrency, batch_size=settings.worker_concurrency,
+                            poll_interval_s=settings.worker_poll_interval_s, lease_s=300)
+            background.append(asyncio.create_task(worker.run(), name="bot-alert-worker"))
+        if settings.telegram_webhook_url:
+            await bot.set_webhook(settings.telegram_webhook_url, secret_token=settings.telegram_webhook_secret)
+            log.info("bot.webhook_set", url=settings.telegram_webhook_url)
+        elif settings.polling:
+            background.append(asyncio.create_task(_poll(bot, dp), name="bot-polling"))
+        log.info("bot.started", api_base=settings.api_base(), sandbox=settings.sandbox,
+                 mode="webhook" if settings.telegram_webhook_url else ("polling" if settings.polling else "off"))
+        try:
+            yield
+        finally:
+            if worker is not None:
+                worker.stop()
+            if dp.is_polling() if hasattr(dp, "is_polling") else False:
+                await dp.stop_polling()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await bot.session.close()
+            await engine.dispose()
+
+    app = FastAPI(title="Shouhu bot", version="0.1.0", lifespan=lifespan,
+                  description="Telegram anti-fraud alerts and acknowledgements (守护 bot).")
+    install_common(app, service="bot")
+
+    @app.post("/telegram/webhook", include_in_schema=False)
+    async def webhook(request: Request) -> dict[str, bool]:
+        """Telegram's webhook: refused (401) without the secret this bot registered."""
+        secret = settings.telegram_webhook_secret
+        presented = request.headers.get("x-telegram-bot-api-secret-token", "")
+        if not settings.telegram_webhook_url or not secret or not hmac.compare_digest(presented, secret):
+            raise HTTPException(401, "missing or wrong X-Telegram-Bot-Api-Secret-Token")
+        bot: Bot = request.app.state.bot
+        update = Update.model_validate(await request.json(), context={"bot": bot})
+        await request.app.state.dp.feed_update(bot, update)
+        return {"ok": True}
+
+    return app
+
+
+async def _poll(bot: Bot, dp: Dispatcher) -> None:
+    """Long polling, started again if it ever stops (the sandbox or Telegram may be briefly away)."""
+    try:
+        await bot.set_my_commands([BotCommand(command=c, description=d) for c, d in COMMANDS])
+    except Exception:  # noqa: BLE001 - commands are a nicety; polling matters
+        log.warning("bot.set_commands_failed", exc_info=True)
+    while True:
+        try:
+            await dp.start_polling(bot, handle_signals=False, close_bot_session=False)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001
+            log.warning("bot.polling_stopped", exc_info=True)
+            await asyncio.sleep(2)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field
 
 from shared.settings import CommonSettings
@@ -11,6 +13,32 @@ class BotSettings(CommonSettings):
     host: str = Field(default="127.0.0.1", alias="SHOUHU_BOT_HOST")
     port: int = Field(default=8001, alias="SHOUHU_BOT_PORT")
     telegram_bot_token: str | None = Field(default=None, alias="TELEGRAM_BOT_TOKEN")
-    telegram_api_base: str = Field(default="https://api.telegram.org", alias="TELEGRAM_API_BASE")
+    # Unset: Telegram itself, or the local sandbox when no token is set either (see api_base()).
+    telegram_api_base: str | None = Field(default=None, alias="TELEGRAM_API_BASE")
     telegram_webhook_url: str | None = Field(default=None, alias="TELEGRAM_WEBHOOK_URL")
     telegram_webhook_secret: str | None = Field(default=None, alias="TELEGRAM_WEBHOOK_SECRET")
+    sandbox_url: str = Field(default="http://127.0.0.1:8090", alias="SHOUHU_SANDBOX_URL")
+    # Long polling for updates (when no webhook URL is set); tests switch it off.
+    polling: bool = Field(default=True, alias="SHOUHU_BOT_POLLING")
+    # Run the alert-delivery worker in this process.
+    run_worker: bool = Field(default=True, alias="SHOUHU_BOT_WORKER")
+    worker_concurrency: int = Field(default=64, alias="SHOUHU_BOT_WORKER_CONCURRENCY")
+    worker_poll_interval_s: float = Field(default=1.0, alias="SHOUHU_WORKER_POLL_INTERVAL_S")
+    # Telegram's limits (about 30 messages/s overall, 1 per chat per second); split the global one across replicas.
+    global_per_s: float = Field(default=30, alias="SHOUHU_BOT_GLOBAL_PER_S")
+    per_chat_interval_s: float = Field(default=1.0, alias="SHOUHU_BOT_PER_CHAT_INTERVAL_S")
+
+    # Without a real token the bot talks to the sandbox with this one (any token the sandbox accepts).
+    SANDBOX_TOKEN: ClassVar[str] = "1000000001:SHOUHUsandboxTOKENforLOCALuse0000000"
+
+    @property
+    def sandbox(self) -> bool:
+        return not self.telegram_bot_token
+
+    def token(self) -> str:
+        return self.telegram_bot_token or self.SANDBOX_TOKEN
+
+    def api_base(self) -> str:
+        if self.telegram_api_base:
+            return self.telegram_api_base
+        return self.sandbox_url if self.sandbox else "https://api.telegram.org"

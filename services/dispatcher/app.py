@@ -10,6 +10,7 @@ import structlog
 from fastapi import FastAPI
 
 from services.dispatcher.audit.views import router as audit_router
+from services.dispatcher.clues.views import router as clues_router
 from services.dispatcher.deps import Runtime
 from services.dispatcher.jobs import make_worker
 from services.dispatcher.policy.service import PolicyStore, load_policy
@@ -79,4 +80,5 @@ def create_app(settings: DispatcherSettings | None = None, *, clock: Clock | Non
     app.include_router(warnings_router)
     app.include_router(tasks_router)
     app.include_router(audit_router)
+    app.include_router(clues_router)
     return app

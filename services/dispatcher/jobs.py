@@ -7,6 +7,7 @@ import uuid
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.dispatcher.clues.service import store_clue
 from services.dispatcher.policy.service import PolicyStore
 from services.dispatcher.tasks import plans, service
 from shared.clock import Clock
@@ -14,6 +15,7 @@ from shared.queue.service import ClaimedJob
 from shared.queue.worker import Handler, PermanentJobError, Worker
 
 log = structlog.get_logger(__name__)
+CLUE_KIND = "clue.report"  # from the bot's /report dialogue
 
 
 def make_handlers(*, store: PolicyStore, clock: Clock) -> dict[str, Handler]:
@@ -34,7 +36,14 @@ def make_handlers(*, store: PolicyStore, clock: Clock) -> dict[str, Handler]:
         log.info("task.channel_result", channel=job.payload.get("channel"), result=job.payload.get("result"),
                  applied=outcome)
 
-    return {plans.TIMER_KIND: Handler(on_timer), plans.RESULT_KIND: Handler(on_result)}
+    async def on_clue(session: AsyncSession, job: ClaimedJob) -> None:
+        if not job.payload.get("ref"):
+            raise PermanentJobError("clue report without a reference")
+        stored = await store_clue(session, job.payload, now=clock.now())
+        log.info("clue.stored" if stored else "clue.already_stored", ref=job.payload["ref"])
+
+    return {plans.TIMER_KIND: Handler(on_timer), plans.RESULT_KIND: Handler(on_result),
+            CLUE_KIND: Handler(on_clue)}
 
 
 def _task_id(job: ClaimedJob) -> uuid.UUID:

@@ -1,0 +1,179 @@
+"""Delivering "bot.alert" jobs: reserve, send within Telegram's limits, record, report back to the dispatcher.
+
+Never holds a transaction across the network call: (1) a short transaction
+checks the task is still open, finds the citizen's chats and reserves one
+delivery row per chat (unique per task, attempt and chat, so a job that runs
+twice does not send twice); (2) the sends; (3) a short transaction records
+what happened and queues the result for the dispatcher.
+
+Telegram has no idempotency key: if the process dies after Telegram accepted
+a message and before (3) commits, the rerun sends that message once more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from dataclasses import dataclass
+
+import structlog
+from aiogram import Bot
+from aiogram.exceptions import (
+    TelegramBadRequest,
+    TelegramForbiddenError,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+)
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
+
+from services.bot.alerts import models as m
+from services.bot.alerts.limiter import SendLimiter
+from services.bot.alerts.service import alert_keyboard, alert_text
+from shared.clock import Clock
+from shared.db import transaction
+from shared.queue.service import ClaimedJob, NewJob, enqueue
+from shared.queue.worker import PermanentJobError
+from shared.sql import sql
+
+log = structlog.get_logger(__name__)
+
+RESULT_KIND = "task.channel_result"  # consumed by the dispatcher (services/dispatcher/tasks/plans.py)
+RETRY_AFTER_CAP_S = 60.0
+
+
+@dataclass
+class SendOutcome:
+    status: str  # m.SENT, m.BLOCKED, m.FAILED
+    message_id: int | None = None
+    error: str | None = None
+
+
+def _wait_for_telegram(retry_state) -> float:  # noqa: ANN001
+    """tenacity wait: a 429's retry_after (with up to 10% jitter, capped); otherwise exponential backoff."""
+    exc = retry_state.outcome.exception() if retry_state.outcome else None
+    if isinstance(exc, TelegramRetryAfter):
+        return min(float(exc.retry_after), RETRY_AFTER_CAP_S) * (1 + random.random() * 0.1)
+    return min(30.0, 0.5 * 2 ** (retry_state.attempt_number - 1)) * (0.5 + random.random())
+
+
+class AlertSender:
+    def __init__(self, bot: Bot, sessionmaker: async_sessionmaker[AsyncSession], *, limiter: SendLimiter,
+                 clock: Clock, max_tries: int = 6) -> None:
+        self.bot = bot
+        self.sessionmaker = sessionmaker
+        self.limiter = limiter
+        self.clock = clock
+        self.max_tries = max_tries
+
+    async def send(self, chat_id: int, text: str, **kwargs: object) -> SendOutcome:
+        """One message, within the limits; 429 and network errors retried, a block or bad request is final."""
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type((TelegramRetryAfter, TelegramNetworkError, TelegramServerError)),
+                wait=_wait_for_telegram, stop=stop_after_attempt(self.max_tries), reraise=True,
+            ):
+                with attempt:
+                    await self.limiter.acquire(chat_id)
+                    try:
+                        message = await self.bot.send_message(chat_id, text, **kwargs)  # type: ignore[arg-type]
+                    except TelegramRetryAfter as exc:
+                        self.limiter.penalise(chat_id, exc.retry_after)
+                        log.warning("bot.send", result="retry_after", retry_after_s=exc.retry_after, chat_id=chat_id)
+                        raise
+                    except (TelegramNetworkError, TelegramServerError) as exc:
+                        log.warning("bot.send", result="network_error", error=str(exc)[:200], chat_id=chat_id)
+                        raise
+            log.info("bot.send", result="delivered", chat_id=chat_id, message_id=message.message_id)
+            return SendOutcome(m.SENT, message.message_id)
+        except TelegramForbiddenError as exc:
+            log.info("bot.send", result="blocked", chat_id=chat_id)
+            return SendOutcome(m.BLOCKED, error=str(exc)[:500])
+        except TelegramBadRequest as exc:
+            log.warning("bot.send", result="bad_request", chat_id=chat_id, error=str(exc)[:200])
+            return SendOutcome(m.FAILED, error=str(exc)[:500])
+        except (TelegramRetryAfter, TelegramNetworkError, TelegramServerError) as exc:
+            log.error("bot.send", result="gave_up", chat_id=chat_id, error=str(exc)[:200])
+            return SendOutcome(m.FAILED, error=f"gave up after {self.max_tries} tries: {exc}"[:500])
+
+    async def deliver(self, job: ClaimedJob) -> None:
+        """The "bot.alert" job handler."""
+        try:
+            task_id = uuid.UUID(str(job.payload["task_id"]))
+            attempt = int(job.payload["attempt"])
+        except (KeyError, ValueError):
+            raise PermanentJobError("bot.alert payload needs task_id and attempt") from None
+        now = self.clock.now()
+
+        # 1. Reserve.
+        async with transaction(self.sessionmaker) as session:
+            task = (await session.execute(
+                sql("SELECT status, fraud_type, phone FROM tasks WHERE id = :t"), {"t": task_id})).first()
+            if task is None:
+                raise PermanentJobError(f"no task {task_id}")
+            if task.status == "closed":
+                log.info("bot.alert.skipped", why="task closed")
+                return
+            chats = (await session.execute(
+                sql("SELECT b.chat_id, COALESCE(c.lang, b.lang) AS lang FROM chat_bindings b"
+                    " LEFT JOIN bot_chats c ON c.chat_id = b.chat_id WHERE b.phone = :p AND b.active"),
+                {"p": task.phone})).all()
+            if not chats:
+                await self._report(session, task_id, attempt, "no_channel", "no bound Telegram chat")
+                log.info("bot.alert", result="no_channel")
+                return
+            for chat in chats:
+                await session.execute(
+                    sql("INSERT INTO bot_deliveries (task_id, attempt, chat_id, lang, status, created_at)"
+                        " VALUES (:t, :a, :c, :l, :s, :now) ON CONFLICT ON CONSTRAINT uq_bot_deliveries_attempt_chat"
+                        " DO NOTHING"),
+                    {"t": task_id, "a": attempt, "c": chat.chat_id, "l": chat.lang, "s": m.SENDING, "now": now})
+            rows = (await session.execute(
+                sql("SELECT chat_id, lang, status FROM bot_deliveries WHERE task_id = :t AND attempt = :a"),
+                {"t": task_id, "a": attempt})).all()
+
+        # 2. Send (no transaction open).
+        pending = [r for r in rows if r.status == m.SENDING]
+        outcomes = await asyncio.gather(*(
+            self.send(r.chat_id, alert_text(task.fraud_type, r.lang),
+                      reply_markup=alert_keyboard(task_id, r.lang)) for r in pending))
+
+        # 3. Record, and tell the dispatcher.
+        async with transaction(self.sessionmaker) as session:
+            for row, outcome in zip(pending, outcomes, strict=True):
+                await session.execute(
+                    sql("UPDATE bot_deliveries SET status = :s, message_id = :mid, error = :e,"
+                        " sent_at = CASE WHEN :s = 'sent' THEN CAST(:now AS timestamptz) END"
+                        " WHERE task_id = :t AND attempt = :a AND chat_id = :c"),
+                    {"s": outcome.status, "mid": outcome.message_id, "e": outcome.error, "now": self.clock.now(),
+                     "t": task_id, "a": attempt, "c": row.chat_id})
+                if outcome.status == m.BLOCKED:
+                    await session.execute(sql("UPDATE chat_bindings SET active = false WHERE chat_id = :c"),
+                                          {"c": row.chat_id})
+            statuses = {r.status for r in rows if r.status != m.SENDING} | {o.status for o in outcomes}
+            if m.SENT in statuses:
+                result, detail = "delivered", None
+            elif statuses == {m.BLOCKED}:
+                result, detail = "blocked", "the citizen blocked the bot"
+            else:
+                result, detail = "failed", "; ".join(o.error or "" for o in outcomes)[:300] or None
+            await self._report(session, task_id, attempt, result, detail)
+
+    async def _report(self, session: AsyncSession, task_id: uuid.UUID, attempt: int, result: str,
+                      detail: str | None, feedback: str | None = None, actor: str | None = None) -> None:
+        await enqueue(session, [result_job(task_id=task_id, attempt=attempt, result=result, detail=detail,
+                                           feedback=feedback, actor=actor, run_at=self.clock.now())],
+                      now=self.clock.now())
+
+
+def result_job(*, task_id: uuid.UUID, attempt: int, result: str, detail: str | None, feedback: str | None,
+               actor: str | None, run_at) -> NewJob:  # noqa: ANN001
+    """A bot_alert channel result for the dispatcher (deduplicated while it waits)."""
+    return NewJob(
+        queue="dispatcher", kind=RESULT_KIND, run_at=run_at, task_id=task_id, priority=5,
+        dedupe_key=f"result:bot_alert:{task_id}:{attempt}:{result}:{feedback or ''}",
+        payload={"task_id": str(task_id), "channel": "bot_alert", "attempt": attempt, "result": result,
+                 "detail": detail, "feedback": feedback, "actor": actor},
+    )
