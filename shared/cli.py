@@ -70,6 +70,25 @@ def serve(
                 loop="uvloop", http="httptools", lifespan="on")
 
 
+@app.command()
+def sandbox(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8090,
+) -> None:
+    """Run the local sandbox: a fake Telegram Bot API (and a page to play the citizen at /)."""
+    import uvicorn
+
+    from shared.settings import CommonSettings
+
+    settings = CommonSettings()
+    configure_logging(settings.log_level, settings.log_json, service="sandbox")
+    typer.echo(f"Sandbox on http://{host}:{port}/  (bots: TELEGRAM_API_BASE=http://{host}:{port})")
+    uvicorn.run("infra.sandbox.app:create_app", factory=True, host=host, port=port, log_config=None,
+                access_log=False, loop="uvloop", http="httptools", lifespan="on",
+                # Long polls in flight would otherwise hold Ctrl-C for up to their timeout.
+                timeout_graceful_shutdown=2)
+
+
 @keys_app.command("create")
 def keys_create(
     role: Annotated[str, typer.Option(help="ingest, operator, officer, supervisor or admin")],

@@ -9,6 +9,7 @@ Without TELEGRAM_BOT_TOKEN the bot talks to the local sandbox (`shouhu sandbox`)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,7 +23,7 @@ from aiogram.types import BotCommand, Update
 from fastapi import FastAPI, HTTPException, Request
 
 from services.bot.alerts.delivery import AlertSender
-from services.bot.alerts.limiter import SendLimiter
+from services.bot.alerts.limiter import LimitedSending, SendLimiter
 from services.bot.handlers import make_router
 from services.bot.settings import BotSettings
 from shared.auth.service import KeyCache
@@ -38,7 +39,10 @@ COMMANDS = [("start", "绑定手机号 Bind your number"), ("report", "举报线
 
 
 def make_bot(settings: BotSettings) -> Bot:
+    """The aiogram Bot, pointed at Telegram or the sandbox, with every send kept within Telegram's limits."""
     session = AiohttpSession(api=TelegramAPIServer.from_base(settings.api_base()))
+    session.middleware(LimitedSending(SendLimiter(global_per_s=settings.global_per_s,
+                                                  per_chat_interval_s=settings.per_chat_interval_s)))
     return Bot(settings.token(), session=session)
 
 
@@ -63,9 +67,7 @@ def create_app(settings: BotSettings | None = None, *, clock: Clock | None = Non
         sessionmaker = make_sessionmaker(engine)
         bot = make_bot(settings)
         dp = make_dispatcher(sessionmaker=sessionmaker, clock=clock)
-        sender = AlertSender(bot, sessionmaker, clock=clock,
-                             limiter=SendLimiter(global_per_s=settings.global_per_s,
-                                                 per_chat_interval_s=settings.per_chat_interval_s))
+        sender = AlertSender(bot, sessionmaker, clock=clock)
         app.state.sessionmaker = sessionmaker
         app.state.key_cache = KeyCache()
         app.state.bot, app.state.dp, app.state.sender = bot, dp, sender
@@ -89,8 +91,10 @@ def create_app(settings: BotSettings | None = None, *, clock: Clock | None = Non
         finally:
             if worker is not None:
                 worker.stop()
-            if dp.is_polling() if hasattr(dp, "is_polling") else False:
-                await dp.stop_polling()
+            # aiogram waits on its polling tasks with asyncio.wait: cancelling our task would leave them
+            # running, so polling is stopped through its own signal first.
+            with contextlib.suppress(RuntimeError):  # "Polling is not started"
+                await asyncio.wait_for(dp.stop_polling(), timeout=10)
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)

@@ -30,7 +30,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from services.bot.alerts import models as m
-from services.bot.alerts.limiter import SendLimiter
 from services.bot.alerts.service import alert_keyboard, alert_text
 from shared.clock import Clock
 from shared.db import transaction
@@ -60,11 +59,10 @@ def _wait_for_telegram(retry_state) -> float:  # noqa: ANN001
 
 
 class AlertSender:
-    def __init__(self, bot: Bot, sessionmaker: async_sessionmaker[AsyncSession], *, limiter: SendLimiter,
-                 clock: Clock, max_tries: int = 6) -> None:
+    def __init__(self, bot: Bot, sessionmaker: async_sessionmaker[AsyncSession], *, clock: Clock,
+                 max_tries: int = 6) -> None:
         self.bot = bot
         self.sessionmaker = sessionmaker
-        self.limiter = limiter
         self.clock = clock
         self.max_tries = max_tries
 
@@ -76,13 +74,9 @@ class AlertSender:
                 wait=_wait_for_telegram, stop=stop_after_attempt(self.max_tries), reraise=True,
             ):
                 with attempt:
-                    await self.limiter.acquire(chat_id)
                     try:
+                        # The session's LimitedSending middleware keeps Telegram's limits and waits out 429s.
                         message = await self.bot.send_message(chat_id, text, **kwargs)  # type: ignore[arg-type]
-                    except TelegramRetryAfter as exc:
-                        self.limiter.penalise(chat_id, exc.retry_after)
-                        log.warning("bot.send", result="retry_after", retry_after_s=exc.retry_after, chat_id=chat_id)
-                        raise
                     except (TelegramNetworkError, TelegramServerError) as exc:
                         log.warning("bot.send", result="network_error", error=str(exc)[:200], chat_id=chat_id)
                         raise
@@ -144,10 +138,10 @@ class AlertSender:
         async with transaction(self.sessionmaker) as session:
             for row, outcome in zip(pending, outcomes, strict=True):
                 await session.execute(
-                    sql("UPDATE bot_deliveries SET status = :s, message_id = :mid, error = :e,"
-                        " sent_at = CASE WHEN :s = 'sent' THEN CAST(:now AS timestamptz) END"
+                    sql("UPDATE bot_deliveries SET status = :s, message_id = :mid, error = :e, sent_at = :sent_at"
                         " WHERE task_id = :t AND attempt = :a AND chat_id = :c"),
-                    {"s": outcome.status, "mid": outcome.message_id, "e": outcome.error, "now": self.clock.now(),
+                    {"s": outcome.status, "mid": outcome.message_id, "e": outcome.error,
+                     "sent_at": self.clock.now() if outcome.status == m.SENT else None,
                      "t": task_id, "a": attempt, "c": row.chat_id})
                 if outcome.status == m.BLOCKED:
                     await session.execute(sql("UPDATE chat_bindings SET active = false WHERE chat_id = :c"),

@@ -17,8 +17,16 @@ replica its share with SHOUHU_BOT_GLOBAL_PER_S.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections import deque
+
+import structlog
+from aiogram.client.session.middlewares.base import BaseRequestMiddleware
+from aiogram.exceptions import TelegramRetryAfter
+from aiogram.methods import SendMessage
+
+log = structlog.get_logger(__name__)
 
 
 class SendLimiter:
@@ -63,3 +71,33 @@ class SendLimiter:
                         if not lock.locked() and self._next_for_chat.get(c, 0.0) < now]:
             self._chat_locks.pop(chat_id, None)
             self._next_for_chat.pop(chat_id, None)
+
+
+class LimitedSending(BaseRequestMiddleware):
+    """aiogram request middleware: every sendMessage (alerts and replies alike) goes through the limiter.
+
+    A 429 that still comes back (another process sharing the token, Telegram's
+    own judgement) is waited out, with up to 10% jitter and a cap, and the
+    message sent again, a few times at most.
+    """
+
+    def __init__(self, limiter: SendLimiter, *, max_retries: int = 3, cap_s: float = 60.0) -> None:
+        self.limiter = limiter
+        self.max_retries = max_retries
+        self.cap_s = cap_s
+
+    async def __call__(self, make_request, bot, method):  # noqa: ANN001, ANN204
+        if not isinstance(method, SendMessage):
+            return await make_request(bot, method)
+        chat_id = int(method.chat_id) if str(method.chat_id).lstrip("-").isdigit() else 0
+        for attempt in range(self.max_retries + 1):
+            await self.limiter.acquire(chat_id)
+            try:
+                return await make_request(bot, method)
+            except TelegramRetryAfter as exc:
+                if attempt == self.max_retries:
+                    raise
+                wait = min(float(exc.retry_after), self.cap_s) * (1 + random.random() * 0.1)
+                self.limiter.penalise(chat_id, wait)
+                log.warning("bot.send", result="retry_after", retry_after_s=exc.retry_after, chat_id=chat_id)
+        raise AssertionError("unreachable")

@@ -1,0 +1,1 @@
+"""Infrastructure: container files and the local sandbox."""
