@@ -305,3 +305,33 @@ def test_callback_data_fits_telegrams_limit() -> None:
     import uuid
 
     assert len(callback_data("callback_requested", uuid.uuid4()).encode()) <= 64
+
+
+async def test_webhook_with_the_right_secret_is_handled_and_a_wrong_one_refused(sandbox, dispatcher) -> None:
+    """Webhook mode: the bot registers its secret at start; updates with it are handled, others get 401."""
+    import httpx
+
+    from services.bot.app import create_app as create_bot
+    from services.bot.settings import BotSettings
+
+    settings = BotSettings(DATABASE_URL=dispatcher.db_url, TELEGRAM_API_BASE=sandbox.base, SHOUHU_BOT_WORKER=False,
+                           TELEGRAM_WEBHOOK_URL="http://127.0.0.1:9/telegram/webhook",
+                           TELEGRAM_WEBHOOK_SECRET="s3cret-token_value")
+    app = create_bot(settings, clock=dispatcher.clock)
+    async with app.router.lifespan_context(app):
+        info = await app.state.bot.get_webhook_info()
+        assert info.url == settings.telegram_webhook_url
+        chat_id = await sandbox.citizen()
+        update = {"update_id": 424242, "message": {
+            "message_id": 1, "date": 1700000000, "chat": {"id": chat_id, "type": "private"},
+            "from": {"id": chat_id, "is_bot": False, "first_name": "测试"}, "text": "/help",
+            "entities": [{"type": "bot_command", "offset": 0, "length": 5}]}}
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bot") as client:
+            wrong = await client.post("/telegram/webhook", json=update,
+                                      headers={"X-Telegram-Bot-Api-Secret-Token": "guess"})
+            missing = await client.post("/telegram/webhook", json=update)
+            right = await client.post("/telegram/webhook", json=update,
+                                      headers={"X-Telegram-Bot-Api-Secret-Token": "s3cret-token_value"})
+        assert (wrong.status_code, missing.status_code, right.status_code) == (401, 401, 200)
+        replies = await eventually(lambda: sandbox.messages(chat_id))
+        assert "96110" in replies[-1]["text"] and len(replies) == 1
