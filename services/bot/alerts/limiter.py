@@ -25,6 +25,7 @@ import structlog
 from aiogram.client.session.middlewares.base import BaseRequestMiddleware
 from aiogram.exceptions import TelegramRetryAfter
 from aiogram.methods import SendMessage
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 log = structlog.get_logger(__name__)
 
@@ -77,8 +78,8 @@ class LimitedSending(BaseRequestMiddleware):
     """aiogram request middleware: every sendMessage (alerts and replies alike) goes through the limiter.
 
     A 429 that still comes back (another process sharing the token, Telegram's
-    own judgement) is waited out, with up to 10% jitter and a cap, and the
-    message sent again, a few times at most.
+    own judgement) is waited out with tenacity: its retry_after, plus up to 10%
+    jitter, capped, then the message is sent again, a few times at most.
     """
 
     def __init__(self, limiter: SendLimiter, *, max_retries: int = 3, cap_s: float = 60.0) -> None:
@@ -86,18 +87,24 @@ class LimitedSending(BaseRequestMiddleware):
         self.max_retries = max_retries
         self.cap_s = cap_s
 
+    def _wait(self, retry_state: RetryCallState) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        retry_after = float(getattr(exc, "retry_after", 1))
+        return min(retry_after, self.cap_s) * (1 + random.random() * 0.1)
+
     async def __call__(self, make_request, bot, method):  # noqa: ANN001, ANN204
         if not isinstance(method, SendMessage):
             return await make_request(bot, method)
         chat_id = int(method.chat_id) if str(method.chat_id).lstrip("-").isdigit() else 0
-        for attempt in range(self.max_retries + 1):
-            await self.limiter.acquire(chat_id)
-            try:
-                return await make_request(bot, method)
-            except TelegramRetryAfter as exc:
-                if attempt == self.max_retries:
+        async for attempt in AsyncRetrying(retry=retry_if_exception_type(TelegramRetryAfter), wait=self._wait,
+                                           stop=stop_after_attempt(self.max_retries + 1), reraise=True):
+            with attempt:
+                await self.limiter.acquire(chat_id)
+                try:
+                    return await make_request(bot, method)
+                except TelegramRetryAfter as exc:
+                    # The limiter must not let this chat's next message go before Telegram's wait is over.
+                    self.limiter.penalise(chat_id, float(exc.retry_after))
+                    log.warning("bot.send", result="retry_after", retry_after_s=exc.retry_after, chat_id=chat_id)
                     raise
-                wait = min(float(exc.retry_after), self.cap_s) * (1 + random.random() * 0.1)
-                self.limiter.penalise(chat_id, wait)
-                log.warning("bot.send", result="retry_after", retry_after_s=exc.retry_after, chat_id=chat_id)
-        raise AssertionError("unreachable")
+        raise AssertionError("unreachable")  # tenacity either returned or re-raised
