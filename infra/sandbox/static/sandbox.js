@@ -281,5 +281,7 @@ $("reset").addEventListener("click", () => {
   act(api("POST", "/reset"));
 });
 
-refresh();
+// A link can open one citizen's chat directly: /?chat=700000001
+const linked = Number(new URLSearchParams(location.search).get("chat"));
+if (linked) selectChat(linked); else refresh();
 setInterval(refresh, 1000);
