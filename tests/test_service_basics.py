@@ -20,7 +20,8 @@ async def test_health_ready_and_metrics(name: str, db_url: str) -> None:
     settings_module = importlib.import_module(f"services.{name}.settings")
     settings_cls = next(v for k, v in vars(settings_module).items() if k.endswith("Settings") and k != "CommonSettings")
     app = module.create_app(settings_cls(DATABASE_URL=db_url, SHOUHU_DISPATCHER_WORKER=False,
-                                         SHOUHU_BOT_POLLING=False, SHOUHU_BOT_WORKER=False))
+                                         SHOUHU_BOT_POLLING=False, SHOUHU_BOT_WORKER=False,
+                                         SHOUHU_CALLCENTER_WORKER=False))
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc") as client:
             assert (await client.get("/healthz")).json()["status"] == "ok"

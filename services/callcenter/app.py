@@ -1,18 +1,79 @@
-"""The callcenter service (96110 outbound calls and the seat-operator API).
+"""The callcenter service: 96110 automated warning calls through Twilio (and, with issue #4's rest, seats).
 
-Issue #4 builds the Twilio calls, the operator API and the Twilio sandbox;
-until then the service runs with health, readiness and metrics only, and the
-dispatcher's "call.*" jobs wait in the queue for it.
+"call.auto" jobs from the dispatcher become paced Twilio calls; Twilio's
+signed webhooks drive the call (warning, one key) and report its end; results
+go back to the dispatcher. Without TWILIO_* credentials it calls the sandbox.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
 from fastapi import FastAPI
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.rest import Client
 
+from services.callcenter.calls.pacing import CallPacer
+from services.callcenter.calls.service import CallPlacer
+from services.callcenter.calls.views import router as twilio_router
 from services.callcenter.settings import CallcenterSettings
-from shared.service_app import create_service_app
+from services.dispatcher.policy.service import PolicyStore, load_policy
+from shared.auth.service import KeyCache
+from shared.clock import Clock
+from shared.db import make_engine, make_sessionmaker, resolve_database_url, wait_for_database
+from shared.queue.worker import Handler, Worker
+from shared.web import install_common
+
+log = structlog.get_logger(__name__)
 
 
-def create_app(settings: CallcenterSettings | None = None) -> FastAPI:
-    return create_service_app("callcenter", settings or CallcenterSettings(), title="Shouhu callcenter",
-                              description="96110 outbound calls (not yet calling: see issue #4).")
+def make_twilio(settings: CallcenterSettings) -> Client:
+    client = Client(settings.account_sid(), settings.auth_token(), http_client=AsyncTwilioHttpClient())
+    client.api.base_url = settings.api_base()  # the sandbox, or Twilio
+    return client
+
+
+def create_app(settings: CallcenterSettings | None = None, *, clock: Clock | None = None) -> FastAPI:
+    settings = settings or CallcenterSettings()
+    clock = clock or Clock()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        url = resolve_database_url(settings.database_url, settings.data_dir)
+        await wait_for_database(url, timeout_s=settings.db_wait_s)
+        engine = make_engine(url, pool_size=settings.db_pool_size, application_name="shouhu-callcenter")
+        sessionmaker = make_sessionmaker(engine)
+        client = make_twilio(settings)
+        placer = CallPlacer(client, sessionmaker, store=PolicyStore(load_policy(None)), clock=clock,
+                            pacer=CallPacer(settings.calls_per_s), from_number=settings.from_number(),
+                            public_url=settings.public_url, daily_cap=settings.daily_attempt_cap)
+        app.state.settings, app.state.clock = settings, clock
+        app.state.sessionmaker, app.state.key_cache = sessionmaker, KeyCache()
+        app.state.twilio, app.state.placer = client, placer
+        worker, task = None, None
+        if settings.run_worker:
+            # Only automated calls are taken here; "call.operator" jobs wait for seat operators.
+            worker = Worker(sessionmaker, queue="callcenter", clock=clock, database_url=url,
+                            handlers={"call.auto": Handler(placer.place, transactional=False)},
+                            concurrency=settings.worker_concurrency, poll_interval_s=settings.worker_poll_interval_s,
+                            lease_s=300)
+            task = asyncio.create_task(worker.run(), name="callcenter-worker")
+        log.info("callcenter.started", api_base=settings.api_base(), sandbox=settings.sandbox,
+                 public_url=settings.public_url)
+        try:
+            yield
+        finally:
+            if worker is not None and task is not None:
+                worker.stop()
+                await asyncio.gather(task, return_exceptions=True)
+            await client.http_client.close()  # the aiohttp session inside AsyncTwilioHttpClient
+            await engine.dispose()
+
+    app = FastAPI(title="Shouhu callcenter", version="0.1.0", lifespan=lifespan,
+                  description="96110 outbound warning calls (Twilio) and, to come, the seat-operator API.")
+    install_common(app, service="callcenter")
+    app.include_router(twilio_router)
+    return app

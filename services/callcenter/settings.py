@@ -1,6 +1,8 @@
-"""The callcenter service's settings."""
+"""The callcenter's settings (TWILIO_* and CALLCENTER_PUBLIC_URL as in the contract)."""
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 from pydantic import Field
 
@@ -13,5 +15,38 @@ class CallcenterSettings(CommonSettings):
     twilio_account_sid: str | None = Field(default=None, alias="TWILIO_ACCOUNT_SID")
     twilio_auth_token: str | None = Field(default=None, alias="TWILIO_AUTH_TOKEN")
     twilio_from_number: str | None = Field(default=None, alias="TWILIO_FROM_NUMBER")
-    twilio_api_base: str = Field(default="https://api.twilio.com", alias="TWILIO_API_BASE")
+    # Unset: Twilio itself, or the local sandbox when no credentials are set either.
+    twilio_api_base: str | None = Field(default=None, alias="TWILIO_API_BASE")
+    # Twilio calls back here, and signs its requests over this URL (rebuilt as Twilio saw it behind proxies).
     public_url: str = Field(default="http://127.0.0.1:8002", alias="CALLCENTER_PUBLIC_URL")
+    sandbox_url: str = Field(default="http://127.0.0.1:8090", alias="SHOUHU_SANDBOX_URL")
+    # Pacing: Twilio's default is 1 new call per second per account (it queues the rest); pace ourselves.
+    calls_per_s: float = Field(default=1.0, alias="SHOUHU_CALLS_PER_S")
+    # At most this many automated calls to one number in 24 hours, whatever the playbooks ask.
+    daily_attempt_cap: int = Field(default=6, alias="SHOUHU_DAILY_CALL_CAP")
+    run_worker: bool = Field(default=True, alias="SHOUHU_CALLCENTER_WORKER")
+    worker_concurrency: int = Field(default=16, alias="SHOUHU_CALLCENTER_WORKER_CONCURRENCY")
+    worker_poll_interval_s: float = Field(default=1.0, alias="SHOUHU_WORKER_POLL_INTERVAL_S")
+
+    # The Twilio sandbox's default account (infra/sandbox/twilio.py) and a 96110-style caller ID.
+    SANDBOX_ACCOUNT_SID: ClassVar[str] = "AC" + "5a" * 16
+    SANDBOX_AUTH_TOKEN: ClassVar[str] = "sandbox-auth-token"
+    SANDBOX_FROM_NUMBER: ClassVar[str] = "+8657196110"
+
+    @property
+    def sandbox(self) -> bool:
+        return not (self.twilio_account_sid and self.twilio_auth_token)
+
+    def account_sid(self) -> str:
+        return self.twilio_account_sid or self.SANDBOX_ACCOUNT_SID
+
+    def auth_token(self) -> str:
+        return self.twilio_auth_token or self.SANDBOX_AUTH_TOKEN
+
+    def from_number(self) -> str:
+        return self.twilio_from_number or self.SANDBOX_FROM_NUMBER
+
+    def api_base(self) -> str:
+        if self.twilio_api_base:
+            return self.twilio_api_base
+        return self.sandbox_url if self.sandbox else "https://api.twilio.com"

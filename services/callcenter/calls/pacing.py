@@ -1,0 +1,24 @@
+"""Pacing new calls per caller ID (Twilio queues calls above 1 per second per account by default)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+
+class CallPacer:
+    """Hands out start times at least 1/calls_per_s apart; each caller waits for its own slot."""
+
+    def __init__(self, calls_per_s: float, clock=time.monotonic) -> None:  # noqa: ANN001
+        self.interval_s = 1.0 / max(calls_per_s, 0.001)
+        self._clock = clock
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            now = self._clock()
+            slot = max(now, self._next)
+            self._next = slot + self.interval_s
+        if slot > now:
+            await asyncio.sleep(slot - now)

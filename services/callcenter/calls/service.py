@@ -1,0 +1,231 @@
+"""Placing automated warning calls and turning Twilio's callbacks into results for the dispatcher.
+
+A "call.auto" job becomes at most one ringing phone: (1) a short transaction
+checks the task is still open, the number is not on the do-not-call list, the
+daily cap and the call window allow it, and reserves the attempt row (unique
+per task, channel and attempt); (2) pacing, then the Twilio request, with no
+transaction open; (3) the call sid is stored. A rerun that finds the attempt
+already reserved never dials again: if the process died inside the Twilio
+request we cannot know whether the phone rang, so the attempt is reported
+"uncertain" (the dispatcher retries with a new attempt number) rather than
+risk ringing the citizen twice for the same attempt.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from twilio.base.exceptions import TwilioRestException
+from twilio.rest import Client
+
+from services.callcenter.calls import models as m
+from services.callcenter.calls.pacing import CallPacer
+from services.dispatcher.policy.service import PolicyStore, within_call_window
+from shared.clock import Clock
+from shared.db import transaction
+from shared.queue.service import ClaimedJob, NewJob, enqueue
+from shared.queue.worker import PermanentJobError, RetryLater
+from shared.sql import sql
+
+log = structlog.get_logger(__name__)
+
+RESULT_KIND = "task.channel_result"
+STATUS_EVENTS = ["initiated", "ringing", "answered", "completed"]
+# Twilio's final CallStatus -> the result the dispatcher's playbook reacts to (busy retries sooner).
+FINAL_RESULTS = {"busy": "busy", "no-answer": "no_answer", "failed": "failed", "canceled": "canceled"}
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, TwilioRestException) and (exc.status == 429 or exc.status >= 500)
+
+
+def result_job(*, task_id: uuid.UUID, attempt: int, result: str, now: datetime, detail: str | None = None,
+               feedback: str | None = None, channel: str = "auto_call") -> NewJob:
+    return NewJob(queue="dispatcher", kind=RESULT_KIND, run_at=now, task_id=task_id, priority=5,
+                  dedupe_key=f"result:{channel}:{task_id}:{attempt}:{result}:{feedback or ''}",
+                  payload={"task_id": str(task_id), "channel": channel, "attempt": attempt, "result": result,
+                           "detail": detail, "feedback": feedback, "actor": f"citizen:phone:{channel}"})
+
+
+class CallPlacer:
+    def __init__(self, client: Client, sessionmaker: async_sessionmaker[AsyncSession], *, store: PolicyStore,
+                 pacer: CallPacer, clock: Clock, from_number: str, public_url: str, daily_cap: int) -> None:
+        self.client = client
+        self.sessionmaker = sessionmaker
+        self.store = store
+        self.pacer = pacer
+        self.clock = clock
+        self.from_number = from_number
+        self.public_url = public_url.rstrip("/")
+        self.daily_cap = daily_cap
+
+    def url(self, path: str, attempt_id: int, **query: object) -> str:
+        extra = "".join(f"&{k}={v}" for k, v in query.items())
+        return f"{self.public_url}{path}?attempt={attempt_id}{extra}"
+
+    async def place(self, job: ClaimedJob) -> None:
+        """The "call.auto" job handler."""
+        try:
+            task_id = uuid.UUID(str(job.payload["task_id"]))
+            attempt = int(job.payload["attempt"])
+        except (KeyError, ValueError):
+            raise PermanentJobError("call.auto payload needs task_id and attempt") from None
+        now = self.clock.now()
+
+        # 1. Checks and the reservation.
+        async with transaction(self.sessionmaker) as session:
+            task = (await session.execute(
+                sql("SELECT status, phone, tier, fraud_type, policy_version FROM tasks WHERE id = :t"),
+                {"t": task_id})).first()
+            if task is None:
+                raise PermanentJobError(f"no task {task_id}")
+            if task.status == "closed":
+                log.info("call.skipped", why="task closed")
+                return
+            existing = (await session.execute(
+                sql("SELECT id, status, call_sid FROM call_attempts"
+                    " WHERE task_id = :t AND channel = 'auto_call' AND attempt = :a"),
+                {"t": task_id, "a": attempt})).first()
+            if existing is not None:
+                await self._rerun(session, existing, task_id, attempt, now)
+                return
+            blocked = (await session.execute(sql("SELECT reason FROM do_not_call WHERE phone = :p"),
+                                             {"p": task.phone})).scalar_one_or_none()
+            if blocked is not None:
+                await self._skip(session, task_id, attempt, task.phone, now, "do_not_call", blocked)
+                return
+            policy = await self.store.get(session, task.policy_version)
+            allowed = within_call_window(policy.playbook(task.tier), now, policy.tz)
+            if allowed > now:
+                # Not an error: come back when the citizen's local call window opens.
+                raise RetryLater((allowed - now).total_seconds(), "outside the call window")
+            recent = (await session.execute(
+                sql("SELECT count(*) FROM call_attempts WHERE to_number = :p AND created_at > :since"
+                    " AND status NOT IN ('skipped')"),
+                {"p": task.phone, "since": now - timedelta(hours=24)})).scalar_one()
+            if recent >= self.daily_cap:
+                await self._skip(session, task_id, attempt, task.phone, now, "capped",
+                                 f"{recent} calls to this number in 24 h (cap {self.daily_cap})")
+                return
+            lang = (await session.execute(
+                sql("SELECT lang FROM chat_bindings WHERE phone = :p AND active ORDER BY bound_at DESC LIMIT 1"),
+                {"p": task.phone})).scalar_one_or_none() or "zh"
+            attempt_id = (await session.execute(
+                sql("INSERT INTO call_attempts (task_id, channel, attempt, to_number, from_number, lang, status,"
+                    " created_at, updated_at) VALUES (:t, 'auto_call', :a, :to, :from_, :lang, :s, :now, :now)"
+                    " RETURNING id"),
+                {"t": task_id, "a": attempt, "to": task.phone, "from_": self.from_number, "lang": lang,
+                 "s": m.DIALING, "now": now})).scalar_one()
+
+        # 2. Pace, then ask Twilio (no transaction open).
+        try:
+            call = await self._create_call(task.phone, attempt_id)
+        except TwilioRestException as exc:
+            # A permanently bad number or request: the attempt fails with Twilio's reason.
+            async with transaction(self.sessionmaker) as session:
+                await session.execute(
+                    sql("UPDATE call_attempts SET status = 'failed', error = :e, outcome = 'failed', updated_at = :now"
+                        " WHERE id = :id"),
+                    {"e": f"Twilio {exc.status} code {exc.code}: {exc.msg}"[:500], "now": self.clock.now(),
+                     "id": attempt_id})
+                await enqueue(session, [result_job(task_id=task_id, attempt=attempt, result="failed",
+                                                   now=self.clock.now(), detail=f"Twilio code {exc.code}: {exc.msg}")],
+                              now=self.clock.now())
+            log.warning("call.failed", code=exc.code, status=exc.status, error=str(exc.msg)[:200])
+            return
+
+        # 3. Remember the call.
+        async with transaction(self.sessionmaker) as session:
+            await session.execute(
+                sql("UPDATE call_attempts SET call_sid = :sid, status = :s, updated_at = :now WHERE id = :id"),
+                {"sid": call.sid, "s": m.PLACED, "now": self.clock.now(), "id": attempt_id})
+        log.info("call.placed", call_sid=call.sid, attempt=attempt, phone=task.phone)
+
+    async def _create_call(self, to: str, attempt_id: int) -> Any:
+        async for retry in AsyncRetrying(retry=retry_if_exception(_retryable), stop=stop_after_attempt(5),
+                                         wait=wait_exponential_jitter(initial=1, max=30), reraise=True):
+            with retry:
+                await self.pacer.acquire()
+                return await self.client.calls.create_async(
+                    to=to, from_=self.from_number, method="POST",
+                    url=self.url("/twilio/voice", attempt_id, round=1),
+                    status_callback=self.url("/twilio/status", attempt_id),
+                    status_callback_method="POST", status_callback_event=STATUS_EVENTS,
+                    machine_detection="Enable", timeout=30)
+        raise AssertionError("unreachable")
+
+    async def _rerun(self, session: AsyncSession, existing: Any, task_id: uuid.UUID, attempt: int,
+                     now: datetime) -> None:
+        """The job ran before: never dial again for this attempt."""
+        if existing.status == m.DIALING and existing.call_sid is None:
+            await session.execute(
+                sql("UPDATE call_attempts SET status = 'uncertain', outcome = 'failed', updated_at = :now,"
+                    " error = 'the process stopped while placing the call; not dialled again' WHERE id = :id"),
+                {"now": now, "id": existing.id})
+            await enqueue(session, [result_job(task_id=task_id, attempt=attempt, result="failed", now=now,
+                                               detail="uncertain whether the call was placed; not dialled again")],
+                          now=now)
+        log.info("call.already_placed", attempt=attempt, status=existing.status)
+
+    async def _skip(self, session: AsyncSession, task_id: uuid.UUID, attempt: int, phone: str, now: datetime,
+                    result: str, why: str) -> None:
+        await session.execute(
+            sql("INSERT INTO call_attempts (task_id, channel, attempt, to_number, from_number, status, outcome,"
+                " error, created_at, updated_at) VALUES (:t, 'auto_call', :a, :to, :from_, 'skipped', :o, :e, :now, :now)"
+                " ON CONFLICT ON CONSTRAINT uq_call_attempts_task_channel_attempt DO NOTHING"),
+            {"t": task_id, "a": attempt, "to": phone, "from_": self.from_number, "o": result, "e": why, "now": now})
+        await enqueue(session, [result_job(task_id=task_id, attempt=attempt, result=result, now=now, detail=why)],
+                      now=now)
+        log.info("call.skipped", why=why, result=result)
+
+
+# ---- what Twilio tells us during and after the call ---------------------------------------------------
+
+async def load_attempt(session: AsyncSession, attempt_id: int) -> Any:
+    return (await session.execute(
+        sql("SELECT a.id, a.task_id, a.attempt, a.channel, a.lang, a.digits, a.answered_by, a.status, t.fraud_type"
+            " FROM call_attempts a JOIN tasks t ON t.id = a.task_id WHERE a.id = :id FOR UPDATE OF a"),
+        {"id": attempt_id})).first()
+
+
+async def record_key(session: AsyncSession, attempt: Any, *, digits: str, feedback: str | None,
+                     now: datetime) -> None:
+    """A key pressed: always noted; a valid one becomes the citizen's answer for the dispatcher (once)."""
+    await session.execute(
+        sql("UPDATE call_attempts SET digits = COALESCE(digits, '') || :d, updated_at = :now,"
+            " outcome = COALESCE(outcome, :o) WHERE id = :id"),
+        {"d": digits[:8], "now": now, "o": feedback, "id": attempt.id})
+    if feedback:
+        await enqueue(session, [result_job(task_id=attempt.task_id, attempt=attempt.attempt, result="answered",
+                                           feedback=feedback, now=now, channel=attempt.channel)], now=now)
+
+
+async def record_status(session: AsyncSession, attempt: Any, form: dict[str, str], *, now: datetime) -> str | None:
+    """A status callback: update the attempt; on a final status, tell the dispatcher what happened."""
+    status = form.get("CallStatus", "")
+    answered_by = form.get("AnsweredBy") or attempt.answered_by
+    duration = form.get("CallDuration") or form.get("Duration")
+    await session.execute(
+        sql("UPDATE call_attempts SET status = :s, answered_by = :ab, duration_s = COALESCE(:dur, duration_s),"
+            " updated_at = :now WHERE id = :id"),
+        {"s": status[:16], "ab": answered_by, "dur": int(duration) if duration and duration.isdigit() else None,
+         "now": now, "id": attempt.id})
+    result = FINAL_RESULTS.get(status)
+    if status == "completed":
+        if answered_by and answered_by.startswith("machine"):
+            result = "machine"
+        elif not attempt.digits:
+            result = "answered"  # a person picked up but pressed nothing: reached, no answer recorded
+    if result:
+        await session.execute(sql("UPDATE call_attempts SET outcome = COALESCE(outcome, :o) WHERE id = :id"),
+                              {"o": result, "id": attempt.id})
+        await enqueue(session, [result_job(task_id=attempt.task_id, attempt=attempt.attempt, result=result,
+                                           now=now, channel=attempt.channel,
+                                           detail=f"Twilio CallStatus={status}"
+                                           + (f", AnsweredBy={answered_by}" if answered_by else ""))], now=now)
+    return result

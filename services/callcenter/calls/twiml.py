@@ -1,0 +1,86 @@
+"""The call's words and keypad (TwiML via twilio.twiml): warn, ask for one key, say what was recorded.
+
+Keys: 1 = I understand (acknowledged), 2 = talk to an officer (queued for an
+operator at once), 3 = I already transferred money (loss reported). Any other
+key says so and asks again; silence repeats the question once, then the call
+says goodbye and hangs up.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from twilio.twiml.voice_response import Gather, VoiceResponse
+
+KEYS = {"1": "acknowledged", "2": "callback_requested", "3": "loss_reported"}
+GATHER_TIMEOUT_S = 6
+
+
+@lru_cache(maxsize=1)
+def scripts() -> dict[str, Any]:
+    return yaml.safe_load(Path(__file__).with_name("scripts.yaml").read_text(encoding="utf-8"))
+
+
+def _lang(lang: str | None) -> str:
+    return lang if lang in ("zh", "en") else "zh"
+
+
+def _say(node: VoiceResponse | Gather, text: str, lang: str) -> None:
+    voice = scripts()["voice"][lang]
+    node.say(text, language=voice["language"], voice=voice["voice"])
+
+
+def warning_call(*, fraud_type: str, lang: str | None, action_url: str, silence_url: str,
+                 first_round: bool = True) -> str:
+    """The warning and the keypad question; `silence_url` is where Twilio goes when no key was pressed."""
+    lang = _lang(lang)
+    data = scripts()
+    response = VoiceResponse()
+    gather = response.gather(num_digits=1, action=action_url, method="POST", timeout=GATHER_TIMEOUT_S)
+    if first_round:
+        warning = (data["warnings"].get(fraud_type) or data["warnings"]["other"])[lang]
+        _say(gather, data["intro"][lang] + warning, lang)
+    _say(gather, data["menu"][lang], lang)
+    response.redirect(silence_url, method="POST")
+    return str(response)
+
+
+def ask_again(*, lang: str | None, action_url: str, silence_url: str, wrong_digit: bool) -> str:
+    lang = _lang(lang)
+    data = scripts()
+    response = VoiceResponse()
+    if wrong_digit:
+        _say(response, data["wrong_digit"][lang], lang)
+    gather = response.gather(num_digits=1, action=action_url, method="POST", timeout=GATHER_TIMEOUT_S)
+    _say(gather, data["menu"][lang], lang)
+    response.redirect(silence_url, method="POST")
+    return str(response)
+
+
+def recorded(feedback: str, lang: str | None) -> str:
+    """What the caller hears after a valid key: what was recorded, then the line closes."""
+    lang = _lang(lang)
+    response = VoiceResponse()
+    _say(response, scripts()["recorded"][feedback][lang], lang)
+    response.hangup()
+    return str(response)
+
+
+def goodbye(lang: str | None) -> str:
+    lang = _lang(lang)
+    response = VoiceResponse()
+    _say(response, scripts()["goodbye"][lang], lang)
+    response.hangup()
+    return str(response)
+
+
+def machine_message(lang: str | None) -> str:
+    """An answering machine gets a short, general warning (no personal details) and the call ends."""
+    lang = _lang(lang)
+    response = VoiceResponse()
+    _say(response, scripts()["machine"][lang], lang)
+    response.hangup()
+    return str(response)

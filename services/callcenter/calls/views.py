@@ -1,0 +1,104 @@
+"""Twilio's webhooks: the call's TwiML, the keypad, and status callbacks. All signature-checked.
+
+Every request must carry a valid X-Twilio-Signature, computed by
+twilio.request_validator.RequestValidator over the URL Twilio called (the
+CALLCENTER_PUBLIC_URL plus path and query, as Twilio saw it behind any proxy)
+and the form fields. A missing or wrong signature gets 403 and changes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import structlog
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from twilio.request_validator import RequestValidator
+
+from services.callcenter.calls import twiml
+from services.callcenter.calls.service import load_attempt, record_key, record_status
+from shared.db import transaction
+
+log = structlog.get_logger(__name__)
+router = APIRouter(prefix="/twilio", include_in_schema=False)
+
+
+async def signed_form(request: Request) -> dict[str, str]:
+    """The request's form fields, once its Twilio signature is verified (403 otherwise)."""
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    settings = request.app.state.settings
+    url = settings.public_url.rstrip("/") + request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    signature = request.headers.get("x-twilio-signature", "")
+    if not signature or not RequestValidator(settings.auth_token()).validate(url, form, signature):
+        log.warning("twilio.bad_signature", path=request.url.path, present=bool(signature))
+        raise HTTPException(403, "missing or invalid X-Twilio-Signature")
+    return form
+
+
+SignedForm = Annotated[dict[str, str], Depends(signed_form)]
+
+
+def _xml(body: str) -> Response:
+    return Response(body, media_type="application/xml")
+
+
+def _links(request: Request, attempt_id: int, round_: int) -> dict[str, str]:
+    base = request.app.state.settings.public_url.rstrip("/")
+    return {"action_url": f"{base}/twilio/gather?attempt={attempt_id}&round={round_}",
+            "silence_url": f"{base}/twilio/silence?attempt={attempt_id}&round={round_}"}
+
+
+@router.post("/voice")
+async def voice(request: Request, form: SignedForm, attempt: int = Query(), round: int = Query(default=1)) -> Response:  # noqa: A002
+    """The call is answered: the warning for the fraud type, then one key."""
+    async with transaction(request.app.state.sessionmaker) as session:
+        row = await load_attempt(session, attempt)
+        if row is None:
+            raise HTTPException(404, "no such call attempt")
+        answered_by = form.get("AnsweredBy", "")
+        if answered_by.startswith("machine") or answered_by == "fax":
+            await record_status(session, row, {"AnsweredBy": answered_by, "CallStatus": "in-progress"},
+                                now=request.app.state.clock.now())
+            return _xml(twiml.machine_message(row.lang))
+    return _xml(twiml.warning_call(fraud_type=row.fraud_type, lang=row.lang, **_links(request, attempt, round)))
+
+
+@router.post("/gather")
+async def gather(request: Request, form: SignedForm, attempt: int = Query(), round: int = Query(default=1)) -> Response:  # noqa: A002
+    """A key: 1 understood, 2 an officer, 3 money already sent; anything else is said to be wrong and asked again."""
+    digits = form.get("Digits", "")
+    feedback = twiml.KEYS.get(digits[:1]) if len(digits) == 1 else None
+    async with transaction(request.app.state.sessionmaker) as session:
+        row = await load_attempt(session, attempt)
+        if row is None:
+            raise HTTPException(404, "no such call attempt")
+        already = bool(row.digits and any(d in twiml.KEYS for d in row.digits))
+        await record_key(session, row, digits=digits or "?", feedback=None if already else feedback,
+                         now=request.app.state.clock.now())
+    log.info("call.key", digits=digits, feedback=feedback, attempt=attempt)
+    if feedback is None:
+        return _xml(twiml.ask_again(lang=row.lang, wrong_digit=True, **_links(request, attempt, round)))
+    return _xml(twiml.recorded(feedback, row.lang))
+
+
+@router.post("/silence")
+async def silence(request: Request, form: SignedForm, attempt: int = Query(), round: int = Query(default=1)) -> Response:  # noqa: A002
+    """No key pressed: ask once more, then say goodbye."""
+    async with request.app.state.sessionmaker() as session:
+        row = await load_attempt(session, attempt)
+    if row is None:
+        raise HTTPException(404, "no such call attempt")
+    if round <= 1:
+        return _xml(twiml.ask_again(lang=row.lang, wrong_digit=False, **_links(request, attempt, round + 1)))
+    return _xml(twiml.goodbye(row.lang))
+
+
+@router.post("/status")
+async def status(request: Request, form: SignedForm, attempt: int = Query()) -> Response:
+    """Call progress: initiated, ringing, in-progress, and the final status (busy, no-answer, completed...)."""
+    async with transaction(request.app.state.sessionmaker) as session:
+        row = await load_attempt(session, attempt)
+        if row is None:
+            raise HTTPException(404, "no such call attempt")
+        result = await record_status(session, row, form, now=request.app.state.clock.now())
+    log.info("call.status", status=form.get("CallStatus"), result=result, attempt=attempt)
+    return Response(status_code=204)
