@@ -171,8 +171,10 @@ def up(
         admin_key = key_file.read_text().strip()
     env = {**os.environ, "DATABASE_URL": url, "SHOUHU_BOOTSTRAP_ADMIN_KEY": admin_key}
     children: list[subprocess.Popen[bytes]] = []
-    # Without real Telegram credentials the local sandbox stands in for it (and gives a page to play the citizen).
-    use_sandbox = not os.environ.get("TELEGRAM_BOT_TOKEN")
+    # Without real Telegram or Twilio credentials the local sandbox stands in for them (and gives a page
+    # to play the citizen: chats and phone calls).
+    use_sandbox = not os.environ.get("TELEGRAM_BOT_TOKEN") or not (
+        os.environ.get("TWILIO_ACCOUNT_SID") and os.environ.get("TWILIO_AUTH_TOKEN"))
     if use_sandbox:
         env.setdefault("SHOUHU_SANDBOX_URL", f"http://{host}:8090")
         children.append(subprocess.Popen(
@@ -185,7 +187,7 @@ def up(
         f"  dispatcher  http://{host}:8000   (API docs: http://{host}:8000/docs)\n"
         f"  bot         http://{host}:8001\n"
         f"  callcenter  http://{host}:8002\n"
-        + (f"  sandbox     http://{host}:8090   (fake Telegram: play the citizen here)\n" if use_sandbox else "")
+        + (f"  sandbox     http://{host}:8090   (fake Telegram and Twilio: play the citizen here)\n" if use_sandbox else "")
         + f"  admin key   {admin_key}   (also in {key_file})\n"
         "Press Ctrl-C to stop.\n"
     )

@@ -277,8 +277,8 @@ $("block").addEventListener("click", () => {
   if (chat) act(api("POST", `/chats/${state.chatId}/block`, { blocked: !chat.blocked }));
 });
 $("reset").addEventListener("click", () => {
-  if (!confirm("清空沙盒里的全部对话和计数？(Clear every chat and counter in the sandbox?)")) return;
-  act(api("POST", "/reset"));
+  if (!confirm("清空沙盒里的全部对话、通话和计数？(Clear every chat, call and counter in the sandbox?)")) return;
+  act(Promise.all([api("POST", "/reset"), fetch("/sandbox/twilio/reset", { method: "POST" })]));
 });
 
 // A link can open one citizen's chat directly: /?chat=700000001

@@ -7,10 +7,15 @@ import time
 
 
 class CallPacer:
-    """Hands out start times at least 1/calls_per_s apart; each caller waits for its own slot."""
+    """Hands out start times at least 1/calls_per_s apart (plus a margin); each caller waits for its own slot.
 
-    def __init__(self, calls_per_s: float, clock=time.monotonic) -> None:  # noqa: ANN001
-        self.interval_s = 1.0 / max(calls_per_s, 0.001)
+    The margin absorbs network jitter: requests spaced exactly 1/rate apart can
+    reach Twilio closer together than that (a new connection's first request
+    lands later than the next), and would then be queued or refused.
+    """
+
+    def __init__(self, calls_per_s: float, clock=time.monotonic, margin_s: float = 0.05) -> None:  # noqa: ANN001
+        self.interval_s = 1.0 / max(calls_per_s, 0.001) + margin_s
         self._clock = clock
         self._next = 0.0
         self._lock = asyncio.Lock()
