@@ -19,6 +19,7 @@ from twilio.rest import Client
 from services.callcenter.calls.pacing import CallPacer
 from services.callcenter.calls.service import CallPlacer
 from services.callcenter.calls.views import router as twilio_router
+from services.callcenter.seats.views import router as seats_router
 from services.callcenter.settings import CallcenterSettings
 from services.dispatcher.policy.service import PolicyStore, load_policy
 from shared.auth.service import KeyCache
@@ -76,4 +77,5 @@ def create_app(settings: CallcenterSettings | None = None, *, clock: Clock | Non
                   description="96110 outbound warning calls (Twilio) and, to come, the seat-operator API.")
     install_common(app, service="callcenter")
     app.include_router(twilio_router)
+    app.include_router(seats_router)
     return app

@@ -215,6 +215,8 @@ async def record_status(session: AsyncSession, attempt: Any, form: dict[str, str
             " updated_at = :now WHERE id = :id"),
         {"s": status[:16], "ab": answered_by, "dur": int(duration) if duration and duration.isdigit() else None,
          "now": now, "id": attempt.id})
+    if attempt.channel == "operator_call":
+        return None  # the seat's own leg: what happened is the operator's disposition, not this status
     result = FINAL_RESULTS.get(status)
     if status == "completed":
         if answered_by and answered_by.startswith("machine"):

@@ -84,3 +84,19 @@ def machine_message(lang: str | None) -> str:
     _say(response, scripts()["machine"][lang], lang)
     response.hangup()
     return str(response)
+
+
+def bridge(citizen: str, *, caller_id: str, lang: str | None, action_url: str) -> str:
+    """Click-to-call: the seat picked up; connect them to the citizen, showing the 96110 caller ID."""
+    lang = _lang(lang)
+    response = VoiceResponse()
+    _say(response, "正在接通市民。" if lang == "zh" else "Connecting you to the citizen.", lang)
+    dial = response.dial(caller_id=caller_id, action=action_url, method="POST", timeout=30)
+    dial.number(citizen)
+    return str(response)
+
+
+def hangup() -> str:
+    response = VoiceResponse()
+    response.hangup()
+    return str(response)

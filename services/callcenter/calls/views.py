@@ -17,6 +17,7 @@ from twilio.request_validator import RequestValidator
 from services.callcenter.calls import twiml
 from services.callcenter.calls.service import load_attempt, record_key, record_status
 from shared.db import transaction
+from shared.sql import sql
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/twilio", include_in_schema=False)
@@ -102,3 +103,27 @@ async def status(request: Request, form: SignedForm, attempt: int = Query()) -> 
         result = await record_status(session, row, form, now=request.app.state.clock.now())
     log.info("call.status", status=form.get("CallStatus"), result=result, attempt=attempt)
     return Response(status_code=204)
+
+
+@router.post("/bridge")
+async def bridge(request: Request, form: SignedForm, attempt: int = Query()) -> Response:
+    """Click-to-call, first leg answered (the seat's phone): now dial the citizen."""
+    async with request.app.state.sessionmaker() as session:
+        row = await load_attempt(session, attempt)
+        if row is None:
+            raise HTTPException(404, "no such call attempt")
+        citizen = (await session.execute(sql("SELECT to_number FROM call_attempts WHERE id = :id"),
+                                         {"id": attempt})).scalar_one()
+    settings = request.app.state.settings
+    return _xml(twiml.bridge(citizen, caller_id=settings.from_number(), lang=row.lang,
+                             action_url=f"{settings.public_url.rstrip('/')}/twilio/dial-status?attempt={attempt}"))
+
+
+@router.post("/dial-status")
+async def dial_status(request: Request, form: SignedForm, attempt: int = Query()) -> Response:
+    """The bridged leg ended: note how (answered, busy, no answer) and close the seat's leg."""
+    async with transaction(request.app.state.sessionmaker) as session:
+        await session.execute(sql("UPDATE call_attempts SET answered_by = :s, updated_at = :now WHERE id = :id"),
+                              {"s": ("citizen:" + form.get("DialCallStatus", "?"))[:24],
+                               "now": request.app.state.clock.now(), "id": attempt})
+    return _xml(twiml.hangup())

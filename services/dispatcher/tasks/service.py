@@ -253,6 +253,11 @@ async def apply_channel_result(session: AsyncSession, task: Task, payload: dict[
         task.status = IN_PROGRESS
         if result in ("answered", "pressed") and task.reached_at is None:
             task.reached_at = now
+    disposition = payload.get("disposition")
+    if disposition:
+        store_state(task, state)
+        return await _operator_disposition(session, task, payload, actor=actor, now=now, store=store,
+                                           policy=policy)
     feedback = payload.get("feedback")
     if feedback and feedback not in CITIZEN_FEEDBACK:
         raise PermanentJobError(f"unknown citizen feedback {feedback!r}; known: {sorted(CITIZEN_FEEDBACK)}")
@@ -283,6 +288,36 @@ async def apply_channel_result(session: AsyncSession, task: Task, payload: dict[
     store_state(task, state)
     await queue.enqueue(session, jobs, now=now)
     return "applied"
+
+
+# A seat operator's disposition -> the task's outcome (None: the task stays open).
+DISPOSITION_OUTCOMES = {"dissuaded": "dissuaded", "loss_reported": "loss_reported", "unreachable": "unreachable",
+                        "wrong_number": "unreachable", "refused": "refused", "callback": None}
+
+
+async def _operator_disposition(session: AsyncSession, task: Task, payload: dict[str, Any], *, actor: str,
+                                now: datetime, store: PolicyStore, policy: LoadedPolicy) -> str:
+    """A person on the phone recorded what happened: close, escalate, or call back at the time agreed."""
+    disposition = payload["disposition"]
+    if disposition not in DISPOSITION_OUTCOMES:
+        raise PermanentJobError(f"unknown disposition {disposition!r}")
+    note = payload.get("note")
+    if task.reached_at is None and disposition not in ("unreachable", "wrong_number"):
+        task.reached_at = now
+    outcome = DISPOSITION_OUTCOMES[disposition]
+    if outcome is not None:
+        result = await apply_feedback(session, task, outcome=outcome, actor=actor, note=note, now=now, store=store,
+                                      by_person=True)
+        return result.action
+    callback_at = datetime.fromisoformat(payload["callback_at"]) if payload.get("callback_at") else now
+    state = state_of(task)
+    task.status = IN_PROGRESS
+    job = plans.channel_job(state, "operator_call", run_at=max(callback_at, now), reason="callback agreed")
+    store_state(task, state)
+    await queue.enqueue(session, [job], now=now)
+    _record(session, task, at=now, actor=actor, action="task.callback_scheduled", callback_at=callback_at, note=note,
+            why="the citizen asked to be called back then")
+    return "callback"
 
 
 async def _citizen_feedback(session: AsyncSession, task: Task, feedback: str, *, actor: str, now: datetime,

@@ -1,0 +1,127 @@
+"""Seat operators' work: set a state, claim the next task (a lease), call, record a disposition. Callers own the transaction.
+
+The operator queue is the dispatcher's "call.operator" jobs. Claiming one is a
+job lease held by the seat (locked_by "seat:<key>"): if no disposition comes
+before the lease ends, the queue's reclaim returns the task to the queue, as
+it does for a worker that died. Two seats racing for one task cannot both get
+it (FOR UPDATE SKIP LOCKED in one statement).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.auth.service import Principal
+from shared.queue import service as q
+from shared.queue.service import NewJob
+from shared.sql import sql
+
+RESULT_KIND = "task.channel_result"
+
+
+def seat_worker(principal: Principal) -> str:
+    return f"seat:{principal.key_id}"
+
+
+async def set_state(session: AsyncSession, principal: Principal, *, state: str, reason: str | None,
+                    phone: str | None, now: datetime) -> Any:
+    return (await session.execute(
+        sql("INSERT INTO seats (key_id, name, unit, state, reason, phone, updated_at)"
+            " VALUES (:k, :n, :u, :s, :r, :p, :now)"
+            " ON CONFLICT (key_id) DO UPDATE SET state = EXCLUDED.state, reason = EXCLUDED.reason,"
+            " phone = COALESCE(EXCLUDED.phone, seats.phone), unit = EXCLUDED.unit, updated_at = EXCLUDED.updated_at"
+            " RETURNING key_id, name, unit, state, reason, phone, updated_at"),
+        {"k": principal.key_id, "n": principal.name, "u": principal.unit, "s": state, "r": reason, "p": phone,
+         "now": now})).one()
+
+
+async def get_seat(session: AsyncSession, principal: Principal) -> Any:
+    return (await session.execute(sql("SELECT * FROM seats WHERE key_id = :k"), {"k": principal.key_id})).first()
+
+
+async def claim_next(session: AsyncSession, principal: Principal, *, now: datetime, lease_s: float) -> Any:
+    """Take the most urgent waiting operator call in my unit: highest tier, then earliest deadline."""
+    return (await session.execute(
+        sql("WITH picked AS ("
+            "  SELECT j.id FROM jobs j JOIN tasks t ON t.id = j.task_id"
+            "  WHERE j.queue = 'callcenter' AND j.kind = 'call.operator' AND j.status = 'queued'"
+            "    AND j.run_at <= :now AND t.status <> 'closed' AND t.region_code LIKE :unit"
+            "  ORDER BY CASE t.tier WHEN 'high' THEN 0 WHEN 'medium' THEN 1 ELSE 2 END, t.due_at, j.priority, j.id"
+            "  LIMIT 1 FOR UPDATE OF j SKIP LOCKED)"
+            " UPDATE jobs SET status = 'running', attempts = jobs.attempts + 1, locked_by = :seat,"
+            "   lease_expires_at = CAST(:now AS timestamptz) + make_interval(secs => :lease)"
+            " FROM picked WHERE jobs.id = picked.id"
+            " RETURNING jobs.id AS job_id, jobs.task_id, jobs.payload, jobs.lease_expires_at"),
+        {"now": now, "unit": principal.unit + "%", "seat": seat_worker(principal), "lease": lease_s})).first()
+
+
+async def my_claim(session: AsyncSession, principal: Principal, task_id: uuid.UUID) -> Any:
+    return (await session.execute(
+        sql("SELECT id AS job_id, payload, lease_expires_at FROM jobs WHERE task_id = :t AND kind = 'call.operator'"
+            " AND status = 'running' AND locked_by = :seat FOR UPDATE"),
+        {"t": task_id, "seat": seat_worker(principal)})).first()
+
+
+async def task_card(session: AsyncSession, task_id: uuid.UUID) -> Any:
+    """What the operator sees: the task, its reasons (from its warnings), the number to call."""
+    task = (await session.execute(
+        sql("SELECT id, case_id, tier, status, phone, region_code, fraud_type, due_at FROM tasks WHERE id = :t"),
+        {"t": task_id})).first()
+    reasons = (await session.execute(
+        sql("SELECT reasons FROM warnings WHERE task_id = :t ORDER BY received_at"), {"t": task_id})).scalars().all()
+    return task, [r for group in reasons for r in (group or [])]
+
+
+async def record_disposition(session: AsyncSession, principal: Principal, *, claim: Any, task_id: uuid.UUID,
+                             disposition: str, note: str | None, callback_at: datetime | None, now: datetime) -> None:
+    """Finish the claim and send the disposition to the dispatcher (which closes, escalates or reschedules)."""
+    await q.complete(session, job_id=claim.job_id, worker=seat_worker(principal))
+    attempt = int(claim.payload.get("attempt", 0))
+    await q.enqueue(session, [NewJob(
+        queue="dispatcher", kind=RESULT_KIND, run_at=now, task_id=task_id, priority=5,
+        dedupe_key=f"disposition:{task_id}:{attempt}",
+        payload={"task_id": str(task_id), "channel": "operator_call", "attempt": attempt, "result": "disposition",
+                 "disposition": disposition, "note": note, "actor": principal.actor,
+                 "callback_at": callback_at.isoformat() if callback_at else None})], now=now)
+    if disposition == "wrong_number":
+        phone = (await session.execute(sql("SELECT phone FROM tasks WHERE id = :t"), {"t": task_id})).scalar_one()
+        await session.execute(
+            sql("INSERT INTO do_not_call (phone, reason, added_by, added_at) VALUES (:p, :r, :by, :now)"
+                " ON CONFLICT (phone) DO NOTHING"),
+            {"p": phone, "r": note or "wrong number (operator disposition)", "by": principal.actor, "now": now})
+    await session.execute(sql("UPDATE seats SET state = 'available', updated_at = :now WHERE key_id = :k"),
+                          {"now": now, "k": principal.key_id})
+
+
+async def my_tasks(session: AsyncSession, principal: Principal) -> list[Any]:
+    return list((await session.execute(
+        sql("SELECT t.id, t.tier, t.status, t.due_at, t.region_code, t.fraud_type, j.lease_expires_at"
+            " FROM jobs j JOIN tasks t ON t.id = j.task_id WHERE j.kind = 'call.operator' AND j.status = 'running'"
+            " AND j.locked_by = :seat ORDER BY t.due_at"), {"seat": seat_worker(principal)})).all())
+
+
+async def history(session: AsyncSession, principal: Principal, *, phone: str) -> dict[str, Any] | None:
+    """A citizen's earlier cases in my unit: warnings, calls and outcomes. None when nothing is in my unit."""
+    cases = (await session.execute(
+        sql("SELECT c.id, c.created_at, c.status, c.tier, c.region_code, t.id AS task_id, t.outcome, t.closed_at"
+            " FROM cases c JOIN tasks t ON t.case_id = c.id WHERE c.phone = :p AND c.region_code LIKE :unit"
+            " ORDER BY c.created_at DESC LIMIT 50"), {"p": phone, "unit": principal.unit + "%"})).all()
+    if not cases:
+        return None
+    ids = [c.id for c in cases]
+    warnings = (await session.execute(
+        sql("SELECT case_id, source, signal, fraud_type, tier, occurred_at FROM warnings"
+            " WHERE case_id = ANY(CAST(:ids AS uuid[])) ORDER BY occurred_at"), {"ids": ids})).all()
+    calls = (await session.execute(
+        sql("SELECT task_id, channel, attempt, status, outcome, created_at, duration_s FROM call_attempts"
+            " WHERE task_id = ANY(CAST(:ids AS uuid[])) ORDER BY created_at"),
+        {"ids": [c.task_id for c in cases]})).all()
+    return {"cases": cases, "warnings": warnings, "calls": calls}
+
+
+def lease_for(tier: str) -> timedelta:
+    return timedelta(minutes=5 if tier == "high" else 10)
