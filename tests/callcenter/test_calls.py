@@ -182,3 +182,17 @@ async def test_do_not_call_numbers_are_never_dialled(callcenter) -> None:
     assert await callcenter.phone.calls(PHONE) == []
     task = await task_after(callcenter, answer["task_id"])
     assert [e["detail"]["result"] for e in task["events"] if e["type"] == "task.channel_result"] == ["do_not_call"]
+
+
+async def test_twilio_429_is_retried_and_the_call_still_placed(callcenter) -> None:
+    """When Twilio refuses with 429 (code 20429), the call is retried with backoff and placed once."""
+    await callcenter.phone.call("POST", "/limits", calls_per_s=1)
+    phones = ["+8613900000011", "+8613900000012"]
+    for p in phones:
+        await callcenter.phone.script(p, "answer", ["1"])
+        await warn(callcenter, signal="transfer_in_progress", phone=p)
+    await callcenter.place_calls()
+    for p in phones:
+        assert len(await callcenter.phone.calls(p)) == 1
+    stats = await callcenter.phone.call("GET", "/stats")
+    assert stats["rejected_429"] >= 1 and stats["created"] == 2
