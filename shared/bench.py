@@ -10,9 +10,10 @@ Benchmark = Callable[[bool], Awaitable[dict[str, float]]]
 
 def registry() -> dict[str, Benchmark]:
     from services.bot.bench import bench_bot
+    from services.callcenter.bench import bench_calls
     from services.dispatcher.bench import bench_ingest
 
-    return {"ingest": bench_ingest, "bot": bench_bot}
+    return {"ingest": bench_ingest, "bot": bench_bot, "calls": bench_calls}
 
 
 async def run_benchmarks(names: list[str], *, as_json: bool, quick: bool) -> int:

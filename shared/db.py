@@ -112,3 +112,14 @@ async def wait_for_database(url: str, *, timeout_s: float = 60.0) -> None:
                     log.info("database.reachable", attempts=attempt.retry_state.attempt_number)
     finally:
         await engine.dispose()
+
+
+async def open_database(settings, *, application_name: str):  # noqa: ANN001, ANN201
+    """Prestart for a service: resolve the URL (embedded when unset), wait for it, make the engine and sessions.
+
+    Returns (url, engine, sessionmaker); the caller disposes of the engine.
+    """
+    url = resolve_database_url(settings.database_url, settings.data_dir)
+    await wait_for_database(url, timeout_s=settings.db_wait_s)  # compose starts the database alongside us
+    engine = make_engine(url, pool_size=settings.db_pool_size, application_name=application_name)
+    return url, engine, make_sessionmaker(engine)

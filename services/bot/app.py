@@ -28,7 +28,7 @@ from services.bot.handlers import make_router
 from services.bot.settings import BotSettings
 from shared.auth.service import KeyCache
 from shared.clock import Clock
-from shared.db import make_engine, make_sessionmaker, resolve_database_url, wait_for_database
+from shared.db import open_database
 from shared.queue.worker import Handler, Worker
 from shared.web import install_common
 
@@ -61,10 +61,7 @@ def create_app(settings: BotSettings | None = None, *, clock: Clock | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        url = resolve_database_url(settings.database_url, settings.data_dir)
-        await wait_for_database(url, timeout_s=settings.db_wait_s)
-        engine = make_engine(url, pool_size=settings.db_pool_size, application_name="shouhu-bot")
-        sessionmaker = make_sessionmaker(engine)
+        url, engine, sessionmaker = await open_database(settings, application_name="shouhu-bot")
         bot = make_bot(settings)
         dp = make_dispatcher(sessionmaker=sessionmaker, clock=clock)
         sender = AlertSender(bot, sessionmaker, clock=clock)

@@ -24,7 +24,7 @@ from services.callcenter.settings import CallcenterSettings
 from services.dispatcher.policy.service import PolicyStore, load_policy
 from shared.auth.service import KeyCache
 from shared.clock import Clock
-from shared.db import make_engine, make_sessionmaker, resolve_database_url, wait_for_database
+from shared.db import open_database
 from shared.queue.worker import Handler, Worker
 from shared.web import install_common
 
@@ -43,10 +43,7 @@ def create_app(settings: CallcenterSettings | None = None, *, clock: Clock | Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        url = resolve_database_url(settings.database_url, settings.data_dir)
-        await wait_for_database(url, timeout_s=settings.db_wait_s)
-        engine = make_engine(url, pool_size=settings.db_pool_size, application_name="shouhu-callcenter")
-        sessionmaker = make_sessionmaker(engine)
+        url, engine, sessionmaker = await open_database(settings, application_name="shouhu-callcenter")
         client = make_twilio(settings)
         placer = CallPlacer(client, sessionmaker, store=PolicyStore(load_policy(None)), clock=clock,
                             pacer=CallPacer(settings.calls_per_s), from_number=settings.from_number(),

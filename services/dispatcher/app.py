@@ -20,7 +20,7 @@ from services.dispatcher.warnings.flows import IngestBatcher
 from services.dispatcher.warnings.views import router as warnings_router
 from shared.auth.service import KeyCache, ensure_bootstrap_key
 from shared.clock import Clock
-from shared.db import make_engine, make_sessionmaker, resolve_database_url, transaction, wait_for_database
+from shared.db import open_database, transaction
 from shared.web import install_common
 
 log = structlog.get_logger(__name__)
@@ -41,10 +41,7 @@ def create_app(settings: DispatcherSettings | None = None, *, clock: Clock | Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        url = resolve_database_url(settings.database_url, settings.data_dir)
-        await wait_for_database(url, timeout_s=settings.db_wait_s)  # prestart: the database may still be starting
-        engine = make_engine(url, pool_size=settings.db_pool_size, application_name="shouhu-dispatcher")
-        sessionmaker = make_sessionmaker(engine)
+        url, engine, sessionmaker = await open_database(settings, application_name="shouhu-dispatcher")
         store = PolicyStore(load_policy(settings.policy_path))
         async with transaction(sessionmaker) as session:
             await store.register_current(session)

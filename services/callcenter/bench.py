@@ -1,0 +1,751 @@
+"""`shouhu bench calls`: how fast automated calls go out within Twilio's limit, and how fast seats claim work.
+
+What is measured, in one run, against real processes: the Twilio sandbox
+(``shouhu sandbox``), one dispatcher (``shouhu serve dispatcher``) and the
+callcenter (``shouhu serve callcenter``), each a subprocess on its own free
+port on 127.0.0.1, on a fresh, migrated database on the configured PostgreSQL
+server (created and dropped as ``shouhu bench ingest`` does; the dispatcher
+process, the raw HTTP client, the CPU accounting and the report table are
+``services/dispatcher/bench.py``'s). Every service runs with
+SHOUHU_LOG_LEVEL=WARNING and its default pool size; the callcenter without
+TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN (so with the sandbox's account), with
+TWILIO_API_BASE pointing at the sandbox and CALLCENTER_PUBLIC_URL at itself.
+
+1. Automated calls. The sandbox is told to allow 10 new calls per second per
+   account (POST /sandbox/twilio/limits) and to run phone time at 1/100
+   (time_scale 0.01) so calls end fast; every number called answers after a
+   short ring and presses "1". One callcenter process with its worker on and
+   SHOUHU_CALLS_PER_S=10 (its own pacing; the pacer adds a fixed 50 ms margin
+   to every interval, so it hands out at most 1 / (0.1 s + 0.05 s) = 6.67
+   slots per second: see the note the run prints). N high-tier warnings
+   (signal ``transfer_in_progress``; 300, 60 with --quick), each for a
+   distinct phone, go to the dispatcher through POST /v1/warnings/batch, 50
+   per request; the dispatcher queues one ``call.auto`` job per task (no chat
+   is bound, so the high playbook starts with the call). The sandbox's
+   GET /sandbox/twilio/stats is polled every 100 ms until ``created`` reaches
+   N (bounded), then until every call is ``completed`` (bounded).
+
+   - ``calls_per_s``: calls the sandbox created per second, from the first
+     creation to the last, from the sandbox's own creation times
+     ((N - 1) / (last - first), GET /sandbox/twilio/calls). Our own timing of
+     the polled ``created`` counter is printed as a note.
+   - ``calls_429``: the sandbox's ``rejected_429`` (requests it refused as over
+     the limit; the callcenter retries those).
+   - ``calls_placed_twice``: calls beyond the first to any task's phone
+     (GET /sandbox/twilio/calls, counted per ``to``; each task has its own
+     phone, so two calls to one phone are one attempt placed twice). Must be
+     0. Phones that got no call at all are printed as a note.
+   - ``calls_max_in_any_second``: the most calls the sandbox accepted within a
+     sliding second (compare with the 10 allowed).
+
+   How many of the N tasks the dispatcher then closed as acknowledged (the
+   key "1" travelled back through the webhooks and the result jobs) is
+   printed as an end-to-end check.
+
+2. Seat claims. The brief's 1,600 concurrent operators (580 PC seats and
+   1,000 desk phones): 1,600 operator keys, created directly in the database
+   with ``create_key``, their units spread evenly over three cities (3301
+   Hangzhou, 3302 Ningbo, 3201 Nanjing). M tasks wait in the operator queue
+   (6,000; 1,600 with --quick), spread evenly over the same cities. The
+   quickest honest way to get them there: the warnings are ingested through
+   the dispatcher (POST /v1/warnings/batch, 1,000 per request, the usual tier
+   mix, every phone new, so every warning opens its own case and task), and
+   then one ``call.operator`` job per task is enqueued directly in the jobs
+   table with ``shared.queue.service.enqueue`` (queue "callcenter", payload
+   task_id / channel "operator_call" / attempt 1, task_id set, run now, the
+   dedupe key the dispatcher would use), as the dispatcher's own timers would
+   do 10 minutes (high tier) to hours later.
+
+   The callcenter runs as R replicas on the one database (R from
+   ``SHOUHU_BENCH_REPLICAS``, default 2, as the ingest bench scales the
+   dispatcher; docker-compose scales the callcenter the same way), each with
+   SHOUHU_CALLCENTER_WORKER=false so no automated call interferes. These are
+   fresh processes: the callcenter of (1) is stopped first. Client i talks to
+   replica i % R. Every client first puts its seat available
+   (PUT /v1/seat), then closes its connection; at the start signal each opens
+   one keep-alive connection (not timed) and loops: POST /v1/queue/next, and
+   on 200 POST /v1/tasks/{id}/disposition {"disposition": "dissuaded"}, until
+   a 204 (nothing left in its unit); bounded in count and time.
+
+   - ``claim_p50_ms`` / ``claim_p99_ms``: from just before a
+     POST /v1/queue/next is sent to its 200 answer (nearest-rank percentiles
+     over every successful claim; the 204s are not claims and are left out).
+   - ``claims_per_s``: successful claims per second, from the start signal to
+     the last claim's answer.
+   - ``claims_doubled``: claims of a task some seat had already claimed
+     (every claimed task id is kept with the seat that got it). Must be 0.
+   - ``claim_errors``: answers other than 200/204 (claims) and 202
+     (dispositions); the first few are printed verbatim.
+
+   Read the latency with Little's law in mind: the clients have no think
+   time, so about 1,600 claims or dispositions are always in flight, and the
+   average latency is ~1,600 / (requests per second) whatever the code does;
+   at a few hundred claims per second that is seconds, not milliseconds. Real
+   operators spend minutes on each call between claims. The figure says how
+   the queue behaves under that worst-case burst, and the CPU notes say what
+   bounds the rate.
+
+Nothing is asserted: the issue's targets (at least 9.5 calls/s with no attempt
+placed twice; claim p99 under 100 ms with no task claimed by two seats) are for
+the reader to compare. A table (runs, median, min, max) and notes on where the
+CPU went (this client, the sandbox, the dispatcher, each callcenter, PostgreSQL,
+the whole machine) are printed; then the figures are returned
+(``shared/bench.py`` prints them as the last line with --json). All traffic goes
+to 127.0.0.1; every loop is bounded in count and in time; every subprocess is
+stopped and the database is dropped at the end, even on error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from services.dispatcher.bench import (
+    ROOT,
+    _describe,
+    _Dispatcher,
+    _free_ports,
+    _Http,
+    _machine_busy,
+    _percentile,
+    _postgres_cpu,
+    _postgres_delta,
+    _proc_cpu,
+    _Records,
+    _replicas_from_env,
+    _Report,
+    _run_all,
+    _verbatim,
+    _with_admin,
+)
+from shared.db import make_engine, make_sessionmaker, raw_connect, resolve_database_url, transaction, with_database
+from shared.settings import CommonSettings
+
+SANDBOX = "/sandbox/twilio"
+SANDBOX_CALLS_PER_S = 10  # what the sandbox allows (Twilio's per-account CPS), and what the callcenter is told
+TIME_SCALE = 0.01  # phone time runs 100x faster: a call ends within a fraction of a second
+CALL_BATCH = 50  # warnings per request in (1)
+CLAIM_BATCH = 1000  # warnings per request when filling the operator queue in (2)
+STATS_POLL_S = 0.1
+OPERATORS = 1600  # 580 PC seats + 1,000 desk phones (the brief), rounded as it does
+SETUP_CLIENTS = 64  # seats put available at once before (2)
+# Units of the operator keys and the region codes of the tasks in their cities (the tasks spread evenly).
+UNITS: dict[str, tuple[str, ...]] = {
+    "3301": ("330102", "330106", "330108"),  # Hangzhou
+    "3302": ("330203", "330205", "330212"),  # Ningbo
+    "3201": ("320102", "320105", "320106"),  # Nanjing
+}
+# Callcenter settings that would change what is measured if inherited from the caller's environment.
+CALLCENTER_ENV_DROPPED = ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM_NUMBER", "SHOUHU_SANDBOX_URL",
+                          "SHOUHU_CALLCENTER_WORKER_CONCURRENCY", "SHOUHU_WORKER_POLL_INTERVAL_S",
+                          "SHOUHU_DAILY_CALL_CAP", "SHOUHU_POLICY")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    calls: int
+    tasks: int
+    calls_max_s: float  # for the sandbox to create every call
+    claims_max_s: float  # for the whole claiming phase
+
+    @classmethod
+    def of(cls, quick: bool) -> _Plan:
+        if quick:
+            return cls(calls=60, tasks=1600, calls_max_s=60, claims_max_s=120)
+        return cls(calls=300, tasks=6000, calls_max_s=150, claims_max_s=300)
+
+
+class CallsBenchError(RuntimeError):
+    """Something the figures depend on did not happen (a server error, a wrong tier): they would be wrong."""
+
+
+# ---- processes ------------------------------------------------------------------------------------------------
+
+
+class _Service:
+    """`shouhu <args> --port <port>` as a subprocess, its output in a temporary log, ready when `ready_path` is 200.
+
+    (The dispatcher is services/dispatcher/bench.py's `_Dispatcher`; this is the sandbox and the callcenter.)
+    """
+
+    def __init__(self, name: str, args: list[str], port: int, env: dict[str, str], ready_path: str) -> None:
+        self.name = name
+        self.args = args
+        self.port = port
+        self.env = env
+        self.ready_path = ready_path
+        # Closed in __aexit__ (the server's output goes there for its whole life).
+        self.log = tempfile.NamedTemporaryFile(prefix=f"shouhu-bench-{name}-", suffix=".log", delete=False)  # noqa: SIM115
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.errors: list[str] = []
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def spawn(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "shared.cli", *self.args, "--port", str(self.port)],
+                                     env=self.env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
+
+    async def wait_ready(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        assert self.proc is not None
+        last = "no answer"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise CallsBenchError(f"the {self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
+            http = _Http(self.port)
+            try:
+                status, data = await asyncio.wait_for(http.request("GET", self.ready_path), 5)
+                if status == 200:
+                    return
+                last = _verbatim(status, data)
+            except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
+                last = repr(exc)
+            finally:
+                http.close()
+            await asyncio.sleep(0.2)
+        raise CallsBenchError(f"the {self.name} was not ready after {timeout_s:.0f} s ({last}):\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(Path(self.log.name).read_text(errors="replace").splitlines()[-lines:])
+
+    def error_lines(self, limit: int = 10) -> list[str]:
+        found = [line for line in Path(self.log.name).read_text(errors="replace").splitlines()
+                 if '"error"' in line or '"critical"' in line or "Traceback" in line or "ERROR" in line]
+        return found[:limit]
+
+    async def __aexit__(self, exc_type: type[BaseException] | None = None, *_exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                await asyncio.to_thread(self.proc.wait, 15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                await asyncio.to_thread(self.proc.wait, 5)
+        self.log.close()
+        self.errors = self.error_lines()
+        if exc_type is not None:  # the benchmark failed: show what the server said, verbatim
+            print(f"{self.name} (port {self.port}) log (last lines):\n{self.log_tail()}", file=sys.stderr)
+        Path(self.log.name).unlink(missing_ok=True)
+
+
+async def _start(stack: AsyncExitStack, services: list[Any]) -> None:
+    """Spawn all, then wait for all (start-up overlaps); each is stopped when `stack` closes, even on error."""
+    for service in services:
+        stack.push_async_exit(service.__aexit__)
+        service.spawn()
+    await _run_all([s.wait_ready(60.0) if isinstance(s, _Service) else s._wait_ready(60.0) for s in services])
+
+
+def _callcenter(name: str, db_url: str, port: int, sandbox_port: int, *, worker: bool) -> _Service:
+    env = {k: v for k, v in os.environ.items() if k not in CALLCENTER_ENV_DROPPED}
+    env |= {"DATABASE_URL": db_url, "TWILIO_API_BASE": f"http://127.0.0.1:{sandbox_port}",
+            "CALLCENTER_PUBLIC_URL": f"http://127.0.0.1:{port}", "SHOUHU_CALLS_PER_S": str(SANDBOX_CALLS_PER_S),
+            "SHOUHU_LOG_LEVEL": "WARNING", "SHOUHU_CALLCENTER_WORKER": "true" if worker else "false"}
+    return _Service(name, ["serve", "callcenter"], port, env, "/readyz")
+
+
+@dataclass
+class _ProcCpu:
+    """CPU of this client, of each named server process, of PostgreSQL and of the machine, over a `with` block."""
+
+    procs: dict[str, int]
+    start: tuple[float, float, dict[str, float], dict[int, float], float, float] = (0, 0, {}, {}, 0, 0)
+    result: str = ""
+
+    def __enter__(self) -> _ProcCpu:
+        busy, total = _machine_busy()
+        self.start = (time.perf_counter(), time.process_time(), {n: _proc_cpu(p) for n, p in self.procs.items()},
+                      _postgres_cpu(), busy, total)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        busy, total = _machine_busy()
+        wall0, client0, procs0, pg0, busy0, total0 = self.start
+        wall = max(time.perf_counter() - wall0, 1e-9)
+        ncpu = os.cpu_count() or 1
+        servers = ", ".join(f"{n} {100 * (_proc_cpu(p) - procs0[n]) / wall:.0f}%" for n, p in self.procs.items())
+        self.result = (f"client {100 * (time.process_time() - client0) / wall:.0f}%, {servers}, "
+                       f"postgres ~{100 * _postgres_delta(pg0, _postgres_cpu()) / wall:.0f}% (of one core); "
+                       f"machine {100 * ncpu * (busy - busy0) / max(total - total0, 1e-9):.0f}% of {100 * ncpu}%"
+                       f" over {wall:.1f} s")
+
+
+# ---- requests -------------------------------------------------------------------------------------------------
+
+
+async def _json(http: _Http, method: str, path: str, body: Any = None, *, timeout_s: float = 30) -> Any:
+    raw = orjson.dumps(body) if body is not None else b""
+    status, data = await asyncio.wait_for(http.request(method, path, raw), timeout_s)
+    if status >= 300:
+        raise CallsBenchError(f"{method} {path} answered {_verbatim(status, data)}")
+    return orjson.loads(data)
+
+
+async def _ingest(port: int, key: str, bodies: list[bytes], *, concurrency: int, max_s: float) -> list[dict[str, Any]]:
+    """POST every body to /v1/warnings/batch; every record must be accepted. Returns the results, in order."""
+    answers: list[list[dict[str, Any]]] = [[] for _ in bodies]
+    todo = list(reversed(range(len(bodies))))
+    deadline = time.monotonic() + max_s
+
+    async def worker() -> None:
+        http = _Http(port, key)
+        try:
+            while todo:
+                if time.monotonic() > deadline:
+                    raise CallsBenchError(f"ingesting {len(bodies)} batches took over {max_s:.0f} s")
+                i = todo.pop()
+                status, data = await asyncio.wait_for(http.request("POST", "/v1/warnings/batch", bodies[i]), 60)
+                if status != 200:
+                    raise CallsBenchError(f"POST /v1/warnings/batch answered {_verbatim(status, data)}")
+                answer = orjson.loads(data)
+                if answer["rejected"] or answer["duplicates"]:
+                    bad = [r for r in answer["results"] if r["status"] != "accepted"][:3]
+                    raise CallsBenchError(f"batch: {answer['rejected']} rejected, {answer['duplicates']} duplicates;"
+                                          f" first: {orjson.dumps(bad).decode()}")
+                answers[i] = answer["results"]
+        finally:
+            http.close()
+
+    await _run_all([worker() for _ in range(max(1, min(concurrency, len(bodies))))])
+    return [r for chunk in answers for r in chunk]
+
+
+def _number_path(e164: str) -> str:
+    return f"{SANDBOX}/numbers/{e164.replace('+', '%2B')}"
+
+
+# ---- 1. automated calls ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Calls:
+    rate: float  # from the sandbox's creation times
+    polled_rate: float | None  # from our own timing of the polled counter
+    stats: dict[str, Any]
+    created: int
+    placed_twice: int
+    missing: int
+    cpu: str
+    notes: list[str] = field(default_factory=list)
+
+
+async def _calls_phase(sandbox_port: int, dispatcher_port: int, key: str, db_url: str, gen: _Records, plan: _Plan,
+                       procs: dict[str, int]) -> _Calls:
+    n = plan.calls
+    notes: list[str] = []
+    control = _Http(sandbox_port)
+    try:
+        await _json(control, "POST", f"{SANDBOX}/settings", {"time_scale": TIME_SCALE})
+        await _json(control, "POST", f"{SANDBOX}/limits", {"calls_per_s": SANDBOX_CALLS_PER_S})
+        regions = [r for codes in UNITS.values() for r in codes]
+        rows = [gen.one("high") for _ in range(n)]
+        wires = [r.wire | {"signal": "transfer_in_progress", "region_code": regions[i % len(regions)]}
+                 for i, r in enumerate(rows)]
+        phones = [r.e164 for r in rows]
+        if len(set(phones)) != n:
+            raise CallsBenchError("two warnings of the call phase share a phone")
+
+        # Every number answers after a short ring and presses 1 (acknowledged).
+        todo = list(phones)
+
+        async def script() -> None:
+            http = _Http(sandbox_port)
+            try:
+                while todo:
+                    await _json(http, "PUT", _number_path(todo.pop()),
+                                {"behaviour": "answer", "digits": ["1"], "ring_s": 0.5})
+            finally:
+                http.close()
+
+        await asyncio.wait_for(_run_all([script() for _ in range(4)]), 60)
+        before = await _json(control, "GET", f"{SANDBOX}/stats")
+        if before["created"] or before["rejected_429"]:
+            raise CallsBenchError(f"the sandbox had calls before the call phase: {before}")
+
+        bodies = [orjson.dumps({"warnings": wires[i:i + CALL_BATCH]}) for i in range(0, n, CALL_BATCH)]
+        polls: list[tuple[float, int]] = []
+        with _ProcCpu(procs) as cpu:
+            t0 = time.perf_counter()
+            results = await _ingest(dispatcher_port, key, bodies, concurrency=1, max_s=60)
+            posted_s = time.perf_counter() - t0
+            deadline = t0 + plan.calls_max_s
+            for _ in range(int(plan.calls_max_s / STATS_POLL_S) + 10):
+                stats = await _json(control, "GET", f"{SANDBOX}/stats")
+                polls.append((time.perf_counter(), int(stats["created"])))
+                if stats["created"] >= n or time.perf_counter() > deadline:
+                    break
+                await asyncio.sleep(STATS_POLL_S)
+        not_high = [r for r in results if r["tier"] != "high"]
+        if not_high:
+            raise CallsBenchError(f"{len(not_high)} call-phase warnings were not high tier; first: {not_high[0]}")
+        task_ids = [r["task_id"] for r in results]
+        if len(set(task_ids)) != n:
+            raise CallsBenchError(f"{n} call-phase warnings made {len(set(task_ids))} tasks (some merged)")
+        notes.append(f"call phase: {n} warnings posted in {len(bodies)} requests in {posted_s:.2f} s")
+        if polls[-1][1] < n:
+            notes.append(f"call phase: only {polls[-1][1]} of {n} calls created within {plan.calls_max_s:.0f} s")
+
+        # Let every call finish (bounded), then read them all from the sandbox.
+        for _ in range(600):
+            stats = await _json(control, "GET", f"{SANDBOX}/stats")
+            if stats["completed"] + stats["busy"] + stats["no_answer"] + stats["failed"] + stats["canceled"] \
+                    >= stats["created"] and not stats["live"]:
+                break
+            await asyncio.sleep(0.1)
+        calls = (await _json(control, "GET", f"{SANDBOX}/calls?limit=2000"))["calls"]
+    finally:
+        control.close()
+
+    outbound = [c for c in calls if c["direction"] == "outbound-api"]
+    per_phone: dict[str, int] = {}
+    for c in outbound:
+        per_phone[c["to"]] = per_phone.get(c["to"], 0) + 1
+    placed_twice = sum(count - 1 for count in per_phone.values() if count > 1)
+    missing = sum(1 for p in phones if p not in per_phone)
+    strangers = sum(count for p, count in per_phone.items() if p not in set(phones))
+    created_at = sorted(c["created_at"] for c in outbound)
+    rate = (len(created_at) - 1) / (created_at[-1] - created_at[0]) if len(created_at) > 1 else 0.0
+    first = next((t for t, c in polls if c >= 1), None)
+    last = next((t for t, c in polls if c >= n), None)
+    polled = (n - 1) / (last - first) if first is not None and last is not None and last > first else None
+    if missing:
+        notes.append(f"call phase: {missing} task phone(s) got no call")
+    if strangers:
+        notes.append(f"call phase: {strangers} call(s) to numbers that were not any task's phone")
+    statuses: dict[str, int] = {}
+    for c in outbound:
+        statuses[c["status"]] = statuses.get(c["status"], 0) + 1
+    notes.append(f"call phase: sandbox calls by status {statuses}; sandbox stats: created {stats['created']},"
+                 f" rejected_429 {stats['rejected_429']}, max_calls_in_any_second {stats['max_calls_in_any_second']},"
+                 f" status callbacks sent {stats['status_callbacks_sent']} / failed"
+                 f" {stats['status_callbacks_failed']}, application errors {stats['application_errors']}")
+
+    # End to end: the key "1" went back through the webhooks and the dispatcher closed the task (bounded wait).
+    conn = await raw_connect(db_url)
+    try:
+        ids = [uuid.UUID(t) for t in task_ids]
+        acknowledged = 0
+        for _ in range(60):
+            acknowledged = await conn.fetchval(
+                "SELECT count(*) FROM tasks WHERE id = ANY($1::uuid[]) AND status = 'closed'"
+                " AND outcome = 'acknowledged'", ids)
+            if acknowledged >= n:
+                break
+            await asyncio.sleep(0.5)
+        attempts = await conn.fetch(
+            "SELECT status, count(*) AS n FROM call_attempts WHERE task_id = ANY($1::uuid[]) GROUP BY status", ids)
+    finally:
+        await conn.close()
+    notes.append(f"call phase: {acknowledged} of {n} tasks closed as acknowledged (key 1) end to end;"
+                 f" call_attempts rows by status {dict((r['status'], r['n']) for r in attempts)}")
+    return _Calls(rate, polled, stats, len(outbound), placed_twice, missing, cpu.result, notes)
+
+
+# ---- 2. seat claims -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Claims:
+    latencies: list[float]
+    disposition_ms: list[float]
+    claims_per_s: float
+    doubled: int
+    errors: int
+    cpu: str
+    notes: list[str] = field(default_factory=list)
+
+
+async def _fill_operator_queue(dispatcher_port: int, key: str, db_url: str, gen: _Records, plan: _Plan) -> list[str]:
+    """M warnings through the dispatcher (every phone new: M tasks), then one `call.operator` job per task."""
+    from shared.queue.service import NewJob, enqueue
+
+    units = list(UNITS)
+    wires = []
+    for i in range(plan.tasks):
+        codes = UNITS[units[i % len(units)]]
+        wires.append(gen.one().wire | {"region_code": codes[(i // len(units)) % len(codes)]})
+    bodies = [orjson.dumps({"warnings": wires[i:i + CLAIM_BATCH]}) for i in range(0, plan.tasks, CLAIM_BATCH)]
+    results = await _ingest(dispatcher_port, key, bodies, concurrency=2, max_s=120)
+    task_ids = [r["task_id"] for r in results]
+    if len(set(task_ids)) != plan.tasks:
+        raise CallsBenchError(f"{plan.tasks} warnings made {len(set(task_ids))} tasks (some merged)")
+    engine = make_engine(db_url, pool_size=1, application_name="shouhu-bench")
+    try:
+        now = datetime.now(UTC)
+        async with transaction(make_sessionmaker(engine)) as session:
+            for i in range(0, len(task_ids), 1000):
+                await enqueue(session, [
+                    NewJob(queue="callcenter", kind="call.operator", run_at=now, task_id=uuid.UUID(t),
+                           dedupe_key=f"operator_call:{t}:1",
+                           payload={"task_id": t, "channel": "operator_call", "attempt": 1})
+                    for t in task_ids[i:i + 1000]], now=now)
+    finally:
+        await engine.dispose()
+    conn = await raw_connect(db_url)
+    try:
+        waiting = await conn.fetchval(
+            "SELECT count(*) FROM jobs WHERE kind = 'call.operator' AND status = 'queued'")
+    finally:
+        await conn.close()
+    if waiting != plan.tasks:
+        raise CallsBenchError(f"{waiting} call.operator jobs wait in the queue, not {plan.tasks}")
+    return [r["tier"] for r in results]
+
+
+async def _claims_phase(ports: list[int], seats: list[tuple[str, str]], db_url: str, plan: _Plan,
+                        procs: dict[str, int]) -> _Claims:
+    notes: list[str] = []
+    port_of = [ports[i % len(ports)] for i in range(len(seats))]
+
+    # Every seat available (connections closed afterwards; uvicorn drops idle keep-alive connections after 5 s).
+    todo = list(range(len(seats)))
+    setup_deadline = time.monotonic() + 120
+
+    async def setup() -> None:
+        while todo:
+            if time.monotonic() > setup_deadline:
+                raise CallsBenchError(f"putting {len(seats)} seats available took over 120 s")
+            i = todo.pop()
+            http = _Http(port_of[i], seats[i][1])
+            try:
+                seat = await _json(http, "PUT", "/v1/seat", {"state": "available"})
+            finally:
+                http.close()
+            if seat["state"] != "available":
+                raise CallsBenchError(f"PUT /v1/seat answered {seat}")
+
+    t_setup = time.perf_counter()
+    await _run_all([setup() for _ in range(SETUP_CLIENTS)])
+    notes.append(f"claim phase: {len(seats)} seats put available in {time.perf_counter() - t_setup:.1f} s")
+
+    start = asyncio.Event()
+    latencies: list[float] = []
+    disposition_ms: list[float] = []
+    claimed_by: dict[str, str] = {}
+    doubled = 0
+    errors: list[str] = []
+    error_count = 0
+    connected = 0
+    empties = 0
+    timed_out = 0
+    last_claim = 0.0
+    t_start = 0.0
+    disposition = orjson.dumps({"disposition": "dissuaded"})
+
+    async def operator(i: int) -> None:
+        nonlocal doubled, error_count, connected, empties, timed_out, last_claim
+        key_id, key = seats[i]
+        http = _Http(port_of[i], key)
+        try:
+            await start.wait()
+            await asyncio.wait_for(http.open(), 30)  # not timed: a seat's connection is open before it claims
+            connected += 1
+            for _ in range(plan.tasks + 2):
+                if time.perf_counter() - t_start > plan.claims_max_s:
+                    timed_out += 1
+                    return
+                t0 = time.perf_counter()
+                status, data = await asyncio.wait_for(http.request("POST", "/v1/queue/next"), 60)
+                t1 = time.perf_counter()
+                if status == 204:
+                    empties += 1
+                    return
+                if status != 200:
+                    error_count += 1
+                    errors.append(f"POST /v1/queue/next: {_verbatim(status, data)}")
+                    return
+                latencies.append((t1 - t0) * 1000)
+                last_claim = t1
+                task_id = orjson.loads(data)["task_id"]
+                if task_id in claimed_by:
+                    doubled += 1
+                    errors.append(f"task {task_id} claimed by seat {key_id} after seat {claimed_by[task_id]}")
+                else:
+                    claimed_by[task_id] = key_id
+                t2 = time.perf_counter()
+                status, data = await asyncio.wait_for(
+                    http.request("POST", f"/v1/tasks/{task_id}/disposition", disposition), 60)
+                disposition_ms.append((time.perf_counter() - t2) * 1000)
+                if status != 202:
+                    error_count += 1
+                    errors.append(f"POST /v1/tasks/{task_id}/disposition: {_verbatim(status, data)}")
+                    return
+        finally:
+            http.close()
+
+    tasks = [asyncio.create_task(operator(i)) for i in range(len(seats))]
+    try:
+        await asyncio.sleep(0.5)  # every coroutine is waiting at the start line
+        with _ProcCpu(procs) as cpu:
+            t_start = time.perf_counter()
+            start.set()
+            await asyncio.wait_for(asyncio.gather(*tasks), plan.claims_max_s + 90)
+            t_end = time.perf_counter()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    if not latencies:
+        raise CallsBenchError(f"no claim succeeded; first errors: {errors[:3]}")
+    conn = await raw_connect(db_url)
+    try:
+        left = await conn.fetch(
+            "SELECT status, count(*) AS n FROM jobs WHERE kind = 'call.operator' GROUP BY status")
+    finally:
+        await conn.close()
+    notes.append(f"claim phase: {connected} of {len(seats)} operators connected at once (one keep-alive"
+                 f" connection each); {len(latencies)} claims, {len(claimed_by)} distinct tasks of {plan.tasks};"
+                 f" {empties} operators ended on 204, {timed_out} on the time limit; phase took"
+                 f" {t_end - t_start:.1f} s; call.operator jobs left by status"
+                 f" {dict((r['status'], r['n']) for r in left) or '{} (all done)'}")
+    notes.append(f"claim phase: dispositions p50 {_percentile(disposition_ms, 50):.0f} ms,"
+                 f" p99 {_percentile(disposition_ms, 99):.0f} ms ({len(disposition_ms)})")
+    if errors:
+        notes.append(f"claim phase: {error_count} error answers, {doubled} double claims; first (verbatim):")
+        notes.extend(f"  {e[:400]}" for e in errors[:5])
+    span = max(last_claim - t_start, 1e-9)
+    return _Claims(latencies, disposition_ms, len(latencies) / span, doubled, error_count, cpu.result, notes)
+
+
+# ---- the benchmark --------------------------------------------------------------------------------------------
+
+
+def _idle_note(busy0: float, total0: float) -> str:
+    busy1, total1 = _machine_busy()
+    ncpu = os.cpu_count() or 1
+    return (f"machine busy before the run (other processes): "
+            f"{100 * ncpu * (busy1 - busy0) / max(total1 - total0, 1e-9):.0f}% of {100 * ncpu}%")
+
+
+async def bench_calls(quick: bool) -> dict[str, float]:
+    """Automated calls per second within Twilio's limit (never twice), and seat claim latency under 1,600 seats."""
+    from shared.auth.service import create_key
+    from shared.migrate import migrate
+
+    replicas = _replicas_from_env()
+    plan = _Plan.of(quick)
+    busy0, total0 = _machine_busy()
+    await asyncio.sleep(1.0)
+    report = _Report()
+    report.notes.append(_idle_note(busy0, total0))
+    settings = CommonSettings()
+    server_url = resolve_database_url(settings.database_url, settings.data_dir)
+    name = f"shouhu_bench_{secrets.token_hex(6)}"
+    await _with_admin(server_url, lambda a: a.execute(f'CREATE DATABASE "{name}"'))
+    db_url = with_database(server_url, name)
+    services: list[tuple[str, Any]] = []
+    try:
+        await migrate(db_url)
+        engine = make_engine(db_url, pool_size=1, application_name="shouhu-bench")
+        try:
+            units = list(UNITS)
+            async with transaction(make_sessionmaker(engine)) as session:
+                _, ingest_key = await create_key(session, role="ingest", unit="", name="bench")
+                seats: list[tuple[str, str]] = []
+                for i in range(OPERATORS):
+                    row, full = await create_key(session, role="operator", unit=units[i % len(units)],
+                                                 name=f"bench-seat-{i:04d}")
+                    seats.append((row.key_id, full))
+        finally:
+            await engine.dispose()
+
+        sandbox_port, dispatcher_port, first_port, *cc_ports = _free_ports(3 + replicas)
+        sandbox = _Service("sandbox", ["sandbox"], sandbox_port, {**os.environ, "SHOUHU_LOG_LEVEL": "WARNING"},
+                           "/healthz")
+        dispatcher = _Dispatcher(db_url, dispatcher_port)
+        services += [("sandbox", sandbox), ("dispatcher", dispatcher)]
+        gen = _Records(seed=20261122)
+        async with AsyncExitStack() as stack:
+            await _start(stack, [sandbox, dispatcher])
+            # 1. One callcenter with its worker on (its pacing is per process).
+            async with AsyncExitStack() as phase1:
+                caller = _callcenter("callcenter-calls", db_url, first_port, sandbox_port, worker=True)
+                services.append(("callcenter (calls)", caller))
+                await _start(phase1, [caller])
+                calls = await _calls_phase(sandbox_port, dispatcher_port, ingest_key, db_url, gen, plan,
+                                           {"sandbox": sandbox.pid, "dispatcher": dispatcher.proc.pid,  # type: ignore[union-attr]
+                                            "callcenter": caller.pid})
+            # 2. Fresh callcenter replicas without the worker; the queue is filled before they start.
+            tiers = await _fill_operator_queue(dispatcher_port, ingest_key, db_url, gen, plan)
+            async with AsyncExitStack() as phase2:
+                seat_servers = [_callcenter(f"callcenter-r{i}", db_url, port, sandbox_port, worker=False)
+                                for i, port in enumerate(cc_ports)]
+                services += [(f"callcenter r{i}", s) for i, s in enumerate(seat_servers)]
+                await _start(phase2, seat_servers)
+                procs = {"dispatcher": dispatcher.proc.pid}  # type: ignore[union-attr]
+                procs |= {f"callcenter r{i}": s.pid for i, s in enumerate(seat_servers)}
+                claims = await _claims_phase(cc_ports, seats, db_url, plan, procs)
+    finally:
+        await _with_admin(server_url, lambda a: a.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    from services.callcenter.calls.pacing import CallPacer
+
+    ceiling = 1 / CallPacer(SANDBOX_CALLS_PER_S).interval_s
+    report.add("calls_per_s", [calls.rate], f"calls/s ({calls.created} calls, sandbox creation times, first to last)")
+    report.add("calls_429", [calls.stats["rejected_429"]], "refused by the sandbox as over 10/s")
+    report.add("calls_placed_twice", [calls.placed_twice], "calls beyond one per task phone")
+    report.add("calls_max_in_any_second", [calls.stats["max_calls_in_any_second"]], "calls (sandbox allows 10)")
+    lat = claims.latencies
+    for pct in (50, 99):
+        report.rows.append((f"claim_p{pct}_ms", len(lat), _percentile(lat, pct), min(lat), max(lat),
+                            f"ms (POST /v1/queue/next -> 200; {OPERATORS} operators, {replicas} callcenter"
+                            f" replica{'s' if replicas > 1 else ''})"))
+    report.add("claims_per_s", [claims.claims_per_s], "claims/s (start to last claim)")
+    report.add("claims_doubled", [claims.doubled], "tasks claimed by a second seat")
+    report.add("claim_errors", [claims.errors], "answers other than 200/204/202")
+
+    report.notes.append(
+        f"database server: {_describe(db_url)}; sandbox port {sandbox_port},"
+        f" dispatcher port {dispatcher_port} (1 process); call phase: 1 callcenter process with its worker on"
+        f" (port {first_port}); claim phase: {replicas} callcenter replica(s) on one database, worker off"
+        f" (ports {', '.join(map(str, cc_ports))}), clients spread round-robin")
+    polled = f"{calls.polled_rate:.2f}" if calls.polled_rate is not None else "n/a"
+    report.notes.append(
+        f"call phase: SHOUHU_CALLS_PER_S={SANDBOX_CALLS_PER_S}; the pacer's interval is"
+        f" 1/{SANDBOX_CALLS_PER_S} s + its fixed 50 ms margin = {1000 / ceiling:.0f} ms, a ceiling of"
+        f" {ceiling:.2f} calls/s; measured {calls.rate:.2f} calls/s (our polling of the counter: {polled})"
+        + ("; the pacer alone keeps the service BELOW the 9.5 calls/s target (services/callcenter/calls/pacing.py)"
+           if ceiling < 9.5 else ""))
+    report.notes.extend(calls.notes)
+    report.notes.append(f"CPU, call phase (warnings posted to the last call created): {calls.cpu}")
+    mix = {t: tiers.count(t) for t in ("high", "medium", "low")}
+    report.notes.append(f"claim phase: {plan.tasks} tasks waiting (tiers {mix}) over units {', '.join(UNITS)}"
+                        f" ({OPERATORS} operator keys, round-robin over the units)")
+    report.notes.append(
+        f"claim phase: Little's law: {OPERATORS} operators with no think time keep ~{OPERATORS} requests in flight;"
+        f" at {claims.claims_per_s:.0f} claims/s (each followed by a disposition) the mean wait is bound to be"
+        f" ~{OPERATORS / max(2 * claims.claims_per_s, 1e-9) * 1000:.0f} ms per request whatever the code does")
+    report.notes.extend(claims.notes)
+    report.notes.append(f"CPU, claim phase: {claims.cpu}")
+    for label, service in services:
+        if service.errors:
+            report.notes.append(f"{label} log errors (verbatim):")
+            report.notes.extend(f"  {line[:400]}" for line in service.errors)
+    report.print()
+    return {
+        "calls_per_s": round(calls.rate, 2),
+        "calls_429": float(calls.stats["rejected_429"]),
+        "calls_placed_twice": float(calls.placed_twice),
+        "calls_max_in_any_second": float(calls.stats["max_calls_in_any_second"]),
+        "claim_p50_ms": round(_percentile(lat, 50), 1),
+        "claim_p99_ms": round(_percentile(lat, 99), 1),
+        "claims_per_s": round(claims.claims_per_s, 1),
+        "claims_doubled": float(claims.doubled),
+        "claim_errors": float(claims.errors),
+    }
