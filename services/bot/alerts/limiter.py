@@ -1,14 +1,18 @@
 """Telegram's sending limits, kept by the bot itself so it never has to be told by a 429.
 
 Telegram allows about 30 messages per second overall and 1 message per second
-per chat (https://core.telegram.org/bots/faq#my-bot-is-hitting-limits-how-do-i-avoid-this).
+per chat (https://core.telegram.org/bots/faq#my-bot-is-hitting-limits-how-do-i-avoid-this),
+counted when requests *arrive*. Requests sent at evenly spaced moments do not
+arrive evenly spaced (a burst is handled one request after another, a new
+connection is slower), so spacing send times is not enough: that version got
+429s in the 10,000-alert benchmark.
 
-How: a message first waits its chat's turn (one message per chat in the pipe
-at a time, at least `per_chat_interval_s` apart), then takes the next global
-send slot. Global slots are handed out in increasing order, and slot k is at
-least one second (plus a margin for network jitter) after slot k-30, so no
-one-second window ever holds more than 30 sends. A chat waiting for its turn
-never holds up other chats.
+How, then: a send takes one of 30 tokens before its request and gives it back
+one second (plus a small margin) after the *response* has come back. A request
+arrives somewhere between its start and its response, so any 30 consecutive
+arrivals span more than a second, whatever the network does. Per chat, the
+next message may start only a second after the previous one's response. A chat
+waiting for its turn never holds up other chats.
 
 One limiter per bot process: run one delivering bot replica, or give each
 replica its share with SHOUHU_BOT_GLOBAL_PER_S.
@@ -19,7 +23,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import structlog
 from aiogram.client.session.middlewares.base import BaseRequestMiddleware
@@ -31,34 +36,32 @@ log = structlog.get_logger(__name__)
 
 
 class SendLimiter:
-    def __init__(self, *, global_per_s: float = 30, per_chat_interval_s: float = 1.0, margin_s: float = 0.03,
+    def __init__(self, *, global_per_s: float = 30, per_chat_interval_s: float = 1.0, margin_s: float = 0.01,
                  clock=time.monotonic) -> None:  # noqa: ANN001
         self.global_per_s = max(1, int(global_per_s))
         self.per_chat_interval_s = per_chat_interval_s
         self.margin_s = margin_s
         self._clock = clock
-        self._slots: deque[float] = deque(maxlen=self.global_per_s)  # the last N global slots, increasing
-        self._slot_lock = asyncio.Lock()
+        self._tokens = asyncio.Semaphore(self.global_per_s)
         self._chat_locks: dict[int, asyncio.Lock] = {}
         self._next_for_chat: dict[int, float] = {}
 
-    async def acquire(self, chat_id: int) -> None:
-        """Wait until a message to `chat_id` keeps both limits; the caller sends right after."""
+    @asynccontextmanager
+    async def slot(self, chat_id: int) -> AsyncIterator[None]:
+        """Hold a sending slot for one request to `chat_id`: wait for the chat's turn and a token, send inside."""
         lock = self._chat_locks.setdefault(chat_id, asyncio.Lock())
         async with lock:
             wait = self._next_for_chat.get(chat_id, 0.0) - self._clock()
             if wait > 0:
                 await asyncio.sleep(wait)
-            async with self._slot_lock:
-                now = self._clock()
-                slot = now
-                if len(self._slots) == self.global_per_s:
-                    slot = max(slot, self._slots[0] + 1.0 + self.margin_s)
-                slot = max(slot, self._slots[-1] if self._slots else slot)
-                self._slots.append(slot)
-            if slot > now:
-                await asyncio.sleep(slot - now)
-            self._next_for_chat[chat_id] = slot + self.per_chat_interval_s + self.margin_s
+            await self._tokens.acquire()
+            try:
+                yield
+            finally:
+                # Counted from the response: the request has certainly arrived by now.
+                asyncio.get_running_loop().call_later(1.0 + self.margin_s, self._tokens.release)
+                self._next_for_chat[chat_id] = max(self._next_for_chat.get(chat_id, 0.0),
+                                                   self._clock() + self.per_chat_interval_s + self.margin_s)
         if len(self._chat_locks) > 50_000:
             self._forget_idle_chats()
 
@@ -99,9 +102,9 @@ class LimitedSending(BaseRequestMiddleware):
         async for attempt in AsyncRetrying(retry=retry_if_exception_type(TelegramRetryAfter), wait=self._wait,
                                            stop=stop_after_attempt(self.max_retries + 1), reraise=True):
             with attempt:
-                await self.limiter.acquire(chat_id)
                 try:
-                    return await make_request(bot, method)
+                    async with self.limiter.slot(chat_id):
+                        return await make_request(bot, method)
                 except TelegramRetryAfter as exc:
                     # The limiter must not let this chat's next message go before Telegram's wait is over.
                     self.limiter.penalise(chat_id, float(exc.retry_after))
