@@ -14,6 +14,7 @@ from services.dispatcher.clues.views import router as clues_router
 from services.dispatcher.deps import Runtime
 from services.dispatcher.jobs import make_worker
 from services.dispatcher.policy.service import PolicyStore, load_policy
+from services.dispatcher.reports.views import router as reports_router
 from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.tasks.views import router as tasks_router
 from services.dispatcher.warnings.flows import IngestBatcher
@@ -78,4 +79,5 @@ def create_app(settings: DispatcherSettings | None = None, *, clock: Clock | Non
     app.include_router(tasks_router)
     app.include_router(audit_router)
     app.include_router(clues_router)
+    app.include_router(reports_router)
     return app

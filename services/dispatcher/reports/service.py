@@ -1,0 +1,123 @@
+"""Deadline compliance and regional ranking (警情研判 → 警示通报 → 排名约谈), computed in SQL. Read-only.
+
+Definitions (what a supervisor's numbers mean):
+- a task counts in a period when its deadline (due_at) falls in [from, to);
+- "closed in time": closed with an outcome at or before its deadline;
+- "breached": the deadline passed without an outcome (whether closed later or still open);
+- "open": not closed at the time of the report (still being worked);
+- "reached": a person answered a call or pressed a button (reached_at set);
+- time to first contact: task opened -> reached; time to closure: task opened -> closed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.sql import sql
+
+OUTCOMES = ("acknowledged", "dissuaded", "loss_reported", "unreachable", "false_positive", "refused")
+
+_COMPLIANCE = sql(
+    "SELECT tier,"
+    " count(*) AS due,"
+    " count(*) FILTER (WHERE status = 'closed' AND closed_at <= due_at) AS closed_in_time,"
+    " count(*) FILTER (WHERE breached OR (status = 'closed' AND closed_at > due_at)) AS breached,"
+    " count(*) FILTER (WHERE status <> 'closed') AS still_open,"
+    " count(*) FILTER (WHERE reached_at IS NOT NULL) AS reached,"
+    " percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM reached_at - created_at))"
+    "   FILTER (WHERE reached_at IS NOT NULL) AS contact_p50_s,"
+    " percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM reached_at - created_at))"
+    "   FILTER (WHERE reached_at IS NOT NULL) AS contact_p90_s,"
+    " percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM closed_at - created_at))"
+    "   FILTER (WHERE status = 'closed') AS closure_p50_s,"
+    " percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM closed_at - created_at))"
+    "   FILTER (WHERE status = 'closed') AS closure_p90_s,"
+    + ", ".join(f" count(*) FILTER (WHERE outcome = '{o}') AS outcome_{o}" for o in OUTCOMES) +
+    " FROM tasks WHERE region_code LIKE :unit AND due_at >= :from_ AND due_at < :to"
+    " GROUP BY ROLLUP (tier)"
+)
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def _seconds(value: Any) -> float | None:
+    return None if value is None else round(float(value), 1)
+
+
+async def compliance(session: AsyncSession, *, unit: str, from_: datetime, to: datetime) -> dict[str, Any]:
+    """Per tier and in total: due, closed in time, breached, open, reach rate, contact and closure times, outcomes."""
+    rows = (await session.execute(_COMPLIANCE, {"unit": unit + "%", "from_": from_, "to": to})).all()
+    by_tier: dict[str, Any] = {}
+    for row in rows:
+        key = row.tier or "all"
+        by_tier[key] = {
+            "due": row.due, "closed_in_time": row.closed_in_time, "breached": row.breached,
+            "still_open": row.still_open, "compliance_rate": _rate(row.closed_in_time, row.due),
+            "reach_rate": _rate(row.reached, row.due),
+            "first_contact_p50_s": _seconds(row.contact_p50_s), "first_contact_p90_s": _seconds(row.contact_p90_s),
+            "closure_p50_s": _seconds(row.closure_p50_s), "closure_p90_s": _seconds(row.closure_p90_s),
+            "outcomes": {o: getattr(row, f"outcome_{o}") for o in OUTCOMES},
+        }
+    empty = {"due": 0, "closed_in_time": 0, "breached": 0, "still_open": 0, "compliance_rate": None,
+             "reach_rate": None, "first_contact_p50_s": None, "first_contact_p90_s": None, "closure_p50_s": None,
+             "closure_p90_s": None, "outcomes": dict.fromkeys(OUTCOMES, 0)}
+    return {"unit": unit, "from": from_, "to": to,
+            "tiers": {t: by_tier.get(t, empty) for t in ("high", "medium", "low")},
+            "total": by_tier.get("all", empty)}
+
+
+_RANKING = sql(
+    "WITH units AS ("
+    "  SELECT left(region_code, :width) AS unit, due_at, status, closed_at, breached, reached_at FROM tasks"
+    "  WHERE region_code LIKE :unit AND due_at >= :prev_from AND due_at < :to)"
+    " SELECT unit,"
+    "  count(*) FILTER (WHERE due_at >= :from_) AS due,"
+    "  count(*) FILTER (WHERE due_at >= :from_ AND status = 'closed' AND closed_at <= due_at) AS in_time,"
+    "  count(*) FILTER (WHERE due_at >= :from_ AND reached_at IS NOT NULL) AS reached,"
+    "  count(*) FILTER (WHERE due_at < :from_) AS prev_due,"
+    "  count(*) FILTER (WHERE due_at < :from_ AND status = 'closed' AND closed_at <= due_at) AS prev_in_time"
+    " FROM units GROUP BY unit"
+)
+_WARNINGS_BY_UNIT = sql(
+    "SELECT left(region_code, :width) AS unit, count(*) FILTER (WHERE received_at >= :from_) AS n,"
+    " count(*) FILTER (WHERE received_at < :from_) AS prev_n"
+    " FROM warnings WHERE region_code LIKE :unit AND received_at >= :prev_from AND received_at < :to GROUP BY 1"
+)
+
+
+def child_width(unit: str) -> int:
+    """The units one level below: nationwide -> provinces (2 digits), province -> cities (4), city -> districts (6)."""
+    return min(len(unit) + 2, 6) if unit else 2
+
+
+async def ranking(session: AsyncSession, *, unit: str, from_: datetime, to: datetime) -> dict[str, Any]:
+    """Units one level below `unit`: warning volume, reach and compliance, with the change since the period before.
+
+    Ordered worst compliance first (who gets the warning notice and the meeting), then by volume.
+    """
+    width = child_width(unit)
+    params = {"unit": unit + "%", "width": width, "from_": from_, "to": to, "prev_from": from_ - (to - from_)}
+    tasks = {r.unit: r for r in (await session.execute(_RANKING, params)).all()}
+    warnings = {r.unit: r for r in (await session.execute(_WARNINGS_BY_UNIT, params)).all()}
+    rows = []
+    for code in sorted(set(tasks) | set(warnings)):
+        t, w = tasks.get(code), warnings.get(code)
+        due = t.due if t else 0
+        compliance_rate = _rate(t.in_time, due) if t else None
+        previous = _rate(t.prev_in_time, t.prev_due) if t else None
+        rows.append({
+            "unit": code, "warnings": w.n if w else 0, "warnings_change": (w.n - w.prev_n) if w else 0,
+            "tasks_due": due, "reach_rate": _rate(t.reached, due) if t else None,
+            "compliance_rate": compliance_rate,
+            "compliance_change": None if compliance_rate is None or previous is None
+            else round(compliance_rate - previous, 4),
+        })
+    rows.sort(key=lambda r: (r["compliance_rate"] if r["compliance_rate"] is not None else 2.0, -r["warnings"]))
+    for rank, row in enumerate(rows, start=1):
+        row["rank"] = rank
+    return {"unit": unit, "level": width, "from": from_, "to": to, "units": rows}

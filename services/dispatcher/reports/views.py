@@ -1,0 +1,80 @@
+"""Reports for supervisors: deadline compliance and regional ranking, as JSON or CSV (Accept: text/csv)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+
+from services.dispatcher.deps import RuntimeDep, SupervisorKey
+from services.dispatcher.reports import service
+from shared.auth.service import Principal
+from shared.sql import dumps
+
+router = APIRouter(prefix="/v1/reports", tags=["reports"])
+
+
+def _scope(principal: Principal, unit: str | None) -> str:
+    """The unit asked for, which must lie inside the key's own (default: the key's unit)."""
+    if unit is None:
+        return principal.unit
+    if not unit.startswith(principal.unit):
+        raise HTTPException(403, f"unit {unit} is outside this key's unit ({principal.unit or 'nationwide'})")
+    return unit
+
+
+def _period(rt: RuntimeDep, from_: datetime | None, to: datetime | None) -> tuple[datetime, datetime]:
+    to = to or rt.clock.now()
+    from_ = from_ or to - timedelta(days=7)
+    if from_ >= to:
+        raise HTTPException(422, "from: must be before to")
+    return from_, to
+
+
+def _wants_csv(request: Request) -> bool:
+    return "text/csv" in request.headers.get("accept", "")
+
+
+def _csv(rows: list[dict[str, Any]], filename: str) -> Response:
+    out = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+@router.get("/compliance")
+async def compliance(request: Request, principal: SupervisorKey, rt: RuntimeDep,
+                     unit: str | None = Query(default=None, pattern=r"^\d{2,6}$"),
+                     from_: datetime | None = Query(default=None, alias="from"), to: datetime | None = None) -> Response:
+    """Deadline compliance per tier for tasks due in [from, to) (default: the last 7 days), in your unit."""
+    scope = _scope(principal, unit)
+    start, end = _period(rt, from_, to)
+    async with rt.sessionmaker() as session:
+        report = await service.compliance(session, unit=scope, from_=start, to=end)
+    if _wants_csv(request):
+        rows = []
+        for tier, figures in [*report["tiers"].items(), ("all", report["total"])]:
+            flat = {k: v for k, v in figures.items() if k != "outcomes"}
+            rows.append({"unit": scope, "tier": tier, **flat, **{f"outcome_{k}": v for k, v in figures["outcomes"].items()}})
+        return _csv(rows, f"compliance-{scope or 'all'}.csv")
+    return Response(dumps(report), media_type="application/json")
+
+
+@router.get("/ranking")
+async def ranking(request: Request, principal: SupervisorKey, rt: RuntimeDep,
+                  unit: str | None = Query(default=None, pattern=r"^\d{2,6}$"),
+                  from_: datetime | None = Query(default=None, alias="from"), to: datetime | None = None) -> Response:
+    """Units one level below yours, worst compliance first, with the change since the period before."""
+    scope = _scope(principal, unit)
+    start, end = _period(rt, from_, to)
+    async with rt.sessionmaker() as session:
+        report = await service.ranking(session, unit=scope, from_=start, to=end)
+    if _wants_csv(request):
+        return _csv(report["units"], f"ranking-{scope or 'all'}.csv")
+    return Response(dumps(report), media_type="application/json")

@@ -1,0 +1,95 @@
+"""Compliance and ranking reports on a known data set (expectations computed by hand), scoped to the unit."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import timedelta
+
+import pytest
+
+from services.dispatcher.tasks.plans import RESULT_KIND
+from shared.queue.service import NewJob, enqueue
+from tests.conftest import T0, warning
+
+
+@pytest.fixture
+async def known(dispatcher) -> dict:  # noqa: ANN001
+    """Four tasks, opened at T0:
+    A high   330106  closed "dissuaded" by an officer at T0+30 min (in time, never marked reached)
+    B medium 330102  the citizen acknowledges at T0+1 h (reached and closed in time)
+    C low    330106  never answered: breached at T0+72 h, still open
+    D high   330206  never answered: breached at T0+2 h, still open
+    The report runs at T0+80 h over [T0, T0+4 days).
+    """
+    h = await dispatcher.headers("ingest", "")
+    post = dispatcher.client.post
+    a = (await post("/v1/warnings", json=warning(phone="13900000001", signal="transfer_in_progress",
+                                                 region_code="330106"), headers=h)).json()
+    b = (await post("/v1/warnings", json=warning(phone="13900000002", signal="fraud_call_received",
+                                                 region_code="330102"), headers=h)).json()
+    c = (await post("/v1/warnings", json=warning(phone="13900000003", region_code="330106"), headers=h)).json()
+    d = (await post("/v1/warnings", json=warning(phone="13900000004", signal="screen_sharing",
+                                                 region_code="330206"), headers=h)).json()
+    assert [x["tier"] for x in (a, b, c, d)] == ["high", "medium", "low", "high"]
+    dispatcher.clock.advance(minutes=30)
+    await post(f"/v1/tasks/{a['task_id']}/feedback", json={"outcome": "dissuaded"},
+               headers=await dispatcher.headers("officer", "3301"))
+    dispatcher.clock.advance(minutes=30)
+    async with dispatcher.sessionmaker() as session, session.begin():
+        await enqueue(session, [NewJob(queue="dispatcher", kind=RESULT_KIND, run_at=dispatcher.clock.now(),
+                                       payload={"task_id": b["task_id"], "channel": "bot_alert", "attempt": 1,
+                                                "result": "pressed", "feedback": "acknowledged"})])
+    await dispatcher.run_dispatcher_jobs()
+    dispatcher.clock.set(T0 + timedelta(hours=80))
+    for _ in range(3):
+        await dispatcher.run_dispatcher_jobs()
+    return {"from": T0.isoformat(), "to": (T0 + timedelta(days=4)).isoformat()}
+
+
+async def test_compliance_per_tier_matches_the_hand_count(dispatcher, known) -> None:
+    """Due, in time, breached, open, reach rate, closure times and outcomes per tier and in total."""
+    resp = await dispatcher.client.get("/v1/reports/compliance", params=known,
+                                       headers=await dispatcher.headers("supervisor", "33"))
+    assert resp.status_code == 200, resp.text
+    report = resp.json()
+    high, medium, low, total = (report["tiers"]["high"], report["tiers"]["medium"], report["tiers"]["low"],
+                                report["total"])
+    assert (high["due"], high["closed_in_time"], high["breached"], high["still_open"]) == (2, 1, 1, 1)
+    assert high["compliance_rate"] == 0.5 and high["reach_rate"] == 0
+    assert (medium["due"], medium["closed_in_time"], medium["reach_rate"]) == (1, 1, 1.0)
+    assert medium["first_contact_p50_s"] == 3600 and medium["closure_p50_s"] == 3600
+    assert (low["due"], low["closed_in_time"], low["breached"], low["still_open"]) == (1, 0, 1, 1)
+    assert (total["due"], total["closed_in_time"], total["breached"], total["still_open"]) == (4, 2, 2, 2)
+    assert total["reach_rate"] == 0.25
+    assert total["closure_p50_s"] == 2700 and total["closure_p90_s"] == 3420  # closures after 1800 s and 3600 s
+    assert total["outcomes"]["dissuaded"] == 1 and total["outcomes"]["acknowledged"] == 1
+
+
+async def test_compliance_is_scoped_to_the_unit(dispatcher, known) -> None:
+    """A city supervisor counts only the city's tasks; asking for another city is 403."""
+    hz = await dispatcher.headers("supervisor", "3301")
+    report = (await dispatcher.client.get("/v1/reports/compliance", params=known, headers=hz)).json()
+    assert report["total"]["due"] == 3 and report["tiers"]["high"]["due"] == 1
+    assert (await dispatcher.client.get("/v1/reports/compliance", params={**known, "unit": "3302"},
+                                        headers=hz)).status_code == 403
+
+
+async def test_ranking_puts_the_worst_compliance_first_with_csv(dispatcher, known) -> None:
+    """Cities under the province, worst compliance first, with warning volume and reach; CSV on request."""
+    headers = await dispatcher.headers("supervisor", "33")
+    units = (await dispatcher.client.get("/v1/reports/ranking", params=known, headers=headers)).json()["units"]
+    assert [(u["unit"], u["rank"], u["tasks_due"], u["compliance_rate"]) for u in units] == [
+        ("3302", 1, 1, 0.0), ("3301", 2, 3, 0.6667)]
+    assert units[1]["warnings"] == 3 and units[1]["warnings_change"] == 3 and units[1]["reach_rate"] == 0.3333
+    resp = await dispatcher.client.get("/v1/reports/ranking", params=known,
+                                       headers={**headers, "Accept": "text/csv"})
+    assert resp.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(resp.text)))
+    assert [r["unit"] for r in rows] == ["3302", "3301"]
+
+
+async def test_reports_need_a_supervisor_key(dispatcher) -> None:
+    """An operator key cannot read reports."""
+    resp = await dispatcher.client.get("/v1/reports/compliance", headers=await dispatcher.headers("operator", "33"))
+    assert resp.status_code == 403
