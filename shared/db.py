@@ -77,6 +77,8 @@ def make_engine(url: str, *, pool_size: int = 10, application_name: str = "shouh
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=False,
+        # Wait at most 10 s for a free connection, then answer 503 (shared/web.py) rather than hang.
+        pool_timeout=10,
         connect_args=connect_args,
     )
 

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from sqlalchemy import text
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -96,6 +97,13 @@ def _unprocessable(errors: list[dict[str, str]]) -> JSONResponse:
 
 def install_common(app: FastAPI, *, service: str) -> None:
     """Error handlers and the health/readiness/metrics routes every service exposes."""
+
+    @app.exception_handler(SQLAlchemyTimeoutError)
+    async def _pool_exhausted(_request: Request, _exc: SQLAlchemyTimeoutError) -> JSONResponse:
+        # Every database connection is busy: a retryable 503, not an unexplained 500.
+        log.warning("db.pool_exhausted")
+        return JSONResponse(status_code=503, content={"detail": "busy: no database connection free; retry shortly"},
+                            headers={"Retry-After": "1"})
 
     @app.exception_handler(FieldErrors)
     async def _fields(_request: Request, exc: FieldErrors) -> JSONResponse:

@@ -84,3 +84,22 @@ async def test_business_metrics_count_warnings_by_tier(dispatcher) -> None:
     text = (await dispatcher.client.get("/metrics")).text
     line = next(row for row in text.splitlines() if row.startswith('shouhu_warnings_total{status="accepted",tier="high"}'))
     assert float(line.split()[-1]) >= 1
+
+
+async def test_an_exhausted_connection_pool_answers_503_with_retry_after() -> None:
+    """When every database connection is busy, callers get a retryable 503, not a 500."""
+    from fastapi import FastAPI
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    from shared.web import install_common
+
+    app = FastAPI()
+    install_common(app, service="test")
+
+    @app.get("/busy")
+    async def busy() -> None:
+        raise PoolTimeout("QueuePool limit of size 10 overflow 10 reached")
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        resp = await client.get("/busy")
+    assert resp.status_code == 503 and resp.headers["retry-after"] == "1"

@@ -162,7 +162,7 @@ async def test_medium_calls_wait_for_the_call_window_and_high_calls_do_not(callc
 
 async def test_calls_are_paced_per_caller_id(callcenter) -> None:
     """With a pace of 2 calls/s, no second sees more than 2 new calls."""
-    callcenter.app.state.placer.pacer.interval_s = 0.55  # 2 calls/s with the margin
+    callcenter.app.state.placer.pacer.interval_s = 0.51  # 2 calls/s with the margin
     phones = [f"+86139000000{i:02d}" for i in range(5)]
     for p in phones:
         await callcenter.phone.script(p, "answer", ["1"])

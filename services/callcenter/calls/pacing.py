@@ -14,8 +14,10 @@ class CallPacer:
     lands later than the next), and would then be queued or refused.
     """
 
-    def __init__(self, calls_per_s: float, clock=time.monotonic, margin_s: float = 0.05) -> None:  # noqa: ANN001
-        self.interval_s = 1.0 / max(calls_per_s, 0.001) + margin_s
+    def __init__(self, calls_per_s: float, clock=time.monotonic, margin_fraction: float = 0.02) -> None:  # noqa: ANN001
+        # A margin proportional to the interval: a fixed 50 ms capped 10 calls/s at 6.67/s.
+        base = 1.0 / max(calls_per_s, 0.001)
+        self.interval_s = base * (1 + margin_fraction)
         self._clock = clock
         self._next = 0.0
         self._lock = asyncio.Lock()

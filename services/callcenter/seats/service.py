@@ -71,8 +71,10 @@ async def task_card(session: AsyncSession, task_id: uuid.UUID) -> Any:
     task = (await session.execute(
         sql("SELECT id, case_id, tier, status, phone, region_code, fraud_type, due_at FROM tasks WHERE id = :t"),
         {"t": task_id})).first()
+    # Through case_id, which is indexed (one task per case); warnings.task_id has no index on purpose (ingest cost).
     reasons = (await session.execute(
-        sql("SELECT reasons FROM warnings WHERE task_id = :t ORDER BY received_at"), {"t": task_id})).scalars().all()
+        sql("SELECT reasons FROM warnings WHERE case_id = :c ORDER BY received_at"),
+        {"c": task.case_id})).scalars().all()
     return task, [r for group in reasons for r in (group or [])]
 
 
