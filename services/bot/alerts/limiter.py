@@ -8,7 +8,8 @@ connection is slower), so spacing send times is not enough: that version got
 429s in the 10,000-alert benchmark.
 
 How, then: a send takes one of 30 tokens before its request and gives it back
-one second (plus a small margin) after the *response* has come back. A request
+one second after the *response* has come back (no margin is needed: the
+request arrived before its response). A request
 arrives somewhere between its start and its response, so any 30 consecutive
 arrivals span more than a second, whatever the network does. Per chat, the
 next message may start only a second after the previous one's response. A chat
@@ -36,7 +37,7 @@ log = structlog.get_logger(__name__)
 
 
 class SendLimiter:
-    def __init__(self, *, global_per_s: float = 30, per_chat_interval_s: float = 1.0, margin_s: float = 0.01,
+    def __init__(self, *, global_per_s: float = 30, per_chat_interval_s: float = 1.0, margin_s: float = 0.0,
                  clock=time.monotonic) -> None:  # noqa: ANN001
         self.global_per_s = max(1, int(global_per_s))
         self.per_chat_interval_s = per_chat_interval_s
