@@ -93,3 +93,32 @@ async def test_reports_need_a_supervisor_key(dispatcher) -> None:
     """An operator key cannot read reports."""
     resp = await dispatcher.client.get("/v1/reports/compliance", headers=await dispatcher.headers("operator", "33"))
     assert resp.status_code == 403
+
+
+async def test_overview_counts_open_work_and_lists_the_most_urgent_first(dispatcher, known) -> None:
+    """Open tasks by tier and status in the unit, nearest or past deadline first."""
+    report = (await dispatcher.client.get("/v1/reports/overview",
+                                          headers=await dispatcher.headers("supervisor", "33"))).json()
+    assert report["open_by_tier"]["high"]["breached"] == 1 and report["open_by_tier"]["low"]["breached"] == 1
+    assert sum(v["open"] + v["in_progress"] for v in report["open_by_tier"].values()) == 2
+    urgent = report["nearest_deadlines"]
+    assert [u["tier"] for u in urgent] == ["high", "low"]  # D was due at T0+2 h, C at T0+72 h
+    assert urgent[0]["minutes_left"] == -78 * 60
+
+
+async def test_audit_exports_as_csv_with_the_hashed_body(dispatcher, known) -> None:
+    """The audit page exports to CSV; each row's body is the exact text its hash covers."""
+    from shared.audit.service import entry_hash
+
+    resp = await dispatcher.client.get("/v1/audit", headers={**await dispatcher.headers("supervisor", ""),
+                                                              "Accept": "text/csv"})
+    assert resp.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(resp.text)))
+    assert rows and rows[0]["seq"] == "1"
+    first = rows[0]
+    from datetime import datetime as dt
+
+    assert entry_hash(seq=1, at=dt.fromisoformat(first["at"]), actor=first["actor"], action=first["action"],
+                      task_id=first["task_id"] or None, case_id=first["case_id"] or None,
+                      region_code=first["region_code"] or None, body=first["body"],
+                      prev_hash="0" * 64) == first["hash"]

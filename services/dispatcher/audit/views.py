@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import uuid
 from datetime import datetime
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 
 from services.dispatcher.deps import RuntimeDep, SupervisorKey
@@ -41,8 +43,9 @@ class VerifyOut(BaseModel):
     reason: str | None = None
 
 
-@router.get("", response_model=AuditPage)
+@router.get("", response_model=AuditPage, responses={200: {"content": {"text/csv": {}}}})
 async def list_audit(
+    request: Request,
     principal: SupervisorKey,
     rt: RuntimeDep,
     task_id: uuid.UUID | None = None,
@@ -53,7 +56,7 @@ async def list_audit(
     to: datetime | None = None,
     cursor: int | None = Query(default=None, ge=0, description="next_cursor from the previous page"),
     limit: int = Query(default=100, ge=1, le=1000),
-) -> AuditPage:
+) -> AuditPage | Response:
     """Entries in your unit, oldest first. Entries with no region are visible to nationwide keys only."""
     where = ["seq > :cursor"]
     params: dict[str, Any] = {"cursor": cursor or 0, "limit": limit + 1}
@@ -76,6 +79,17 @@ async def list_audit(
         rows = (await session.execute(sql(statement), params)).all()
     more = len(rows) > limit
     rows = rows[:limit]
+    if "text/csv" in request.headers.get("accept", ""):
+        # The export keeps the body exactly as hashed, so an exported page can be checked entry by entry.
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["seq", "at", "actor", "action", "task_id", "case_id", "region_code", "body", "hash"])
+        writer.writerows([r.seq, r.at.isoformat(), r.actor, r.action, r.task_id or "", r.case_id or "",
+                          r.region_code or "", r.body, r.hash] for r in rows)
+        headers = {"Content-Disposition": 'attachment; filename="audit.csv"'}
+        if more:
+            headers["X-Next-Cursor"] = str(rows[-1].seq)
+        return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers=headers)
     items = [AuditEntryOut(seq=r.seq, at=r.at, actor=r.actor, action=r.action, task_id=r.task_id,
                            case_id=r.case_id, region_code=r.region_code, body=orjson.loads(r.body), hash=r.hash)
              for r in rows]

@@ -121,3 +121,31 @@ async def ranking(session: AsyncSession, *, unit: str, from_: datetime, to: date
     for rank, row in enumerate(rows, start=1):
         row["rank"] = rank
     return {"unit": unit, "level": width, "from": from_, "to": to, "units": rows}
+
+
+_COUNTS = sql(
+    "SELECT tier, status, count(*) AS n, count(*) FILTER (WHERE breached) AS breached,"
+    " count(*) FILTER (WHERE escalated_at IS NOT NULL) AS escalated"
+    " FROM tasks WHERE region_code LIKE :unit AND status <> 'closed' GROUP BY tier, status"
+)
+_URGENT = sql(
+    "SELECT id, tier, status, due_at, breached, escalated_at, region_code, fraud_type FROM tasks"
+    " WHERE region_code LIKE :unit AND status <> 'closed' ORDER BY due_at LIMIT :limit"
+)
+
+
+async def overview(session: AsyncSession, *, unit: str, now: datetime, limit: int = 20) -> dict[str, Any]:
+    """Live work in the unit: open tasks by tier and status, and the ones nearest to (or past) their deadline."""
+    counts: dict[str, dict[str, int]] = {t: {"open": 0, "in_progress": 0, "breached": 0, "escalated": 0}
+                                         for t in ("high", "medium", "low")}
+    for row in (await session.execute(_COUNTS, {"unit": unit + "%"})).all():
+        counts[row.tier][row.status] += row.n
+        counts[row.tier]["breached"] += row.breached
+        counts[row.tier]["escalated"] += row.escalated
+    urgent = [
+        {"task_id": r.id, "tier": r.tier, "status": r.status, "due_at": r.due_at, "breached": r.breached,
+         "escalated": r.escalated_at is not None, "region_code": r.region_code, "fraud_type": r.fraud_type,
+         "minutes_left": round((r.due_at - now).total_seconds() / 60)}
+        for r in (await session.execute(_URGENT, {"unit": unit + "%", "limit": limit})).all()
+    ]
+    return {"unit": unit, "at": now, "open_by_tier": counts, "nearest_deadlines": urgent}

@@ -78,3 +78,14 @@ async def ranking(request: Request, principal: SupervisorKey, rt: RuntimeDep,
     if _wants_csv(request):
         return _csv(report["units"], f"ranking-{scope or 'all'}.csv")
     return Response(dumps(report), media_type="application/json")
+
+
+@router.get("/overview")
+async def overview(principal: SupervisorKey, rt: RuntimeDep,
+                   unit: str | None = Query(default=None, pattern=r"^\d{2,6}$"),
+                   limit: int = Query(default=20, ge=1, le=200)) -> Response:
+    """Open work in your unit by tier and status, and the tasks nearest to or past their deadline first."""
+    scope = _scope(principal, unit)
+    async with rt.sessionmaker() as session:
+        report = await service.overview(session, unit=scope, now=rt.clock.now(), limit=limit)
+    return Response(dumps(report), media_type="application/json")
