@@ -80,14 +80,10 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import subprocess
-import sys
-import tempfile
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -96,16 +92,15 @@ from services.dispatcher.bench import (
     CALM_FRAUD_TYPES,
     CST,
     REGIONS,
-    ROOT,
+    BenchError,
     DispatcherError,
+    ProcCpu,
+    ServerProcess,
     _Dispatcher,
     _free_ports,
     _Http,
     _machine_busy,
     _percentile,
-    _postgres_cpu,
-    _postgres_delta,
-    _proc_cpu,
     _Report,
     _run_all,
     _verbatim,
@@ -139,103 +134,11 @@ class _Plan:
         return cls(citizens=600, samples=20) if quick else cls(citizens=10_000, samples=40)
 
 
-class BotBenchError(RuntimeError):
+class BotBenchError(BenchError):
     """Something the figures depend on did not happen (a send missing, a wrong tier): they would be wrong."""
 
 
 # ---- the sandbox and the bot as subprocesses (the dispatcher is services/dispatcher/bench.py's) ---------------
-
-
-class _Service:
-    """`shouhu <args>` as a subprocess, its output in a temporary log, ready when `ready_path` answers 200."""
-
-    def __init__(self, name: str, args: list[str], port: int, env: dict[str, str], ready_path: str) -> None:
-        self.name = name
-        self.args = args
-        self.port = port
-        self.env = env
-        self.ready_path = ready_path
-        # Closed in __aexit__ (the server's output goes there for its whole life).
-        self.log = tempfile.NamedTemporaryFile(prefix=f"shouhu-bench-{name}-", suffix=".log", delete=False)  # noqa: SIM115
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.errors: list[str] = []
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def spawn(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "shared.cli", *self.args, "--port", str(self.port)],
-                                     env=self.env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
-
-    async def wait_ready(self, timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        assert self.proc is not None
-        last = "no answer"
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BotBenchError(f"the {self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
-            http = _Http(self.port)
-            try:
-                status, data = await asyncio.wait_for(http.request("GET", self.ready_path), 5)
-                if status == 200:
-                    return
-                last = _verbatim(status, data)
-            except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
-                last = repr(exc)
-            finally:
-                http.close()
-            await asyncio.sleep(0.2)
-        raise BotBenchError(f"the {self.name} was not ready after {timeout_s:.0f} s ({last}):\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(Path(self.log.name).read_text(errors="replace").splitlines()[-lines:])
-
-    def error_lines(self, limit: int = 10) -> list[str]:
-        found = [line for line in Path(self.log.name).read_text(errors="replace").splitlines()
-                 if '"error"' in line or '"critical"' in line or "Traceback" in line or "ERROR" in line]
-        return found[:limit]
-
-    async def __aexit__(self, exc_type: type[BaseException] | None = None, *_exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                await asyncio.to_thread(self.proc.wait, 15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                await asyncio.to_thread(self.proc.wait, 5)
-        self.log.close()
-        self.errors = self.error_lines()
-        if exc_type is not None:  # the benchmark failed: show what the server said, verbatim
-            print(f"{self.name} (port {self.port}) log (last lines):\n{self.log_tail()}", file=sys.stderr)
-        Path(self.log.name).unlink(missing_ok=True)
-
-
-@dataclass
-class _ProcCpu:
-    """CPU of this client, of each named server process, of PostgreSQL and of the machine, over a `with` block."""
-
-    procs: dict[str, int]
-    start: tuple[float, float, dict[str, float], dict[int, float], float, float] = (0, 0, {}, {}, 0, 0)
-    result: str = ""
-
-    def __enter__(self) -> _ProcCpu:
-        busy, total = _machine_busy()
-        self.start = (time.perf_counter(), time.process_time(), {n: _proc_cpu(p) for n, p in self.procs.items()},
-                      _postgres_cpu(), busy, total)
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        busy, total = _machine_busy()
-        wall0, client0, procs0, pg0, busy0, total0 = self.start
-        wall = max(time.perf_counter() - wall0, 1e-9)
-        ncpu = os.cpu_count() or 1
-        servers = ", ".join(f"{n} {100 * (_proc_cpu(p) - procs0[n]) / wall:.0f}%" for n, p in self.procs.items())
-        self.result = (f"client {100 * (time.process_time() - client0) / wall:.0f}%, {servers}, "
-                       f"postgres ~{100 * _postgres_delta(pg0, _postgres_cpu()) / wall:.0f}% (of one core); "
-                       f"machine {100 * ncpu * (busy - busy0) / max(total - total0, 1e-9):.0f}% of {100 * ncpu}%"
-                       f" over {wall:.1f} s")
 
 
 # ---- talking to the sandbox and the dispatcher --------------------------------------------------------------
@@ -351,7 +254,7 @@ async def _fan_out(sandbox_port: int, dispatcher_port: int, key: str, phones: li
 
         limit_s = n / TELEGRAM_GLOBAL_PER_S * 1.5 + 60
         polls: list[_Poll] = []
-        with _ProcCpu(procs) as cpu:
+        with ProcCpu(procs) as cpu:
             posting = asyncio.create_task(post_all())
             start = time.perf_counter()
             stats = before
@@ -477,11 +380,11 @@ async def bench_bot(quick: bool) -> dict[str, float]:
             await engine.dispose()
         sandbox_port, dispatcher_port, bot_port = _free_ports(3)
         base_env = {**os.environ, "SHOUHU_LOG_LEVEL": "WARNING"}
-        sandbox = _Service("sandbox", ["sandbox"], sandbox_port, base_env, "/healthz")
+        sandbox = ServerProcess("sandbox", ["sandbox"], sandbox_port, base_env, "/healthz")
         bot_env = {k: v for k, v in base_env.items() if k not in BOT_ENV_DROPPED}
         bot_env |= {"DATABASE_URL": db_url, "TELEGRAM_API_BASE": f"http://127.0.0.1:{sandbox_port}",
                     "SHOUHU_BOT_WORKER": "true", "SHOUHU_BOT_POLLING": "true"}
-        bot = _Service("bot", ["serve", "bot"], bot_port, bot_env, "/readyz")
+        bot = ServerProcess("bot", ["serve", "bot"], bot_port, bot_env, "/readyz")
         dispatcher = _Dispatcher(db_url, dispatcher_port)
         async with AsyncExitStack() as stack:
             # Stopped in reverse: the bot (it polls the sandbox) first, the sandbox last.
@@ -492,7 +395,7 @@ async def bench_bot(quick: bool) -> dict[str, float]:
             dispatcher.spawn()
             stack.push_async_exit(bot.__aexit__)
             bot.spawn()
-            await _run_all([dispatcher._wait_ready(60.0), bot.wait_ready()])
+            await _run_all([dispatcher.wait_ready(60.0), bot.wait_ready()])
             figures = await _measure(sandbox, dispatcher, bot, db_url, key, plan, report)
         for label, server in (("sandbox", sandbox), ("dispatcher", dispatcher), ("bot", bot)):
             if server.errors:
@@ -504,7 +407,7 @@ async def bench_bot(quick: bool) -> dict[str, float]:
     return figures
 
 
-async def _measure(sandbox: _Service, dispatcher: _Dispatcher, bot: _Service, db_url: str, key: str, plan: _Plan,
+async def _measure(sandbox: ServerProcess, dispatcher: _Dispatcher, bot: ServerProcess, db_url: str, key: str, plan: _Plan,
                    report: _Report) -> dict[str, float]:
     assert dispatcher.proc is not None
     procs = {"sandbox": sandbox.pid, "dispatcher": dispatcher.proc.pid, "bot": bot.pid}

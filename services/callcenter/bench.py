@@ -115,30 +115,25 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
 
 from services.dispatcher.bench import (
-    ROOT,
+    BenchError,
+    ProcCpu,
+    ServerProcess,
     _describe,
     _Dispatcher,
     _free_ports,
     _Http,
     _machine_busy,
     _percentile,
-    _postgres_cpu,
-    _postgres_delta,
-    _proc_cpu,
     _Records,
     _replicas_from_env,
     _Report,
@@ -184,80 +179,11 @@ class _Plan:
         return cls(calls=300, tasks=6000, calls_max_s=150, claims_max_s=420)
 
 
-class CallsBenchError(RuntimeError):
+class CallsBenchError(BenchError):
     """Something the figures depend on did not happen (a server error, a wrong tier): they would be wrong."""
 
 
 # ---- processes ------------------------------------------------------------------------------------------------
-
-
-class _Service:
-    """`shouhu <args> --port <port>` as a subprocess, its output in a temporary log, ready when `ready_path` is 200.
-
-    (The dispatcher is services/dispatcher/bench.py's `_Dispatcher`; this is the sandbox and the callcenter.)
-    """
-
-    def __init__(self, name: str, args: list[str], port: int, env: dict[str, str], ready_path: str) -> None:
-        self.name = name
-        self.args = args
-        self.port = port
-        self.env = env
-        self.ready_path = ready_path
-        # Closed in __aexit__ (the server's output goes there for its whole life).
-        self.log = tempfile.NamedTemporaryFile(prefix=f"shouhu-bench-{name}-", suffix=".log", delete=False)  # noqa: SIM115
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.errors: list[str] = []
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def spawn(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "shared.cli", *self.args, "--port", str(self.port)],
-                                     env=self.env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
-
-    async def wait_ready(self, timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        assert self.proc is not None
-        last = "no answer"
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise CallsBenchError(f"the {self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
-            http = _Http(self.port)
-            try:
-                status, data = await asyncio.wait_for(http.request("GET", self.ready_path), 5)
-                if status == 200:
-                    return
-                last = _verbatim(status, data)
-            except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
-                last = repr(exc)
-            finally:
-                http.close()
-            await asyncio.sleep(0.2)
-        raise CallsBenchError(f"the {self.name} was not ready after {timeout_s:.0f} s ({last}):\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(Path(self.log.name).read_text(errors="replace").splitlines()[-lines:])
-
-    def error_lines(self, limit: int = 10) -> list[str]:
-        found = [line for line in Path(self.log.name).read_text(errors="replace").splitlines()
-                 if '"error"' in line or '"critical"' in line or "Traceback" in line or "ERROR" in line]
-        return found[:limit]
-
-    async def __aexit__(self, exc_type: type[BaseException] | None = None, *_exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                await asyncio.to_thread(self.proc.wait, 15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                await asyncio.to_thread(self.proc.wait, 5)
-        self.log.close()
-        self.errors = self.error_lines()
-        if exc_type is not None:  # the benchmark failed: show what the server said, verbatim
-            print(f"{self.name} (port {self.port}) log (last lines):\n{self.log_tail()}", file=sys.stderr)
-        Path(self.log.name).unlink(missing_ok=True)
 
 
 async def _start(stack: AsyncExitStack, services: list[Any]) -> None:
@@ -265,67 +191,15 @@ async def _start(stack: AsyncExitStack, services: list[Any]) -> None:
     for service in services:
         stack.push_async_exit(service.__aexit__)
         service.spawn()
-    await _run_all([s.wait_ready(60.0) if isinstance(s, _Service) else s._wait_ready(60.0) for s in services])
+    await _run_all([s.wait_ready(60.0) for s in services])
 
 
-def _callcenter(name: str, db_url: str, port: int, sandbox_port: int, *, worker: bool) -> _Service:
+def _callcenter(name: str, db_url: str, port: int, sandbox_port: int, *, worker: bool) -> ServerProcess:
     env = {k: v for k, v in os.environ.items() if k not in CALLCENTER_ENV_DROPPED}
     env |= {"DATABASE_URL": db_url, "TWILIO_API_BASE": f"http://127.0.0.1:{sandbox_port}",
             "CALLCENTER_PUBLIC_URL": f"http://127.0.0.1:{port}", "SHOUHU_CALLS_PER_S": str(SANDBOX_CALLS_PER_S),
             "SHOUHU_LOG_LEVEL": "WARNING", "SHOUHU_CALLCENTER_WORKER": "true" if worker else "false"}
-    return _Service(name, ["serve", "callcenter"], port, env, "/readyz")
-
-
-@dataclass
-class _ProcCpu:
-    """CPU of this client, of each named server process, of PostgreSQL and of the machine, over a `with` block.
-
-    PostgreSQL's backends are sampled every 0.2 s while the block runs (not only at its ends, as the ingest
-    bench does): a connection pool closes its overflow connections as the load drops at the end of a phase, and
-    a backend gone by the end would otherwise take all of its CPU with it. At most the last 0.2 s of each
-    exited backend is lost.
-    """
-
-    procs: dict[str, int]
-    start: tuple[float, float, dict[str, float], dict[int, float], float, float] = (0, 0, {}, {}, 0, 0)
-    result: str = ""
-    pg_seen: dict[int, float] = field(default_factory=dict)
-    _sampler: asyncio.Task[None] | None = None
-
-    def __enter__(self) -> _ProcCpu:
-        busy, total = _machine_busy()
-        pg = _postgres_cpu()
-        self.pg_seen = dict(pg)
-        self.start = (time.perf_counter(), time.process_time(), {n: _proc_cpu(p) for n, p in self.procs.items()},
-                      pg, busy, total)
-        self._sampler = asyncio.get_running_loop().create_task(self._sample())
-        return self
-
-    def _merge(self, found: dict[int, float]) -> None:
-        for pid, cpu in found.items():
-            self.pg_seen[pid] = max(cpu, self.pg_seen.get(pid, 0.0))
-
-    async def _sample(self) -> None:
-        for _ in range(100_000):  # bounded; cancelled when the block ends
-            await asyncio.sleep(0.2)
-            self._merge(_postgres_cpu())
-
-    def __exit__(self, *_exc: object) -> None:
-        if self._sampler is not None:
-            self._sampler.cancel()
-        busy, total = _machine_busy()
-        final = _postgres_cpu()
-        self._merge(final)
-        wall0, client0, procs0, pg0, busy0, total0 = self.start
-        wall = max(time.perf_counter() - wall0, 1e-9)
-        ncpu = os.cpu_count() or 1
-        exited = sum(1 for pid in self.pg_seen if pid not in final)
-        servers = ", ".join(f"{n} {100 * (_proc_cpu(p) - procs0[n]) / wall:.0f}%" for n, p in self.procs.items())
-        self.result = (f"client {100 * (time.process_time() - client0) / wall:.0f}%, {servers}, "
-                       f"postgres ~{100 * _postgres_delta(pg0, self.pg_seen) / wall:.0f}%"
-                       f" (of one core; {exited} backends exited during it); "
-                       f"machine {100 * ncpu * (busy - busy0) / max(total - total0, 1e-9):.0f}% of {100 * ncpu}%"
-                       f" over {wall:.1f} s")
+    return ServerProcess(name, ["serve", "callcenter"], port, env, "/readyz")
 
 
 # ---- requests -------------------------------------------------------------------------------------------------
@@ -422,7 +296,7 @@ async def _calls_phase(sandbox_port: int, dispatcher_port: int, key: str, db_url
 
         bodies = [orjson.dumps({"warnings": wires[i:i + CALL_BATCH]}) for i in range(0, n, CALL_BATCH)]
         polls: list[tuple[float, int]] = []
-        with _ProcCpu(procs) as cpu:
+        with ProcCpu(procs) as cpu:
             t0 = time.perf_counter()
             results = await _ingest(dispatcher_port, key, bodies, concurrency=1, max_s=60)
             posted_s = time.perf_counter() - t0
@@ -657,7 +531,7 @@ async def _claims_phase(ports: list[int], seats: list[tuple[str, str]], db_url: 
     tasks = [asyncio.create_task(operator(i)) for i in range(len(seats))]
     try:
         await asyncio.sleep(0.5)  # every coroutine is waiting at the start line
-        with _ProcCpu(procs) as cpu:
+        with ProcCpu(procs) as cpu:
             t_start = time.perf_counter()
             start.set()
             await asyncio.wait_for(asyncio.gather(*tasks), plan.claims_max_s + 90)
@@ -745,7 +619,7 @@ async def bench_calls(quick: bool) -> dict[str, float]:
             await engine.dispose()
 
         sandbox_port, dispatcher_port, first_port, *cc_ports = _free_ports(3 + replicas)
-        sandbox = _Service("sandbox", ["sandbox"], sandbox_port, {**os.environ, "SHOUHU_LOG_LEVEL": "WARNING"},
+        sandbox = ServerProcess("sandbox", ["sandbox"], sandbox_port, {**os.environ, "SHOUHU_LOG_LEVEL": "WARNING"},
                            "/healthz")
         dispatcher = _Dispatcher(db_url, dispatcher_port)
         services += [("sandbox", sandbox), ("dispatcher", dispatcher)]

@@ -351,7 +351,11 @@ class _Http:
         return status, data
 
 
-class DispatcherError(RuntimeError):
+class BenchError(RuntimeError):
+    """A benchmark could not run as designed (a server failed, an answer was wrong): its figures would be wrong."""
+
+
+class DispatcherError(BenchError):
     """The dispatcher answered with an error (5xx) or rejected a record: the figures would be wrong."""
 
 
@@ -448,45 +452,39 @@ def _free_ports(count: int) -> list[int]:
             sock.close()
 
 
-class _Dispatcher:
-    """`shouhu serve dispatcher` as a subprocess: one process, one uvicorn worker, as in production."""
+class ServerProcess:
+    """`shouhu <args>` as a subprocess, its output in a temporary log, ready when `ready_path` answers 200."""
 
-    def __init__(self, db_url: str, port: int, replica: int = 0) -> None:
-        self.db_url = db_url
+    def __init__(self, name: str, args: list[str], port: int, env: dict[str, str], ready_path: str) -> None:
+        self.name = name
+        self.args = args
         self.port = port
-        self.replica = replica
+        self.env = env
+        self.ready_path = ready_path
         # Closed in __aexit__ (the server's output goes there for its whole life).
-        self.log = tempfile.NamedTemporaryFile(prefix=f"shouhu-bench-dispatcher-r{replica}-", suffix=".log",  # noqa: SIM115
-                                               delete=False)
+        self.log = tempfile.NamedTemporaryFile(prefix=f"shouhu-bench-{name}-", suffix=".log", delete=False)  # noqa: SIM115
         self.proc: subprocess.Popen[bytes] | None = None
         self.errors: list[str] = []
 
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
     def spawn(self) -> None:
-        env = {**os.environ, "DATABASE_URL": self.db_url, "SHOUHU_LOG_LEVEL": "WARNING",
-               "SHOUHU_DISPATCHER_WORKER": "true"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "serve", "dispatcher", "--port", str(self.port)],
-            env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([sys.executable, "-m", "shared.cli", *self.args, "--port", str(self.port)],
+                                     env=self.env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
 
-    async def __aenter__(self) -> _Dispatcher:
-        self.spawn()
-        try:
-            await self._wait_ready(60.0)
-        except BaseException as exc:
-            await self.__aexit__(type(exc))
-            raise
-        return self
-
-    async def _wait_ready(self, timeout_s: float) -> None:
+    async def wait_ready(self, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
         assert self.proc is not None
         last = "no answer"
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise DispatcherError(f"the dispatcher exited with {self.proc.returncode}:\n{self.log_tail()}")
+                raise BenchError(f"the {self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
             http = _Http(self.port)
             try:
-                status, data = await asyncio.wait_for(http.request("GET", "/readyz"), 5)
+                status, data = await asyncio.wait_for(http.request("GET", self.ready_path), 5)
                 if status == 200:
                     return
                 last = _verbatim(status, data)
@@ -495,7 +493,7 @@ class _Dispatcher:
             finally:
                 http.close()
             await asyncio.sleep(0.2)
-        raise DispatcherError(f"the dispatcher was not ready after {timeout_s:.0f} s ({last}):\n{self.log_tail()}")
+        raise BenchError(f"the {self.name} was not ready after {timeout_s:.0f} s ({last}):\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(Path(self.log.name).read_text(errors="replace").splitlines()[-lines:])
@@ -504,6 +502,15 @@ class _Dispatcher:
         found = [line for line in Path(self.log.name).read_text(errors="replace").splitlines()
                  if '"error"' in line or '"critical"' in line or "Traceback" in line or "ERROR" in line]
         return found[:limit]
+
+    async def __aenter__(self) -> ServerProcess:
+        self.spawn()
+        try:
+            await self.wait_ready(60.0)
+        except BaseException as exc:
+            await self.__aexit__(type(exc))
+            raise
+        return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None = None, *_exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -516,9 +523,73 @@ class _Dispatcher:
         self.log.close()
         self.errors = self.error_lines()
         if exc_type is not None:  # the benchmark failed: show what the server said, verbatim
-            print(f"dispatcher replica {self.replica} (port {self.port}) log (last lines):\n{self.log_tail()}",
-                  file=sys.stderr)
+            print(f"{self.name} (port {self.port}) log (last lines):\n{self.log_tail()}", file=sys.stderr)
         Path(self.log.name).unlink(missing_ok=True)
+
+
+@dataclass
+class ProcCpu:
+    """CPU of this client, of each named server process, of PostgreSQL and of the machine, over a `with` block.
+
+    PostgreSQL's backends are sampled every 0.2 s while the block runs (not only at its ends, as the ingest
+    bench does): a connection pool closes its overflow connections as the load drops at the end of a phase, and
+    a backend gone by the end would otherwise take all of its CPU with it. At most the last 0.2 s of each
+    exited backend is lost.
+    """
+
+    procs: dict[str, int]
+    start: tuple[float, float, dict[str, float], dict[int, float], float, float] = (0, 0, {}, {}, 0, 0)
+    result: str = ""
+    pg_seen: dict[int, float] = field(default_factory=dict)
+    _sampler: asyncio.Task[None] | None = None
+
+    def __enter__(self) -> ProcCpu:
+        busy, total = _machine_busy()
+        pg = _postgres_cpu()
+        self.pg_seen = dict(pg)
+        self.start = (time.perf_counter(), time.process_time(), {n: _proc_cpu(p) for n, p in self.procs.items()},
+                      pg, busy, total)
+        self._sampler = asyncio.get_running_loop().create_task(self._sample())
+        return self
+
+    def _merge(self, found: dict[int, float]) -> None:
+        for pid, cpu in found.items():
+            self.pg_seen[pid] = max(cpu, self.pg_seen.get(pid, 0.0))
+
+    async def _sample(self) -> None:
+        for _ in range(100_000):  # bounded; cancelled when the block ends
+            await asyncio.sleep(0.2)
+            self._merge(_postgres_cpu())
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
+        busy, total = _machine_busy()
+        final = _postgres_cpu()
+        self._merge(final)
+        wall0, client0, procs0, pg0, busy0, total0 = self.start
+        wall = max(time.perf_counter() - wall0, 1e-9)
+        ncpu = os.cpu_count() or 1
+        exited = sum(1 for pid in self.pg_seen if pid not in final)
+        servers = ", ".join(f"{n} {100 * (_proc_cpu(p) - procs0[n]) / wall:.0f}%" for n, p in self.procs.items())
+        self.result = (f"client {100 * (time.process_time() - client0) / wall:.0f}%, {servers}, "
+                       f"postgres ~{100 * _postgres_delta(pg0, self.pg_seen) / wall:.0f}%"
+                       f" (of one core; {exited} backends exited during it); "
+                       f"machine {100 * ncpu * (busy - busy0) / max(total - total0, 1e-9):.0f}% of {100 * ncpu}%"
+                       f" over {wall:.1f} s")
+
+
+class _Dispatcher(ServerProcess):
+    """`shouhu serve dispatcher` as a subprocess: one process, one uvicorn worker, as in production."""
+
+    def __init__(self, db_url: str, port: int, replica: int = 0) -> None:
+        env = {**os.environ, "DATABASE_URL": db_url, "SHOUHU_LOG_LEVEL": "WARNING", "SHOUHU_DISPATCHER_WORKER": "true"}
+        super().__init__(f"dispatcher replica {replica}", ["serve", "dispatcher"], port, env, "/readyz")
+        self.db_url = db_url
+        self.replica = replica
+
+    async def _wait_ready(self, timeout_s: float) -> None:
+        await self.wait_ready(timeout_s)
 
 
 class _Replicas:
