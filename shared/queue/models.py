@@ -52,4 +52,7 @@ class Job(Base):
             postgresql_where=text("dedupe_key IS NOT NULL AND status IN ('queued', 'running')"),
         ),
         Index("ix_jobs_queued_task", "task_id", postgresql_where=text("status = 'queued'")),
+        # The seat operators' queue (claim_next in services/callcenter/seats/service.py), migration 0006.
+        Index("ix_jobs_operator_queue", "run_at", "task_id",
+              postgresql_where=text("queue = 'callcenter' AND kind = 'call.operator' AND status = 'queued'")),
     )
