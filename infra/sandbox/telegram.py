@@ -49,6 +49,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
+from infra.sandbox.signal import ChangeSignal
+
 log = structlog.get_logger(__name__)
 
 # A token of the real shape (bot id, colon, 35 URL-safe characters) for the local bot when no real one is set.
@@ -419,7 +421,7 @@ class BotState:
         self.poll_generation = 0
         self.closed = False
         self.delivery_task: asyncio.Task[None] | None = None
-        self._changed = asyncio.Event()
+        self._changed = ChangeSignal()
 
     @property
     def username(self) -> str:
@@ -430,14 +432,10 @@ class BotState:
 
     def notify(self) -> None:
         """Wake every waiter (long polls, webhook delivery, control-API waits); each re-checks its condition."""
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._changed.fire()
 
     async def wait_change(self, timeout_s: float) -> None:
-        if timeout_s <= 0:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout_s)
+        await self._changed.wait(timeout_s)
 
 
 MethodHandler = Callable[["TelegramSandbox", BotState, Params], Awaitable[Any]]

@@ -62,6 +62,8 @@ from fastapi.responses import JSONResponse
 from pydantic import AliasChoices, BaseModel, Field
 from twilio.request_validator import RequestValidator
 
+from infra.sandbox.signal import ChangeSignal
+
 log = structlog.get_logger(__name__)
 
 # The account the callcenter uses when TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN are unset (a real SID's shape).
@@ -274,7 +276,7 @@ class Call:
         self.outbox: asyncio.Queue[dict[str, str] | None] = asyncio.Queue()
         self.sender: asyncio.Task[None] | None = None
         self.sequence = 0
-        self._poked = asyncio.Event()
+        self._poked = ChangeSignal()
 
     @property
     def final(self) -> bool:
@@ -289,14 +291,10 @@ class Call:
 
     def poke(self) -> None:
         """Wake this call's own waits (ringing, Gather, bridge); each re-checks what it waits for."""
-        self._poked.set()
-        self._poked = asyncio.Event()
+        self._poked.fire()
 
     async def wait_poke(self, timeout_s: float) -> None:
-        if timeout_s <= 0:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._poked.wait(), timeout_s)
+        await self._poked.wait(timeout_s)
 
     def resource(self) -> dict[str, Any]:
         """Twilio's call resource, as the REST API answers it."""
@@ -370,7 +368,7 @@ class TwilioSandbox:
         self._slots = asyncio.Semaphore(max_live_calls)
         self._http: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._changed = asyncio.Event()
+        self._changed = ChangeSignal()
         self._closing = False
         self._reset_state()
 
@@ -388,14 +386,10 @@ class TwilioSandbox:
 
     def notify(self) -> None:
         """Wake every control-API waiter; each re-checks its condition."""
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._changed.fire()
 
     async def wait_change(self, timeout_s: float) -> None:
-        if timeout_s <= 0:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout_s)
+        await self._changed.wait(timeout_s)
 
     def scaled(self, phone_s: float) -> float:
         return max(0.0, phone_s) * self.time_scale
