@@ -9,6 +9,7 @@ own clone, so tests may commit, run several processes, and run in parallel
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import socket
@@ -186,9 +187,46 @@ def warning(**overrides: object) -> dict:
 # ---- the sandbox (fake Telegram and Twilio), over real HTTP -------------------------------------------
 
 def free_port() -> int:
+    """A port free right now, for servers started as subprocesses (in-process servers use listening_socket)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def listening_socket() -> socket.socket:
+    """A socket already bound to a free port, handed to the server (no window for another process to take it)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@contextlib.asynccontextmanager
+async def serve(app: Any, sock: socket.socket | None = None) -> AsyncIterator[str]:
+    """Run an ASGI app with uvicorn (in this event loop) for the duration; yields its base URL.
+
+    A short graceful shutdown: an open long poll would otherwise hold the server for its whole timeout.
+    """
+    sock = sock or listening_socket()
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
+                                           timeout_graceful_shutdown=0.5))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    started = time.monotonic()
+    while not server.started:
+        assert not task.done(), "the server stopped while starting"
+        assert time.monotonic() - started < 10, "the server did not start"
+        await asyncio.sleep(0.01)
+    try:
+        yield url_of(sock)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+        sock.close()
 
 
 class Sandbox:
@@ -240,19 +278,11 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout_s: float = 5.0
 
 @pytest.fixture
 async def sandbox() -> AsyncIterator[Sandbox]:
-    port = free_port()
-    # A short graceful shutdown: the bot's long poll would otherwise hold the server open for its full timeout.
     from infra.sandbox.app import create_app as create_sandbox
 
-    server = uvicorn.Server(uvicorn.Config(create_sandbox(), host="127.0.0.1", port=port, log_config=None,
-                                           lifespan="on", timeout_graceful_shutdown=0.5))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-    box = Sandbox(f"http://127.0.0.1:{port}")
-    yield box
-    await box.http.aclose()
-    server.should_exit = True
-    await asyncio.wait_for(task, 10)
+    async with serve(create_sandbox()) as base:
+        box = Sandbox(base)
+        yield box
+        await box.http.aclose()
 
 

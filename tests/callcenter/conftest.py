@@ -7,12 +7,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import uvicorn
 
 from services.callcenter.app import create_app as create_callcenter
 from services.callcenter.settings import CallcenterSettings
 from shared.queue.worker import Handler, Worker
-from tests.conftest import Sandbox, free_port
+from tests.conftest import Sandbox, listening_socket, serve, url_of
 
 
 class Phone:
@@ -67,16 +66,10 @@ async def callcenter(sandbox: Sandbox, dispatcher) -> AsyncIterator[CallcenterHa
     phone = Phone(sandbox)
     await phone.call("POST", "/settings", time_scale=0.01)
     await phone.call("POST", "/limits", calls_per_s=100)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
+    sock = listening_socket()  # bound first: the public URL Twilio signs over must name our own port
+    base = url_of(sock)
     settings = CallcenterSettings(DATABASE_URL=dispatcher.db_url, TWILIO_API_BASE=sandbox.base,
                                   CALLCENTER_PUBLIC_URL=base, SHOUHU_CALLCENTER_WORKER=False, SHOUHU_CALLS_PER_S=50)
     app = create_callcenter(settings, clock=dispatcher.clock)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on",
-                                           timeout_graceful_shutdown=0.5))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-    yield CallcenterHarness(app, phone, dispatcher, base)
-    server.should_exit = True
-    await asyncio.wait_for(task, 10)
+    async with serve(app, sock):
+        yield CallcenterHarness(app, phone, dispatcher, base)

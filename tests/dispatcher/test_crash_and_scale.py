@@ -6,7 +6,6 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from sqlalchemy import text
 
 from services.dispatcher.tasks.plans import RESULT_KIND
 from shared.queue.service import NewJob, enqueue
-from tests.conftest import ROOT, warning
+from tests.conftest import ROOT, free_port, warning
 
 pytestmark = pytest.mark.slow
 
@@ -68,12 +67,6 @@ async def test_worker_killed_mid_job_loses_nothing_and_doubles_nothing(dispatche
     assert results == 1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _jobs_done(metrics: str) -> float:
     pattern = r'shouhu_jobs_total\{kind="task.channel_result",queue="dispatcher",result="done"\} ([0-9.e+]+)'
     match = re.search(pattern, metrics)
@@ -82,7 +75,7 @@ def _jobs_done(metrics: str) -> float:
 
 async def test_two_dispatcher_processes_share_the_work_without_doubling(dispatcher) -> None:
     """Two dispatcher servers on one database: one case per person, one record per key, each job done once."""
-    ports = [_free_port(), _free_port()]
+    ports = [free_port(), free_port()]
     env = {**os.environ, "DATABASE_URL": dispatcher.db_url, "SHOUHU_LOG_LEVEL": "WARNING",
            "SHOUHU_WORKER_POLL_INTERVAL_S": "0.2"}
     procs = [subprocess.Popen([sys.executable, "-m", "shared.cli", "serve", "dispatcher", "--port", str(port)],

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import secrets
-import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -19,7 +18,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from aiogram import Bot, Dispatcher
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
@@ -44,17 +42,9 @@ from aiohttp import web
 
 from infra.sandbox.app import create_app
 from infra.sandbox.telegram import TelegramSandbox
+from tests.conftest import listening_socket, serve
 
 CONTROL = "/sandbox/telegram"
-
-
-def _listening_socket() -> socket.socket:
-    """A socket already bound to a free port, handed to the server (no window for another process to take it)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    return sock
 
 
 def _token() -> tuple[int, str]:
@@ -92,27 +82,14 @@ class SandboxHarness:
 @pytest.fixture
 async def sandbox() -> AsyncIterator[SandboxHarness]:
     telegram = TelegramSandbox(webhook_backoff_s=(0.05, 0.1, 0.2))
-    sock = _listening_socket()
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(telegram=telegram), log_config=None, access_log=False,
-                                           lifespan="on", timeout_graceful_shutdown=2))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    started = time.monotonic()
-    while not server.started:
-        assert not task.done(), "the sandbox server stopped while starting"
-        assert time.monotonic() - started < 10, "the sandbox server did not start"
-        await asyncio.sleep(0.01)
-    base_url = f"http://127.0.0.1:{port}"
-    harness = SandboxHarness(base_url, telegram, httpx.AsyncClient(base_url=base_url, timeout=10))
-    try:
-        yield harness
-    finally:
-        for bot in harness.bots:
-            await bot.session.close()
-        await harness.control.aclose()
-        server.should_exit = True
-        await task
-        sock.close()
+    async with serve(create_app(telegram=telegram)) as base_url:
+        harness = SandboxHarness(base_url, telegram, httpx.AsyncClient(base_url=base_url, timeout=10))
+        try:
+            yield harness
+        finally:
+            for bot in harness.bots:
+                await bot.session.close()
+            await harness.control.aclose()
 
 
 @contextlib.asynccontextmanager
@@ -130,7 +107,7 @@ async def webhook_receiver(statuses: list[int] | None = None) -> AsyncIterator[t
     app.router.add_post("/telegram/webhook", handle)
     runner = web.AppRunner(app)
     await runner.setup()
-    sock = _listening_socket()
+    sock = listening_socket()
     site = web.SockSite(runner, sock)
     await site.start()
     try:
@@ -447,7 +424,7 @@ async def test_aiogram_webhook_handler_is_verified_and_its_reply_method_is_run(s
         app, path="/telegram/webhook")
     runner = web.AppRunner(app)
     await runner.setup()
-    sock = _listening_socket()
+    sock = listening_socket()
     await web.SockSite(runner, sock).start()
     try:
         await bot.set_webhook(f"http://127.0.0.1:{sock.getsockname()[1]}/telegram/webhook",

@@ -10,9 +10,7 @@ Each test starts its own sandbox app and its own tiny TwiML application (FastAPI
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -21,7 +19,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from twilio.base.exceptions import TwilioRestException
@@ -31,6 +28,7 @@ from twilio.rest import Client
 
 from infra.sandbox.app import create_app
 from infra.sandbox.twilio import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, TwilioError, TwilioSandbox
+from tests.conftest import serve
 
 CONTROL = "/sandbox/twilio"
 CITIZEN = "+8613800138000"
@@ -45,35 +43,6 @@ GATHER_TWIML = """<?xml version="1.0" encoding="UTF-8"?>
   </Gather>
   <Say language="zh-CN">我们没有收到您的按键，再见。</Say>
 </Response>"""
-
-
-def _listening_socket() -> socket.socket:
-    """A socket already bound to a free port, handed to the server (no window for another process to take it)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    return sock
-
-
-@contextlib.asynccontextmanager
-async def serve(app: Any) -> AsyncIterator[str]:
-    """Run an ASGI app with uvicorn on a free port for the duration; yields its base URL."""
-    sock = _listening_socket()
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
-                                           timeout_graceful_shutdown=2))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    started = time.monotonic()
-    while not server.started:
-        assert not task.done(), "the server stopped while starting"
-        assert time.monotonic() - started < 10, "the server did not start"
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 @dataclass
