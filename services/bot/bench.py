@@ -99,15 +99,14 @@ from services.dispatcher.bench import (
     _Dispatcher,
     _free_ports,
     _Http,
-    _machine_busy,
     _percentile,
     _Report,
     _run_all,
     _verbatim,
-    _with_admin,
+    bench_database,
+    machine_idle_note,
 )
-from shared.db import make_engine, make_sessionmaker, raw_connect, resolve_database_url, transaction, with_database
-from shared.settings import CommonSettings
+from shared.db import make_engine, make_sessionmaker, raw_connect, transaction
 
 TELEGRAM_GLOBAL_PER_S = 30  # Telegram's limits, which the sandbox is told to enforce
 TELEGRAM_PER_CHAT_PER_S = 1
@@ -354,24 +353,11 @@ async def _first_alerts(sandbox_port: int, dispatcher_port: int, key: str, chats
 async def bench_bot(quick: bool) -> dict[str, float]:
     """Alert fan-out rate within Telegram's limits (429s, per-chat spacing) and time to the first alert."""
     from shared.auth.service import create_key
-    from shared.migrate import migrate
 
-    # Other processes on this machine skew every figure: note how busy it was before we started.
-    busy0, total0 = _machine_busy()
-    await asyncio.sleep(1.0)
-    busy1, total1 = _machine_busy()
-    ncpu = os.cpu_count() or 1
     report = _Report()
-    report.notes.append(f"machine busy before the run (other processes): "
-                        f"{100 * ncpu * (busy1 - busy0) / max(total1 - total0, 1e-9):.0f}% of {100 * ncpu}%")
-    settings = CommonSettings()
-    server_url = resolve_database_url(settings.database_url, settings.data_dir)
-    name = f"shouhu_bench_{secrets.token_hex(6)}"
-    await _with_admin(server_url, lambda a: a.execute(f'CREATE DATABASE "{name}"'))
-    db_url = with_database(server_url, name)
+    report.notes.append(await machine_idle_note())
     plan = _Plan.of(quick)
-    try:
-        await migrate(db_url)
+    async with bench_database() as db_url:
         engine = make_engine(db_url, pool_size=1, application_name="shouhu-bench")
         try:
             async with transaction(make_sessionmaker(engine)) as session:
@@ -401,8 +387,6 @@ async def bench_bot(quick: bool) -> dict[str, float]:
             if server.errors:
                 report.notes.append(f"{label} log errors (verbatim):")
                 report.notes.extend(f"  {line[:400]}" for line in server.errors)
-    finally:
-        await _with_admin(server_url, lambda a: a.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     report.print()
     return figures
 

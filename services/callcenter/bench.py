@@ -114,7 +114,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import time
 import uuid
 from contextlib import AsyncExitStack
@@ -132,17 +131,16 @@ from services.dispatcher.bench import (
     _Dispatcher,
     _free_ports,
     _Http,
-    _machine_busy,
     _percentile,
     _Records,
     _replicas_from_env,
     _Report,
     _run_all,
     _verbatim,
-    _with_admin,
+    bench_database,
+    machine_idle_note,
 )
-from shared.db import make_engine, make_sessionmaker, raw_connect, resolve_database_url, transaction, with_database
-from shared.settings import CommonSettings
+from shared.db import make_engine, make_sessionmaker, raw_connect, transaction
 
 SANDBOX = "/sandbox/twilio"
 SANDBOX_CALLS_PER_S = 10  # what the sandbox allows (Twilio's per-account CPS), and what the callcenter is told
@@ -579,32 +577,15 @@ def _error_summary(line: str) -> str:
     return f"{entry.get('timestamp', '')} {event}" + (f": {exception[-1]}" if exception else "")
 
 
-def _idle_note(busy0: float, total0: float) -> str:
-    busy1, total1 = _machine_busy()
-    ncpu = os.cpu_count() or 1
-    return (f"machine busy before the run (other processes): "
-            f"{100 * ncpu * (busy1 - busy0) / max(total1 - total0, 1e-9):.0f}% of {100 * ncpu}%")
-
-
 async def bench_calls(quick: bool) -> dict[str, float]:
     """Automated calls per second within Twilio's limit (never twice), and seat claim latency under 1,600 seats."""
     from shared.auth.service import create_key
-    from shared.migrate import migrate
-
     replicas = _replicas_from_env()
     plan = _Plan.of(quick)
-    busy0, total0 = _machine_busy()
-    await asyncio.sleep(1.0)
     report = _Report()
-    report.notes.append(_idle_note(busy0, total0))
-    settings = CommonSettings()
-    server_url = resolve_database_url(settings.database_url, settings.data_dir)
-    name = f"shouhu_bench_{secrets.token_hex(6)}"
-    await _with_admin(server_url, lambda a: a.execute(f'CREATE DATABASE "{name}"'))
-    db_url = with_database(server_url, name)
+    report.notes.append(await machine_idle_note())
     services: list[tuple[str, Any]] = []
-    try:
-        await migrate(db_url)
+    async with bench_database() as db_url:
         engine = make_engine(db_url, pool_size=1, application_name="shouhu-bench")
         try:
             units = list(UNITS)
@@ -644,8 +625,6 @@ async def bench_calls(quick: bool) -> dict[str, float]:
                 procs = {"dispatcher": dispatcher.proc.pid}  # type: ignore[union-attr]
                 procs |= {f"callcenter r{i}": s.pid for i, s in enumerate(seat_servers)}
                 claims = await _claims_phase(cc_ports, seats, db_url, plan, procs)
-    finally:
-        await _with_admin(server_url, lambda a: a.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
     from services.callcenter.calls.pacing import CallPacer
 

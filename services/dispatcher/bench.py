@@ -92,8 +92,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -954,29 +954,43 @@ async def _with_admin(server_url: str, fn: Callable[[Any], Awaitable[None]]) -> 
         await admin.close()
 
 
-async def bench_ingest(quick: bool) -> dict[str, float]:
-    """Ingest throughput (batched, single, plain-INSERT baseline) and time to the first call job."""
-    from shared.auth.service import create_key
-    from shared.migrate import migrate
-
-    replicas = _replicas_from_env()
-    # Other processes on this machine skew every figure: note how busy it was before we started.
+async def machine_idle_note() -> str:
+    """How busy the machine was in the second before the run: other processes skew every figure."""
     busy0, total0 = _machine_busy()
     await asyncio.sleep(1.0)
     busy1, total1 = _machine_busy()
-    idle_note = (f"machine busy before the run (other processes): "
-                 f"{100 * (os.cpu_count() or 1) * (busy1 - busy0) / max(total1 - total0, 1e-9):.0f}%"
-                 f" of {100 * (os.cpu_count() or 1)}%")
+    ncpu = os.cpu_count() or 1
+    return (f"machine busy before the run (other processes): "
+            f"{100 * ncpu * (busy1 - busy0) / max(total1 - total0, 1e-9):.0f}% of {100 * ncpu}%")
+
+
+@asynccontextmanager
+async def bench_database() -> AsyncIterator[str]:
+    """A fresh, migrated database on the configured server (embedded when DATABASE_URL is unset), dropped after."""
+    from shared.migrate import migrate
+
     settings = CommonSettings()
     server_url = resolve_database_url(settings.database_url, settings.data_dir)
     name = f"shouhu_bench_{secrets.token_hex(6)}"
     await _with_admin(server_url, lambda a: a.execute(f'CREATE DATABASE "{name}"'))
-    db_url = with_database(server_url, name)
+    try:
+        db_url = with_database(server_url, name)
+        await migrate(db_url)
+        yield db_url
+    finally:
+        await _with_admin(server_url, lambda a: a.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+
+async def bench_ingest(quick: bool) -> dict[str, float]:
+    """Ingest throughput (batched, single, plain-INSERT baseline) and time to the first call job."""
+    from shared.auth.service import create_key
+
+    replicas = _replicas_from_env()
     plan = _Plan.of(quick)
     report = _Report()
-    report.notes.append(idle_note)
-    try:
-        await migrate(db_url)
+    report.notes.append(await machine_idle_note())
+    async with bench_database() as db_url:
         engine = make_engine(db_url, pool_size=1, application_name="shouhu-bench")
         try:
             async with transaction(make_sessionmaker(engine)) as session:
@@ -990,8 +1004,6 @@ async def bench_ingest(quick: bool) -> dict[str, float]:
         if servers.errors:
             report.notes.append("dispatcher log errors (verbatim):")
             report.notes.extend(f"  {line[:400]}" for line in servers.errors)
-    finally:
-        await _with_admin(server_url, lambda a: a.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     report.print()
     return figures
 
