@@ -207,13 +207,15 @@ def url_of(sock: socket.socket) -> str:
 
 
 @contextlib.asynccontextmanager
-async def serve(app: Any, sock: socket.socket | None = None) -> AsyncIterator[str]:
+async def serve(app: Any, sock: socket.socket | None = None, *, lifespan: str = "on") -> AsyncIterator[str]:
     """Run an ASGI app with uvicorn (in this event loop) for the duration; yields its base URL.
+
+    lifespan="off" serves an app whose lifespan a fixture already runs (the `dispatcher` harness).
 
     A short graceful shutdown: an open long poll would otherwise hold the server for its whole timeout.
     """
     sock = sock or listening_socket()
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan=lifespan,
                                            timeout_graceful_shutdown=0.5))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     started = time.monotonic()
@@ -286,3 +288,49 @@ async def sandbox() -> AsyncIterator[Sandbox]:
         await box.http.aclose()
 
 
+
+
+# ---- a real headless Chromium (Debian's package), driven by Playwright -------------------------------
+
+CHROMIUM = os.environ.get("SHOUHU_CHROMIUM", "/usr/bin/chromium")
+BROWSER_SKIP_REASON = "browser tests did not run"
+
+
+@pytest.fixture(scope="session")
+async def chromium() -> AsyncIterator[Any]:
+    """One headless Chromium per test worker; skipped, and said so at the end of the run, when it is missing."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{BROWSER_SKIP_REASON}: no Chromium at {CHROMIUM} (apt-get install chromium)")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        await browser.close()
+
+
+@pytest.fixture
+async def page(chromium: Any) -> AsyncIterator[Any]:
+    """A fresh browser context (no cookies) at the size of a PC seat's screen, 1366x768."""
+    context = await chromium.new_context(viewport={"width": 1366, "height": 768}, locale="zh-CN")
+    context.set_default_timeout(10_000)
+    page = await context.new_page()
+    yield page
+    await context.close()
+
+
+async def sign_in(page: Any, base_url: str, api_key: str) -> None:
+    """Sign in to a console through its form, as a person would."""
+    await page.goto(f"{base_url}/console")
+    await page.fill("input[name=api_key]", api_key)
+    await page.click("button[type=submit]")
+    await page.wait_for_url(f"{base_url}/console**")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    # Read from the reports, which xdist forwards from every worker to this process.
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if BROWSER_SKIP_REASON in str(r.longrepr)]
+    if skipped:
+        terminalreporter.write_line(
+            f"BROWSER TESTS DID NOT RUN ({len(skipped)} skipped): Chromium is not installed at {CHROMIUM}. "
+            "Install Debian's 'chromium' package (.ci/run does) to run the console tests.", red=True, bold=True)

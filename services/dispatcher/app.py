@@ -11,6 +11,8 @@ from fastapi import FastAPI
 
 from services.dispatcher.audit.views import router as audit_router
 from services.dispatcher.clues.views import router as clues_router
+from services.dispatcher.console.views import console
+from services.dispatcher.console.views import router as console_router
 from services.dispatcher.deps import Runtime
 from services.dispatcher.jobs import make_worker
 from services.dispatcher.policy.service import PolicyStore, load_policy
@@ -80,4 +82,6 @@ def create_app(settings: DispatcherSettings | None = None, *, clock: Clock | Non
     app.include_router(audit_router)
     app.include_router(clues_router)
     app.include_router(reports_router)
+    console.install(app)
+    app.include_router(console_router)
     return app

@@ -27,8 +27,16 @@ class Clue(Base):
     reporter_phone: Mapped[str | None] = mapped_column(String(20))
     # The unit that should answer: the region of the reporter's latest case, when known.
     region_code: Mapped[str | None] = mapped_column(String(6))
-    status: Mapped[str] = mapped_column(String(12))  # "new", later "routed", "answered", "closed"
+    status: Mapped[str] = mapped_column(String(12))  # new -> routed -> answered -> closed
     reported_at: Mapped[datetime]
     created_at: Mapped[datetime]
+    routed_at: Mapped[datetime | None]
+    routed_by: Mapped[str | None] = mapped_column(String(200))
+    # 限时反馈: the unit must answer the citizen by then; past it the clue is overdue.
+    answer_due_at: Mapped[datetime | None]
+    answer: Mapped[str | None] = mapped_column(Text)
+    answered_at: Mapped[datetime | None]
+    answered_by: Mapped[str | None] = mapped_column(String(200))
+    closed_at: Mapped[datetime | None]
 
     __table_args__ = (Index("ix_clues_region", "region_code", "reported_at"),)

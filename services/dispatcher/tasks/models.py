@@ -49,6 +49,9 @@ class Task(Base):
     closed_at: Mapped[datetime | None]
     closed_by: Mapped[str | None] = mapped_column(String(200))
     note: Mapped[str | None] = mapped_column(Text)
+    # Handed to another unit by a supervisor (its seats and supervisors see the task too); None: region_code's.
+    assigned_unit: Mapped[str | None] = mapped_column(String(6))
+    reassigned_at: Mapped[datetime | None]  # the supervisor's last decision on it (escalation queue)
 
     __table_args__ = (
         Index("ix_tasks_region", "region_code", "id", postgresql_ops={"region_code": "text_pattern_ops"}),

@@ -1,0 +1,1 @@
+"""The supervisor console (GET /console): overview, escalations and breaches, cases, ranking, audit, clues."""

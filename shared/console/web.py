@@ -1,0 +1,206 @@
+"""The console frame each service mounts: sign-in and sign-out, the language switch, CSRF checks, page rendering."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
+
+import yaml
+from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from jinja2 import ChoiceLoader, FileSystemLoader
+from starlette.templating import Jinja2Templates
+
+from shared.audit import service as audit
+from shared.console import sessions
+from shared.console.sessions import ConsoleUser
+from shared.db import transaction
+
+HERE = Path(__file__).parent
+LANGS = ("zh", "en")
+LANG_COOKIE = "shouhu_lang"
+SIGNIN_CSRF_COOKIE = "shouhu_signin_csrf"
+STATIC_PATH = "/console/static"
+# Times on the pages are the centre's local time (the policy's call windows use the same zone).
+LOCAL_TZ = ZoneInfo("Asia/Shanghai")
+
+
+class SignInRequired(Exception):
+    """Raised by the page dependency when the browser has no live session."""
+
+
+def load_messages(*files: Path) -> dict[str, dict[str, str]]:
+    messages: dict[str, dict[str, str]] = {}
+    for file in files:
+        messages.update(yaml.safe_load(file.read_text(encoding="utf-8")) or {})
+    return messages
+
+
+def local_time(value: datetime | None, fmt: str = "%m-%d %H:%M") -> str:
+    return "" if value is None else value.astimezone(LOCAL_TZ).strftime(fmt)
+
+
+def safe_next(target: str | None, default: str) -> str:
+    """Only same-site paths are followed after sign-in or a language switch (no open redirect)."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return default
+
+
+class Console:
+    """One service's console: its name, who may sign in, its templates and texts, and its clock."""
+
+    def __init__(self, *, service: str, title_key: str, roles: Iterable[str], home: str,
+                 template_dirs: Iterable[Path], messages_files: Iterable[Path],
+                 now: Callable[[Request], datetime]) -> None:
+        self.service = service
+        self.title_key = title_key
+        self.roles = set(roles) | {"admin"}
+        self.home = home
+        self.cookie = f"shouhu_{service}_session"
+        self.now = now
+        self.messages = load_messages(HERE / "messages.yaml", *messages_files)
+        dirs = [str(d) for d in template_dirs] + [str(HERE / "templates")]
+        self.templates = Jinja2Templates(directory=dirs[0])
+        self.templates.env.loader = ChoiceLoader([FileSystemLoader(d) for d in dirs])
+        self.templates.env.filters["local"] = local_time
+        self.templates.env.globals["static"] = STATIC_PATH
+
+    # ---- texts ----------------------------------------------------------------------------------
+
+    def lang_of(self, request: Request) -> str:
+        lang = request.cookies.get(LANG_COOKIE, "zh")
+        return lang if lang in LANGS else "zh"
+
+    def translator(self, lang: str) -> Callable[..., str]:
+        def t(key: str, **values: Any) -> str:
+            entry = self.messages.get(key)
+            text = key if entry is None else entry.get(lang) or entry.get("zh") or key
+            return text.format(**values) if values else text
+        return t
+
+    # ---- who is signed in -----------------------------------------------------------------------
+
+    async def current_user(self, request: Request) -> ConsoleUser:
+        """The page dependency: the signed-in user with a console role, else off to the sign-in page."""
+        token = request.cookies.get(self.cookie)
+        if not token:
+            raise SignInRequired
+        async with request.app.state.sessionmaker() as session:
+            user = await sessions.resolve(session, token, service=self.service, now=self.now(request))
+        if user is None or user.principal.role not in self.roles:
+            raise SignInRequired
+        request.state.principal = user.principal
+        return user
+
+    async def acting_user(self, request: Request) -> ConsoleUser:
+        """For every state-changing request: a live session, a matching CSRF token and no foreign Origin."""
+        user = await self.current_user(request)
+        origin = request.headers.get("origin")
+        if origin and origin.rstrip("/") != str(request.base_url).rstrip("/"):
+            raise HTTPException(403, "cross-site request refused (Origin does not match)")
+        presented = request.headers.get("x-csrf-token")
+        if presented is None and "form" in request.headers.get("content-type", ""):
+            presented = (await request.form()).get("csrf_token")
+        if not sessions.csrf_matches(user.csrf_token, presented if isinstance(presented, str) else None):
+            raise HTTPException(403, "missing or wrong CSRF token: reload the page and try again")
+        return user
+
+    def page_user(self) -> Any:
+        return Annotated[ConsoleUser, Depends(self.current_user)]
+
+    def action_user(self) -> Any:
+        return Annotated[ConsoleUser, Depends(self.acting_user)]
+
+    # ---- rendering ------------------------------------------------------------------------------
+
+    def render(self, request: Request, template: str, user: ConsoleUser | None, *, status_code: int = 200,
+               **context: Any) -> HTMLResponse:
+        lang = self.lang_of(request)
+        context.update(request=request, user=user, lang=lang, t=self.translator(lang), console=self,
+                       csrf_token=user.csrf_token if user else "", now=self.now(request),
+                       here=request.url.path + (f"?{request.url.query}" if request.url.query else ""))
+        return self.templates.TemplateResponse(request, template, context, status_code=status_code)
+
+    def redirect(self, path: str) -> RedirectResponse:
+        # 303: the browser follows a POST with a GET (POST-redirect-GET, no re-submission on reload).
+        return RedirectResponse(path, status_code=303)
+
+    # ---- mounting -------------------------------------------------------------------------------
+
+    def install(self, app: FastAPI) -> None:
+        app.mount(STATIC_PATH, StaticFiles(directory=str(HERE / "static")), name="console-static")
+        app.include_router(self._auth_router())
+
+        @app.exception_handler(SignInRequired)
+        async def _to_sign_in(request: Request, exc: SignInRequired) -> Response:
+            target = f"/console/sign-in?next={quote(request.url.path)}"
+            if request.headers.get("hx-request"):
+                return Response(status_code=401, headers={"HX-Redirect": target})
+            if request.method != "GET":
+                return Response("sign in first", status_code=401)
+            return RedirectResponse(target, status_code=303)
+
+    def _auth_router(self) -> APIRouter:
+        router = APIRouter(prefix="/console", include_in_schema=False)
+        console = self
+
+        @router.get("/sign-in")
+        async def sign_in_page(request: Request, next: str | None = None) -> HTMLResponse:  # noqa: A002
+            return console._sign_in_form(request, next, error=None)
+
+        @router.post("/sign-in")
+        async def sign_in(request: Request, api_key: Annotated[str, Form(max_length=300)] = "",
+                          csrf_token: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "") -> Response:  # noqa: A002
+            if not sessions.csrf_matches(request.cookies.get(SIGNIN_CSRF_COOKIE, ""), csrf_token):
+                raise HTTPException(403, "missing or wrong CSRF token: reload the sign-in page")
+            state = request.app.state
+            principal = await state.key_cache.authenticate(state.sessionmaker, api_key.strip()) if api_key else None
+            if principal is None or principal.role not in console.roles:
+                error = "signin.bad_key" if principal is None else "signin.wrong_role"
+                return console._sign_in_form(request, next, error=error, status_code=401)
+            now = console.now(request)
+            async with transaction(state.sessionmaker) as session:
+                token = await sessions.open_session(session, principal, service=console.service, now=now)
+                audit.record(session, at=now, actor=principal.actor, action="console.signed_in",
+                             region_code=principal.unit or None, service=console.service)
+            response = console.redirect(safe_next(next, console.home))
+            response.set_cookie(console.cookie, token, max_age=int(sessions.SESSION_TTL.total_seconds()),
+                                httponly=True, samesite="strict", secure=request.url.scheme == "https", path="/")
+            response.delete_cookie(SIGNIN_CSRF_COOKIE, path="/console")
+            return response
+
+        @router.post("/sign-out")
+        async def sign_out(request: Request, user: Annotated[ConsoleUser, Depends(console.acting_user)]) -> Response:
+            now = console.now(request)
+            async with transaction(request.app.state.sessionmaker) as session:
+                await sessions.close_session(session, request.cookies[console.cookie])
+                audit.record(session, at=now, actor=user.principal.actor, action="console.signed_out",
+                             region_code=user.principal.unit or None, service=console.service)
+            response = console.redirect("/console/sign-in")
+            response.delete_cookie(console.cookie, path="/")
+            return response
+
+        @router.get("/lang/{lang}")
+        async def switch_language(lang: str, next: str | None = None) -> Response:  # noqa: A002
+            response = console.redirect(safe_next(next, console.home))
+            response.set_cookie(LANG_COOKIE, lang if lang in LANGS else "zh", max_age=365 * 86400,
+                                samesite="lax", path="/")
+            return response
+
+        return router
+
+    def _sign_in_form(self, request: Request, next_path: str | None, *, error: str | None,
+                      status_code: int = 200) -> HTMLResponse:
+        token = request.cookies.get(SIGNIN_CSRF_COOKIE) or secrets.token_urlsafe(24)
+        response = self.render(request, "sign_in.html", None, status_code=status_code, error=error,
+                               next=safe_next(next_path, self.home), signin_csrf=token)
+        response.set_cookie(SIGNIN_CSRF_COOKIE, token, httponly=True, samesite="strict", path="/console",
+                            secure=request.url.scheme == "https")
+        return response

