@@ -12,9 +12,9 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 
+from services.dispatcher.audit.service import search as audit_search
 from services.dispatcher.deps import RuntimeDep, SupervisorKey
 from shared.audit.service import verify_chain
-from shared.sql import sql
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -58,27 +58,10 @@ async def list_audit(
     limit: int = Query(default=100, ge=1, le=1000),
 ) -> AuditPage | Response:
     """Entries in your unit, oldest first. Entries with no region are visible to nationwide keys only."""
-    where = ["seq > :cursor"]
-    params: dict[str, Any] = {"cursor": cursor or 0, "limit": limit + 1}
-    if principal.unit:
-        where.append("region_code LIKE :unit")
-        params["unit"] = principal.unit + "%"
-    for column, value in (("task_id", task_id), ("case_id", case_id), ("actor", actor), ("action", action)):
-        if value is not None:
-            where.append(f"{column} = :{column}")
-            params[column] = value
-    if from_ is not None:
-        where.append("at >= :from_")
-        params["from_"] = from_
-    if to is not None:
-        where.append("at < :to")
-        params["to"] = to
-    statement = ("SELECT seq, at, actor, action, task_id, case_id, region_code, body, hash FROM audit_log WHERE "
-           + " AND ".join(where) + " ORDER BY seq LIMIT :limit")
     async with rt.sessionmaker() as session:
-        rows = (await session.execute(sql(statement), params)).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
+        rows, next_cursor = await audit_search(session, unit=principal.unit, task_id=task_id, case_id=case_id,
+                                               actor=actor, action=action, from_=from_, to=to, cursor=cursor,
+                                               limit=limit)
     if "text/csv" in request.headers.get("accept", ""):
         # The export keeps the body exactly as hashed, so an exported page can be checked entry by entry.
         out = io.StringIO()
@@ -87,13 +70,13 @@ async def list_audit(
         writer.writerows([r.seq, r.at.isoformat(), r.actor, r.action, r.task_id or "", r.case_id or "",
                           r.region_code or "", r.body, r.hash] for r in rows)
         headers = {"Content-Disposition": 'attachment; filename="audit.csv"'}
-        if more:
-            headers["X-Next-Cursor"] = str(rows[-1].seq)
+        if next_cursor is not None:
+            headers["X-Next-Cursor"] = str(next_cursor)
         return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers=headers)
     items = [AuditEntryOut(seq=r.seq, at=r.at, actor=r.actor, action=r.action, task_id=r.task_id,
                            case_id=r.case_id, region_code=r.region_code, body=orjson.loads(r.body), hash=r.hash)
              for r in rows]
-    return AuditPage(items=items, next_cursor=rows[-1].seq if more else None)
+    return AuditPage(items=items, next_cursor=next_cursor)
 
 
 @router.get("/verify", response_model=VerifyOut)
