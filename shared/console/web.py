@@ -177,7 +177,7 @@ class Console:
             return response
 
         @router.post("/sign-out")
-        async def sign_out(request: Request, user: Annotated[ConsoleUser, Depends(console.acting_user)]) -> Response:
+        async def sign_out(request: Request, user: ConsoleUser = Depends(console.acting_user)) -> Response:
             now = console.now(request)
             async with transaction(request.app.state.sessionmaker) as session:
                 await sessions.close_session(session, request.cookies[console.cookie])

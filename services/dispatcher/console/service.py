@@ -34,3 +34,56 @@ async def daily_compliance(session: AsyncSession, *, unit: str, now: datetime, d
                     "breached": row.breached if row else 0,
                     "rate": round(in_time / due, 4) if due else None})
     return out
+
+
+# A task is the supervisor's when the citizen's region or the unit it was handed to lies in their unit.
+_VISIBLE = "(t.region_code LIKE :unit OR t.assigned_unit LIKE :unit)"
+
+_QUEUE = sql(
+    "SELECT t.id, t.case_id, t.tier, t.status, t.due_at, t.breached, t.escalated_at, t.region_code,"
+    " t.assigned_unit, t.reassigned_at, t.fraud_type, t.attempts"
+    " FROM tasks t WHERE t.status <> 'closed' AND (t.breached OR t.escalated_at IS NOT NULL) AND " + _VISIBLE +
+    # Undecided first (no reassignment since it was escalated), then breaches, then the nearest deadline.
+    " ORDER BY (t.reassigned_at IS NOT NULL AND t.reassigned_at >= t.escalated_at), t.breached DESC, t.due_at"
+    " LIMIT :limit"
+)
+
+
+async def escalation_queue(session: AsyncSession, *, unit: str, limit: int = 200) -> list[Any]:
+    """Open tasks escalated to a supervisor or past their deadline: what needs a decision."""
+    return list((await session.execute(_QUEUE, {"unit": unit + "%", "limit": limit})).all())
+
+
+async def task_file(session: AsyncSession, *, unit: str, task_id: Any) -> dict[str, Any] | None:
+    """Everything about one task and its case, for the case page; None when it is outside `unit`."""
+    task = (await session.execute(
+        sql("SELECT t.*, c.status AS case_status, c.warning_count, c.first_warning_at, c.created_at AS case_created_at"
+            " FROM tasks t JOIN cases c ON c.id = t.case_id WHERE t.id = :id AND " + _VISIBLE),
+        {"id": task_id, "unit": unit + "%"})).first()
+    if task is None:
+        return None
+    warnings = (await session.execute(
+        sql("SELECT received_at, occurred_at, source, signal, fraud_type, tier, amount_at_risk, risk_score, reasons,"
+            " merged FROM warnings WHERE case_id = :c ORDER BY received_at"), {"c": task.case_id})).all()
+    calls = (await session.execute(
+        sql("SELECT created_at, updated_at, channel, attempt, status, answered_by, digits, outcome, error, duration_s"
+            " FROM call_attempts WHERE task_id = :t ORDER BY created_at"), {"t": task.id})).all()
+    messages = (await session.execute(
+        sql("SELECT created_at, sent_at, attempt, status, error, feedback, feedback_at FROM bot_deliveries"
+            " WHERE task_id = :t ORDER BY created_at"), {"t": task.id})).all()
+    entries = (await session.execute(
+        sql("SELECT seq, at, actor, action, body, hash FROM audit_log WHERE case_id = :c ORDER BY seq"),
+        {"c": task.case_id})).all()
+    timeline: list[tuple[Any, str, Any]] = [(w.received_at, "warning", w) for w in warnings]
+    timeline += [(c.created_at, "call", c) for c in calls]
+    timeline += [(m.created_at, "message", m) for m in messages]
+    timeline += [(e.at, "audit", e) for e in entries]
+    timeline.sort(key=lambda item: item[0])
+    return {"task": task, "warnings": warnings, "calls": calls, "messages": messages, "audit": entries,
+            "timeline": timeline}
+
+
+async def task_file_visible(session: AsyncSession, *, unit: str, task_id: Any) -> bool:
+    """Whether the task lies in `unit` (its region's or the unit it was handed to)."""
+    return bool((await session.execute(sql("SELECT 1 FROM tasks t WHERE t.id = :id AND " + _VISIBLE),
+                                       {"id": task_id, "unit": unit + "%"})).first())

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import re
+import uuid
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Form, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, Response
 
+from services.dispatcher.audit import service as audit_service
+from services.dispatcher.clues import service as clues
 from services.dispatcher.console import service
 from services.dispatcher.reports import service as reports
-from shared.console.web import Console
+from services.dispatcher.reports.views import csv_response
+from services.dispatcher.tasks import service as tasks
+from shared.audit.service import verify_chain
+from shared.console.web import LOCAL_TZ, Console
+from shared.db import transaction
+from shared.phone import mask_phone
 
 HERE = Path(__file__).parent
 
@@ -21,6 +33,7 @@ console = Console(
 Page = console.page_user()
 Action = console.action_user()
 router = APIRouter(prefix="/console", include_in_schema=False)
+UNIT_RE = re.compile(r"^(\d{2}|\d{4}|\d{6})$")
 
 
 def sessionmaker(request: Request):  # noqa: ANN201
@@ -35,3 +48,191 @@ async def overview(request: Request, user: Page) -> HTMLResponse:
         live = await reports.overview(session, unit=unit, now=now, limit=25)
         days = await service.daily_compliance(session, unit=unit, now=now, days=7)
     return console.render(request, "overview.html", user, live=live, days=days, nav="overview")
+
+
+def flashes(t: Any, *, ok: str | None = None, error: str | None = None, **values: Any) -> list[tuple[str, str]]:
+    """Messages after a POST-redirect-GET: message keys arrive in the query string, never free text."""
+    out = []
+    if ok:
+        out.append(("ok", t(ok, **values)))
+    if error:
+        out.append(("error", t(error, **values)))
+    return out
+
+
+# ---- escalations and breaches -----------------------------------------------------------------------
+
+@router.get("/queue", response_class=HTMLResponse)
+async def queue_page(request: Request, user: Page, ok: str | None = None, error: str | None = None,
+                     target: str = "") -> HTMLResponse:
+    """Open tasks escalated or past their deadline, undecided first, each with one-click reassignment."""
+    async with sessionmaker(request)() as session:
+        rows = await service.escalation_queue(session, unit=user.principal.unit)
+    t = console.translator(console.lang_of(request))
+    target = t("queue.seats") if target == "seats" else target
+    return console.render(request, "queue.html", user, rows=rows, nav="queue",
+                          flashes=flashes(t, ok="queue.done" if ok else None, error=error, target=target))
+
+
+@router.post("/tasks/{task_id}/reassign")
+async def reassign(request: Request, task_id: uuid.UUID, user: Action,
+                   to: Annotated[str, Form(max_length=20)] = "seats",
+                   unit: Annotated[str, Form(max_length=6)] = "",
+                   note: Annotated[str, Form(max_length=500)] = "") -> Response:
+    """Hand a task to another unit inside mine, or to the seats now; audited in the task service."""
+    principal, now = user.principal, console.now(request)
+    to_unit: str | None = None
+    if to == "unit":
+        to_unit = unit.strip()
+        if not UNIT_RE.match(to_unit) or not to_unit.startswith(principal.unit):
+            return console.redirect(f"/console/queue?error=queue.bad_unit#task-{task_id}")
+    async with transaction(sessionmaker(request)) as session:
+        if await service.task_file_visible(session, unit=principal.unit, task_id=task_id) is False:
+            raise HTTPException(404, "no such task in your unit")
+        task = await tasks.lock_task(session, task_id)
+        try:
+            target = await tasks.reassign(session, task, to_unit=to_unit, actor=principal.actor,
+                                          note=note or None, now=now)
+        except tasks.TaskClosed:
+            return console.redirect("/console/queue?error=queue.closed")
+    label = to_unit if target == "unit" else "seats"
+    return console.redirect(f"/console/queue?ok=1&target={label}#task-{task_id}")
+
+
+# ---- the case page ----------------------------------------------------------------------------------
+
+@router.get("/tasks/{task_id}", response_class=HTMLResponse)
+async def task_page(request: Request, task_id: uuid.UUID, user: Page) -> HTMLResponse:
+    """The case file: warnings and tiering reasons, every channel attempt and result, feedback, audit entries."""
+    async with sessionmaker(request)() as session:
+        file = await service.task_file(session, unit=user.principal.unit, task_id=task_id)
+    if file is None:
+        return console.render(request, "not_found.html", user, status_code=404, nav="queue")
+    return console.render(request, "task.html", user, nav="queue", mask=mask_phone, **file)
+
+
+# ---- ranking ------------------------------------------------------------------------------------------
+
+def _period(now: datetime, days: int) -> tuple[datetime, datetime]:
+    return now - timedelta(days=days), now
+
+
+@router.get("/ranking", response_class=HTMLResponse)
+async def ranking_page(request: Request, user: Page, days: int = Query(default=7, ge=1, le=92)) -> HTMLResponse:
+    """Units below mine, worst compliance first, with the change since the period before, and a chart."""
+    start, end = _period(console.now(request), days)
+    async with sessionmaker(request)() as session:
+        report = await reports.ranking(session, unit=user.principal.unit, from_=start, to=end)
+    return console.render(request, "ranking.html", user, report=report, days=days, nav="ranking")
+
+
+@router.get("/ranking.csv")
+async def ranking_csv(request: Request, user: Page, days: int = Query(default=7, ge=1, le=92)) -> Response:
+    start, end = _period(console.now(request), days)
+    async with sessionmaker(request)() as session:
+        report = await reports.ranking(session, unit=user.principal.unit, from_=start, to=end)
+    return csv_response(report["units"], f"ranking-{user.principal.unit or 'all'}.csv")
+
+
+# ---- audit log ----------------------------------------------------------------------------------------
+
+def _audit_filters(task_id: str, case_id: str, actor: str, action: str, from_: str, to: str) -> dict[str, Any]:
+    """The audit page's filter form, read leniently: a malformed field is ignored and shown as such."""
+    filters: dict[str, Any] = {}
+    for name, value, parse in (("task_id", task_id, uuid.UUID), ("case_id", case_id, uuid.UUID),
+                               ("from_", from_, _local_datetime), ("to", to, _local_datetime)):
+        if value.strip():
+            try:
+                filters[name] = parse(value.strip())
+            except ValueError:
+                filters.setdefault("invalid", []).append(name.rstrip("_"))
+    if actor.strip():
+        filters["actor"] = actor.strip()
+    if action.strip():
+        filters["action"] = action.strip()
+    return filters
+
+
+def _local_datetime(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=LOCAL_TZ)
+
+
+@router.get("/audit", response_class=HTMLResponse)
+async def audit_page(request: Request, user: Page, task_id: str = "", case_id: str = "", actor: str = "",
+                     action: str = "", from_: str = Query(default="", alias="from"), to: str = "",
+                     before: int | None = None) -> HTMLResponse:
+    """The dispatch log, newest first, filterable by case, task, actor, action and time; CSV export; chain check."""
+    filters = _audit_filters(task_id, case_id, actor, action, from_, to)
+    invalid = filters.pop("invalid", [])
+    async with sessionmaker(request)() as session:
+        rows, older = await audit_service.search(session, unit=user.principal.unit, cursor=before, limit=100,
+                                                 newest_first=True, **filters)
+    form = {"task_id": task_id, "case_id": case_id, "actor": actor, "action": action, "from": from_, "to": to}
+    return console.render(request, "audit.html", user, rows=rows, older=older, form=form, invalid=invalid,
+                          nav="audit", query=urlencode({k: v for k, v in form.items() if v}))
+
+
+@router.get("/audit.csv")
+async def audit_csv(request: Request, user: Page, task_id: str = "", case_id: str = "", actor: str = "",
+                    action: str = "", from_: str = Query(default="", alias="from"), to: str = "") -> Response:
+    """The filtered log as CSV, bodies exactly as hashed (so an export can be checked entry by entry)."""
+    filters = _audit_filters(task_id, case_id, actor, action, from_, to)
+    filters.pop("invalid", None)
+    async with sessionmaker(request)() as session:
+        rows, _ = await audit_service.search(session, unit=user.principal.unit, limit=10_000, **filters)
+    return csv_response([{"seq": r.seq, "at": r.at.isoformat(), "actor": r.actor, "action": r.action,
+                          "task_id": r.task_id or "", "case_id": r.case_id or "", "region_code": r.region_code or "",
+                          "body": r.body, "hash": r.hash} for r in rows], "audit.csv")
+
+
+@router.get("/audit/verify", response_class=HTMLResponse)
+async def audit_verify(request: Request, user: Page) -> HTMLResponse:
+    """Recompute the whole hash chain (loaded on demand: it reads every entry)."""
+    async with sessionmaker(request)() as session:
+        report = await verify_chain(session)
+    return console.render(request, "audit_verify.html", user, report=report)
+
+
+# ---- clue mailbox -------------------------------------------------------------------------------------
+
+@router.get("/clues", response_class=HTMLResponse)
+async def clues_page(request: Request, user: Page, status: str = "", overdue: bool = False,
+                     error: str | None = None) -> HTMLResponse:
+    """Clues in my unit, overdue first; route, answer and close them."""
+    now = console.now(request)
+    async with sessionmaker(request)() as session:
+        rows = await clues.list_clues(session, unit=user.principal.unit, status=status or None,
+                                      overdue_only=overdue, now=now)
+    overdue_n = sum(1 for c in rows if c.status in clues.OPEN_STATUSES and c.answer_due_at and c.answer_due_at < now)
+    t = console.translator(console.lang_of(request))
+    return console.render(request, "clues.html", user, rows=rows, status=status, overdue=overdue,
+                          overdue_n=overdue_n, nav="clues", mask=mask_phone, flashes=flashes(t, error=error))
+
+
+@router.post("/clues/{clue_id}/{step}")
+async def clue_step(request: Request, clue_id: uuid.UUID, step: str, user: Action,
+                    unit: Annotated[str, Form(max_length=6)] = "",
+                    answer: Annotated[str, Form(max_length=2000)] = "") -> Response:
+    """One step of a clue's workflow: route (to a unit inside mine), answer (text for the citizen), close."""
+    principal, now = user.principal, console.now(request)
+    if step not in ("route", "answer", "close"):
+        raise HTTPException(404, "unknown step")
+    if step == "route" and (not UNIT_RE.match(unit.strip()) or not unit.strip().startswith(principal.unit)):
+        return console.redirect(f"/console/clues?error=queue.bad_unit#clue-{clue_id}")
+    if step == "answer" and not answer.strip():
+        return console.redirect(f"/console/clues?error=clues.answer_placeholder#clue-{clue_id}")
+    async with transaction(sessionmaker(request)) as session:
+        clue = await clues.lock_clue(session, clue_id, unit=principal.unit)
+        if clue is None:
+            raise HTTPException(404, "no such clue in your unit")
+        try:
+            if step == "route":
+                clues.route_clue(session, clue, to_unit=unit.strip(), actor=principal.actor, now=now)
+            elif step == "answer":
+                clues.answer_clue(session, clue, answer=answer.strip(), actor=principal.actor, now=now)
+            else:
+                clues.close_clue(session, clue, actor=principal.actor, now=now)
+        except clues.ClueStateError:
+            return console.redirect(f"/console/clues#clue-{clue_id}")
+    return console.redirect(f"/console/clues#clue-{clue_id}")

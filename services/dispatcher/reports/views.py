@@ -38,7 +38,7 @@ def _wants_csv(request: Request) -> bool:
     return "text/csv" in request.headers.get("accept", "")
 
 
-def _csv(rows: list[dict[str, Any]], filename: str) -> Response:
+def csv_response(rows: list[dict[str, Any]], filename: str) -> Response:
     out = io.StringIO()
     if rows:
         writer = csv.DictWriter(out, fieldnames=list(rows[0]))
@@ -62,7 +62,7 @@ async def compliance(request: Request, principal: SupervisorKey, rt: RuntimeDep,
         for tier, figures in [*report["tiers"].items(), ("all", report["total"])]:
             flat = {k: v for k, v in figures.items() if k != "outcomes"}
             rows.append({"unit": scope, "tier": tier, **flat, **{f"outcome_{k}": v for k, v in figures["outcomes"].items()}})
-        return _csv(rows, f"compliance-{scope or 'all'}.csv")
+        return csv_response(rows, f"compliance-{scope or 'all'}.csv")
     return Response(dumps(report), media_type="application/json")
 
 
@@ -76,7 +76,7 @@ async def ranking(request: Request, principal: SupervisorKey, rt: RuntimeDep,
     async with rt.sessionmaker() as session:
         report = await service.ranking(session, unit=scope, from_=start, to=end)
     if _wants_csv(request):
-        return _csv(report["units"], f"ranking-{scope or 'all'}.csv")
+        return csv_response(report["units"], f"ranking-{scope or 'all'}.csv")
     return Response(dumps(report), media_type="application/json")
 
 

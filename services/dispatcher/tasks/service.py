@@ -21,6 +21,7 @@ from shared.metrics import TASK_EVENTS, TASKS_CLOSED
 from shared.queue import service as queue
 from shared.queue.service import NewJob
 from shared.queue.worker import PermanentJobError
+from shared.sql import sql
 
 log = structlog.get_logger(__name__)
 
@@ -163,6 +164,41 @@ async def apply_feedback(session: AsyncSession, task: Task, *, outcome: str, act
         raise ValueError(f"unknown outcome {outcome!r}")
     await close_task(session, task, outcome=outcome, actor=actor, note=note, now=now)
     return FeedbackResult(task, True, "closed")
+
+
+# ---- a supervisor's decision -------------------------------------------------------------------
+
+async def reassign(session: AsyncSession, task: Task, *, to_unit: str | None, actor: str, note: str | None,
+                   now: datetime) -> str:
+    """Hand a locked, open task to another unit (`to_unit`), or to the seats of its unit now (`to_unit` None).
+
+    Either way a person calls next: a waiting operator call moves with the task
+    (the seats' claim reads assigned_unit) and is brought forward to now; without
+    one, an operator call is queued at once. Returns "unit" or "operator_queue".
+    """
+    if task.status == CLOSED:
+        raise TaskClosed(task.outcome)
+    before = {"assigned_unit": task.assigned_unit, "status": task.status}
+    if to_unit is not None:
+        task.assigned_unit = to_unit
+    task.reassigned_at = now
+    waiting = await session.execute(
+        sql("UPDATE jobs SET run_at = LEAST(run_at, :now) WHERE task_id = :t AND kind = 'call.operator'"
+            " AND status IN ('queued', 'running') RETURNING id"), {"t": task.id, "now": now})
+    queued_new = False
+    if not waiting.first():
+        state = state_of(task)
+        job = plans.channel_job(state, "operator_call", run_at=now, reason="reassigned by a supervisor")
+        store_state(task, state)
+        await queue.enqueue(session, [job], now=now)
+        queued_new = True
+    task.status = IN_PROGRESS
+    target = "unit" if to_unit is not None else "operator_queue"
+    _record(session, task, at=now, actor=actor, action="task.reassigned", before=before,
+            after={"assigned_unit": task.assigned_unit, "status": task.status}, to=target,
+            operator_call_queued=queued_new, note=note,
+            why=f"supervisor handed the task to unit {to_unit}" if to_unit else "supervisor sent it to the seats now")
+    return target
 
 
 # ---- timers -------------------------------------------------------------------------------------
