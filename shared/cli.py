@@ -28,6 +28,33 @@ SERVICES = {
 }
 
 
+async def _demo_keys(url: str, data_dir: Path) -> dict[str, str]:
+    """A supervisor and an operator key for unit 33, made once per data directory (development only)."""
+    import json
+
+    from shared.auth.service import create_key
+    from shared.db import make_engine, make_sessionmaker, transaction
+    from shared.sql import sql
+
+    key_file = data_dir / "demo-keys.json"
+    keys: dict[str, str] = json.loads(key_file.read_text()) if key_file.exists() else {}
+    engine = make_engine(url, pool_size=1, application_name="shouhu-up")
+    try:
+        async with transaction(make_sessionmaker(engine)) as session:
+            for role in ("supervisor", "operator"):
+                key_id = keys[role].split("_")[1] if role in keys else None
+                known = key_id and (await session.execute(sql("SELECT 1 FROM api_keys WHERE key_id = :k"),
+                                                          {"k": key_id})).first()
+                if not known:
+                    _, keys[role] = await create_key(session, role=role, unit="33", name=f"demo-{role}",
+                                                     secret_value=keys.get(role))
+    finally:
+        await engine.dispose()
+    key_file.write_text(json.dumps(keys, indent=1) + "\n")
+    key_file.chmod(0o600)
+    return keys
+
+
 def _database_url() -> str:
     from shared.db import resolve_database_url
     from shared.settings import CommonSettings
@@ -169,6 +196,7 @@ def up(
             key_file.write_text(f"shk_{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}\n")
             key_file.chmod(0o600)
         admin_key = key_file.read_text().strip()
+    demo_keys = asyncio.run(_demo_keys(url, settings.data_dir)) if settings.environment == "development" else {}
     env = {**os.environ, "DATABASE_URL": url, "SHOUHU_BOOTSTRAP_ADMIN_KEY": admin_key}
     children: list[subprocess.Popen[bytes]] = []
     # Without real Telegram or Twilio credentials the local sandbox stands in for them (and gives a page
@@ -189,7 +217,11 @@ def up(
         f"  callcenter  http://{host}:8002\n"
         + (f"  sandbox     http://{host}:8090   (fake Telegram and Twilio: play the citizen here)\n" if use_sandbox else "")
         + f"  admin key   {admin_key}   (also in {key_file})\n"
-        "Press Ctrl-C to stop.\n"
+        "\nConsoles (sign in with a key; Chinese by default, English at the top right):\n"
+        f"  supervisor  http://{host}:8000/console\n"
+        f"  operator    http://{host}:8002/console\n"
+        + "".join(f"  demo {role:<10} {key}   (unit 33, Zhejiang)\n" for role, key in demo_keys.items())
+        + "Press Ctrl-C to stop.\n"
     )
 
     def stop(*_args: object) -> None:

@@ -75,3 +75,16 @@ async def test_import_jsonl_twice_is_idempotent(sessionmaker, db_url: str, tmp_p
     assert "0 accepted, 30 duplicates, 1 rejected" in second.stderr
     async with sessionmaker() as session:
         assert (await session.execute(text("SELECT count(*) FROM warnings"))).scalar_one() == 30
+
+
+async def test_make_run_demo_keys_are_stable_and_open_their_consoles(dispatcher, tmp_path: Path) -> None:
+    """`shouhu up` makes one demo supervisor and one operator key per data directory; a restart reuses them."""
+    from shared.cli import _demo_keys
+
+    first = await _demo_keys(dispatcher.db_url, tmp_path)
+    again = await _demo_keys(dispatcher.db_url, tmp_path)
+    assert first == again and set(first) == {"supervisor", "operator"}
+    state = dispatcher.app.state
+    supervisor = await state.key_cache.authenticate(state.sessionmaker, first["supervisor"])
+    operator = await state.key_cache.authenticate(state.sessionmaker, first["operator"])
+    assert (supervisor.role, supervisor.unit, operator.role, operator.unit) == ("supervisor", "33", "operator", "33")
