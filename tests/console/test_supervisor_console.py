@@ -239,3 +239,29 @@ async def test_pages_render_in_english(dispatcher) -> None:  # noqa: ANN001
     assert (await dispatcher.client.get("/console/lang/en?next=//evil.example")).headers["location"] == "/console"
 
 
+
+
+async def test_reassign_and_clue_steps_over_the_json_api(dispatcher) -> None:  # noqa: ANN001
+    """The API behind the console: reassignment names a bad unit field, and a clue step outside the unit is 404."""
+    task_id = await breached_task(dispatcher)
+    headers = await dispatcher.headers("supervisor", "3301")
+    resp = await dispatcher.client.post(f"/v1/tasks/{task_id}/reassign", json={"to": "unit", "unit": "3302"},
+                                        headers=headers)
+    assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "unit"
+    resp = await dispatcher.client.post(f"/v1/tasks/{task_id}/reassign", json={"to": "unit"}, headers=headers)
+    assert resp.status_code == 422
+    resp = await dispatcher.client.post(f"/v1/tasks/{task_id}/reassign", json={"to": "unit", "unit": "330106"},
+                                        headers=headers)
+    assert resp.status_code == 200 and resp.json()["events"][-1]["type"] == "task.reassigned"
+    from services.dispatcher.clues.service import store_clue
+    from shared.db import transaction
+
+    async with transaction(dispatcher.sessionmaker) as session:
+        await store_clue(session, {"ref": "XS20261121-CCCCCC", "kind": "url", "value": "x", "chat_id": 7},
+                         now=dispatcher.clock.now())
+        clue_id = (await session.execute(text("UPDATE clues SET region_code = '4401' RETURNING id"))).scalar_one()
+    resp = await dispatcher.client.post(f"/v1/clues/{clue_id}/steps", json={"step": "close"}, headers=headers)
+    assert resp.status_code == 404
+    resp = await dispatcher.client.post(f"/v1/clues/{clue_id}/steps", json={"step": "answer", "answer": "谢谢"},
+                                        headers=await dispatcher.headers("supervisor", "44"))
+    assert resp.status_code == 200 and resp.json()["status"] == "answered" and resp.json()["overdue"] is False

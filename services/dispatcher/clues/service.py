@@ -108,3 +108,16 @@ def close_clue(session: AsyncSession, clue: Clue, *, actor: str, now: datetime, 
     before = clue.status
     clue.status, clue.closed_at = "closed", now
     _audit(session, clue, at=now, actor=actor, action="clue.closed", before=before, note=note)
+
+
+def apply_step(session: AsyncSession, clue: Clue, *, step: str, unit: str | None, answer: str | None, actor: str,
+               now: datetime) -> None:
+    """One workflow step by name (the API and the console both call this)."""
+    if step == "route":
+        route_clue(session, clue, to_unit=unit or "", actor=actor, now=now)
+    elif step == "answer":
+        answer_clue(session, clue, answer=(answer or "").strip(), actor=actor, now=now)
+    elif step == "close":
+        close_clue(session, clue, actor=actor, now=now)
+    else:
+        raise ClueStateError(f"unknown step {step!r}")

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Literal
 
-from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
+from services.dispatcher.clues import service
 from services.dispatcher.clues.models import Clue
 from services.dispatcher.deps import RuntimeDep, SupervisorKey
+from shared.db import transaction
 from shared.phone import mask_phone
+from shared.web import FieldErrors
 
 router = APIRouter(prefix="/v1/clues", tags=["clues"])
 
@@ -27,6 +31,10 @@ class ClueOut(BaseModel):
     region_code: str | None
     status: str
     reported_at: datetime
+    answer_due_at: datetime | None = None
+    answer: str | None = None
+    answered_at: datetime | None = None
+    overdue: bool = False
 
 
 class CluePage(BaseModel):
@@ -52,6 +60,48 @@ async def list_clues(principal: SupervisorKey, rt: RuntimeDep, status: str | Non
     return CluePage(
         items=[ClueOut(clue_id=c.id, ref=c.ref, kind=c.kind, value=c.value, description=c.description,
                        channel=c.channel, reporter_phone_masked=mask_phone(c.reporter_phone) if c.reporter_phone
-                       else None, region_code=c.region_code, status=c.status, reported_at=c.reported_at)
+                       else None, region_code=c.region_code, status=c.status, reported_at=c.reported_at,
+                       answer_due_at=c.answer_due_at, answer=c.answer, answered_at=c.answered_at,
+                       overdue=_overdue(c, rt.clock.now()))
                for c in rows],
         next_cursor=str(rows[-1].id) if more else None)
+
+
+def _overdue(clue: Clue, now: datetime) -> bool:
+    return clue.status in service.OPEN_STATUSES and clue.answer_due_at is not None and clue.answer_due_at < now
+
+
+class ClueStepIn(BaseModel):
+    """One step of a clue's workflow: route it to a unit, answer the citizen, or close it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    step: Literal["route", "answer", "close"]
+    unit: str | None = Field(default=None, pattern=r"^(\d{2}|\d{4}|\d{6})$", description="with step=route")
+    answer: str | None = Field(default=None, min_length=1, max_length=2000, description="with step=answer")
+
+
+@router.post("/{clue_id}/steps", response_model=ClueOut, responses={404: {"description": "not in your unit"},
+                                                                    409: {"description": "not allowed in its state"}})
+async def clue_step(clue_id: uuid.UUID, body: ClueStepIn, principal: SupervisorKey, rt: RuntimeDep) -> ClueOut:
+    """前台受理、后台流转、限时反馈、跟踪督办: route, answer (within 72 h of the report) or close a clue; audited."""
+    if body.step == "route" and not (body.unit and body.unit.startswith(principal.unit)):
+        raise FieldErrors([{"field": "unit", "reason": f"required, inside your unit ({principal.unit or 'all'})"}])
+    if body.step == "answer" and not (body.answer or "").strip():
+        raise FieldErrors([{"field": "answer", "reason": "required: the text the citizen receives"}])
+    now = rt.clock.now()
+    async with transaction(rt.sessionmaker) as session:
+        clue = await service.lock_clue(session, clue_id, unit=principal.unit)
+        if clue is None:
+            raise HTTPException(404, "no such clue in your unit")
+        try:
+            service.apply_step(session, clue, step=body.step, unit=body.unit, answer=body.answer,
+                               actor=principal.actor, now=now)
+        except service.ClueStateError as exc:
+            raise HTTPException(409, str(exc)) from None
+        out = ClueOut(clue_id=clue.id, ref=clue.ref, kind=clue.kind, value=clue.value, description=clue.description,
+                      channel=clue.channel, reporter_phone_masked=mask_phone(clue.reporter_phone)
+                      if clue.reporter_phone else None, region_code=clue.region_code, status=clue.status,
+                      reported_at=clue.reported_at, answer_due_at=clue.answer_due_at, answer=clue.answer,
+                      answered_at=clue.answered_at, overdue=_overdue(clue, now))
+    return out

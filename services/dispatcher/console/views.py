@@ -227,12 +227,8 @@ async def clue_step(request: Request, clue_id: uuid.UUID, step: str, user: Actio
         if clue is None:
             raise HTTPException(404, "no such clue in your unit")
         try:
-            if step == "route":
-                clues.route_clue(session, clue, to_unit=unit.strip(), actor=principal.actor, now=now)
-            elif step == "answer":
-                clues.answer_clue(session, clue, answer=answer.strip(), actor=principal.actor, now=now)
-            else:
-                clues.close_clue(session, clue, actor=principal.actor, now=now)
+            clues.apply_step(session, clue, step=step, unit=unit.strip(), answer=answer, actor=principal.actor,
+                             now=now)
         except clues.ClueStateError:
             return console.redirect(f"/console/clues#clue-{clue_id}")
     return console.redirect(f"/console/clues#clue-{clue_id}")

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Outcome = Literal["acknowledged", "dissuaded", "loss_reported", "unreachable", "false_positive", "refused"]
 
@@ -65,3 +65,20 @@ class FeedbackOut(BaseModel):
     changed: bool
     action: str
     task: TaskOut
+
+
+class ReassignIn(BaseModel):
+    """Where a supervisor sends an escalated or breached task."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    to: Literal["seats", "unit"] = Field(description="seats: the seats of its unit call now; unit: hand it over")
+    unit: str | None = Field(default=None, pattern=r"^(\d{2}|\d{4}|\d{6})$",
+                             description="the unit taking it over (with to=unit), inside your own")
+    note: str | None = Field(default=None, max_length=500)
+
+    @model_validator(mode="after")
+    def _unit_with_unit(self) -> ReassignIn:
+        if self.to == "unit" and not self.unit:
+            raise ValueError("unit: required when to is 'unit'")
+        return self

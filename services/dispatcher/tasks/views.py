@@ -10,15 +10,24 @@ import structlog
 from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import select
 
-from services.dispatcher.deps import FeedbackKey, RuntimeDep, TaskReader
+from services.dispatcher.deps import FeedbackKey, RuntimeDep, SupervisorKey, TaskReader
 from services.dispatcher.policy.service import plan_steps
 from services.dispatcher.tasks import service
 from services.dispatcher.tasks.models import Task
-from services.dispatcher.tasks.schemas import FeedbackIn, FeedbackOut, PlanStepOut, TaskEvent, TaskOut, TaskPage
+from services.dispatcher.tasks.schemas import (
+    FeedbackIn,
+    FeedbackOut,
+    PlanStepOut,
+    ReassignIn,
+    TaskEvent,
+    TaskOut,
+    TaskPage,
+)
 from shared.auth.service import Principal
 from shared.db import transaction
 from shared.phone import mask_phone
 from shared.sql import sql
+from shared.web import FieldErrors
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 log = structlog.get_logger(__name__)
@@ -52,7 +61,7 @@ async def _detail(session, rt, task: Task) -> TaskOut:  # noqa: ANN001
 
 def _visible(task: Task | None, principal: Principal) -> Task:
     # Outside the key's unit the task "does not exist": saying 403 would confirm it does.
-    if task is None or not principal.covers(task.region_code):
+    if task is None or not (principal.covers(task.region_code) or principal.covers(task.assigned_unit)):
         raise HTTPException(404, NOT_FOUND)
     return task
 
@@ -123,3 +132,20 @@ async def post_feedback(task_id: uuid.UUID, body: FeedbackIn, principal: Feedbac
         task = await session.get(Task, task_id)
         detail = await _detail(session, rt, task)  # type: ignore[arg-type]
     return FeedbackOut(changed=result.changed, action=result.action, task=detail)
+
+
+@router.post("/{task_id}/reassign", response_model=TaskOut,
+             responses={404: {"description": NOT_FOUND}, 409: {"description": "the task is closed"}})
+async def reassign(task_id: uuid.UUID, body: ReassignIn, principal: SupervisorKey, rt: RuntimeDep) -> TaskOut:
+    """A supervisor's decision: hand the task to another unit inside yours, or to the seats now (audited)."""
+    if body.to == "unit" and not (body.unit or "").startswith(principal.unit):
+        raise FieldErrors([{"field": "unit", "reason": f"must lie inside your unit ({principal.unit or 'nationwide'})"}])
+    async with transaction(rt.sessionmaker) as session:
+        task = _visible(await service.lock_task(session, task_id), principal)
+        try:
+            await service.reassign(session, task, to_unit=body.unit if body.to == "unit" else None,
+                                   actor=principal.actor, note=body.note, now=rt.clock.now())
+        except service.TaskClosed as exc:
+            raise HTTPException(409, f"the task is closed ({exc})") from None
+    async with rt.sessionmaker() as session:
+        return await _detail(session, rt, await session.get(Task, task_id))  # type: ignore[arg-type]
