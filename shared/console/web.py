@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
+import orjson
 import yaml
 from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -46,6 +47,18 @@ def local_time(value: datetime | None, fmt: str = "%m-%d %H:%M") -> str:
     return "" if value is None else value.astimezone(LOCAL_TZ).strftime(fmt)
 
 
+def human_span(minutes: int, lang: str) -> str:
+    """A time span a person reads at a glance: 45 分钟, 5 小时, 3 天 (rounded down)."""
+    minutes = abs(int(minutes))
+    if minutes < 120:
+        value, unit = minutes, ("分钟", "min")
+    elif minutes < 48 * 60:
+        value, unit = minutes // 60, ("小时", "h")
+    else:
+        value, unit = minutes // 1440, ("天", "days")
+    return f"{value} {unit[0] if lang == 'zh' else unit[1]}"
+
+
 def safe_next(target: str | None, default: str) -> str:
     """Only same-site paths are followed after sign-in or a language switch (no open redirect)."""
     if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
@@ -70,6 +83,7 @@ class Console:
         self.templates = Jinja2Templates(directory=dirs[0])
         self.templates.env.loader = ChoiceLoader([FileSystemLoader(d) for d in dirs])
         self.templates.env.filters["local"] = local_time
+        self.templates.env.filters["fromjson"] = orjson.loads
         self.templates.env.globals["static"] = STATIC_PATH
 
     # ---- texts ----------------------------------------------------------------------------------
@@ -124,6 +138,7 @@ class Console:
                **context: Any) -> HTMLResponse:
         lang = self.lang_of(request)
         context.update(request=request, user=user, lang=lang, t=self.translator(lang), console=self,
+                       span=lambda minutes: human_span(minutes, lang),
                        csrf_token=user.csrf_token if user else "", now=self.now(request),
                        here=request.url.path + (f"?{request.url.query}" if request.url.query else ""))
         return self.templates.TemplateResponse(request, template, context, status_code=status_code)
