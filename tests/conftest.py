@@ -16,7 +16,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +182,44 @@ def warning(**overrides: object) -> dict:
     }
     record.update(overrides)
     return {k: v for k, v in record.items() if v is not None}
+
+
+# The reports' hand-counted data set (tests/dispatcher/test_reports.py, tests/console).
+@pytest.fixture
+async def known(dispatcher) -> dict:  # noqa: ANN001
+    """Four tasks, opened at T0:
+    A high   330106  closed "dissuaded" by an officer at T0+30 min (in time, never marked reached)
+    B medium 330102  the citizen acknowledges at T0+1 h (reached and closed in time)
+    C low    330106  never answered: breached at T0+72 h, still open
+    D high   330206  never answered: breached at T0+2 h, still open
+    The report runs at T0+80 h over [T0, T0+4 days).
+    """
+    from services.dispatcher.tasks.plans import RESULT_KIND
+    from shared.queue.service import NewJob, enqueue
+
+    h = await dispatcher.headers("ingest", "")
+    post = dispatcher.client.post
+    a = (await post("/v1/warnings", json=warning(phone="13900000001", signal="transfer_in_progress",
+                                                 region_code="330106"), headers=h)).json()
+    b = (await post("/v1/warnings", json=warning(phone="13900000002", signal="fraud_call_received",
+                                                 region_code="330102"), headers=h)).json()
+    c = (await post("/v1/warnings", json=warning(phone="13900000003", region_code="330106"), headers=h)).json()
+    d = (await post("/v1/warnings", json=warning(phone="13900000004", signal="screen_sharing",
+                                                 region_code="330206"), headers=h)).json()
+    assert [x["tier"] for x in (a, b, c, d)] == ["high", "medium", "low", "high"]
+    dispatcher.clock.advance(minutes=30)
+    await post(f"/v1/tasks/{a['task_id']}/feedback", json={"outcome": "dissuaded"},
+               headers=await dispatcher.headers("officer", "3301"))
+    dispatcher.clock.advance(minutes=30)
+    async with dispatcher.sessionmaker() as session, session.begin():
+        await enqueue(session, [NewJob(queue="dispatcher", kind=RESULT_KIND, run_at=dispatcher.clock.now(),
+                                       payload={"task_id": b["task_id"], "channel": "bot_alert", "attempt": 1,
+                                                "result": "pressed", "feedback": "acknowledged"})])
+    await dispatcher.run_dispatcher_jobs()
+    dispatcher.clock.set(T0 + timedelta(hours=80))
+    for _ in range(3):
+        await dispatcher.run_dispatcher_jobs()
+    return {"from": T0.isoformat(), "to": (T0 + timedelta(days=4)).isoformat()}
 
 
 # ---- the sandbox (fake Telegram and Twilio), over real HTTP -------------------------------------------

@@ -265,3 +265,16 @@ async def test_reassign_and_clue_steps_over_the_json_api(dispatcher) -> None:  #
     resp = await dispatcher.client.post(f"/v1/clues/{clue_id}/steps", json={"step": "answer", "answer": "谢谢"},
                                         headers=await dispatcher.headers("supervisor", "44"))
     assert resp.status_code == 200 and resp.json()["status"] == "answered" and resp.json()["overdue"] is False
+
+
+async def test_compliance_page_shows_the_hand_counted_figures(dispatcher, known) -> None:  # noqa: ANN001
+    """The compliance page carries the report's hand-counted numbers (see tests/dispatcher/test_reports.py)."""
+    await signed_in(dispatcher.client, await key_of(dispatcher))
+    page = (await dispatcher.client.get("/console/compliance?days=4")).text
+    total = re.search(r'<tr data-tier="all".*?</tr>', page, re.S).group(0)
+    cells = re.findall(r'<td class="num[^"]*">(?:<b>)?([^<]*)', total)
+    assert cells[:6] == ["4", "2", "2", "2", "50.0%", "25.0%"]
+    high = re.search(r'<tr data-tier="high".*?</tr>', page, re.S).group(0)
+    assert re.findall(r'<td class="num[^"]*">(?:<b>)?([^<]*)', high)[:5] == ["2", "1", "1", "1", "50.0%"]
+    export = (await dispatcher.client.get("/console/compliance.csv?days=4")).text.splitlines()
+    assert export[-1].startswith("33,all,4,2,2,2,0.5,0.25")

@@ -71,6 +71,16 @@ async def compliance(session: AsyncSession, *, unit: str, from_: datetime, to: d
             "total": by_tier.get("all", empty)}
 
 
+def compliance_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The compliance report flattened to one row per tier and a total row (CSV)."""
+    rows = []
+    for tier, figures in [*report["tiers"].items(), ("all", report["total"])]:
+        flat = {k: v for k, v in figures.items() if k != "outcomes"}
+        rows.append({"unit": report["unit"], "tier": tier, **flat,
+                     **{f"outcome_{k}": v for k, v in figures["outcomes"].items()}})
+    return rows
+
+
 _RANKING = sql(
     "WITH units AS ("
     "  SELECT left(region_code, :width) AS unit, due_at, status, closed_at, breached, reached_at FROM tasks"

@@ -58,10 +58,7 @@ async def compliance(request: Request, principal: SupervisorKey, rt: RuntimeDep,
     async with rt.sessionmaker() as session:
         report = await service.compliance(session, unit=scope, from_=start, to=end)
     if _wants_csv(request):
-        rows = []
-        for tier, figures in [*report["tiers"].items(), ("all", report["total"])]:
-            flat = {k: v for k, v in figures.items() if k != "outcomes"}
-            rows.append({"unit": scope, "tier": tier, **flat, **{f"outcome_{k}": v for k, v in figures["outcomes"].items()}})
+        rows = service.compliance_rows(report)
         return csv_response(rows, f"compliance-{scope or 'all'}.csv")
     return Response(dumps(report), media_type="application/json")
 
