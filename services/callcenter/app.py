@@ -19,6 +19,8 @@ from twilio.rest import Client
 from services.callcenter.calls.pacing import CallPacer
 from services.callcenter.calls.service import CallPlacer
 from services.callcenter.calls.views import router as twilio_router
+from services.callcenter.console.views import console
+from services.callcenter.console.views import router as console_router
 from services.callcenter.seats.views import router as seats_router
 from services.callcenter.settings import CallcenterSettings
 from services.dispatcher.policy.service import PolicyStore, load_policy
@@ -75,4 +77,6 @@ def create_app(settings: CallcenterSettings | None = None, *, clock: Clock | Non
     install_common(app, service="callcenter")
     app.include_router(twilio_router)
     app.include_router(seats_router)
+    console.install(app)
+    app.include_router(console_router)
     return app

@@ -10,17 +10,32 @@ it (FOR UPDATE SKIP LOCKED in one statement).
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.callcenter.calls.service import STATUS_EVENTS, CallPlacer
 from shared.auth.service import Principal
+from shared.db import transaction
+from shared.phone import InvalidPhone, normalize_phone
 from shared.queue import service as q
-from shared.queue.service import NewJob
+from shared.queue.service import LeaseLost, NewJob
 from shared.sql import sql
 
 RESULT_KIND = "task.channel_result"
+STATES_CHOSEN = ("available", "paused", "offline")  # the states a seat sets itself (on_call comes from calling)
+DISPOSITIONS = ("dissuaded", "loss_reported", "unreachable", "wrong_number", "refused", "callback")
+NOT_CLAIMED = "this task is not claimed by your seat (claim it with POST /v1/queue/next), or your claim expired"
+
+
+class SeatRefused(Exception):
+    """The seat may not do this now; `code` names why (the console's text key), `status` is the HTTP answer."""
+
+    def __init__(self, code: str, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.code, self.status, self.detail = code, status, detail
 
 
 def seat_worker(principal: Principal) -> str:
@@ -95,7 +110,9 @@ async def record_disposition(session: AsyncSession, principal: Principal, *, cla
             sql("INSERT INTO do_not_call (phone, reason, added_by, added_at) VALUES (:p, :r, :by, :now)"
                 " ON CONFLICT (phone) DO NOTHING"),
             {"p": phone, "r": note or "wrong number (operator disposition)", "by": principal.actor, "now": now})
-    await session.execute(sql("UPDATE seats SET state = 'available', updated_at = :now WHERE key_id = :k"),
+    # Back to work after a call; a seat that paused or went offline meanwhile stays so.
+    await session.execute(sql("UPDATE seats SET state = 'available', updated_at = :now"
+                              " WHERE key_id = :k AND state IN ('on_call', 'wrap_up')"),
                           {"now": now, "k": principal.key_id})
 
 
@@ -127,3 +144,112 @@ async def history(session: AsyncSession, principal: Principal, *, phone: str) ->
 
 def lease_for(tier: str) -> timedelta:
     return timedelta(minutes=5 if tier == "high" else 10)
+
+
+# ---- the operator actions, as the JSON API and the console both run them ---------------------------------
+
+async def change_state(session: AsyncSession, principal: Principal, *, state: str, reason: str | None,
+                       phone: str | None, now: datetime) -> Any:
+    """Set my seat's state (pausing needs a reason) and, when given, its phone (stored as E.164)."""
+    if state not in STATES_CHOSEN:
+        raise SeatRefused("bad_state", 422, f"state: one of {', '.join(STATES_CHOSEN)}")
+    if state == "paused" and not reason:
+        raise SeatRefused("pause_reason", 422, "reason: required when pausing")
+    if phone:
+        try:
+            phone = normalize_phone(phone)
+        except InvalidPhone as exc:
+            raise SeatRefused("bad_phone", 422, f"phone: {str(exc).removeprefix('phone ')}") from None
+    return await set_state(session, principal, state=state, reason=reason or None, phone=phone or None, now=now)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    task: Any  # the task_card row
+    reasons: list[dict[str, Any]]
+    expires_at: datetime
+
+
+async def take_next(session: AsyncSession, principal: Principal, *, now: datetime) -> Claimed | None:
+    """Claim the next task for an available seat (None: nothing waits); the lease is shorter for high tier."""
+    seat = await get_seat(session, principal)
+    if seat is None or seat.state != "available":
+        raise SeatRefused("not_available", 409,
+                          "your seat is not available: PUT /v1/seat {\"state\": \"available\"} first")
+    claim = await claim_next(session, principal, now=now, lease_s=600)
+    if claim is None:
+        return None
+    task, reasons = await task_card(session, claim.task_id)
+    until = now + lease_for(task.tier)
+    await session.execute(sql("UPDATE jobs SET lease_expires_at = :until WHERE id = :id"),
+                          {"until": until, "id": claim.job_id})
+    return Claimed(task, reasons, until)
+
+
+@dataclass(frozen=True, slots=True)
+class CallPlan:
+    attempt_id: int
+    seat_phone: str
+    citizen_phone: str
+
+
+async def prepare_call(session: AsyncSession, principal: Principal, task_id: uuid.UUID, *, from_number: str,
+                       now: datetime) -> CallPlan:
+    """Check the claim and the seat's phone, open the call attempt, and mark the seat on a call."""
+    claim = await my_claim(session, principal, task_id)
+    if claim is None:
+        raise SeatRefused("not_claimed", 409, NOT_CLAIMED)
+    seat = await get_seat(session, principal)
+    if seat is None or not seat.phone:
+        raise SeatRefused("no_phone", 409, "your seat has no phone: PUT /v1/seat {\"phone\": ...}")
+    phone = (await session.execute(sql("SELECT phone FROM tasks WHERE id = :t"), {"t": task_id})).scalar_one()
+    attempt = (await session.execute(
+        sql("INSERT INTO call_attempts (task_id, channel, attempt, to_number, from_number, status,"
+            " created_at, updated_at) VALUES (:t, 'operator_call', :a, :to, :from_, 'dialing', :now, :now)"
+            " ON CONFLICT ON CONSTRAINT uq_call_attempts_task_channel_attempt"
+            " DO UPDATE SET updated_at = EXCLUDED.updated_at RETURNING id, call_sid"),
+        {"t": task_id, "a": int(claim.payload.get("attempt", 0)), "to": phone, "from_": from_number,
+         "now": now})).one()
+    if attempt.call_sid:
+        raise SeatRefused("already_calling", 409,
+                          f"already calling ({attempt.call_sid}); record a disposition to finish")
+    await session.execute(sql("UPDATE seats SET state = 'on_call', updated_at = :now WHERE key_id = :k"),
+                          {"now": now, "k": principal.key_id})
+    return CallPlan(attempt.id, seat.phone, phone)
+
+
+async def click_to_call(sessionmaker: async_sessionmaker[AsyncSession], placer: CallPlacer, principal: Principal,
+                        task_id: uuid.UUID, *, from_number: str, now: datetime) -> tuple[str, CallPlan]:
+    """Ring the seat's phone, then (TwiML /twilio/bridge) dial the citizen; returns the call SID.
+
+    The one action that owns its transactions: Twilio is asked between two short
+    ones, never while a transaction holds the claim's row lock.
+    """
+    async with transaction(sessionmaker) as session:
+        plan = await prepare_call(session, principal, task_id, from_number=from_number, now=now)
+    call = await placer.client.calls.create_async(
+        to=plan.seat_phone, from_=from_number, method="POST",
+        url=placer.url("/twilio/bridge", plan.attempt_id), status_callback=placer.url("/twilio/status", plan.attempt_id),
+        status_callback_method="POST", status_callback_event=STATUS_EVENTS, timeout=30)
+    async with transaction(sessionmaker) as session:
+        await session.execute(sql("UPDATE call_attempts SET call_sid = :sid, status = 'placed' WHERE id = :id"),
+                              {"sid": call.sid, "id": plan.attempt_id})
+    return call.sid, plan
+
+
+async def dispose(session: AsyncSession, principal: Principal, task_id: uuid.UUID, *, disposition: str,
+                  note: str | None, callback_at: datetime | None, now: datetime) -> None:
+    """Record what happened on the call for a task my seat holds (a callback needs a time in the future)."""
+    if disposition not in DISPOSITIONS:
+        raise SeatRefused("bad_disposition", 422, f"disposition: one of {', '.join(DISPOSITIONS)}")
+    if disposition == "callback" and (callback_at is None or callback_at <= now):
+        raise SeatRefused("callback_time", 422, "callback_at: required for a callback, and in the future")
+    claim = await my_claim(session, principal, task_id)
+    if claim is None:
+        raise SeatRefused("not_claimed", 409, NOT_CLAIMED)
+    try:
+        await record_disposition(session, principal, claim=claim, task_id=task_id, disposition=disposition,
+                                 note=note or None, callback_at=callback_at if disposition == "callback" else None,
+                                 now=now)
+    except LeaseLost:
+        raise SeatRefused("not_claimed", 409, NOT_CLAIMED) from None

@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from services.callcenter.calls.service import STATUS_EVENTS
 from services.callcenter.seats import service
 from shared.auth.deps import require_roles
 from shared.auth.service import Principal
 from shared.db import transaction
 from shared.phone import InvalidPhone, normalize_phone
-from shared.queue.service import LeaseLost
-from shared.sql import sql
 
 router = APIRouter(tags=["seat operators"])
 OperatorKey = Annotated[Principal, Depends(require_roles("operator"))]
-NOT_CLAIMED = "this task is not claimed by your seat (claim it with POST /v1/queue/next), or your claim expired"
 
 
 class SeatIn(BaseModel):
@@ -73,88 +71,57 @@ class DispositionIn(BaseModel):
     callback_at: datetime | None = Field(default=None, description="required for `callback`: when to call again")
 
 
+@contextmanager
+def answered_as_http() -> Iterator[None]:
+    """A seat action the service refused becomes the HTTP error it names (409 or 422)."""
+    try:
+        yield
+    except service.SeatRefused as exc:
+        raise HTTPException(exc.status, exc.detail) from None
+
+
 @router.put("/v1/seat", response_model=SeatOut)
 async def put_seat(body: SeatIn, principal: OperatorKey, request: Request) -> Any:
     """Set my seat's state (available, paused with a reason, offline) and, once, its phone."""
-    if body.state == "paused" and not body.reason:
-        raise HTTPException(422, "reason: required when pausing")
-    async with transaction(request.app.state.sessionmaker) as session:
-        row = await service.set_state(session, principal, state=body.state, reason=body.reason, phone=body.phone,
-                                      now=request.app.state.clock.now())
+    with answered_as_http():
+        async with transaction(request.app.state.sessionmaker) as session:
+            row = await service.change_state(session, principal, state=body.state, reason=body.reason,
+                                             phone=body.phone, now=request.app.state.clock.now())
     return dict(row._mapping)
 
 
 @router.post("/v1/queue/next", response_model=Claimed, responses={204: {"description": "nothing waiting"}})
 async def next_task(principal: OperatorKey, request: Request) -> Any:
     """Claim the next task for my unit (highest tier, then earliest deadline); 204 when none waits."""
-    now = request.app.state.clock.now()
-    async with transaction(request.app.state.sessionmaker) as session:
-        seat = await service.get_seat(session, principal)
-        if seat is None or seat.state != "available":
-            raise HTTPException(409, "your seat is not available: PUT /v1/seat {\"state\": \"available\"} first")
-        claim = await service.claim_next(session, principal, now=now, lease_s=600)
-        if claim is None:
-            return Response(status_code=204)
-        task, reasons = await service.task_card(session, claim.task_id)
-        lease = service.lease_for(task.tier)
-        await session.execute(sql("UPDATE jobs SET lease_expires_at = :until WHERE id = :id"),
-                              {"until": now + lease, "id": claim.job_id})
+    with answered_as_http():
+        async with transaction(request.app.state.sessionmaker) as session:
+            claimed = await service.take_next(session, principal, now=request.app.state.clock.now())
+    if claimed is None:
+        return Response(status_code=204)
+    task = claimed.task
     return Claimed(task_id=task.id, tier=task.tier, phone=task.phone, fraud_type=task.fraud_type,
-                   region_code=task.region_code, due_at=task.due_at, reasons=reasons, claim_expires_at=now + lease)
+                   region_code=task.region_code, due_at=task.due_at, reasons=claimed.reasons,
+                   claim_expires_at=claimed.expires_at)
 
 
 @router.post("/v1/tasks/{task_id}/call")
 async def click_to_call(task_id: uuid.UUID, principal: OperatorKey, request: Request) -> dict[str, Any]:
     """Ring my seat's phone, then bridge it to the citizen."""
     state = request.app.state
-    now = state.clock.now()
-    async with transaction(state.sessionmaker) as session:
-        claim = await service.my_claim(session, principal, task_id)
-        if claim is None:
-            raise HTTPException(409, NOT_CLAIMED)
-        seat = await service.get_seat(session, principal)
-        if seat is None or not seat.phone:
-            raise HTTPException(409, "your seat has no phone: PUT /v1/seat {\"phone\": ...}")
-        phone = (await session.execute(sql("SELECT phone FROM tasks WHERE id = :t"), {"t": task_id})).scalar_one()
-        attempt_id = (await session.execute(
-            sql("INSERT INTO call_attempts (task_id, channel, attempt, to_number, from_number, status,"
-                " created_at, updated_at) VALUES (:t, 'operator_call', :a, :to, :from_, 'dialing', :now, :now)"
-                " ON CONFLICT ON CONSTRAINT uq_call_attempts_task_channel_attempt"
-                " DO UPDATE SET updated_at = EXCLUDED.updated_at RETURNING id, call_sid"),
-            {"t": task_id, "a": int(claim.payload.get("attempt", 0)), "to": phone,
-             "from_": state.settings.from_number(), "now": now})).one()
-        if attempt_id.call_sid:
-            raise HTTPException(409, f"already calling ({attempt_id.call_sid}); record a disposition to finish")
-        await session.execute(sql("UPDATE seats SET state = 'on_call', updated_at = :now WHERE key_id = :k"),
-                              {"now": now, "k": principal.key_id})
-    placer = state.placer
-    call = await placer.client.calls.create_async(
-        to=seat.phone, from_=state.settings.from_number(), method="POST",
-        url=placer.url("/twilio/bridge", attempt_id.id), status_callback=placer.url("/twilio/status", attempt_id.id),
-        status_callback_method="POST", status_callback_event=STATUS_EVENTS, timeout=30)
-    async with transaction(state.sessionmaker) as session:
-        await session.execute(sql("UPDATE call_attempts SET call_sid = :sid, status = 'placed' WHERE id = :id"),
-                              {"sid": call.sid, "id": attempt_id.id})
-    return {"call_sid": call.sid, "rings": seat.phone, "then_bridges_to": phone}
+    with answered_as_http():
+        sid, plan = await service.click_to_call(state.sessionmaker, state.placer, principal, task_id,
+                                                from_number=state.settings.from_number(), now=state.clock.now())
+    return {"call_sid": sid, "rings": plan.seat_phone, "then_bridges_to": plan.citizen_phone}
 
 
 @router.post("/v1/tasks/{task_id}/disposition", status_code=202)
 async def disposition(task_id: uuid.UUID, body: DispositionIn, principal: OperatorKey,
                       request: Request) -> dict[str, Any]:
     """Record what happened on the call; the dispatcher closes, escalates or reschedules the task."""
-    now = request.app.state.clock.now()
-    if body.disposition == "callback" and (body.callback_at is None or body.callback_at <= now):
-        raise HTTPException(422, "callback_at: required for a callback, and in the future")
-    async with transaction(request.app.state.sessionmaker) as session:
-        claim = await service.my_claim(session, principal, task_id)
-        if claim is None:
-            raise HTTPException(409, NOT_CLAIMED)
-        try:
-            await service.record_disposition(session, principal, claim=claim, task_id=task_id,
-                                             disposition=body.disposition, note=body.note,
-                                             callback_at=body.callback_at, now=now)
-        except LeaseLost:
-            raise HTTPException(409, NOT_CLAIMED) from None
+    with answered_as_http():
+        async with transaction(request.app.state.sessionmaker) as session:
+            await service.dispose(session, principal, task_id, disposition=body.disposition, note=body.note,
+                                  callback_at=body.callback_at, now=request.app.state.clock.now())
     return {"task_id": str(task_id), "disposition": body.disposition, "recorded": True}
 
 

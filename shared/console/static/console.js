@@ -8,7 +8,9 @@ document.addEventListener("htmx:configRequest", function (event) {
 //    outside a text field. Esc leaves a text field so the shortcuts work again.
 document.addEventListener("keydown", function (event) {
   var target = event.target;
-  var typing = target && (target.tagName === "INPUT" || target.tagName === "TEXTAREA" || target.tagName === "SELECT");
+  // A focused radio or checkbox (as after choosing one by its shortcut) takes no text: shortcuts still apply.
+  var typing = target && (target.tagName === "TEXTAREA" || target.tagName === "SELECT" ||
+    (target.tagName === "INPUT" && !/^(radio|checkbox|button|submit|reset)$/.test(target.type)));
   if (event.key === "Escape" && typing) { target.blur(); return; }
   if (typing || event.ctrlKey || event.metaKey || event.altKey) { return; }
   var el = document.querySelector('[data-key="' + CSS.escape(event.key.toLowerCase()) + '"]');
