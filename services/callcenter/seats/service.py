@@ -59,12 +59,15 @@ async def get_seat(session: AsyncSession, principal: Principal) -> Any:
 
 
 async def claim_next(session: AsyncSession, principal: Principal, *, now: datetime, lease_s: float) -> Any:
-    """Take the most urgent waiting operator call in my unit: highest tier, then earliest deadline."""
+    """Take the most urgent waiting operator call in my unit: highest tier, then earliest deadline.
+
+    "My unit" is the task's assigned unit when a supervisor handed it over, else its region's.
+    """
     return (await session.execute(
         sql("WITH picked AS ("
             "  SELECT j.id FROM jobs j JOIN tasks t ON t.id = j.task_id"
             "  WHERE j.queue = 'callcenter' AND j.kind = 'call.operator' AND j.status = 'queued'"
-            "    AND j.run_at <= :now AND t.status <> 'closed' AND t.region_code LIKE :unit"
+            "    AND j.run_at <= :now AND t.status <> 'closed' AND COALESCE(t.assigned_unit, t.region_code) LIKE :unit"
             "  ORDER BY CASE t.tier WHEN 'high' THEN 0 WHEN 'medium' THEN 1 ELSE 2 END, t.due_at, j.priority, j.id"
             "  LIMIT 1 FOR UPDATE OF j SKIP LOCKED)"
             " UPDATE jobs SET status = 'running', attempts = jobs.attempts + 1, locked_by = :seat,"
