@@ -278,3 +278,19 @@ async def test_compliance_page_shows_the_hand_counted_figures(dispatcher, known)
     assert re.findall(r'<td class="num[^"]*">(?:<b>)?([^<]*)', high)[:5] == ["2", "1", "1", "1", "50.0%"]
     export = (await dispatcher.client.get("/console/compliance.csv?days=4")).text.splitlines()
     assert export[-1].startswith("33,all,4,2,2,2,0.5,0.25")
+
+
+async def test_a_task_handed_to_another_unit_is_called_by_that_units_seats(dispatcher) -> None:  # noqa: ANN001
+    """After reassignment to 3302, a 3301 seat's claim finds nothing and a 3302 seat's claim gets the task."""
+    from services.callcenter.seats.service import claim_next
+    from shared.auth.service import Principal
+
+    task_id = await breached_task(dispatcher)
+    resp = await dispatcher.client.post(f"/v1/tasks/{task_id}/reassign", json={"to": "unit", "unit": "3302"},
+                                        headers=await dispatcher.headers("supervisor", "33"))
+    assert resp.status_code == 200
+    now = dispatcher.clock.now()
+    async with dispatcher.sessionmaker() as session, session.begin():
+        old_unit = await claim_next(session, Principal("seat3301", "a", "operator", "3301"), now=now, lease_s=60)
+        new_unit = await claim_next(session, Principal("seat3302", "b", "operator", "3302"), now=now, lease_s=60)
+    assert old_unit is None and str(new_unit.task_id) == task_id
