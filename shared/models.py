@@ -34,6 +34,7 @@ def all_metadata() -> MetaData:
     import services.bot.chats.models  # noqa: F401
     import services.callcenter.calls.models  # noqa: F401
     import services.callcenter.seats.models  # noqa: F401
+    import services.dispatcher.campaigns.models  # noqa: F401
     import services.dispatcher.cases.models  # noqa: F401
     import services.dispatcher.clues.models  # noqa: F401
     import services.dispatcher.policy.models  # noqa: F401

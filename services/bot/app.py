@@ -24,6 +24,7 @@ from fastapi import FastAPI, HTTPException, Request
 
 from services.bot.alerts.delivery import AlertSender
 from services.bot.alerts.limiter import LimitedSending, SendLimiter
+from services.bot.campaigns import delivery as campaigns
 from services.bot.handlers import make_router
 from services.bot.settings import BotSettings
 from shared.auth.service import KeyCache
@@ -65,17 +66,23 @@ def create_app(settings: BotSettings | None = None, *, clock: Clock | None = Non
         bot = make_bot(settings)
         dp = make_dispatcher(sessionmaker=sessionmaker, clock=clock)
         sender = AlertSender(bot, sessionmaker, clock=clock)
+        app.state.campaigns = campaigns.CampaignSender(bot, sessionmaker, clock=clock,
+                                                       global_per_s=settings.global_per_s)
         app.state.sessionmaker = sessionmaker
         app.state.key_cache = KeyCache()
         app.state.bot, app.state.dp, app.state.sender = bot, dp, sender
         background: list[asyncio.Task[object]] = []
-        worker = None
+        worker = campaign_worker = None
         if settings.run_worker:
             worker = Worker(sessionmaker, queue="bot", clock=clock, database_url=url,
                             handlers={"bot.alert": Handler(sender.deliver, transactional=False)},
                             concurrency=settings.worker_concurrency, batch_size=settings.worker_concurrency,
                             poll_interval_s=settings.worker_poll_interval_s, lease_s=300)
             background.append(asyncio.create_task(worker.run(), name="bot-alert-worker"))
+            # Publicity in a worker of its own, so a round of campaign chunks never delays an alert's claim.
+            campaign_worker = campaigns.make_worker(app.state.campaigns, sessionmaker, clock=clock, database_url=url,
+                                                    poll_interval_s=settings.worker_poll_interval_s)
+            background.append(asyncio.create_task(campaign_worker.run(), name="bot-campaign-worker"))
         if settings.telegram_webhook_url:
             await bot.set_webhook(settings.telegram_webhook_url, secret_token=settings.telegram_webhook_secret)
             log.info("bot.webhook_set", url=settings.telegram_webhook_url)
@@ -88,6 +95,8 @@ def create_app(settings: BotSettings | None = None, *, clock: Clock | None = Non
         finally:
             if worker is not None:
                 worker.stop()
+            if campaign_worker is not None:
+                campaign_worker.stop()
             # aiogram waits on its polling tasks with asyncio.wait: cancelling our task would leave them
             # running, so polling is stopped through its own signal first.
             with contextlib.suppress(RuntimeError):  # "Polling is not started"

@@ -10,6 +10,8 @@ import structlog
 from fastapi import FastAPI
 
 from services.dispatcher.audit.views import router as audit_router
+from services.dispatcher.campaigns.console import router as campaigns_console_router
+from services.dispatcher.campaigns.views import router as campaigns_router
 from services.dispatcher.clues.views import router as clues_router
 from services.dispatcher.console.views import console
 from services.dispatcher.console.views import router as console_router
@@ -84,4 +86,6 @@ def create_app(settings: DispatcherSettings | None = None, *, clock: Clock | Non
     app.include_router(reports_router)
     console.install(app)
     app.include_router(console_router)
+    app.include_router(campaigns_router)
+    app.include_router(campaigns_console_router)
     return app

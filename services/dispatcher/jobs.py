@@ -7,6 +7,7 @@ import uuid
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.dispatcher.campaigns.service import job_handlers as campaign_handlers
 from services.dispatcher.clues.service import store_clue
 from services.dispatcher.policy.service import PolicyStore
 from services.dispatcher.tasks import plans, service
@@ -43,7 +44,7 @@ def make_handlers(*, store: PolicyStore, clock: Clock) -> dict[str, Handler]:
         log.info("clue.stored" if stored else "clue.already_stored", ref=job.payload["ref"])
 
     return {plans.TIMER_KIND: Handler(on_timer), plans.RESULT_KIND: Handler(on_result),
-            CLUE_KIND: Handler(on_clue)}
+            CLUE_KIND: Handler(on_clue), **campaign_handlers(clock=clock)}
 
 
 def _task_id(job: ClaimedJob) -> uuid.UUID:

@@ -27,7 +27,8 @@ HERE = Path(__file__).parent
 
 console = Console(
     service="dispatcher", title_key="console.supervisor", roles=("supervisor",), home="/console",
-    template_dirs=[HERE / "templates"], messages_files=[HERE / "messages.yaml"],
+    template_dirs=[HERE / "templates", HERE.parent / "campaigns" / "templates"],
+    messages_files=[HERE / "messages.yaml", HERE.parent / "campaigns" / "messages.yaml"],
     now=lambda request: request.app.state.runtime.clock.now(),
 )
 Page = console.page_user()
