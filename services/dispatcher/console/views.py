@@ -233,3 +233,23 @@ async def clue_step(request: Request, clue_id: uuid.UUID, step: str, user: Actio
         except clues.ClueStateError:
             return console.redirect(f"/console/clues#clue-{clue_id}")
     return console.redirect(f"/console/clues#clue-{clue_id}")
+
+
+# ---- deadline compliance --------------------------------------------------------------------------
+
+@router.get("/compliance", response_class=HTMLResponse)
+async def compliance_page(request: Request, user: Page, days: int = Query(default=7, ge=1, le=92)) -> HTMLResponse:
+    """Deadline compliance per tier for tasks due in the period: in time, breached, open, reach, times, outcomes."""
+    start, end = _period(console.now(request), days)
+    async with sessionmaker(request)() as session:
+        report = await reports.compliance(session, unit=user.principal.unit, from_=start, to=end)
+    return console.render(request, "compliance.html", user, report=report, days=days, nav="compliance",
+                          outcomes=reports.OUTCOMES)
+
+
+@router.get("/compliance.csv")
+async def compliance_csv(request: Request, user: Page, days: int = Query(default=7, ge=1, le=92)) -> Response:
+    start, end = _period(console.now(request), days)
+    async with sessionmaker(request)() as session:
+        report = await reports.compliance(session, unit=user.principal.unit, from_=start, to=end)
+    return csv_response(reports.compliance_rows(report), f"compliance-{user.principal.unit or 'all'}.csv")
