@@ -22,6 +22,7 @@ from aiogram.fsm.storage.memory import MemoryStorage
 from aiogram.types import BotCommand, Update
 from fastapi import FastAPI, HTTPException, Request
 
+from services.bot import notices
 from services.bot.alerts.delivery import AlertSender
 from services.bot.alerts.limiter import LimitedSending, SendLimiter
 from services.bot.campaigns import delivery as campaigns
@@ -75,7 +76,9 @@ def create_app(settings: BotSettings | None = None, *, clock: Clock | None = Non
         worker = campaign_worker = None
         if settings.run_worker:
             worker = Worker(sessionmaker, queue="bot", clock=clock, database_url=url,
-                            handlers={"bot.alert": Handler(sender.deliver, transactional=False)},
+                            handlers={"bot.alert": Handler(sender.deliver, transactional=False),
+                                      notices.KIND: Handler(notices.NoticeSender(sender).deliver,
+                                                            transactional=False)},
                             concurrency=settings.worker_concurrency, batch_size=settings.worker_concurrency,
                             poll_interval_s=settings.worker_poll_interval_s, lease_s=300)
             background.append(asyncio.create_task(worker.run(), name="bot-alert-worker"))

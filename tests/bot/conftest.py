@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from services.bot import notices
 from services.bot.app import create_app as create_bot
 from services.bot.settings import BotSettings
 from shared.queue.worker import Handler, Worker
@@ -20,9 +21,11 @@ class BotHarness:
         self.dispatcher = dispatcher
 
     async def deliver_alerts(self) -> int:
-        """Run the bot's "bot.alert" jobs now (the background worker is off in tests, for determinism)."""
+        """Run the bot's "bot.alert" and "bot.notice" jobs now (the background worker is off in tests)."""
         worker = Worker(self.app.state.sessionmaker, queue="bot", clock=self.dispatcher.clock,
-                        handlers={"bot.alert": Handler(self.app.state.sender.deliver, transactional=False)})
+                        handlers={"bot.alert": Handler(self.app.state.sender.deliver, transactional=False),
+                                  notices.KIND: Handler(notices.NoticeSender(self.app.state.sender).deliver,
+                                                        transactional=False)})
         return await worker.drain()
 
     async def bind(self, phone: str = "+8613800138000") -> int:

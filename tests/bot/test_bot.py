@@ -257,9 +257,8 @@ async def test_a_blocked_bot_falls_back_to_a_call(bot) -> None:
 
 # ---- /report -------------------------------------------------------------------------------------------
 
-async def test_report_dialogue_files_a_clue_with_a_reference(bot) -> None:
-    """/report asks kind, value and a note, answers with a reference, and supervisors see the clue."""
-    chat_id = await bot.bind()
+async def report_a_clue(bot, chat_id: int) -> str:  # noqa: ANN001
+    """The /report dialogue as a citizen goes through it; returns the reference the bot gave."""
     await bot.sandbox.say(chat_id, "/report")
     kinds = await eventually(lambda: _with_inline(bot, chat_id))
     await bot.sandbox.press(chat_id, kinds["message_id"], "rk:url")
@@ -268,11 +267,33 @@ async def test_report_dialogue_files_a_clue_with_a_reference(bot) -> None:
     await eventually(lambda: _last_contains(bot, chat_id, "说明"))
     await bot.sandbox.say(chat_id, "收到短信说账户冻结")
     done = await eventually(lambda: _last_contains(bot, chat_id, "XS"))
-    ref = done.split("XS", 1)[1][:15]
+    return "XS" + done.split("XS", 1)[1][:15]
+
+
+async def test_report_dialogue_files_a_clue_with_a_reference(bot) -> None:
+    """/report asks kind, value and a note, answers with a reference, and supervisors see the clue."""
+    chat_id = await bot.bind()
+    ref = await report_a_clue(bot, chat_id)
     await bot.dispatcher.run_dispatcher_jobs()
     clues = (await bot.dispatcher.client.get("/v1/clues", headers=await bot.dispatcher.headers("supervisor", ""))
              ).json()["items"]
-    assert [(c["ref"], c["kind"], c["value"]) for c in clues] == [("XS" + ref, "url", "http://fake-bank.example/login")]
+    assert [(c["ref"], c["kind"], c["value"]) for c in clues] == [(ref, "url", "http://fake-bank.example/login")]
+
+
+async def test_the_answer_to_a_clue_reaches_the_citizens_chat(bot) -> None:
+    """限时反馈: a supervisor's answer is sent to the reporter's chat, with the reference and the 96110 footer."""
+    chat_id = await bot.bind()
+    ref = await report_a_clue(bot, chat_id)
+    await bot.dispatcher.run_dispatcher_jobs()
+    headers = await bot.dispatcher.headers("supervisor", "")
+    clue = (await bot.dispatcher.client.get("/v1/clues", headers=headers)).json()["items"][0]
+    resp = await bot.dispatcher.client.post(f"/v1/clues/{clue['clue_id']}/steps", headers=headers,
+                                            json={"step": "answer", "answer": "该网址已被封堵，谢谢您的举报。"})
+    assert resp.status_code == 200
+    assert await bot.deliver_alerts() == 1
+    answer = await last_bot_text(bot, chat_id)
+    assert ref in answer and "该网址已被封堵" in answer and "96110" in answer
+    assert await bot.deliver_alerts() == 0  # sent once
 
 
 async def _with_inline(bot, chat_id: int) -> dict | None:  # noqa: ANN001

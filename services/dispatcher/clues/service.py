@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.dispatcher.clues.models import KINDS, Clue
 from shared.audit import service as audit
 from shared.ids import uuid7
+from shared.queue.service import NewJob, enqueue
 from shared.sql import sql
 
 # 限时反馈: the citizen gets an answer within three days of reporting, whoever ends up handling the clue.
@@ -92,13 +93,24 @@ def route_clue(session: AsyncSession, clue: Clue, *, to_unit: str, actor: str, n
     _audit(session, clue, at=now, actor=actor, action="clue.routed", before=before, to=to_unit)
 
 
-def answer_clue(session: AsyncSession, clue: Clue, *, answer: str, actor: str, now: datetime) -> None:
-    """限时反馈: record the answer given to the citizen; late answers are kept and marked late."""
+async def answer_clue(session: AsyncSession, clue: Clue, *, answer: str, actor: str, now: datetime) -> None:
+    """限时反馈: record the answer and send it to the citizen's chat (queued in this transaction).
+
+    Late answers are kept and marked late in the audit entry.
+    """
     if clue.status not in OPEN_STATUSES:
         raise ClueStateError(f"a {clue.status} clue cannot be answered again")
     late = clue.answer_due_at is not None and now > clue.answer_due_at
     clue.answer, clue.answered_at, clue.answered_by, clue.status = answer, now, actor, "answered"
-    _audit(session, clue, at=now, actor=actor, action="clue.answered", late=late, answer=answer)
+    notified = clue.reporter_chat_id is not None
+    if notified:
+        # Behind real-time alerts (priority 10 for high) but ahead of publicity.
+        await enqueue(session, [NewJob(queue="bot", kind="bot.notice", run_at=now, priority=60,
+                                       dedupe_key=f"clue_answer:{clue.id}",
+                                       payload={"template": "clue_answered", "chat_id": clue.reporter_chat_id,
+                                                "ref": clue.ref, "answer": answer})], now=now)
+    _audit(session, clue, at=now, actor=actor, action="clue.answered", late=late, answer=answer,
+           citizen_notified=notified)
 
 
 def close_clue(session: AsyncSession, clue: Clue, *, actor: str, now: datetime, note: str | None = None) -> None:
@@ -110,13 +122,13 @@ def close_clue(session: AsyncSession, clue: Clue, *, actor: str, now: datetime, 
     _audit(session, clue, at=now, actor=actor, action="clue.closed", before=before, note=note)
 
 
-def apply_step(session: AsyncSession, clue: Clue, *, step: str, unit: str | None, answer: str | None, actor: str,
+async def apply_step(session: AsyncSession, clue: Clue, *, step: str, unit: str | None, answer: str | None, actor: str,
                now: datetime) -> None:
     """One workflow step by name (the API and the console both call this)."""
     if step == "route":
         route_clue(session, clue, to_unit=unit or "", actor=actor, now=now)
     elif step == "answer":
-        answer_clue(session, clue, answer=(answer or "").strip(), actor=actor, now=now)
+        await answer_clue(session, clue, answer=(answer or "").strip(), actor=actor, now=now)
     elif step == "close":
         close_clue(session, clue, actor=actor, now=now)
     else:

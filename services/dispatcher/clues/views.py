@@ -95,7 +95,7 @@ async def clue_step(clue_id: uuid.UUID, body: ClueStepIn, principal: SupervisorK
         if clue is None:
             raise HTTPException(404, "no such clue in your unit")
         try:
-            service.apply_step(session, clue, step=body.step, unit=body.unit, answer=body.answer,
+            await service.apply_step(session, clue, step=body.step, unit=body.unit, answer=body.answer,
                                actor=principal.actor, now=now)
         except service.ClueStateError as exc:
             raise HTTPException(409, str(exc)) from None

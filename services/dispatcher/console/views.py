@@ -228,7 +228,7 @@ async def clue_step(request: Request, clue_id: uuid.UUID, step: str, user: Actio
         if clue is None:
             raise HTTPException(404, "no such clue in your unit")
         try:
-            clues.apply_step(session, clue, step=step, unit=unit.strip(), answer=answer, actor=principal.actor,
+            await clues.apply_step(session, clue, step=step, unit=unit.strip(), answer=answer, actor=principal.actor,
                              now=now)
         except clues.ClueStateError:
             return console.redirect(f"/console/clues#clue-{clue_id}")
