@@ -12,8 +12,9 @@ def registry() -> dict[str, Benchmark]:
     from services.bot.bench import bench_bot
     from services.callcenter.bench import bench_calls
     from services.dispatcher.bench import bench_ingest
+    from services.dispatcher.bench_consoles import bench_consoles
 
-    return {"ingest": bench_ingest, "bot": bench_bot, "calls": bench_calls}
+    return {"ingest": bench_ingest, "bot": bench_bot, "calls": bench_calls, "consoles": bench_consoles}
 
 
 async def run_benchmarks(names: list[str], *, as_json: bool, quick: bool) -> int:

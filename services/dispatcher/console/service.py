@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.dispatcher.reports.service import plan_for_values
 from shared.console.web import LOCAL_TZ
 from shared.sql import sql
 
@@ -22,6 +23,7 @@ async def daily_compliance(session: AsyncSession, *, unit: str, now: datetime, d
     """Per local day, the last `days` days up to now: tasks due so far, closed in time, breached, the rate."""
     today = now.astimezone(LOCAL_TZ).replace(hour=0, minute=0, second=0, microsecond=0)
     start = today - timedelta(days=days - 1)
+    await plan_for_values(session)  # the unit's range in ix_tasks_due_region, not a generic plan's filter
     rows = {r.day: r for r in (await session.execute(
         _DAILY, {"tz": str(LOCAL_TZ), "unit": unit + "%", "from_": start, "to": now})).all()}
     out = []

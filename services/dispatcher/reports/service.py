@@ -20,6 +20,22 @@ from shared.sql import sql
 
 OUTCOMES = ("acknowledged", "dissuaded", "loss_reported", "unreachable", "false_positive", "refused")
 
+# The reports over a period run as prepared statements (the driver keeps them per connection). After five runs
+# PostgreSQL may switch such a statement to a generic plan, made without the parameters' values; with
+# `region_code LIKE $1` unknown it can no longer scan ix_tasks_due_region for the unit's range and instead
+# fetches every task due in the period nationwide to filter them. At 1M tasks (`shouhu bench consoles`, unit 33)
+# that doubled GET /v1/reports/compliance (p95 69 ms instead of 31) and the console overview (65 instead of 31).
+# Which unit (a province or a district) and which period is asked changes the best plan anyway, so these
+# statements are planned for their actual values every time (a fraction of a millisecond each). SET LOCAL: for
+# this transaction only.
+_CUSTOM_PLANS = sql("SET LOCAL plan_cache_mode = force_custom_plan")
+
+
+async def plan_for_values(session: AsyncSession) -> None:
+    """Plan this transaction's statements for their actual parameters (see _CUSTOM_PLANS)."""
+    await session.execute(_CUSTOM_PLANS)
+
+
 _COMPLIANCE = sql(
     "SELECT tier,"
     " count(*) AS due,"
@@ -51,6 +67,7 @@ def _seconds(value: Any) -> float | None:
 
 async def compliance(session: AsyncSession, *, unit: str, from_: datetime, to: datetime) -> dict[str, Any]:
     """Per tier and in total: due, closed in time, breached, open, reach rate, contact and closure times, outcomes."""
+    await plan_for_values(session)
     rows = (await session.execute(_COMPLIANCE, {"unit": unit + "%", "from_": from_, "to": to})).all()
     by_tier: dict[str, Any] = {}
     for row in rows:
@@ -112,6 +129,7 @@ async def ranking(session: AsyncSession, *, unit: str, from_: datetime, to: date
     """
     width = child_width(unit)
     params = {"unit": unit + "%", "width": width, "from_": from_, "to": to, "prev_from": from_ - (to - from_)}
+    await plan_for_values(session)
     tasks = {r.unit: r for r in (await session.execute(_RANKING, params)).all()}
     warnings = {r.unit: r for r in (await session.execute(_WARNINGS_BY_UNIT, params)).all()}
     rows = []
