@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import re
 import socket
 import time
 import uuid
@@ -363,6 +364,20 @@ async def sign_in(page: Any, base_url: str, api_key: str) -> None:
     await page.fill("input[name=api_key]", api_key)
     await page.click("button[type=submit]")
     await page.wait_for_url(f"{base_url}/console**")
+
+
+async def console_sign_in(client: httpx.AsyncClient, api_key: str) -> tuple[httpx.Response, str | None]:
+    """Sign an httpx client in through a console's form, as a browser without JavaScript would.
+
+    Returns the sign-in response and the signed-in page's CSRF token (None when the sign-in was refused).
+    """
+    form = await client.get("/console/sign-in")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
+    resp = await client.post("/console/sign-in", data={"api_key": api_key, "csrf_token": token, "next": "/console"})
+    if resp.status_code != 303:
+        return resp, None
+    page = await client.get("/console")
+    return resp, re.search(r'<meta name="csrf-token" content="([^"]+)"', page.text).group(1)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

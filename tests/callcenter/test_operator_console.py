@@ -16,7 +16,7 @@ from services.dispatcher.warnings.schemas import FRAUD_TYPES
 from shared.queue import service as q
 from shared.queue.service import NewJob
 from tests.callcenter.test_seats import operator_task
-from tests.conftest import sign_in, warning
+from tests.conftest import console_sign_in, sign_in, warning
 
 # Set to a path to save a screenshot of the desk with a claimed task (docs/operator-console.png is made so).
 SCREENSHOT = os.environ.get("SHOUHU_OPERATOR_CONSOLE_SCREENSHOT")
@@ -58,13 +58,8 @@ class Desk:
         self.csrf = ""
 
     async def sign_in(self, key: str) -> httpx.Response:
-        form = await self.client.get("/console/sign-in")
-        token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
-        resp = await self.client.post("/console/sign-in",
-                                      data={"api_key": key, "csrf_token": token, "next": "/console"})
-        if resp.status_code == 303:
-            page = await self.client.get("/console")
-            self.csrf = re.search(r'<meta name="csrf-token" content="([^"]+)"', page.text).group(1)
+        resp, csrf = await console_sign_in(self.client, key)
+        self.csrf = csrf or ""
         return resp
 
     async def post(self, path: str, csrf: bool = True, **data: str) -> httpx.Response:

@@ -7,7 +7,7 @@ import re
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import serve, sign_in, warning
+from tests.conftest import console_sign_in, serve, sign_in, warning
 
 
 async def key_of(dispatcher, role: str = "supervisor", unit: str = "33") -> str:  # noqa: ANN001
@@ -39,14 +39,10 @@ async def audit_actions(dispatcher, task_id: str) -> list[tuple[str, str]]:  # n
 
 
 async def signed_in(client, key: str) -> str:  # noqa: ANN001
-    """Sign an httpx client in through the form (cookies kept by the client); returns the page's CSRF token."""
-    form = await client.get("/console/sign-in")
-    signin_csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
-    resp = await client.post("/console/sign-in", data={"api_key": key, "csrf_token": signin_csrf, "next": "/console"})
-    assert resp.status_code == 303, resp.text
-    page = await client.get("/console")
-    assert page.status_code == 200
-    return re.search(r'<meta name="csrf-token" content="([^"]+)"', page.text).group(1)
+    """Sign an httpx client in (cookies kept by the client); returns the page's CSRF token."""
+    resp, csrf = await console_sign_in(client, key)
+    assert resp.status_code == 303 and csrf, resp.text
+    return csrf
 
 
 # ---- in the browser ---------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from services.dispatcher.campaigns.service import CHUNK, SEND_KIND, START_KIND
-from tests.conftest import T0, warning
+from tests.conftest import T0, console_sign_in, warning
 
 NOW = T0 + timedelta(days=40)  # "recent" warnings arrive now; the old ones at T0, 40 days earlier
 
@@ -277,14 +277,9 @@ async def test_scheduling_and_cancelling_are_audited(dispatcher, population) -> 
 async def console_session(dispatcher, unit: str = "33") -> str:  # noqa: ANN001
     """Sign in through the console's form over HTTP; return the page's CSRF token."""
     key = (await dispatcher.headers("supervisor", unit))["Authorization"].removeprefix("Bearer ")
-    client = dispatcher.client
-    page = await client.get("/console/sign-in")
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-    resp = await client.post("/console/sign-in", data={"api_key": key, "csrf_token": token, "next": "/console"})
-    assert resp.status_code == 303, resp.text
-    page = await client.get("/console/campaigns/new")
-    assert page.status_code == 200
-    return re.search(r'<meta name="csrf-token" content="([^"]+)"', page.text).group(1)
+    resp, csrf = await console_sign_in(dispatcher.client, key)
+    assert resp.status_code == 303 and csrf, resp.text
+    return csrf
 
 
 async def test_console_post_without_the_csrf_token_is_403_and_creates_nothing(dispatcher, population) -> None:  # noqa: ANN001
