@@ -20,6 +20,11 @@ ANSWER_WINDOW = timedelta(hours=72)
 OPEN_STATUSES = ("new", "routed")
 
 
+def is_overdue(clue: Clue, now: datetime) -> bool:
+    """Still waiting for its answer after the time limit."""
+    return clue.status in OPEN_STATUSES and clue.answer_due_at is not None and clue.answer_due_at < now
+
+
 class ClueStateError(ValueError):
     """The clue is not in a state that allows this step (e.g. answering a closed clue)."""
 

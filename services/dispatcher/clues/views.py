@@ -42,6 +42,15 @@ class CluePage(BaseModel):
     next_cursor: str | None
 
 
+def clue_out(clue: Clue, now: datetime) -> ClueOut:
+    return ClueOut(clue_id=clue.id, ref=clue.ref, kind=clue.kind, value=clue.value, description=clue.description,
+                   channel=clue.channel,
+                   reporter_phone_masked=mask_phone(clue.reporter_phone) if clue.reporter_phone else None,
+                   region_code=clue.region_code, status=clue.status, reported_at=clue.reported_at,
+                   answer_due_at=clue.answer_due_at, answer=clue.answer, answered_at=clue.answered_at,
+                   overdue=service.is_overdue(clue, now))
+
+
 @router.get("", response_model=CluePage)
 async def list_clues(principal: SupervisorKey, rt: RuntimeDep, status: str | None = Query(default=None, max_length=12),
                      cursor: str | None = None, limit: int = Query(default=50, ge=1, le=500)) -> CluePage:
@@ -58,17 +67,10 @@ async def list_clues(principal: SupervisorKey, rt: RuntimeDep, status: str | Non
     more = len(rows) > limit
     rows = rows[:limit]
     return CluePage(
-        items=[ClueOut(clue_id=c.id, ref=c.ref, kind=c.kind, value=c.value, description=c.description,
-                       channel=c.channel, reporter_phone_masked=mask_phone(c.reporter_phone) if c.reporter_phone
-                       else None, region_code=c.region_code, status=c.status, reported_at=c.reported_at,
-                       answer_due_at=c.answer_due_at, answer=c.answer, answered_at=c.answered_at,
-                       overdue=_overdue(c, rt.clock.now()))
-               for c in rows],
+        items=[clue_out(c, rt.clock.now()) for c in rows],
         next_cursor=str(rows[-1].id) if more else None)
 
 
-def _overdue(clue: Clue, now: datetime) -> bool:
-    return clue.status in service.OPEN_STATUSES and clue.answer_due_at is not None and clue.answer_due_at < now
 
 
 class ClueStepIn(BaseModel):
@@ -96,12 +98,7 @@ async def clue_step(clue_id: uuid.UUID, body: ClueStepIn, principal: SupervisorK
             raise HTTPException(404, "no such clue in your unit")
         try:
             await service.apply_step(session, clue, step=body.step, unit=body.unit, answer=body.answer,
-                               actor=principal.actor, now=now)
+                                     actor=principal.actor, now=now)
         except service.ClueStateError as exc:
             raise HTTPException(409, str(exc)) from None
-        out = ClueOut(clue_id=clue.id, ref=clue.ref, kind=clue.kind, value=clue.value, description=clue.description,
-                      channel=clue.channel, reporter_phone_masked=mask_phone(clue.reporter_phone)
-                      if clue.reporter_phone else None, region_code=clue.region_code, status=clue.status,
-                      reported_at=clue.reported_at, answer_due_at=clue.answer_due_at, answer=clue.answer,
-                      answered_at=clue.answered_at, overdue=_overdue(clue, now))
-    return out
+        return clue_out(clue, now)

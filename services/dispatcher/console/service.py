@@ -84,8 +84,3 @@ async def task_file(session: AsyncSession, *, unit: str, task_id: Any) -> dict[s
     return {"task": task, "warnings": warnings, "calls": calls, "messages": messages, "audit": entries,
             "timeline": timeline}
 
-
-async def task_file_visible(session: AsyncSession, *, unit: str, task_id: Any) -> bool:
-    """Whether the task lies in `unit` (its region's or the unit it was handed to)."""
-    return bool((await session.execute(sql("SELECT 1 FROM tasks t WHERE t.id = :id AND " + _VISIBLE),
-                                       {"id": task_id, "unit": unit + "%"})).first())

@@ -88,9 +88,9 @@ async def reassign(request: Request, task_id: uuid.UUID, user: Action,
         if not UNIT_RE.match(to_unit) or not to_unit.startswith(principal.unit):
             return console.redirect(f"/console/queue?error=queue.bad_unit#task-{task_id}")
     async with transaction(sessionmaker(request)) as session:
-        if await service.task_file_visible(session, unit=principal.unit, task_id=task_id) is False:
-            raise HTTPException(404, "no such task in your unit")
         task = await tasks.lock_task(session, task_id)
+        if task is None or not tasks.in_jurisdiction(task, principal):
+            raise HTTPException(404, "no such task in your unit")
         try:
             target = await tasks.reassign(session, task, to_unit=to_unit, actor=principal.actor,
                                           note=note or None, now=now)
@@ -205,7 +205,7 @@ async def clues_page(request: Request, user: Page, status: str = "", overdue: bo
     async with sessionmaker(request)() as session:
         rows = await clues.list_clues(session, unit=user.principal.unit, status=status or None,
                                       overdue_only=overdue, now=now)
-    overdue_n = sum(1 for c in rows if c.status in clues.OPEN_STATUSES and c.answer_due_at and c.answer_due_at < now)
+    overdue_n = sum(1 for c in rows if clues.is_overdue(c, now))
     t = console.translator(console.lang_of(request))
     return console.render(request, "clues.html", user, rows=rows, status=status, overdue=overdue,
                           overdue_n=overdue_n, nav="clues", mask=mask_phone, flashes=flashes(t, error=error))

@@ -17,6 +17,7 @@ from services.dispatcher.policy.service import LoadedPolicy, PolicyStore, plan_s
 from services.dispatcher.tasks import plans
 from services.dispatcher.tasks.models import CLOSED, IN_PROGRESS, Task
 from shared.audit import service as audit
+from shared.auth.service import Principal
 from shared.metrics import TASK_EVENTS, TASKS_CLOSED
 from shared.queue import service as queue
 from shared.queue.service import NewJob
@@ -53,6 +54,11 @@ async def lock_task(session: AsyncSession, task_id: uuid.UUID) -> Task | None:
         return None
     await session.execute(select(Case.id).where(Case.id == case_id).with_for_update())
     return (await session.execute(select(Task).where(Task.id == task_id).with_for_update())).scalar_one()
+
+
+def in_jurisdiction(task: Task, principal: Principal) -> bool:
+    """A task is a key's when the citizen's region, or the unit a supervisor handed it to, lies in the key's unit."""
+    return principal.covers(task.region_code) or principal.covers(task.assigned_unit)
 
 
 def state_of(task: Task) -> plans.PlanState:

@@ -61,7 +61,7 @@ async def _detail(session, rt, task: Task) -> TaskOut:  # noqa: ANN001
 
 def _visible(task: Task | None, principal: Principal) -> Task:
     # Outside the key's unit the task "does not exist": saying 403 would confirm it does.
-    if task is None or not (principal.covers(task.region_code) or principal.covers(task.assigned_unit)):
+    if task is None or not service.in_jurisdiction(task, principal):
         raise HTTPException(404, NOT_FOUND)
     return task
 
