@@ -290,3 +290,9 @@ async def test_a_task_handed_to_another_unit_is_called_by_that_units_seats(dispa
         old_unit = await claim_next(session, Principal("seat3301", "a", "operator", "3301"), now=now, lease_s=60)
         new_unit = await claim_next(session, Principal("seat3302", "b", "operator", "3302"), now=now, lease_s=60)
     assert old_unit is None and str(new_unit.task_id) == task_id
+
+
+async def test_a_malformed_clue_cursor_is_a_422_naming_the_field(dispatcher) -> None:  # noqa: ANN001
+    """GET /v1/clues?cursor=garbage answers 422 with the field named, not a server error."""
+    resp = await dispatcher.client.get("/v1/clues?cursor=garbage", headers=await dispatcher.headers("supervisor"))
+    assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "cursor"

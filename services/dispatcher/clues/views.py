@@ -53,7 +53,7 @@ def clue_out(clue: Clue, now: datetime) -> ClueOut:
 
 @router.get("", response_model=CluePage)
 async def list_clues(principal: SupervisorKey, rt: RuntimeDep, status: str | None = Query(default=None, max_length=12),
-                     cursor: str | None = None, limit: int = Query(default=50, ge=1, le=500)) -> CluePage:
+                     cursor: uuid.UUID | None = None, limit: int = Query(default=50, ge=1, le=500)) -> CluePage:
     """Clues in your unit, newest first. Clues not yet routed to a unit are visible to nationwide keys only."""
     query = select(Clue).order_by(Clue.id.desc()).limit(limit + 1)
     if principal.unit:
@@ -61,7 +61,7 @@ async def list_clues(principal: SupervisorKey, rt: RuntimeDep, status: str | Non
     if status:
         query = query.where(Clue.status == status)
     if cursor:
-        query = query.where(Clue.id < uuid.UUID(cursor))
+        query = query.where(Clue.id < cursor)
     async with rt.sessionmaker() as session:
         rows = list((await session.execute(query)).scalars())
     more = len(rows) > limit
