@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+# The centre's local time: what people read on pages, call windows, "today" in reports.
+# One constant for the whole project; a policy file may name another zone for its call windows.
+LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 
 
 class Clock:

@@ -27,22 +27,3 @@ class Base(DeclarativeBase):
         uuid.UUID: UUID(as_uuid=True),
     }
 
-
-def all_metadata() -> MetaData:
-    """Import every model module so the metadata is complete (alembic, test schema checks)."""
-    import services.bot.alerts.models  # noqa: F401
-    import services.bot.chats.models  # noqa: F401
-    import services.callcenter.calls.models  # noqa: F401
-    import services.callcenter.seats.models  # noqa: F401
-    import services.dispatcher.campaigns.models  # noqa: F401
-    import services.dispatcher.cases.models  # noqa: F401
-    import services.dispatcher.clues.models  # noqa: F401
-    import services.dispatcher.policy.models  # noqa: F401
-    import services.dispatcher.tasks.models  # noqa: F401
-    import services.dispatcher.warnings.models  # noqa: F401
-    import shared.audit.models  # noqa: F401
-    import shared.auth.models  # noqa: F401
-    import shared.channels.models  # noqa: F401
-    import shared.queue.models  # noqa: F401
-
-    return Base.metadata

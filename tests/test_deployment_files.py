@@ -102,7 +102,7 @@ def _shouhu_commands() -> list[tuple[str, list[str], bool]]:
 
 @functools.cache
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "shouhu.cli", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
 
 

@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.bot.alerts.delivery import result_job
 from services.bot.alerts.service import parse_callback, recorded_text
 from services.bot.chats import service as chats
-from services.bot.texts import t, ui
+from services.bot.texts import t
 from shared.audit import service as audit
 from shared.clock import Clock
 from shared.db import transaction
@@ -118,9 +118,9 @@ async def switch_lang(message: Message, sessionmaker: async_sessionmaker[AsyncSe
 
 async def report_start(message: Message, sessionmaker: async_sessionmaker[AsyncSession], state: FSMContext) -> None:
     lang = await _lang(sessionmaker, message)
-    kinds = ui()["report_kinds"]
     keyboard = InlineKeyboardMarkup(inline_keyboard=[
-        [InlineKeyboardButton(text=kinds[k][lang], callback_data=f"rk:{k}")] for k in ("phone", "url", "account", "other")
+        [InlineKeyboardButton(text=t(f"report_kinds.{k}", lang), callback_data=f"rk:{k}")]
+        for k in ("phone", "url", "account", "other")
     ])
     await state.set_state(Report.kind)
     await state.update_data(lang=lang)

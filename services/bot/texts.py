@@ -1,7 +1,8 @@
 """The bot's words: alert templates per fraud type and UI texts, in Chinese (default) and English.
 
 Both live in YAML next to the code (alerts/templates.yaml, texts.yaml) so they
-can be edited without touching Python; they are loaded once and checked at start.
+can be edited without touching Python; they are loaded once through the
+project's one text mechanism (shared/i18n.py), which refuses a text missing a language.
 """
 
 from __future__ import annotations
@@ -10,32 +11,31 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
+from shared.i18n import LANGS, Catalog, lang_of
 
-LANGS = ("zh", "en")
+__all__ = ["LANGS", "alerts", "lang_of", "t", "templates", "ui"]
 _HERE = Path(__file__).parent
 
 
 @lru_cache(maxsize=1)
-def templates() -> dict[str, Any]:
-    data = yaml.safe_load((_HERE / "alerts" / "templates.yaml").read_text(encoding="utf-8"))
-    for fraud_type, texts in data["alerts"].items():
-        missing = [lang for lang in LANGS if not texts.get(lang)]
-        if missing:
-            raise ValueError(f"alert template {fraud_type} lacks {missing}")
-    return data
+def alerts() -> Catalog:
+    """alerts/templates.yaml: header, footer, one warning per fraud type, button labels, recorded answers."""
+    return Catalog(_HERE / "alerts" / "templates.yaml")
 
 
 @lru_cache(maxsize=1)
+def ui_catalog() -> Catalog:
+    return Catalog(_HERE / "texts.yaml")
+
+
+def templates() -> dict[str, Any]:
+    return alerts().data
+
+
 def ui() -> dict[str, Any]:
-    return yaml.safe_load((_HERE / "texts.yaml").read_text(encoding="utf-8"))
-
-
-def lang_of(lang: str | None) -> str:
-    return lang if lang in LANGS else "zh"
+    return ui_catalog().data
 
 
 def t(key: str, lang: str | None, **values: object) -> str:
     """A UI text in `lang`, with {placeholders} filled."""
-    text = ui()[key][lang_of(lang)]
-    return text.format(**values) if values else text
+    return ui_catalog().text(key, lang, **values)

@@ -8,10 +8,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
-from zoneinfo import ZoneInfo
 
 import orjson
-import yaml
 from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -19,28 +17,20 @@ from jinja2 import ChoiceLoader, FileSystemLoader
 from starlette.templating import Jinja2Templates
 
 from shared.audit import service as audit
+from shared.clock import LOCAL_TZ
 from shared.console import sessions
 from shared.console.sessions import ConsoleUser
 from shared.db import transaction
+from shared.i18n import LANGS, Catalog, lang_of
 
 HERE = Path(__file__).parent
-LANGS = ("zh", "en")
 LANG_COOKIE = "shouhu_lang"
 SIGNIN_CSRF_COOKIE = "shouhu_signin_csrf"
 STATIC_PATH = "/console/static"
-# Times on the pages are the centre's local time (the policy's call windows use the same zone).
-LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 
 
 class SignInRequired(Exception):
     """Raised by the page dependency when the browser has no live session."""
-
-
-def load_messages(*files: Path) -> dict[str, dict[str, str]]:
-    messages: dict[str, dict[str, str]] = {}
-    for file in files:
-        messages.update(yaml.safe_load(file.read_text(encoding="utf-8")) or {})
-    return messages
 
 
 def local_time(value: datetime | None, fmt: str = "%m-%d %H:%M") -> str:
@@ -78,7 +68,7 @@ class Console:
         self.home = home
         self.cookie = f"shouhu_{service}_session"
         self.now = now
-        self.messages = load_messages(HERE / "messages.yaml", *messages_files)
+        self.messages = Catalog(HERE / "messages.yaml", *messages_files)
         dirs = [str(d) for d in template_dirs] + [str(HERE / "templates")]
         self.templates = Jinja2Templates(directory=dirs[0])
         self.templates.env.loader = ChoiceLoader([FileSystemLoader(d) for d in dirs])
@@ -89,15 +79,10 @@ class Console:
     # ---- texts ----------------------------------------------------------------------------------
 
     def lang_of(self, request: Request) -> str:
-        lang = request.cookies.get(LANG_COOKIE, "zh")
-        return lang if lang in LANGS else "zh"
+        return lang_of(request.cookies.get(LANG_COOKIE))
 
     def translator(self, lang: str) -> Callable[..., str]:
-        def t(key: str, **values: Any) -> str:
-            entry = self.messages.get(key)
-            text = key if entry is None else entry.get(lang) or entry.get("zh") or key
-            return text.format(**values) if values else text
-        return t
+        return self.messages.translator(lang)
 
     # ---- who is signed in -----------------------------------------------------------------------
 

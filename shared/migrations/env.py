@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from alembic import context
 
-from shared.models import all_metadata
-
-target_metadata = all_metadata()
+# The full metadata is handed over by the composition root (`shouhu.metadata.all_metadata`) when a
+# developer autogenerates a revision; upgrades run the hand-checked scripts and need none.
+target_metadata = context.config.attributes.get("target_metadata")
 
 
 # Tables made by hand-written migrations, with no model (autogenerate must leave them alone).

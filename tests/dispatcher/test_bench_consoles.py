@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.dispatcher.bench_consoles import bench_consoles
+from bench.consoles import bench_consoles
 
 
 async def test_quick_mode_loads_measures_and_keeps_the_audit_chain_valid(server_url: str,

@@ -15,7 +15,7 @@ from tests.conftest import ROOT
 
 def shouhu(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": db_url}
-    return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=ROOT, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "shouhu.cli", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120)
 
 
@@ -79,7 +79,7 @@ async def test_import_jsonl_twice_is_idempotent(sessionmaker, db_url: str, tmp_p
 
 async def test_make_run_demo_keys_are_stable_and_open_their_consoles(dispatcher, tmp_path: Path) -> None:
     """`shouhu up` makes one demo supervisor and one operator key per data directory; a restart reuses them."""
-    from shared.cli import _demo_keys
+    from shouhu.cli import _demo_keys
 
     first = await _demo_keys(dispatcher.db_url, tmp_path)
     again = await _demo_keys(dispatcher.db_url, tmp_path)

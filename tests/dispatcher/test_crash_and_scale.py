@@ -78,7 +78,7 @@ async def test_two_dispatcher_processes_share_the_work_without_doubling(dispatch
     ports = [free_port(), free_port()]
     env = {**os.environ, "DATABASE_URL": dispatcher.db_url, "SHOUHU_LOG_LEVEL": "WARNING",
            "SHOUHU_WORKER_POLL_INTERVAL_S": "0.2"}
-    procs = [subprocess.Popen([sys.executable, "-m", "shared.cli", "serve", "dispatcher", "--port", str(port)],
+    procs = [subprocess.Popen([sys.executable, "-m", "shouhu.cli", "serve", "dispatcher", "--port", str(port)],
                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL) for port in ports]
     headers = await dispatcher.headers()
     try:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
-from services.bot.texts import lang_of, templates
+from services.bot.texts import alerts, lang_of
 
 # Button codes in callback_data ("fb:<code>:<task uuid>", 41 bytes, under Telegram's 64).
 FEEDBACK_BY_CODE = {"a": "acknowledged", "l": "loss_reported", "c": "callback_requested", "n": "not_me"}
@@ -37,21 +37,18 @@ def parse_callback(data: str | None) -> Press | None:
 
 
 def alert_text(fraud_type: str, lang: str | None) -> str:
-    data = templates()
-    lang = lang_of(lang)
-    body = (data["alerts"].get(fraud_type) or data["alerts"]["other"])[lang]
-    return f"{data['header'][lang]}{body}\n\n{data['footer'][lang]}"
+    texts = alerts()
+    body = texts.text(f"alerts.{fraud_type}", lang, fallback="alerts.other")
+    return f"{texts.text('header', lang)}{body}\n\n{texts.text('footer', lang)}"
 
 
 def alert_keyboard(task_id: uuid.UUID, lang: str | None) -> InlineKeyboardMarkup:
-    buttons = templates()["buttons"]
     lang = lang_of(lang)
-    rows = [[InlineKeyboardButton(text=buttons[f][lang], callback_data=callback_data(f, task_id))]
+    rows = [[InlineKeyboardButton(text=alerts().text(f"buttons.{f}", lang), callback_data=callback_data(f, task_id))]
             for f in ("acknowledged", "loss_reported", "callback_requested", "not_me")]
     return InlineKeyboardMarkup(inline_keyboard=rows)
 
 
 def recorded_text(fraud_type: str, lang: str | None, feedback: str) -> str:
     """The alert as edited after a press: the warning stays, the recorded answer is added."""
-    lang = lang_of(lang)
-    return f"{alert_text(fraud_type, lang)}\n\n{templates()['recorded'][feedback][lang]}"
+    return f"{alert_text(fraud_type, lang)}\n\n{alerts().text(f'recorded.{feedback}', lang)}"

@@ -10,26 +10,26 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
-import yaml
 from twilio.twiml.voice_response import Gather, VoiceResponse
+
+from shared.i18n import Catalog, lang_of
 
 KEYS = {"1": "acknowledged", "2": "callback_requested", "3": "loss_reported"}
 GATHER_TIMEOUT_S = 6
 
 
 @lru_cache(maxsize=1)
-def scripts() -> dict[str, Any]:
-    return yaml.safe_load(Path(__file__).with_name("scripts.yaml").read_text(encoding="utf-8"))
+def scripts() -> Catalog:
+    return Catalog(Path(__file__).with_name("scripts.yaml"))
 
 
 def _lang(lang: str | None) -> str:
-    return lang if lang in ("zh", "en") else "zh"
+    return lang_of(lang)
 
 
 def _say(node: VoiceResponse | Gather, text: str, lang: str) -> None:
-    voice = scripts()["voice"][lang]
+    voice = scripts().data["voice"][lang]
     node.say(text, language=voice["language"], voice=voice["voice"])
 
 
@@ -37,25 +37,25 @@ def warning_call(*, fraud_type: str, lang: str | None, action_url: str, silence_
                  first_round: bool = True) -> str:
     """The warning and the keypad question; `silence_url` is where Twilio goes when no key was pressed."""
     lang = _lang(lang)
-    data = scripts()
+    texts = scripts()
     response = VoiceResponse()
     gather = response.gather(num_digits=1, action=action_url, method="POST", timeout=GATHER_TIMEOUT_S)
     if first_round:
-        warning = (data["warnings"].get(fraud_type) or data["warnings"]["other"])[lang]
-        _say(gather, data["intro"][lang] + warning, lang)
-    _say(gather, data["menu"][lang], lang)
+        warning = texts.text(f"warnings.{fraud_type}", lang, fallback="warnings.other")
+        _say(gather, texts.text("intro", lang) + warning, lang)
+    _say(gather, texts.text("menu", lang), lang)
     response.redirect(silence_url, method="POST")
     return str(response)
 
 
 def ask_again(*, lang: str | None, action_url: str, silence_url: str, wrong_digit: bool) -> str:
     lang = _lang(lang)
-    data = scripts()
+    texts = scripts()
     response = VoiceResponse()
     if wrong_digit:
-        _say(response, data["wrong_digit"][lang], lang)
+        _say(response, texts.text("wrong_digit", lang), lang)
     gather = response.gather(num_digits=1, action=action_url, method="POST", timeout=GATHER_TIMEOUT_S)
-    _say(gather, data["menu"][lang], lang)
+    _say(gather, texts.text("menu", lang), lang)
     response.redirect(silence_url, method="POST")
     return str(response)
 
@@ -64,7 +64,7 @@ def recorded(feedback: str, lang: str | None) -> str:
     """What the caller hears after a valid key: what was recorded, then the line closes."""
     lang = _lang(lang)
     response = VoiceResponse()
-    _say(response, scripts()["recorded"][feedback][lang], lang)
+    _say(response, scripts().text(f"recorded.{feedback}", lang), lang)
     response.hangup()
     return str(response)
 
@@ -72,7 +72,7 @@ def recorded(feedback: str, lang: str | None) -> str:
 def goodbye(lang: str | None) -> str:
     lang = _lang(lang)
     response = VoiceResponse()
-    _say(response, scripts()["goodbye"][lang], lang)
+    _say(response, scripts().text("goodbye", lang), lang)
     response.hangup()
     return str(response)
 
@@ -81,7 +81,7 @@ def machine_message(lang: str | None) -> str:
     """An answering machine gets a short, general warning (no personal details) and the call ends."""
     lang = _lang(lang)
     response = VoiceResponse()
-    _say(response, scripts()["machine"][lang], lang)
+    _say(response, scripts().text("machine", lang), lang)
     response.hangup()
     return str(response)
 

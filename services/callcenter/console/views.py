@@ -16,18 +16,19 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import structlog
-import yaml
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from services.callcenter.seats import service as seats
-from shared.console.web import LOCAL_TZ, Console
+from shared.clock import LOCAL_TZ
+from shared.console.web import Console
 from shared.db import transaction
+from shared.i18n import Catalog
 from shared.phone import mask_phone
 
 log = structlog.get_logger(__name__)
 HERE = Path(__file__).parent
-SCRIPTS: dict[str, Any] = yaml.safe_load((HERE / "scripts.yaml").read_text(encoding="utf-8"))
+SCRIPTS = Catalog(HERE / "scripts.yaml")
 
 console = Console(
     service="callcenter", title_key="console.operator", roles=("operator",), home="/console",
@@ -69,13 +70,10 @@ def local_input(value: str) -> datetime | None:
 
 
 def call_script(fraud_type: str, phone: str, lang: str) -> dict[str, Any]:
-    def text(entry: dict[str, str]) -> str:
-        return entry.get(lang) or entry["zh"]
-
-    point = SCRIPTS["points"].get(fraud_type) or SCRIPTS["points"]["other"]
-    lines = [text(SCRIPTS["opening"]).format(last4=phone[-4:]), text(SCRIPTS["ask"]), text(point),
-             text(SCRIPTS["verify"]), text(SCRIPTS["if_paid"])]
-    return {"rule": text(SCRIPTS["rule"]), "lines": lines}
+    lines = [SCRIPTS.text("opening", lang, last4=phone[-4:]), SCRIPTS.text("ask", lang),
+             SCRIPTS.text(f"points.{fraud_type}", lang, fallback="points.other"),
+             SCRIPTS.text("verify", lang), SCRIPTS.text("if_paid", lang)]
+    return {"rule": SCRIPTS.text("rule", lang), "lines": lines}
 
 
 def timeline(found: dict[str, Any] | None, t: Any) -> list[dict[str, Any]]:

@@ -45,8 +45,7 @@ from services.dispatcher.campaigns.schemas import (
 )
 from shared.audit import service as audit
 from shared.auth.service import Principal
-from shared.clock import Clock
-from shared.console.web import LOCAL_TZ
+from shared.clock import LOCAL_TZ, Clock
 from shared.ids import uuid7
 from shared.queue.service import ClaimedJob, NewJob, enqueue
 from shared.queue.worker import Handler, PermanentJobError
@@ -92,7 +91,7 @@ _AGE = (
     " THEN CAST(date_part('year', age(CAST(:today AS date),"
     "   to_date(substr(w.subject->>'id_number', 7, 8), 'YYYYMMDD'))) AS int)"
     " ELSE CAST(w.subject->>'age' AS int) + CAST(date_part('year', age(CAST(:today AS date),"
-    "   CAST(w.occurred_at AT TIME ZONE 'Asia/Shanghai' AS date))) AS int) END"
+    "   CAST(w.occurred_at AT TIME ZONE CAST(:tz AS text) AS date))) AS int) END"
 )
 
 
@@ -131,6 +130,7 @@ def segment_params(segment: dict[str, Any], *, now: datetime) -> dict[str, Any]:
     params: dict[str, Any] = {"prefix": segment["region_prefix"] + "%"}
     if segment.get("age_min") is not None or segment.get("age_max") is not None:
         params["today"] = now.astimezone(LOCAL_TZ).date()
+        params["tz"] = LOCAL_TZ.key
         if segment.get("age_min") is not None:
             params["age_min"] = segment["age_min"]
         if segment.get("age_max") is not None:

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.dispatcher.reports.service import plan_for_values
-from shared.console.web import LOCAL_TZ
+from shared.clock import LOCAL_TZ
 from shared.sql import sql
 
 _DAILY = sql(

@@ -19,7 +19,8 @@ from services.dispatcher.reports import service as reports
 from services.dispatcher.reports.views import csv_response
 from services.dispatcher.tasks import service as tasks
 from shared.audit.service import verify_chain
-from shared.console.web import LOCAL_TZ, Console
+from shared.clock import LOCAL_TZ
+from shared.console.web import Console
 from shared.db import transaction
 from shared.phone import mask_phone
 

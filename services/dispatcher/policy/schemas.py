@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shared.clock import LOCAL_TZ
+
 Tier = Literal["low", "medium", "high"]
 Channel = Literal["bot_alert", "auto_call", "operator_call"]
 TIER_ORDER: dict[str, int] = {"low": 0, "medium": 1, "high": 2}
@@ -81,7 +83,7 @@ class Playbook(_Strict):
 
 class PolicyDoc(_Strict):
     name: str = "unnamed policy"
-    timezone: str = "Asia/Shanghai"
+    timezone: str = LOCAL_TZ.key
     signals: dict[str, Tier]
     rules: list[Rule] = []
     playbooks: dict[Tier, Playbook]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from shared.clock import LOCAL_TZ
 from shared.phone import InvalidPhone, normalize_phone
 
 FRAUD_TYPES = (
@@ -26,7 +27,6 @@ SIGNALS = (
 PROVINCE_CODES = frozenset(
     ["11", "12", "13", "14", "15", "21", "22", "23", "31", "32", "33", "34", "35", "36", "37", "41", "42", "43", "44", "45", "46", "50", "51", "52", "53", "54", "61", "62", "63", "64", "65", "71", "81", "82"]
 )
-CHINA_STANDARD_TIME = timezone(timedelta(hours=8))
 MAX_DETAILS_BYTES = 16_384
 # Upstream clocks drift; a warning stamped a little in the future is still taken.
 FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -172,7 +172,7 @@ def to_valid_record(index: int, parsed: WarningIn, *, now: datetime) -> ValidRec
         signal = "other"
     occurred_at = parsed.occurred_at
     if occurred_at.tzinfo is None:
-        occurred_at = occurred_at.replace(tzinfo=CHINA_STANDARD_TIME)
+        occurred_at = occurred_at.replace(tzinfo=LOCAL_TZ)
         notices.append("occurred_at had no UTC offset; read as China Standard Time (+08:00)")
     if occurred_at > now + FUTURE_TOLERANCE:
         return Rejected(index, [{"field": "occurred_at", "reason": "is in the future"}])

@@ -1,4 +1,4 @@
-"""`shouhu bench`: benchmarks registered by each service (see services/*/bench.py)."""
+"""`shouhu bench`: the benchmarks, one module each (ingest, bot, calls, consoles), outside the services they measure."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ Benchmark = Callable[[bool], Awaitable[dict[str, float]]]
 
 
 def registry() -> dict[str, Benchmark]:
-    from services.bot.bench import bench_bot
-    from services.callcenter.bench import bench_calls
-    from services.dispatcher.bench import bench_ingest
-    from services.dispatcher.bench_consoles import bench_consoles
+    from bench.bot import bench_bot
+    from bench.calls import bench_calls
+    from bench.consoles import bench_consoles
+    from bench.ingest import bench_ingest
 
     return {"ingest": bench_ingest, "bot": bench_bot, "calls": bench_calls, "consoles": bench_consoles}
 

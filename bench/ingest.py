@@ -73,7 +73,7 @@ Runs 1 and 4 are repeated (three times; once with --quick) and the median is
 reported; a table of every figure (median, min, max) and of where the CPU went
 (the client, each replica and their sum, PostgreSQL, the whole machine) is
 printed, with a line saying how many replicas ran and on which ports; then the
-figures are returned (``shared/bench.py`` prints them as the last line with
+figures are returned (``bench/__init__.py`` prints them as the last line with
 --json). All traffic goes to 127.0.0.1; every loop is bounded in count and in
 time; every replica is stopped and the database is dropped at the end, even on
 error.
@@ -472,7 +472,7 @@ class ServerProcess:
         return self.proc.pid
 
     def spawn(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "shared.cli", *self.args, "--port", str(self.port)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "shouhu.cli", *self.args, "--port", str(self.port)],
                                      env=self.env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
 
     async def wait_ready(self, timeout_s: float = 60.0) -> None:

@@ -98,7 +98,7 @@ from typing import Any
 import httpx
 import orjson
 
-from services.dispatcher.bench import (
+from bench.ingest import (
     BenchError,
     ProcCpu,
     _describe,

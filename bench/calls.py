@@ -6,7 +6,7 @@ callcenter (``shouhu serve callcenter``), each a subprocess on its own free
 port on 127.0.0.1, on a fresh, migrated database on the configured PostgreSQL
 server (created and dropped as ``shouhu bench ingest`` does; the dispatcher
 process, the raw HTTP client, the /proc CPU readings, the percentile and the
-report table are ``services/dispatcher/bench.py``'s). Every service runs with
+report table are ``bench/ingest.py``'s). Every service runs with
 SHOUHU_LOG_LEVEL=WARNING and its default pool size; the callcenter without
 TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN (so with the sandbox's account), with
 TWILIO_API_BASE pointing at the sandbox and CALLCENTER_PUBLIC_URL at itself.
@@ -105,7 +105,7 @@ placed twice; claim p99 under 100 ms with no task claimed by two seats) are for
 the reader to compare. A table (runs, median, min, max) and notes on where the
 CPU went (this client, the sandbox, the dispatcher, each callcenter, PostgreSQL,
 the whole machine) are printed; then the figures are returned
-(``shared/bench.py`` prints them as the last line with --json). All traffic goes
+(``bench/__init__.py`` prints them as the last line with --json). All traffic goes
 to 127.0.0.1; every loop is bounded in count and in time; every subprocess is
 stopped and the database is dropped at the end, even on error.
 """
@@ -123,7 +123,7 @@ from typing import Any
 
 import orjson
 
-from services.dispatcher.bench import (
+from bench.ingest import (
     BenchError,
     ProcCpu,
     ServerProcess,

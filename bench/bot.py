@@ -69,7 +69,7 @@ under 1 s p99 with nothing else queued) are for the reader to compare.
 
 A table (runs, median, min, max) and notes on where the CPU went during the
 fan-out (this client, the sandbox, the dispatcher, the bot, PostgreSQL, the
-whole machine) are printed; then the figures are returned (``shared/bench.py``
+whole machine) are printed; then the figures are returned (``bench/__init__.py``
 prints them as the last line with --json). All traffic goes to 127.0.0.1;
 every loop is bounded in count and in time; every subprocess is stopped and
 the database is dropped at the end, even on error.
@@ -88,7 +88,7 @@ from typing import Any
 
 import orjson
 
-from services.dispatcher.bench import (
+from bench.ingest import (
     CALM_FRAUD_TYPES,
     CST,
     REGIONS,
@@ -137,7 +137,7 @@ class BotBenchError(BenchError):
     """Something the figures depend on did not happen (a send missing, a wrong tier): they would be wrong."""
 
 
-# ---- the sandbox and the bot as subprocesses (the dispatcher is services/dispatcher/bench.py's) ---------------
+# ---- the sandbox and the bot as subprocesses (the dispatcher is bench/ingest.py's) ---------------
 
 
 # ---- talking to the sandbox and the dispatcher --------------------------------------------------------------

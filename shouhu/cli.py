@@ -166,7 +166,7 @@ def bench(
     quick: Annotated[bool, typer.Option(help="a short run (smoke test of the harness)")] = False,
 ) -> None:
     """Run the benchmarks and print their figures with a baseline measured in the same run."""
-    from shared.bench import run_benchmarks
+    from bench import run_benchmarks
 
     configure_logging("WARNING")
     raise typer.Exit(asyncio.run(run_benchmarks(names or [], as_json=json_, quick=quick)))
@@ -206,10 +206,10 @@ def up(
     if use_sandbox:
         env.setdefault("SHOUHU_SANDBOX_URL", f"http://{host}:8090")
         children.append(subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "sandbox", "--host", host, "--port", "8090"], env=env))
+            [sys.executable, "-m", "shouhu.cli", "sandbox", "--host", host, "--port", "8090"], env=env))
     for service, (_, port) in SERVICES.items():
         children.append(subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "serve", service, "--host", host, "--port", str(port)], env=env))
+            [sys.executable, "-m", "shouhu.cli", "serve", service, "--host", host, "--port", str(port)], env=env))
     typer.echo(
         "\nShouhu is starting:\n"
         f"  dispatcher  http://{host}:8000   (API docs: http://{host}:8000/docs)\n"

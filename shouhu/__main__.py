@@ -1,0 +1,3 @@
+from shouhu.cli import app
+
+app()
