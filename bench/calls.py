@@ -50,11 +50,11 @@ TWILIO_API_BASE pointing at the sandbox and CALLCENTER_PUBLIC_URL at itself.
    quickest honest way to get them there: the warnings are ingested through
    the dispatcher (POST /v1/warnings/batch, 1,000 per request, the usual tier
    mix, every phone new, so every warning opens its own case and task), and
-   then one ``call.operator`` job per task is enqueued directly in the jobs
-   table with ``shared.queue.service.enqueue`` (queue "callcenter", payload
-   task_id / channel "operator_call" / attempt 1, task_id set, run now, the
-   dedupe key the dispatcher would use), as the dispatcher's own timers would
-   do 10 minutes (high tier) to hours later.
+   then one ``OperatorCall`` job per task is enqueued directly with
+   ``shared.queue.service.enqueue`` (the contract's payload, attempt 100 so it
+   never collides with the task's own plan, the task's unit as scope and its
+   deadline as due_at, run now), as the dispatcher's own timers would do 10
+   minutes (high tier) to hours later.
 
    The callcenter runs as R replicas on the one database (R from
    ``SHOUHU_BENCH_REPLICAS``, default 2, as the ingest bench scales the
@@ -386,8 +386,11 @@ class _Claims:
 
 
 async def _fill_operator_queue(dispatcher_port: int, key: str, db_url: str, gen: _Records, plan: _Plan) -> list[str]:
-    """M warnings through the dispatcher (every phone new: M tasks), then one `call.operator` job per task."""
-    from shared.queue.service import NewJob, enqueue
+    """M warnings through the dispatcher (every phone new: M tasks), then one operator-call job per task."""
+    from shared import contracts
+    from shared.contracts import PRIORITY
+    from shared.phone import normalize_phone
+    from shared.queue.service import enqueue
 
     units = list(UNITS)
     wires = []
@@ -402,19 +405,24 @@ async def _fill_operator_queue(dispatcher_port: int, key: str, db_url: str, gen:
     engine = make_engine(db_url, pool_size=1, application_name="shouhu-bench")
     try:
         now = datetime.now(UTC)
+        # Attempt 100: past any operator call the tasks' own plans may have queued meanwhile.
+        jobs = [contracts.OperatorCall(
+            task_id=r["task_id"], case_id=r["case_id"], channel="operator_call", attempt=100, tier=r["tier"],
+            phone=normalize_phone(w["phone"]), region_code=w["region_code"], fraud_type=w["fraud_type"],
+            due_at=r["due_at"], reason="benchmark").job(
+                run_at=now, task_id=uuid.UUID(r["task_id"]), priority=PRIORITY[r["tier"]],
+                dedupe_key=f"operator_call:{r['task_id']}:100", scope=w["region_code"],
+                due_at=datetime.fromisoformat(r["due_at"]))
+            for r, w in zip(results, wires, strict=True)]
         async with transaction(make_sessionmaker(engine)) as session:
-            for i in range(0, len(task_ids), 1000):
-                await enqueue(session, [
-                    NewJob(queue="callcenter", kind="call.operator", run_at=now, task_id=uuid.UUID(t),
-                           dedupe_key=f"operator_call:{t}:1",
-                           payload={"task_id": t, "channel": "operator_call", "attempt": 1})
-                    for t in task_ids[i:i + 1000]], now=now)
+            for i in range(0, len(jobs), 1000):
+                await enqueue(session, jobs[i:i + 1000], now=now)
     finally:
         await engine.dispose()
     conn = await raw_connect(db_url)
     try:
         waiting = await conn.fetchval(
-            "SELECT count(*) FROM jobs WHERE kind = 'call.operator' AND status = 'queued'")
+            "SELECT count(*) FROM jobs WHERE kind = 'call.operator' AND status = 'queued' AND payload->>'attempt' = '100'")
     finally:
         await conn.close()
     if waiting != plan.tasks:

@@ -14,6 +14,7 @@ from shared.models import Base
 def all_metadata() -> MetaData:
     """Import every model module so the metadata is complete (alembic autogenerate, schema checks)."""
     import services.bot.alerts.models  # noqa: F401
+    import services.bot.campaigns.models  # noqa: F401
     import services.bot.chats.models  # noqa: F401
     import services.callcenter.calls.models  # noqa: F401
     import services.callcenter.seats.models  # noqa: F401

@@ -28,6 +28,7 @@ from services.bot.alerts.limiter import LimitedSending, SendLimiter
 from services.bot.campaigns import delivery as campaigns
 from services.bot.handlers import make_router
 from services.bot.settings import BotSettings
+from shared import contracts
 from shared.auth.service import KeyCache
 from shared.clock import Clock
 from shared.db import open_database
@@ -76,7 +77,7 @@ def create_app(settings: BotSettings | None = None, *, clock: Clock | None = Non
         worker = campaign_worker = None
         if settings.run_worker:
             worker = Worker(sessionmaker, queue="bot", clock=clock, database_url=url,
-                            handlers={"bot.alert": Handler(sender.deliver, transactional=False),
+                            handlers={contracts.SendAlert.KIND: Handler(sender.deliver, transactional=False),
                                       notices.KIND: Handler(notices.NoticeSender(sender).deliver,
                                                             transactional=False)},
                             concurrency=settings.worker_concurrency, batch_size=settings.worker_concurrency,

@@ -28,15 +28,17 @@ from aiogram.types import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.bot.alerts.delivery import result_job
+from services.bot.alerts.delivery import alert_result
 from services.bot.alerts.service import parse_callback, recorded_text
 from services.bot.chats import service as chats
 from services.bot.texts import t
+from shared import contracts
 from shared.audit import service as audit
 from shared.clock import Clock
+from shared.contracts import dispatcher as dispatcher_contract
 from shared.db import transaction
 from shared.phone import InvalidPhone, mask_phone, normalize_phone
-from shared.queue.service import NewJob, enqueue
+from shared.queue.service import enqueue
 from shared.sql import sql
 
 log = structlog.get_logger(__name__)
@@ -160,12 +162,10 @@ async def report_done(message: Message, state: FSMContext, sessionmaker: async_s
     async with transaction(sessionmaker) as session:
         phone = await chats.bound_phone(session, chat_id=message.chat.id)
         # The dispatcher stores the clue and routes it; the reference is ours, so the citizen gets it now.
-        await enqueue(session, [NewJob(queue="dispatcher", kind="clue.report", run_at=now, dedupe_key=f"clue:{ref}",
-                                       payload={"ref": ref, "kind": data.get("kind", "other"),
-                                                "value": data.get("value", ""),
-                                                "description": None if text.lower() in SKIP_WORDS else text[:2000],
-                                                "channel": "telegram", "chat_id": message.chat.id, "phone": phone,
-                                                "reported_at": now.isoformat()})], now=now)
+        clue = contracts.ClueReport(ref=ref, kind=data.get("kind", "other"), value=data.get("value", ""),
+                                    description=None if text.lower() in SKIP_WORDS else text[:2000],
+                                    channel="telegram", chat_id=message.chat.id, phone=phone, reported_at=now)
+        await enqueue(session, [clue.job(run_at=now, dedupe_key=f"clue:{ref}")], now=now)
     await state.clear()
     log.info("bot.report", ref=ref, chat_id=message.chat.id)
     await message.answer(t("report_done", lang, ref=ref))
@@ -189,10 +189,9 @@ async def pressed(query: CallbackQuery, sessionmaker: async_sessionmaker[AsyncSe
         delivery = None
         if press is not None:
             delivery = (await session.execute(
-                sql("SELECT d.id, d.attempt, d.feedback, d.lang, t.fraud_type, t.status AS task_status, t.region_code, t.case_id"
-                    " FROM bot_deliveries d JOIN tasks t ON t.id = d.task_id"
-                    " WHERE d.task_id = :t AND d.chat_id = :c AND d.status = 'sent'"
-                    " ORDER BY d.attempt DESC LIMIT 1 FOR UPDATE OF d"),
+                sql("SELECT id, attempt, feedback, lang, fraud_type FROM bot_deliveries"
+                    " WHERE task_id = :t AND chat_id = :c AND status = 'sent'"
+                    " ORDER BY attempt DESC LIMIT 1 FOR UPDATE"),
                 {"t": press.task_id, "c": chat_id})).first()
         if press is None or delivery is None:
             await _audit_refused_press(session, press.task_id if press else None, chat_id, query.data, now)
@@ -203,11 +202,12 @@ async def pressed(query: CallbackQuery, sessionmaker: async_sessionmaker[AsyncSe
             feedback = press.feedback
             await session.execute(sql("UPDATE bot_deliveries SET feedback = :f, feedback_at = :now WHERE id = :id"),
                                   {"f": feedback, "now": now, "id": delivery.id})
-            await enqueue(session, [result_job(task_id=press.task_id, attempt=delivery.attempt, result="pressed",
-                                               detail=None, feedback=feedback,
-                                               actor=f"citizen:telegram:{chat_id}", run_at=now)], now=now)
-            answer = t("press_closed", lang) if delivery.task_status == "closed" and feedback != "loss_reported" \
-                else t("press_recorded", lang)
+            await enqueue(session, [alert_result(task_id=press.task_id, attempt=delivery.attempt, result="pressed",
+                                                 feedback=feedback, actor=f"citizen:telegram:{chat_id}")
+                                    .to_job(now=now)], now=now)
+            task = await dispatcher_contract.task_brief(session, press.task_id)
+            closed = task is not None and task.closed
+            answer = t("press_closed", lang) if closed and feedback != "loss_reported" else t("press_recorded", lang)
     log.info("bot.press", chat_id=chat_id, feedback=feedback, accepted=feedback is not None)
     if feedback is not None and query.message is not None and delivery is not None:
         try:
@@ -220,10 +220,7 @@ async def pressed(query: CallbackQuery, sessionmaker: async_sessionmaker[AsyncSe
 
 async def _audit_refused_press(session: AsyncSession, task_id: uuid.UUID | None, chat_id: int, data: str | None,
                                now: datetime) -> None:
-    task = None
-    if task_id is not None:
-        task = (await session.execute(sql("SELECT case_id, region_code FROM tasks WHERE id = :t"),
-                                      {"t": task_id})).first()
+    task = await dispatcher_contract.task_brief(session, task_id) if task_id is not None else None
     audit.record(session, at=now, actor=f"citizen:telegram:{chat_id}", action="bot.press_refused",
                  task_id=task_id if task else None, case_id=task.case_id if task else None,
                  region_code=task.region_code if task else None, callback_data=(data or "")[:64],

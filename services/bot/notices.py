@@ -13,12 +13,13 @@ import structlog
 from services.bot import texts
 from services.bot.alerts import models as m
 from services.bot.alerts.delivery import AlertSender
+from shared import contracts
 from shared.queue.service import ClaimedJob
 from shared.queue.worker import PermanentJobError
 from shared.sql import sql
 
 log = structlog.get_logger(__name__)
-KIND = "bot.notice"
+KIND = contracts.SendNotice.KIND
 
 
 class NoticeSender:
@@ -26,15 +27,13 @@ class NoticeSender:
         self.sender = sender
 
     async def deliver(self, job: ClaimedJob) -> None:
-        """The "bot.notice" handler: the answer to a clue, in the chat's language, with the 96110 footer."""
-        payload = job.payload
-        if payload.get("template") != "clue_answered" or not payload.get("chat_id"):
-            raise PermanentJobError("bot.notice needs template 'clue_answered' and chat_id")
-        chat_id = int(payload["chat_id"])
+        """The notice handler: the answer to a clue, in the chat's language, with the 96110 footer."""
+        notice = contracts.SendNotice.of(job)
+        chat_id = notice.chat_id
         async with self.sender.sessionmaker() as session:
             lang = (await session.execute(sql("SELECT lang FROM bot_chats WHERE chat_id = :c"),
                                           {"c": chat_id})).scalar_one_or_none()
-        text = texts.t("clue_answered", lang, ref=payload.get("ref", ""), answer=payload.get("answer", ""))
+        text = texts.t(notice.template, lang, ref=notice.ref, answer=notice.answer)
         outcome = await self.sender.send(chat_id, text)
         log.info("bot.notice", template="clue_answered", result=outcome.status, chat_id=chat_id)
         if outcome.status == m.FAILED:

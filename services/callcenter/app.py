@@ -23,7 +23,7 @@ from services.callcenter.console.views import console
 from services.callcenter.console.views import router as console_router
 from services.callcenter.seats.views import router as seats_router
 from services.callcenter.settings import CallcenterSettings
-from services.dispatcher.policy.service import PolicyStore, load_policy
+from shared import contracts
 from shared.auth.service import KeyCache
 from shared.clock import Clock
 from shared.db import open_database
@@ -47,7 +47,7 @@ def create_app(settings: CallcenterSettings | None = None, *, clock: Clock | Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url, engine, sessionmaker = await open_database(settings, application_name="shouhu-callcenter")
         client = make_twilio(settings)
-        placer = CallPlacer(client, sessionmaker, store=PolicyStore(load_policy(None)), clock=clock,
+        placer = CallPlacer(client, sessionmaker, clock=clock,
                             pacer=CallPacer(settings.calls_per_s), from_number=settings.from_number(),
                             public_url=settings.public_url, daily_cap=settings.daily_attempt_cap)
         app.state.settings, app.state.clock = settings, clock
@@ -55,9 +55,9 @@ def create_app(settings: CallcenterSettings | None = None, *, clock: Clock | Non
         app.state.twilio, app.state.placer = client, placer
         worker, task = None, None
         if settings.run_worker:
-            # Only automated calls are taken here; "call.operator" jobs wait for seat operators.
+            # Only automated calls are taken here; operator calls wait for the seats to claim them.
             worker = Worker(sessionmaker, queue="callcenter", clock=clock, database_url=url,
-                            handlers={"call.auto": Handler(placer.place, transactional=False)},
+                            handlers={contracts.PlaceCall.KIND: Handler(placer.place, transactional=False)},
                             concurrency=settings.worker_concurrency, poll_interval_s=settings.worker_poll_interval_s,
                             lease_s=300)
             task = asyncio.create_task(worker.run(), name="callcenter-worker")

@@ -41,6 +41,10 @@ class Job(Base):
     # The task this job works for: closing a task cancels its queued contact jobs.
     task_id: Mapped[uuid.UUID | None]
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # Jobs people claim (the seat operators' queue): the unit whose seats may take it (a region-code
+    # prefix match) and the deadline that orders it after its priority. NULL for worker-run jobs.
+    scope: Mapped[str | None] = mapped_column(String(12))
+    due_at: Mapped[datetime | None]
 
     __table_args__ = (
         Index("ix_jobs_ready", "queue", "priority", "run_at", postgresql_where=text("status = 'queued'")),
@@ -52,7 +56,9 @@ class Job(Base):
             postgresql_where=text("dedupe_key IS NOT NULL AND status IN ('queued', 'running')"),
         ),
         Index("ix_jobs_queued_task", "task_id", postgresql_where=text("status = 'queued'")),
-        # The seat operators' queue (claim_next in services/callcenter/seats/service.py), migration 0006.
-        Index("ix_jobs_operator_queue", "run_at", "task_id",
-              postgresql_where=text("queue = 'callcenter' AND kind = 'call.operator' AND status = 'queued'")),
+        # Claims by people (shared.queue.service.claim with a scope_prefix), migration 0010.
+        Index("ix_jobs_scoped_ready", "queue", "priority", "due_at", "id",
+              postgresql_where=text("status = 'queued' AND scope IS NOT NULL")),
+        # What a seat holds (shared.queue.service.held).
+        Index("ix_jobs_locked_by", "locked_by", postgresql_where=text("status = 'running'")),
     )

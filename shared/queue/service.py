@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.queue.models import CANCELLED, FAILED, QUEUED, RUNNING
-from shared.sql import recordset, sql
+from shared.sql import dumps, recordset, sql
 
 NOTIFY_CHANNEL = "shouhu_jobs"
 
@@ -40,6 +40,10 @@ class NewJob:
     dedupe_key: str | None = None
     task_id: uuid.UUID | None = None
     max_attempts: int = 10
+    # For jobs people claim (seat operators): the region-code unit whose people may take it, and the
+    # deadline that orders it after its priority. Worker-run jobs leave both unset.
+    scope: str | None = None
+    due_at: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -53,6 +57,9 @@ class ClaimedJob:
     task_id: uuid.UUID | None
     run_at: datetime
     created_at: datetime
+    lease_expires_at: datetime | None = None
+    scope: str | None = None
+    due_at: datetime | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -74,10 +81,12 @@ async def enqueue(session: AsyncSession, jobs: Sequence[NewJob], *, now: datetim
         await session.execute(
             sql(
                 "WITH inserted AS ("
-                " INSERT INTO jobs (queue, kind, payload, run_at, priority, dedupe_key, task_id, max_attempts)"
-                " SELECT queue, kind, payload, run_at, priority, dedupe_key, task_id, max_attempts"
+                " INSERT INTO jobs (queue, kind, payload, run_at, priority, dedupe_key, task_id, max_attempts, scope,"
+                " due_at)"
+                " SELECT queue, kind, payload, run_at, priority, dedupe_key, task_id, max_attempts, scope, due_at"
                 " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(queue text, kind text, payload jsonb,"
-                " run_at timestamptz, priority smallint, dedupe_key text, task_id uuid, max_attempts smallint)"
+                " run_at timestamptz, priority smallint, dedupe_key text, task_id uuid, max_attempts smallint,"
+                " scope text, due_at timestamptz)"
                 " ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'running')"
                 " DO NOTHING RETURNING queue, run_at),"
                 # One wake-up per queue that got a job it can run now; delivered at commit.
@@ -87,7 +96,7 @@ async def enqueue(session: AsyncSession, jobs: Sequence[NewJob], *, now: datetim
             ),
             {"rows": recordset({"queue": j.queue, "kind": j.kind, "payload": j.payload, "run_at": j.run_at,
                                 "priority": j.priority, "dedupe_key": j.dedupe_key, "task_id": j.task_id,
-                                "max_attempts": j.max_attempts} for j in jobs),
+                                "max_attempts": j.max_attempts, "scope": j.scope, "due_at": j.due_at} for j in jobs),
              "channel": NOTIFY_CHANNEL, "soon": soon},
         )
     ).one()
@@ -103,30 +112,92 @@ async def claim(
     lease_s: float,
     limit: int = 1,
     kinds: Sequence[str] | None = None,
+    scope_prefix: str | None = None,
 ) -> list[ClaimedJob]:
-    """Take up to `limit` runnable jobs of `queue`, highest priority and oldest first, under a lease."""
+    """Take up to `limit` runnable jobs of `queue` under a lease.
+
+    Worker-run jobs go highest priority first, then oldest. Jobs that people
+    claim (`scope_prefix` given: a seat of that unit) go highest priority
+    first, then nearest deadline (`due_at`), and only those whose scope lies
+    in the unit.
+    """
     kind_filter = "AND kind = ANY(CAST(:kinds AS text[]))" if kinds else ""
+    if scope_prefix is None:
+        scope_filter, order = "", "priority, run_at"
+    else:
+        scope_filter, order = "AND scope LIKE :scope", "priority, due_at, id"
     rows = (
         await session.execute(
             sql(
                 "WITH picked AS ("
                 "  SELECT id FROM jobs"
-                f"  WHERE status = 'queued' AND queue = :queue AND run_at <= :now {kind_filter}"
-                "  ORDER BY priority, run_at LIMIT :limit FOR UPDATE SKIP LOCKED)"
+                f"  WHERE status = 'queued' AND queue = :queue AND run_at <= :now {kind_filter} {scope_filter}"
+                f"  ORDER BY {order} LIMIT :limit FOR UPDATE SKIP LOCKED)"
                 " UPDATE jobs SET status = 'running', attempts = jobs.attempts + 1,"
                 "   lease_expires_at = CAST(:now AS timestamptz) + make_interval(secs => :lease), locked_by = :worker"
-                " FROM picked WHERE jobs.id = picked.id"
-                " RETURNING jobs.id, jobs.queue, jobs.kind, jobs.payload, jobs.attempts, jobs.max_attempts,"
-                "   jobs.task_id, jobs.run_at, jobs.created_at"
+                f" FROM picked WHERE jobs.id = picked.id RETURNING {_CLAIMED}"
             ),
-            {"queue": queue, "now": now, "limit": limit, "lease": lease_s, "worker": worker, "kinds": list(kinds or [])},
+            {"queue": queue, "now": now, "limit": limit, "lease": lease_s, "worker": worker, "kinds": list(kinds or []),
+             "scope": _prefix_pattern(scope_prefix)},
         )
     ).all()
-    return [
-        ClaimedJob(id=r.id, queue=r.queue, kind=r.kind, payload=r.payload, attempts=r.attempts,
-                   max_attempts=r.max_attempts, task_id=r.task_id, run_at=r.run_at, created_at=r.created_at)
-        for r in sorted(rows, key=lambda r: r.id)
-    ]
+    return [_claimed(r) for r in sorted(rows, key=lambda r: r.id)]
+
+
+_CLAIMED = ("jobs.id, jobs.queue, jobs.kind, jobs.payload, jobs.attempts, jobs.max_attempts, jobs.task_id, jobs.run_at,"
+            " jobs.created_at, jobs.lease_expires_at, jobs.scope, jobs.due_at")
+
+
+def _claimed(r: Any) -> ClaimedJob:
+    return ClaimedJob(id=r.id, queue=r.queue, kind=r.kind, payload=r.payload, attempts=r.attempts,
+                      max_attempts=r.max_attempts, task_id=r.task_id, run_at=r.run_at, created_at=r.created_at,
+                      lease_expires_at=r.lease_expires_at, scope=r.scope, due_at=r.due_at)
+
+
+def _prefix_pattern(prefix: str | None) -> str | None:
+    """A LIKE pattern matching everything that starts with `prefix` (its own % and _ escaped)."""
+    if prefix is None:
+        return None
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+async def held(session: AsyncSession, *, worker: str, kinds: Sequence[str], task_id: uuid.UUID | None = None,
+               lock: bool = False) -> list[ClaimedJob]:
+    """The jobs `worker` (a seat) holds under a live lease, of these kinds, optionally for one task; nearest deadline first."""
+    task_filter = "AND task_id = :task" if task_id is not None else ""
+    rows = (await session.execute(
+        sql(f"SELECT {_CLAIMED} FROM jobs WHERE status = 'running' AND locked_by = :worker"
+            f" AND kind = ANY(CAST(:kinds AS text[])) {task_filter} ORDER BY due_at NULLS LAST, id"
+            + (" FOR UPDATE" if lock else "")),
+        {"worker": worker, "kinds": list(kinds), "task": task_id})).all()
+    return [_claimed(r) for r in rows]
+
+
+async def update_task_jobs(session: AsyncSession, *, task_id: uuid.UUID, kinds: Sequence[str],
+                           priority: int | None = None, due_at: datetime | None = None, scope: str | None = None,
+                           run_by: datetime | None = None, payload_patch: dict[str, Any] | None = None) -> int:
+    """Keep a task's waiting and claimed jobs of these kinds current (a raised tier, a new unit, "call now").
+
+    `priority` only ever makes a job more urgent (an emergency stays first); `run_by` brings its run
+    time forward to that moment at the latest; `payload_patch` merges into the payload. Returns how
+    many jobs there were.
+    """
+    result = await session.execute(
+        sql("UPDATE jobs SET priority = LEAST(priority, COALESCE(CAST(:priority AS smallint), priority)),"
+            " due_at = COALESCE(CAST(:due_at AS timestamptz), due_at), scope = COALESCE(CAST(:scope AS text), scope),"
+            " run_at = LEAST(run_at, COALESCE(CAST(:run_by AS timestamptz), run_at)),"
+            " payload = payload || CAST(:patch AS jsonb)"
+            " WHERE task_id = :task AND kind = ANY(CAST(:kinds AS text[])) AND status IN ('queued', 'running')"),
+        {"task": task_id, "kinds": list(kinds), "priority": priority, "due_at": due_at, "scope": scope,
+         "run_by": run_by, "patch": dumps(payload_patch or {}).decode()})
+    return result.rowcount or 0
+
+
+async def has_ready(session: AsyncSession, *, queue: str, now: datetime, priority_below: int) -> bool:
+    """Whether a job of `queue` more urgent than `priority_below` is waiting to run now (ix_jobs_ready answers it)."""
+    return bool((await session.execute(
+        sql("SELECT EXISTS (SELECT 1 FROM jobs WHERE queue = :q AND status = 'queued' AND priority < :p"
+            " AND run_at <= :now)"), {"q": queue, "p": priority_below, "now": now})).scalar())
 
 
 async def complete(session: AsyncSession, *, job_id: int, worker: str) -> None:

@@ -167,13 +167,14 @@ async def test_supervisor_sees_only_own_unit(dispatcher) -> None:  # noqa: ANN00
 async def test_clue_mailbox_routes_answers_and_flags_overdue(dispatcher) -> None:  # noqa: ANN001
     """A clue is routed inside the unit, an overdue one stands out, answering and closing are audited."""
     from services.dispatcher.clues.service import store_clue
+    from shared.contracts import ClueReport
     from shared.db import transaction
 
     async with transaction(dispatcher.sessionmaker) as session:
-        await store_clue(session, {"ref": "XS20261121-AAAAAA", "kind": "url", "value": "http://fake-bank.example",
-                                   "chat_id": 5}, now=dispatcher.clock.now())
-        await store_clue(session, {"ref": "XS20261121-BBBBBB", "kind": "phone", "value": "+8617000000000",
-                                   "chat_id": 6}, now=dispatcher.clock.now())
+        await store_clue(session, ClueReport(ref="XS20261121-AAAAAA", kind="url", value="http://fake-bank.example",
+                                             chat_id=5, reported_at=dispatcher.clock.now()), now=dispatcher.clock.now())
+        await store_clue(session, ClueReport(ref="XS20261121-BBBBBB", kind="phone", value="+8617000000000",
+                                             chat_id=6, reported_at=dispatcher.clock.now()), now=dispatcher.clock.now())
         await session.execute(text("UPDATE clues SET region_code = '3301'"))
     client = dispatcher.client
     csrf = await signed_in(client, await key_of(dispatcher, "supervisor", "33"))
@@ -250,11 +251,12 @@ async def test_reassign_and_clue_steps_over_the_json_api(dispatcher) -> None:  #
                                         headers=headers)
     assert resp.status_code == 200 and resp.json()["events"][-1]["type"] == "task.reassigned"
     from services.dispatcher.clues.service import store_clue
+    from shared.contracts import ClueReport
     from shared.db import transaction
 
     async with transaction(dispatcher.sessionmaker) as session:
-        await store_clue(session, {"ref": "XS20261121-CCCCCC", "kind": "url", "value": "x", "chat_id": 7},
-                         now=dispatcher.clock.now())
+        await store_clue(session, ClueReport(ref="XS20261121-CCCCCC", kind="url", value="x", chat_id=7,
+                                             reported_at=dispatcher.clock.now()), now=dispatcher.clock.now())
         clue_id = (await session.execute(text("UPDATE clues SET region_code = '4401' RETURNING id"))).scalar_one()
     resp = await dispatcher.client.post(f"/v1/clues/{clue_id}/steps", json={"step": "close"}, headers=headers)
     assert resp.status_code == 404

@@ -9,7 +9,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text
 
-from services.dispatcher.campaigns.service import CHUNK, SEND_KIND, START_KIND
+from services.dispatcher.campaigns.service import CHUNK
+from shared import contracts
 from tests.conftest import T0, console_sign_in, warning
 
 NOW = T0 + timedelta(days=40)  # "recent" warnings arrive now; the old ones at T0, 40 days earlier
@@ -171,11 +172,13 @@ async def test_every_template_is_short_names_96110_and_asks_for_nothing(dispatch
 
 # ---- scheduling, starting, cancelling ------------------------------------------------------------------------
 
-async def recipients(dispatcher, campaign_id: str) -> list[tuple[int, str, str]]:  # noqa: ANN001
-    async with dispatcher.sessionmaker() as session:
-        return [tuple(r) for r in (await session.execute(
-            text("SELECT chat_id, lang, status FROM campaign_recipients WHERE campaign_id = :c ORDER BY chat_id"),
-            {"c": campaign_id})).all()]
+SEND_KIND, START_KIND = contracts.CampaignChunk.KIND, contracts.CampaignStart.KIND
+
+
+async def recipients(dispatcher, campaign_id: str) -> list[tuple[int, str]]:  # noqa: ANN001
+    """The chats the dispatcher handed to the bot for this campaign (in its chunk jobs), with their languages."""
+    return sorted((r["chat_id"], r["lang"]) for job in await dispatcher.jobs(kind=SEND_KIND)
+                  if job["payload"]["campaign_id"] == campaign_id for r in job["payload"]["recipients"])
 
 
 async def test_start_materialises_each_chat_once_even_when_scheduled_or_started_twice(dispatcher, population) -> None:  # noqa: ANN001
@@ -192,17 +195,16 @@ async def test_start_materialises_each_chat_once_even_when_scheduled_or_started_
     assert len(await dispatcher.jobs(kind=START_KIND)) == 1
 
     await dispatcher.run_dispatcher_jobs()
-    assert await recipients(dispatcher, campaign_id) == [(1001, "zh", "queued"), (1002, "en", "queued"),
-                                                         (1003, "zh", "queued")]
+    assert await recipients(dispatcher, campaign_id) == [(1001, "zh"), (1002, "en"), (1003, "zh")]
     jobs = await dispatcher.jobs(kind=SEND_KIND)
-    assert [(j["queue"], j["payload"]["chat_ids"]) for j in jobs] == [("bot", [1001, 1002, 1003])]
+    assert [(j["queue"], [r["chat_id"] for r in j["payload"]["recipients"]]) for j in jobs] == [
+        ("bot", [1001, 1002, 1003])]
     assert jobs[0]["priority"] > 90  # after every alert priority (0-90)
 
     # A start job run again (a retry, a duplicate) finds the campaign started and changes nothing.
-    from shared.queue.service import NewJob, enqueue
+    from shared.queue.service import enqueue
     async with dispatcher.sessionmaker() as session, session.begin():
-        await enqueue(session, [NewJob(queue="dispatcher", kind=START_KIND, run_at=dispatcher.clock.now(),
-                                       payload={"campaign_id": campaign_id})])
+        await enqueue(session, [contracts.CampaignStart(campaign_id=campaign_id).job(run_at=dispatcher.clock.now())])
     await dispatcher.run_dispatcher_jobs()
     assert len(await recipients(dispatcher, campaign_id)) == 3
     assert len(await dispatcher.jobs(kind=SEND_KIND)) == 1
@@ -223,7 +225,7 @@ async def test_recipients_are_chunked_into_bot_jobs(dispatcher) -> None:  # noqa
                                            json={"name": "all", "template": "fake_investment"})
     assert created.json()["preview_count"] == n
     await dispatcher.run_dispatcher_jobs()
-    chunks = [j["payload"]["chat_ids"] for j in await dispatcher.jobs(kind=SEND_KIND)]
+    chunks = [[r["chat_id"] for r in j["payload"]["recipients"]] for j in await dispatcher.jobs(kind=SEND_KIND)]
     assert [len(c) for c in chunks] == [CHUNK, 7]
     assert sorted(c for chunk in chunks for c in chunk) == list(range(5000, 5000 + n))
 

@@ -135,7 +135,7 @@ async def test_timers_escalate_at_75_percent_and_record_the_breach(dispatcher) -
     dispatcher.clock.advance(minutes=35)  # T+45: nobody reached, visit
     await dispatcher.run_dispatcher_jobs()
     visits = await dispatcher.jobs(task_id=task_id, kind="visit.request")
-    assert len(visits) == 1 and visits[0]["queue"] == "visit"
+    assert len(visits) == 1 and visits[0]["queue"] == "dispatcher"
     dispatcher.clock.advance(minutes=45)  # T+90 = 75% of 2 h
     await dispatcher.run_dispatcher_jobs()
     task = await get_task(dispatcher, task_id)

@@ -1,4 +1,4 @@
-"""Delivering "bot.alert" jobs: reserve, send within Telegram's limits, record, report back to the dispatcher.
+"""Delivering alerts (`SendAlert` jobs): reserve, send within Telegram's limits, record, report back to the dispatcher.
 
 Never holds a transaction across the network call: (1) a short transaction
 checks the task is still open, finds the citizen's chats and reserves one
@@ -31,15 +31,16 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from services.bot.alerts import models as m
 from services.bot.alerts.service import alert_keyboard, alert_text
+from shared import contracts
 from shared.clock import Clock
+from shared.contracts import dispatcher as dispatcher_contract
 from shared.db import transaction
-from shared.queue.service import ClaimedJob, NewJob, enqueue
+from shared.queue.service import ClaimedJob, enqueue
 from shared.queue.worker import PermanentJobError
 from shared.sql import sql
 
 log = structlog.get_logger(__name__)
 
-RESULT_KIND = "task.channel_result"  # consumed by the dispatcher (services/dispatcher/tasks/plans.py)
 RETRY_AFTER_CAP_S = 60.0
 
 
@@ -93,37 +94,34 @@ class AlertSender:
             return SendOutcome(m.FAILED, error=f"gave up after {self.max_tries} tries: {exc}"[:500])
 
     async def deliver(self, job: ClaimedJob) -> None:
-        """The "bot.alert" job handler."""
-        try:
-            task_id = uuid.UUID(str(job.payload["task_id"]))
-            attempt = int(job.payload["attempt"])
-        except (KeyError, ValueError):
-            raise PermanentJobError("bot.alert payload needs task_id and attempt") from None
+        """The alert job handler."""
+        alert = contracts.SendAlert.of(job)
+        task_id, attempt = alert.task_id, alert.attempt
         now = self.clock.now()
 
         # 1. Reserve.
         async with transaction(self.sessionmaker) as session:
-            task = (await session.execute(
-                sql("SELECT status, fraud_type, phone FROM tasks WHERE id = :t"), {"t": task_id})).first()
+            task = await dispatcher_contract.task_brief(session, task_id)
             if task is None:
                 raise PermanentJobError(f"no task {task_id}")
-            if task.status == "closed":
+            if task.closed:
                 log.info("bot.alert.skipped", why="task closed")
                 return
             chats = (await session.execute(
                 sql("SELECT b.chat_id, COALESCE(c.lang, b.lang) AS lang FROM chat_bindings b"
                     " LEFT JOIN bot_chats c ON c.chat_id = b.chat_id WHERE b.phone = :p AND b.active"),
-                {"p": task.phone})).all()
+                {"p": alert.phone})).all()
             if not chats:
                 await self._report(session, task_id, attempt, "no_channel", "no bound Telegram chat")
                 log.info("bot.alert", result="no_channel")
                 return
             for chat in chats:
                 await session.execute(
-                    sql("INSERT INTO bot_deliveries (task_id, attempt, chat_id, lang, status, created_at)"
-                        " VALUES (:t, :a, :c, :l, :s, :now) ON CONFLICT ON CONSTRAINT uq_bot_deliveries_attempt_chat"
-                        " DO NOTHING"),
-                    {"t": task_id, "a": attempt, "c": chat.chat_id, "l": chat.lang, "s": m.SENDING, "now": now})
+                    sql("INSERT INTO bot_deliveries (task_id, attempt, chat_id, lang, fraud_type, region_code, case_id,"
+                        " status, created_at) VALUES (:t, :a, :c, :l, :ft, :rc, :case, :s, :now)"
+                        " ON CONFLICT ON CONSTRAINT uq_bot_deliveries_attempt_chat DO NOTHING"),
+                    {"t": task_id, "a": attempt, "c": chat.chat_id, "l": chat.lang, "ft": alert.fraud_type,
+                     "rc": alert.region_code, "case": alert.case_id, "s": m.SENDING, "now": now})
             rows = (await session.execute(
                 sql("SELECT chat_id, lang, status FROM bot_deliveries WHERE task_id = :t AND attempt = :a"),
                 {"t": task_id, "a": attempt})).all()
@@ -131,7 +129,7 @@ class AlertSender:
         # 2. Send (no transaction open).
         pending = [r for r in rows if r.status == m.SENDING]
         outcomes = await asyncio.gather(*(
-            self.send(r.chat_id, alert_text(task.fraud_type, r.lang),
+            self.send(r.chat_id, alert_text(alert.fraud_type, r.lang),
                       reply_markup=alert_keyboard(task_id, r.lang)) for r in pending))
 
         # 3. Record, and tell the dispatcher.
@@ -156,18 +154,14 @@ class AlertSender:
             await self._report(session, task_id, attempt, result, detail)
 
     async def _report(self, session: AsyncSession, task_id: uuid.UUID, attempt: int, result: str,
-                      detail: str | None, feedback: str | None = None, actor: str | None = None) -> None:
-        await enqueue(session, [result_job(task_id=task_id, attempt=attempt, result=result, detail=detail,
-                                           feedback=feedback, actor=actor, run_at=self.clock.now())],
-                      now=self.clock.now())
+                      detail: str | None) -> None:
+        now = self.clock.now()
+        await enqueue(session, [alert_result(task_id=task_id, attempt=attempt, result=result, detail=detail)
+                                .to_job(now=now)], now=now)
 
 
-def result_job(*, task_id: uuid.UUID, attempt: int, result: str, detail: str | None, feedback: str | None,
-               actor: str | None, run_at) -> NewJob:  # noqa: ANN001
-    """A bot_alert channel result for the dispatcher (deduplicated while it waits)."""
-    return NewJob(
-        queue="dispatcher", kind=RESULT_KIND, run_at=run_at, task_id=task_id, priority=5,
-        dedupe_key=f"result:bot_alert:{task_id}:{attempt}:{result}:{feedback or ''}",
-        payload={"task_id": str(task_id), "channel": "bot_alert", "attempt": attempt, "result": result,
-                 "detail": detail, "feedback": feedback, "actor": actor},
-    )
+def alert_result(*, task_id: uuid.UUID, attempt: int, result: str, detail: str | None = None,
+                 feedback: str | None = None, actor: str | None = None) -> contracts.ChannelResult:
+    """What happened to an alert, or the citizen's answer to it, for the dispatcher."""
+    return contracts.ChannelResult(task_id=task_id, channel="bot_alert", attempt=attempt, result=result,
+                                   detail=detail, feedback=feedback, actor=actor)

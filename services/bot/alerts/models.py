@@ -24,6 +24,10 @@ class BotDelivery(Base):
     attempt: Mapped[int] = mapped_column(Integer)
     chat_id: Mapped[int] = mapped_column(BigInteger)
     lang: Mapped[str] = mapped_column(String(5))
+    # The task's facts as the alert job gave them (the bot never reads the dispatcher's tables).
+    fraud_type: Mapped[str | None] = mapped_column(String(32))
+    region_code: Mapped[str | None] = mapped_column(String(6))
+    case_id: Mapped[uuid.UUID | None]
     status: Mapped[str] = mapped_column(String(10))
     message_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime]

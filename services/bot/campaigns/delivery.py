@@ -1,4 +1,4 @@
-"""Delivering publicity campaigns ("campaign.send" jobs, one per chunk of recipients) within Telegram's limits.
+"""Delivering publicity campaigns (`CampaignChunk` jobs, one per chunk of recipients) within Telegram's limits.
 
 How it keeps the rules:
 
@@ -7,7 +7,7 @@ How it keeps the rules:
   chat's turn at a time, 429s waited out). Nothing here talks to Telegram directly.
 - Alerts never wait behind publicity, three ways:
   1. campaign jobs run in a worker of their own (`make_worker`), which claims only
-     "campaign.send"; the alert worker claims only "bot.alert", so a round of slow
+     campaign chunks; the alert worker claims only alerts, so a round of slow
      campaign chunks never holds back the claim of an alert;
   2. campaigns hold at most a share (default 2/3) of the limiter's 30 tokens, by a
      semaphore of their own released, like the limiter's, a second after the
@@ -15,7 +15,8 @@ How it keeps the rules:
      and an alert waits behind at most that share of campaign requests;
   3. before each chunk, any alert job waiting on the bot queue (a higher priority)
      puts the chunk back for a second (RetryLater, not counted as an error).
-- Nobody gets the same campaign twice: a recipient row goes from `queued` to
+- Nobody gets the same campaign twice: the chunk's chats are inserted into the
+  bot's own delivery rows (primary key campaign and chat) and a row goes from `queued` to
   `sending` in one conditional UPDATE before its request, so a retried or
   duplicated job, or a second worker, finds it taken and skips it. If the bot dies
   during a request, the row is left `sending`; the job's next run marks it
@@ -23,10 +24,12 @@ How it keeps the rules:
   missed alert costs more than a duplicate; for publicity it is the other way).
   Requests Telegram certainly did not take (a 429, a 5xx, no connection) go back
   to `queued` and are retried.
-- Results: sent / failed / blocked / uncertain per row, and the campaign's counters
-  in the same transaction; a 403 ("bot was blocked by the user") deactivates the
-  binding through the chats service, as /stop does, so no later alert or campaign
-  is tried on that chat.
+- Results: sent / failed / blocked / uncertain per row, and the campaign's counts
+  (campaign_delivery_counts) in the same transaction; a 403 ("bot was blocked by
+  the user") deactivates the binding through the chats service, as /stop does, so
+  no later alert or campaign is tried on that chat. After a chunk the dispatcher
+  is told (`CampaignProgress`); it marks the campaign done when every recipient
+  has a final status. A campaign the dispatcher cancelled sends no further chunk.
 """
 
 from __future__ import annotations
@@ -52,18 +55,22 @@ from aiogram.exceptions import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.bot.campaigns import models as m
 from services.bot.chats import service as chats
-from shared.audit import service as audit
+from shared import contracts
 from shared.clock import Clock
+from shared.contracts import PRIORITY
+from shared.contracts import dispatcher as dispatcher_contract
 from shared.db import transaction
+from shared.queue import service as q
 from shared.queue.service import ClaimedJob
 from shared.queue.worker import Handler, PermanentJobError, RetryLater, Worker
-from shared.sql import sql
+from shared.sql import recordset, sql
 
 log = structlog.get_logger(__name__)
 
-SEND_KIND = "campaign.send"  # queued by the dispatcher (services/dispatcher/campaigns/service.py)
-SEND_PRIORITY = 200  # the campaign jobs' priority there; anything below it on the bot queue is an alert
+SEND_KIND = contracts.CampaignChunk.KIND
+SEND_PRIORITY = PRIORITY["campaign_send"]  # anything more urgent on the bot queue is an alert
 CAMPAIGN_SHARE = 2 / 3  # of the limiter's global rate
 STATUS_COLUMN = {"sent": "sent", "failed": "failed", "blocked": "blocked", "uncertain": "uncertain"}
 
@@ -101,31 +108,36 @@ class CampaignSender:
         self.pacer = CampaignPacer(int(global_per_s * CAMPAIGN_SHARE))
 
     async def deliver(self, job: ClaimedJob) -> None:
-        """The "campaign.send" job handler: one chunk of recipients."""
-        try:
-            campaign_id = uuid.UUID(str(job.payload["campaign_id"]))
-            chat_ids = [int(c) for c in job.payload["chat_ids"]]
-        except (KeyError, ValueError, TypeError):
-            raise PermanentJobError("campaign.send needs campaign_id and chat_ids") from None
+        """The campaign chunk handler: one chunk of recipients."""
+        chunk = contracts.CampaignChunk.of(job)
+        campaign_id = chunk.campaign_id
+        chat_ids = [r.chat_id for r in chunk.recipients]
         now = self.clock.now()
-        if await self._alerts_waiting(now):
-            raise RetryLater(1.0, "alerts waiting: publicity goes after them")
+        async with self.sessionmaker() as session:
+            if await q.has_ready(session, queue=contracts.BOT_QUEUE, now=now, priority_below=SEND_PRIORITY):
+                raise RetryLater(1.0, "alerts waiting: publicity goes after them")
 
         async with transaction(self.sessionmaker) as session:
-            campaign = (await session.execute(
-                sql("SELECT status, texts FROM campaigns WHERE id = :id"), {"id": campaign_id})).first()
-            if campaign is None:
+            status = await dispatcher_contract.campaign_status(session, campaign_id)
+            if status is None:
                 raise PermanentJobError(f"no campaign {campaign_id}")
-            if campaign.status == "cancelled":
+            if status == "cancelled":
                 log.info("campaign.chunk_skipped", why="cancelled", campaign_id=str(campaign_id))
                 return
+            await session.execute(
+                sql("INSERT INTO campaign_recipients (campaign_id, chat_id, lang, status)"
+                    " SELECT :c, r.chat_id, r.lang, :queued FROM jsonb_to_recordset(CAST(:rows AS jsonb))"
+                    " AS r(chat_id bigint, lang text) ON CONFLICT DO NOTHING"),
+                {"c": campaign_id, "queued": m.QUEUED, "rows": recordset(r.model_dump() for r in chunk.recipients)})
+            await session.execute(sql("INSERT INTO campaign_delivery_counts (campaign_id) VALUES (:c)"
+                                      " ON CONFLICT DO NOTHING"), {"c": campaign_id})
             # Reserved by an earlier run of this job that never recorded a result: it died mid-request.
             stuck = (await session.execute(
                 sql("UPDATE campaign_recipients SET status = 'uncertain', error = :e WHERE campaign_id = :c"
                     " AND chat_id = ANY(CAST(:ids AS bigint[])) AND status = 'sending' RETURNING chat_id"),
                 {"c": campaign_id, "ids": chat_ids,
                  "e": "the bot stopped during the request; it may have arrived, so it is not resent"})).all()
-            await _count(session, campaign_id, "uncertain", len(stuck), now=now)
+            await _count(session, campaign_id, "uncertain", len(stuck))
             # Unbound since the list was made (/stop, or blocked during an alert): not sent, counted as blocked.
             gone = (await session.execute(
                 sql("UPDATE campaign_recipients r SET status = 'blocked', error = :e WHERE r.campaign_id = :c"
@@ -133,13 +145,18 @@ class CampaignSender:
                     " (SELECT 1 FROM chat_bindings b WHERE b.chat_id = r.chat_id AND b.active) RETURNING chat_id"),
                 {"c": campaign_id, "ids": chat_ids,
                  "e": "no longer bound (the citizen stopped or blocked the bot); not sent"})).all()
-            await _count(session, campaign_id, "blocked", len(gone), now=now)
+            await _count(session, campaign_id, "blocked", len(gone))
             queued = (await session.execute(
                 sql("SELECT chat_id FROM campaign_recipients WHERE campaign_id = :c"
                     " AND chat_id = ANY(CAST(:ids AS bigint[])) AND status = 'queued' ORDER BY chat_id"),
                 {"c": campaign_id, "ids": chat_ids})).scalars().all()
+            if stuck or gone or not queued:
+                await _progress(session, campaign_id, now=now)
 
-        outcomes = await asyncio.gather(*(self._one(campaign_id, chat_id, campaign.texts) for chat_id in queued))
+        outcomes = await asyncio.gather(*(self._one(campaign_id, chat_id, chunk.texts) for chat_id in queued))
+        if queued:
+            async with transaction(self.sessionmaker) as session:
+                await _progress(session, campaign_id, now=self.clock.now())
         back = [o for o in outcomes if o is not None and o.status == "queued"]
         if not back:
             return
@@ -153,7 +170,8 @@ class CampaignSender:
                         " AND chat_id = ANY(CAST(:ids AS bigint[])) AND status = 'queued' RETURNING chat_id"),
                     {"c": campaign_id, "ids": chat_ids,
                      "e": f"gave up after {job.attempts} tries: {back[0].error}"[:500]})).all()
-                await _count(session, campaign_id, "failed", len(given_up), now=self.clock.now())
+                await _count(session, campaign_id, "failed", len(given_up))
+                await _progress(session, campaign_id, now=self.clock.now())
             return
         # An ordinary failure: the worker retries the chunk with backoff, and only the rows still queued go.
         raise RuntimeError(f"{len(back)} of {len(queued)} messages not taken by Telegram: {back[0].error}")
@@ -206,34 +224,26 @@ class CampaignSender:
             if outcome.status == "blocked":
                 await chats.unbind(session, chat_id=chat_id, now=now, why="blocked the bot (403 to a campaign message)")
             if outcome.status in STATUS_COLUMN:
-                await _count(session, campaign_id, outcome.status, 1, now=now)
+                await _count(session, campaign_id, outcome.status, 1)
         log.info("campaign.send", result=outcome.status, chat_id=chat_id, campaign_id=str(campaign_id))
 
-    async def _alerts_waiting(self, now: Any) -> bool:
-        # ix_jobs_ready (queue, priority, run_at) WHERE status = 'queued' answers this from the index.
-        async with self.sessionmaker() as session:
-            return bool((await session.execute(
-                sql("SELECT EXISTS (SELECT 1 FROM jobs WHERE queue = 'bot' AND status = 'queued'"
-                    " AND priority < :p AND run_at <= :now)"), {"p": SEND_PRIORITY, "now": now})).scalar())
 
-
-async def _count(session: AsyncSession, campaign_id: uuid.UUID, status: str, n: int, *, now: Any) -> None:
-    """Add `n` final results to the campaign's counters; the update that completes it marks it done (audited)."""
+async def _count(session: AsyncSession, campaign_id: uuid.UUID, status: str, n: int) -> None:
+    """Add `n` final results to the campaign's counts, in the transaction that gives them their status."""
     if not n:
         return
     column = STATUS_COLUMN[status]
-    row = (await session.execute(
-        sql(f"UPDATE campaigns SET {column} = {column} + :n,"
-            " status = CASE WHEN status = 'sending' AND sent + failed + blocked + uncertain + :n >= total"
-            "   THEN 'done' ELSE status END,"
-            " finished_at = CASE WHEN status = 'sending' AND sent + failed + blocked + uncertain + :n >= total"
-            "   THEN CAST(:now AS timestamptz) ELSE finished_at END"
-            " WHERE id = :c RETURNING status, region_prefix, total, sent, failed, blocked, uncertain"),
-        {"c": campaign_id, "n": n, "now": now})).one()
-    if row.status == "done" and row.sent + row.failed + row.blocked + row.uncertain - n < row.total:
-        audit.record(session, at=now, actor="system:bot", action="campaign.finished",
-                     region_code=row.region_prefix or None, campaign_id=str(campaign_id), total=row.total,
-                     sent=row.sent, failed=row.failed, blocked=row.blocked, uncertain=row.uncertain)
+    await session.execute(sql(f"UPDATE campaign_delivery_counts SET {column} = {column} + :n WHERE campaign_id = :c"),
+                          {"c": campaign_id, "n": n})
+
+
+async def _progress(session: AsyncSession, campaign_id: uuid.UUID, *, now: Any) -> None:
+    """Tell the dispatcher that results landed; it marks the campaign done when every recipient has one.
+
+    No dedupe key on purpose: a check already running may have read the counts before these committed.
+    """
+    await q.enqueue(session, [contracts.CampaignProgress(campaign_id=campaign_id).job(
+        run_at=now, priority=PRIORITY["campaign_start"])], now=now)
 
 
 def make_worker(sender: CampaignSender, sessionmaker: async_sessionmaker[AsyncSession], *, clock: Clock,

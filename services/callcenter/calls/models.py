@@ -27,6 +27,7 @@ class CallAttempt(Base):
     to_number: Mapped[str] = mapped_column(String(20))
     from_number: Mapped[str] = mapped_column(String(20))
     lang: Mapped[str] = mapped_column(String(5), server_default="zh")
+    fraud_type: Mapped[str | None] = mapped_column(String(32))  # from the job: picks the spoken warning
     call_sid: Mapped[str | None] = mapped_column(String(40), unique=True)
     status: Mapped[str] = mapped_column(String(16))
     answered_by: Mapped[str | None] = mapped_column(String(24))

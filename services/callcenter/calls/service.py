@@ -1,6 +1,6 @@
 """Placing automated warning calls and turning Twilio's callbacks into results for the dispatcher.
 
-A "call.auto" job becomes at most one ringing phone: (1) a short transaction
+A `PlaceCall` job becomes at most one ringing phone: (1) a short transaction
 checks the task is still open, the number is not on the do-not-call list, the
 daily cap and the call window allow it, and reserves the attempt row (unique
 per task, channel and attempt); (2) pacing, then the Twilio request, with no
@@ -25,8 +25,11 @@ from twilio.rest import Client
 
 from services.callcenter.calls import models as m
 from services.callcenter.calls.pacing import CallPacer
-from services.dispatcher.policy.service import PolicyStore, within_call_window
+from shared import contracts
 from shared.clock import Clock
+from shared.contracts import bot as bot_contract
+from shared.contracts import dispatcher as dispatcher_contract
+from shared.contracts import next_call_time
 from shared.db import transaction
 from shared.queue.service import ClaimedJob, NewJob, enqueue
 from shared.queue.worker import PermanentJobError, RetryLater
@@ -34,7 +37,6 @@ from shared.sql import sql
 
 log = structlog.get_logger(__name__)
 
-RESULT_KIND = "task.channel_result"
 STATUS_EVENTS = ["initiated", "ringing", "answered", "completed"]
 # Twilio's final CallStatus -> the result the dispatcher's playbook reacts to (busy retries sooner).
 FINAL_RESULTS = {"busy": "busy", "no-answer": "no_answer", "failed": "failed", "canceled": "canceled"}
@@ -46,18 +48,16 @@ def _retryable(exc: BaseException) -> bool:
 
 def result_job(*, task_id: uuid.UUID, attempt: int, result: str, now: datetime, detail: str | None = None,
                feedback: str | None = None, channel: str = "auto_call") -> NewJob:
-    return NewJob(queue="dispatcher", kind=RESULT_KIND, run_at=now, task_id=task_id, priority=5,
-                  dedupe_key=f"result:{channel}:{task_id}:{attempt}:{result}:{feedback or ''}",
-                  payload={"task_id": str(task_id), "channel": channel, "attempt": attempt, "result": result,
-                           "detail": detail, "feedback": feedback, "actor": f"citizen:phone:{channel}"})
+    """What happened on a call (or the key the citizen pressed), as a result job for the dispatcher."""
+    return contracts.ChannelResult(task_id=task_id, channel=channel, attempt=attempt, result=result, detail=detail,
+                                   feedback=feedback, actor=f"citizen:phone:{channel}").to_job(now=now)
 
 
 class CallPlacer:
-    def __init__(self, client: Client, sessionmaker: async_sessionmaker[AsyncSession], *, store: PolicyStore,
-                 pacer: CallPacer, clock: Clock, from_number: str, public_url: str, daily_cap: int) -> None:
+    def __init__(self, client: Client, sessionmaker: async_sessionmaker[AsyncSession], *, pacer: CallPacer,
+                 clock: Clock, from_number: str, public_url: str, daily_cap: int) -> None:
         self.client = client
         self.sessionmaker = sessionmaker
-        self.store = store
         self.pacer = pacer
         self.clock = clock
         self.from_number = from_number
@@ -69,22 +69,17 @@ class CallPlacer:
         return f"{self.public_url}{path}?attempt={attempt_id}{extra}"
 
     async def place(self, job: ClaimedJob) -> None:
-        """The "call.auto" job handler."""
-        try:
-            task_id = uuid.UUID(str(job.payload["task_id"]))
-            attempt = int(job.payload["attempt"])
-        except (KeyError, ValueError):
-            raise PermanentJobError("call.auto payload needs task_id and attempt") from None
+        """The automated call job handler."""
+        call = contracts.PlaceCall.of(job)
+        task_id, attempt, phone = call.task_id, call.attempt, call.phone
         now = self.clock.now()
 
         # 1. Checks and the reservation.
         async with transaction(self.sessionmaker) as session:
-            task = (await session.execute(
-                sql("SELECT status, phone, tier, fraud_type, policy_version FROM tasks WHERE id = :t"),
-                {"t": task_id})).first()
+            task = await dispatcher_contract.task_brief(session, task_id)
             if task is None:
                 raise PermanentJobError(f"no task {task_id}")
-            if task.status == "closed":
+            if task.closed:
                 log.info("call.skipped", why="task closed")
                 return
             existing = (await session.execute(
@@ -95,36 +90,34 @@ class CallPlacer:
                 await self._rerun(session, existing, task_id, attempt, now)
                 return
             blocked = (await session.execute(sql("SELECT reason FROM do_not_call WHERE phone = :p"),
-                                             {"p": task.phone})).scalar_one_or_none()
+                                             {"p": phone})).scalar_one_or_none()
             if blocked is not None:
-                await self._skip(session, task_id, attempt, task.phone, now, "do_not_call", blocked)
+                await self._skip(session, task_id, attempt, phone, now, "do_not_call", blocked)
                 return
-            policy = await self.store.get(session, task.policy_version)
-            allowed = within_call_window(policy.playbook(task.tier), now, policy.tz)
+            allowed = next_call_time(call.call_window, now)
             if allowed > now:
                 # Not an error: come back when the citizen's local call window opens.
                 raise RetryLater((allowed - now).total_seconds(), "outside the call window")
             recent = (await session.execute(
                 sql("SELECT count(*) FROM call_attempts WHERE to_number = :p AND created_at > :since"
                     " AND status NOT IN ('skipped')"),
-                {"p": task.phone, "since": now - timedelta(hours=24)})).scalar_one()
+                {"p": phone, "since": now - timedelta(hours=24)})).scalar_one()
             if recent >= self.daily_cap:
-                await self._skip(session, task_id, attempt, task.phone, now, "capped",
+                await self._skip(session, task_id, attempt, phone, now, "capped",
                                  f"{recent} calls to this number in 24 h (cap {self.daily_cap})")
                 return
-            lang = (await session.execute(
-                sql("SELECT lang FROM chat_bindings WHERE phone = :p AND active ORDER BY bound_at DESC LIMIT 1"),
-                {"p": task.phone})).scalar_one_or_none() or "zh"
+            # The language the citizen chose in the bot, if they ever talked to it (the bot's to tell).
+            lang = await bot_contract.preferred_lang(session, phone) or "zh"
             attempt_id = (await session.execute(
-                sql("INSERT INTO call_attempts (task_id, channel, attempt, to_number, from_number, lang, status,"
-                    " created_at, updated_at) VALUES (:t, 'auto_call', :a, :to, :from_, :lang, :s, :now, :now)"
-                    " RETURNING id"),
-                {"t": task_id, "a": attempt, "to": task.phone, "from_": self.from_number, "lang": lang,
-                 "s": m.DIALING, "now": now})).scalar_one()
+                sql("INSERT INTO call_attempts (task_id, channel, attempt, to_number, from_number, lang, fraud_type,"
+                    " status, created_at, updated_at)"
+                    " VALUES (:t, 'auto_call', :a, :to, :from_, :lang, :ft, :s, :now, :now) RETURNING id"),
+                {"t": task_id, "a": attempt, "to": phone, "from_": self.from_number, "lang": lang,
+                 "ft": call.fraud_type, "s": m.DIALING, "now": now})).scalar_one()
 
         # 2. Pace, then ask Twilio (no transaction open).
         try:
-            call = await self._create_call(task.phone, attempt_id)
+            placed = await self._create_call(phone, attempt_id)
         except TwilioRestException as exc:
             # A permanently bad number or request: the attempt fails with Twilio's reason.
             async with transaction(self.sessionmaker) as session:
@@ -143,8 +136,8 @@ class CallPlacer:
         async with transaction(self.sessionmaker) as session:
             await session.execute(
                 sql("UPDATE call_attempts SET call_sid = :sid, status = :s, updated_at = :now WHERE id = :id"),
-                {"sid": call.sid, "s": m.PLACED, "now": self.clock.now(), "id": attempt_id})
-        log.info("call.placed", call_sid=call.sid, attempt=attempt, phone=task.phone)
+                {"sid": placed.sid, "s": m.PLACED, "now": self.clock.now(), "id": attempt_id})
+        log.info("call.placed", call_sid=placed.sid, attempt=attempt, phone=phone)
 
     async def _create_call(self, to: str, attempt_id: int) -> Any:
         async for retry in AsyncRetrying(retry=retry_if_exception(_retryable), stop=stop_after_attempt(5),
@@ -188,8 +181,8 @@ class CallPlacer:
 
 async def load_attempt(session: AsyncSession, attempt_id: int) -> Any:
     return (await session.execute(
-        sql("SELECT a.id, a.task_id, a.attempt, a.channel, a.lang, a.digits, a.answered_by, a.status, t.fraud_type"
-            " FROM call_attempts a JOIN tasks t ON t.id = a.task_id WHERE a.id = :id FOR UPDATE OF a"),
+        sql("SELECT id, task_id, attempt, channel, lang, digits, answered_by, status, COALESCE(fraud_type, 'other')"
+            " AS fraud_type FROM call_attempts WHERE id = :id FOR UPDATE"),
         {"id": attempt_id})).first()
 
 

@@ -1,10 +1,13 @@
 """Seat operators' work: set a state, claim the next task (a lease), call, record a disposition. Callers own the transaction.
 
-The operator queue is the dispatcher's "call.operator" jobs. Claiming one is a
+The operator queue is the dispatcher's `OperatorCall` jobs, claimed through the
+shared queue (`shared.queue.service.claim` with the seat's unit as the scope
+prefix: emergencies first, then tier, then the nearest deadline). A claim is a
 job lease held by the seat (locked_by "seat:<key>"): if no disposition comes
-before the lease ends, the queue's reclaim returns the task to the queue, as
-it does for a worker that died. Two seats racing for one task cannot both get
-it (FOR UPDATE SKIP LOCKED in one statement).
+before the lease ends, the queue's reclaim returns the task to the queue, as it
+does for a worker that died. Two seats racing for one task cannot both get it
+(FOR UPDATE SKIP LOCKED in one statement). What a seat shows about the task
+comes from the job and from the dispatcher's read functions (shared.contracts).
 """
 
 from __future__ import annotations
@@ -17,16 +20,18 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.callcenter.calls.service import STATUS_EVENTS, CallPlacer
+from shared import contracts
 from shared.auth.service import Principal
+from shared.contracts import DISPOSITIONS
+from shared.contracts import dispatcher as dispatcher_contract
 from shared.db import transaction
 from shared.phone import InvalidPhone, normalize_phone
 from shared.queue import service as q
-from shared.queue.service import LeaseLost, NewJob
+from shared.queue.service import LeaseLost
 from shared.sql import sql
 
-RESULT_KIND = "task.channel_result"
+OPERATOR_KINDS = [contracts.OperatorCall.KIND]
 STATES_CHOSEN = ("available", "paused", "offline")  # the states a seat sets itself (on_call comes from calling)
-DISPOSITIONS = ("dissuaded", "loss_reported", "unreachable", "wrong_number", "refused", "callback")
 NOT_CLAIMED = "this task is not claimed by your seat (claim it with POST /v1/queue/next), or your claim expired"
 
 
@@ -58,57 +63,59 @@ async def get_seat(session: AsyncSession, principal: Principal) -> Any:
     return (await session.execute(sql("SELECT * FROM seats WHERE key_id = :k"), {"k": principal.key_id})).first()
 
 
-async def claim_next(session: AsyncSession, principal: Principal, *, now: datetime, lease_s: float) -> Any:
-    """Take the most urgent waiting operator call in my unit: highest tier, then earliest deadline.
+async def claim_next(session: AsyncSession, principal: Principal, *, now: datetime,
+                     lease_s: float) -> q.ClaimedJob | None:
+    """Take the most urgent waiting operator call in my unit: emergencies, then tier, then earliest deadline.
 
-    "My unit" is the task's assigned unit when a supervisor handed it over, else its region's.
+    "My unit" is the task's assigned unit when a supervisor handed it over, else its region's (the job's scope).
     """
-    return (await session.execute(
-        sql("WITH picked AS ("
-            "  SELECT j.id FROM jobs j JOIN tasks t ON t.id = j.task_id"
-            "  WHERE j.queue = 'callcenter' AND j.kind = 'call.operator' AND j.status = 'queued'"
-            "    AND j.run_at <= :now AND t.status <> 'closed' AND COALESCE(t.assigned_unit, t.region_code) LIKE :unit"
-            "  ORDER BY CASE t.tier WHEN 'high' THEN 0 WHEN 'medium' THEN 1 ELSE 2 END, t.due_at, j.priority, j.id"
-            "  LIMIT 1 FOR UPDATE OF j SKIP LOCKED)"
-            " UPDATE jobs SET status = 'running', attempts = jobs.attempts + 1, locked_by = :seat,"
-            "   lease_expires_at = CAST(:now AS timestamptz) + make_interval(secs => :lease)"
-            " FROM picked WHERE jobs.id = picked.id"
-            " RETURNING jobs.id AS job_id, jobs.task_id, jobs.payload, jobs.lease_expires_at"),
-        {"now": now, "unit": principal.unit + "%", "seat": seat_worker(principal), "lease": lease_s})).first()
+    claimed = await q.claim(session, queue=contracts.CALLCENTER_QUEUE, kinds=OPERATOR_KINDS,
+                            worker=seat_worker(principal), now=now, lease_s=lease_s, scope_prefix=principal.unit)
+    return claimed[0] if claimed else None
 
 
-async def my_claim(session: AsyncSession, principal: Principal, task_id: uuid.UUID) -> Any:
-    return (await session.execute(
-        sql("SELECT id AS job_id, payload, lease_expires_at FROM jobs WHERE task_id = :t AND kind = 'call.operator'"
-            " AND status = 'running' AND locked_by = :seat FOR UPDATE"),
-        {"t": task_id, "seat": seat_worker(principal)})).first()
+async def my_claim(session: AsyncSession, principal: Principal, task_id: uuid.UUID) -> q.ClaimedJob | None:
+    held = await q.held(session, worker=seat_worker(principal), kinds=OPERATOR_KINDS, task_id=task_id, lock=True)
+    return held[0] if held else None
 
 
-async def task_card(session: AsyncSession, task_id: uuid.UUID) -> Any:
-    """What the operator sees: the task, its reasons (from its warnings), the number to call."""
-    task = (await session.execute(
-        sql("SELECT id, case_id, tier, status, phone, region_code, fraud_type, due_at FROM tasks WHERE id = :t"),
-        {"t": task_id})).first()
-    # Through case_id, which is indexed (one task per case); warnings.task_id has no index on purpose (ingest cost).
-    reasons = (await session.execute(
-        sql("SELECT reasons FROM warnings WHERE case_id = :c ORDER BY received_at"),
-        {"c": task.case_id})).scalars().all()
-    return task, [r for group in reasons for r in (group or [])]
+@dataclass(frozen=True, slots=True)
+class TaskCard:
+    """What the operator sees of a task: the dispatcher's current view of it, and the number to call."""
+
+    id: uuid.UUID
+    case_id: uuid.UUID
+    tier: str
+    status: str
+    phone: str
+    region_code: str
+    fraud_type: str
+    due_at: datetime
+    emergency: bool
+
+
+async def task_card(session: AsyncSession, task_id: uuid.UUID) -> tuple[TaskCard, list[dict[str, Any]]]:
+    """The task as the dispatcher has it now, and its reasons (from its warnings)."""
+    brief = await dispatcher_contract.task_brief(session, task_id)
+    if brief is None:
+        raise SeatRefused("not_claimed", 409, NOT_CLAIMED)
+    card = TaskCard(id=brief.id, case_id=brief.case_id, tier=brief.tier, status=brief.status, phone=brief.phone,
+                    region_code=brief.region_code, fraud_type=brief.fraud_type, due_at=brief.due_at,
+                    emergency=brief.emergency_at is not None)
+    return card, await dispatcher_contract.task_reasons(session, task_id)
 
 
 async def record_disposition(session: AsyncSession, principal: Principal, *, claim: Any, task_id: uuid.UUID,
                              disposition: str, note: str | None, callback_at: datetime | None, now: datetime) -> None:
     """Finish the claim and send the disposition to the dispatcher (which closes, escalates or reschedules)."""
-    await q.complete(session, job_id=claim.job_id, worker=seat_worker(principal))
-    attempt = int(claim.payload.get("attempt", 0))
-    await q.enqueue(session, [NewJob(
-        queue="dispatcher", kind=RESULT_KIND, run_at=now, task_id=task_id, priority=5,
-        dedupe_key=f"disposition:{task_id}:{attempt}",
-        payload={"task_id": str(task_id), "channel": "operator_call", "attempt": attempt, "result": "disposition",
-                 "disposition": disposition, "note": note, "actor": principal.actor,
-                 "callback_at": callback_at.isoformat() if callback_at else None})], now=now)
+    await q.complete(session, job_id=claim.id, worker=seat_worker(principal))
+    job = contracts.OperatorCall.of(claim)
+    result = contracts.ChannelResult(task_id=task_id, channel="operator_call", attempt=job.attempt,
+                                     result="disposition", disposition=disposition, note=note, actor=principal.actor,
+                                     callback_at=callback_at)
+    await q.enqueue(session, [result.to_job(now=now)], now=now)
     if disposition == "wrong_number":
-        phone = (await session.execute(sql("SELECT phone FROM tasks WHERE id = :t"), {"t": task_id})).scalar_one()
+        phone = job.phone
         await session.execute(
             sql("INSERT INTO do_not_call (phone, reason, added_by, added_at) VALUES (:p, :r, :by, :now)"
                 " ON CONFLICT (phone) DO NOTHING"),
@@ -119,30 +126,40 @@ async def record_disposition(session: AsyncSession, principal: Principal, *, cla
                           {"now": now, "k": principal.key_id})
 
 
-async def my_tasks(session: AsyncSession, principal: Principal) -> list[Any]:
-    return list((await session.execute(
-        sql("SELECT t.id, t.tier, t.status, t.due_at, t.region_code, t.fraud_type, j.lease_expires_at"
-            " FROM jobs j JOIN tasks t ON t.id = j.task_id WHERE j.kind = 'call.operator' AND j.status = 'running'"
-            " AND j.locked_by = :seat ORDER BY t.due_at"), {"seat": seat_worker(principal)})).all())
+@dataclass(frozen=True, slots=True)
+class HeldTask:
+    """A task my seat holds, as the dispatcher has it now."""
+
+    id: uuid.UUID
+    tier: str
+    status: str
+    due_at: datetime
+    region_code: str
+    fraud_type: str
+    lease_expires_at: datetime | None
+
+
+async def my_tasks(session: AsyncSession, principal: Principal) -> list[HeldTask]:
+    tasks = []
+    for claim in await q.held(session, worker=seat_worker(principal), kinds=OPERATOR_KINDS):
+        brief = await dispatcher_contract.task_brief(session, contracts.OperatorCall.of(claim).task_id)
+        if brief is not None:  # a seat holds one or two tasks at a time: one read each is fine
+            tasks.append(HeldTask(id=brief.id, tier=brief.tier, status=brief.status, due_at=brief.due_at,
+                                  region_code=brief.region_code, fraud_type=brief.fraud_type,
+                                  lease_expires_at=claim.lease_expires_at))
+    return tasks
 
 
 async def history(session: AsyncSession, principal: Principal, *, phone: str) -> dict[str, Any] | None:
     """A citizen's earlier cases in my unit: warnings, calls and outcomes. None when nothing is in my unit."""
-    cases = (await session.execute(
-        sql("SELECT c.id, c.created_at, c.status, c.tier, c.region_code, t.id AS task_id, t.outcome, t.closed_at"
-            " FROM cases c JOIN tasks t ON t.case_id = c.id WHERE c.phone = :p AND c.region_code LIKE :unit"
-            " ORDER BY c.created_at DESC LIMIT 50"), {"p": phone, "unit": principal.unit + "%"})).all()
-    if not cases:
+    found = await dispatcher_contract.subject_history(session, phone=phone, unit=principal.unit)
+    if not found.cases:
         return None
-    ids = [c.id for c in cases]
-    warnings = (await session.execute(
-        sql("SELECT case_id, source, signal, fraud_type, tier, occurred_at FROM warnings"
-            " WHERE case_id = ANY(CAST(:ids AS uuid[])) ORDER BY occurred_at"), {"ids": ids})).all()
     calls = (await session.execute(
         sql("SELECT task_id, channel, attempt, status, outcome, created_at, duration_s FROM call_attempts"
             " WHERE task_id = ANY(CAST(:ids AS uuid[])) ORDER BY created_at"),
-        {"ids": [c.task_id for c in cases]})).all()
-    return {"cases": cases, "warnings": warnings, "calls": calls}
+        {"ids": [c.task_id for c in found.cases]})).all()
+    return {"cases": found.cases, "warnings": found.warnings, "calls": calls}
 
 
 def lease_for(tier: str) -> timedelta:
@@ -183,10 +200,10 @@ async def take_next(session: AsyncSession, principal: Principal, *, now: datetim
     if claim is None:
         return None
     task, reasons = await task_card(session, claim.task_id)
-    until = now + lease_for(task.tier)
-    await session.execute(sql("UPDATE jobs SET lease_expires_at = :until WHERE id = :id"),
-                          {"until": until, "id": claim.job_id})
-    return Claimed(task, reasons, until)
+    lease = lease_for(task.tier)
+    await q.extend_lease(session, job_id=claim.id, worker=seat_worker(principal), now=now,
+                         lease_s=lease.total_seconds())
+    return Claimed(task, reasons, now + lease)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,13 +222,14 @@ async def prepare_call(session: AsyncSession, principal: Principal, task_id: uui
     seat = await get_seat(session, principal)
     if seat is None or not seat.phone:
         raise SeatRefused("no_phone", 409, "your seat has no phone: PUT /v1/seat {\"phone\": ...}")
-    phone = (await session.execute(sql("SELECT phone FROM tasks WHERE id = :t"), {"t": task_id})).scalar_one()
+    job = contracts.OperatorCall.of(claim)
+    phone = job.phone
     attempt = (await session.execute(
-        sql("INSERT INTO call_attempts (task_id, channel, attempt, to_number, from_number, status,"
-            " created_at, updated_at) VALUES (:t, 'operator_call', :a, :to, :from_, 'dialing', :now, :now)"
+        sql("INSERT INTO call_attempts (task_id, channel, attempt, to_number, from_number, fraud_type, status,"
+            " created_at, updated_at) VALUES (:t, 'operator_call', :a, :to, :from_, :ft, 'dialing', :now, :now)"
             " ON CONFLICT ON CONSTRAINT uq_call_attempts_task_channel_attempt"
             " DO UPDATE SET updated_at = EXCLUDED.updated_at RETURNING id, call_sid"),
-        {"t": task_id, "a": int(claim.payload.get("attempt", 0)), "to": phone, "from_": from_number,
+        {"t": task_id, "a": job.attempt, "to": phone, "from_": from_number, "ft": job.fraud_type,
          "now": now})).one()
     if attempt.call_sid:
         raise SeatRefused("already_calling", 409,

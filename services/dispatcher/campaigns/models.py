@@ -1,11 +1,10 @@
-"""Campaigns and their recipients.
+"""Campaigns: what is sent to which segment, when, and how far it has got.
 
 A campaign is owned by the unit of the key that made it and targets a region
-prefix inside that unit. Its recipients are materialised once, when it starts:
-one row per Telegram chat, primary key (campaign_id, chat_id). That key is what
-makes "nobody gets the same campaign twice" hold under double submits, retried
-jobs and crashes: a chat can be inserted once, and a row is moved from `queued`
-to `sending` by exactly one worker (a conditional UPDATE) before any message goes.
+prefix inside that unit. When it starts, the dispatcher picks its recipients
+once and hands them to the bot in chunks (shared.contracts.CampaignChunk); the
+bot keeps one delivery row per chat (services/bot/campaigns/models.py), whose
+primary key is what makes "nobody gets the same campaign twice" hold.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.models import Base
@@ -26,19 +25,6 @@ SENDING = "sending"  # recipients materialised, bot jobs queued or running
 DONE = "done"  # every recipient has a final status
 CANCELLED = "cancelled"
 LIVE = (SCHEDULED, SENDING)
-
-# Recipient statuses.
-R_QUEUED = "queued"
-R_SENDING = "sending"  # reserved by one worker just before its request to Telegram
-R_SENT = "sent"
-R_FAILED = "failed"  # Telegram refused it (bad request, chat gone) or gave up after retries
-R_BLOCKED = "blocked"  # 403 from Telegram, or the citizen unbound (/stop) before their turn
-# The bot stopped during the request: Telegram may or may not have shown it. Never resent
-# (a publicity message lost is cheaper than one received twice; alerts choose the other way).
-R_UNCERTAIN = "uncertain"
-R_CANCELLED = "cancelled"
-FINAL = (R_SENT, R_FAILED, R_BLOCKED, R_UNCERTAIN)
-
 
 class Campaign(Base):
     __tablename__ = "campaigns"
@@ -66,27 +52,11 @@ class Campaign(Base):
     finished_at: Mapped[datetime | None]
     cancelled_at: Mapped[datetime | None]
     cancelled_by: Mapped[str | None] = mapped_column(String(200))
-    # Counters kept in the transaction that gives each recipient its final status, so the
-    # progress bar reads one row (a GROUP BY over 100,000 recipients every second would not do).
+    # How many it was handed to the bot for (the delivery counts are the bot's: campaign_delivery_counts).
     total: Mapped[int] = mapped_column(Integer, server_default="0")
-    sent: Mapped[int] = mapped_column(Integer, server_default="0")
-    failed: Mapped[int] = mapped_column(Integer, server_default="0")
-    blocked: Mapped[int] = mapped_column(Integer, server_default="0")
-    uncertain: Mapped[int] = mapped_column(Integer, server_default="0")
 
     __table_args__ = (
         Index("ix_campaigns_region", "region_prefix", "created_at", postgresql_ops={"region_prefix": "text_pattern_ops"}),
         UniqueConstraint("created_by", "client_ref", name="uq_campaigns_client_ref"),
     )
 
-
-class CampaignRecipient(Base):
-    __tablename__ = "campaign_recipients"
-
-    campaign_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True)
-    chat_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    lang: Mapped[str] = mapped_column(String(5))
-    status: Mapped[str] = mapped_column(String(10))
-    error: Mapped[str | None] = mapped_column(Text)
-    message_id: Mapped[int | None] = mapped_column(BigInteger)
-    sent_at: Mapped[datetime | None]

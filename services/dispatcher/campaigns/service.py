@@ -4,7 +4,8 @@ Who is in a segment (one SQL statement, `segment_sql`, used for the preview
 count *and* to materialise the recipients, so the count a supervisor saw is
 computed the way the list is):
 
-- only chats bound to the bot and active (chat_bindings.active: /stop and a 403
+- only chats the bot can reach (its published relation
+  `shared.contracts.bot.REACHABLE_CHATS`: bound and active; /stop and a 403
   "blocked" both clear it); a chat is one recipient (a person with two bound
   Telegram accounts is two chats, as for alerts);
 - the citizen's region is the region of their *latest* warning (where they were
@@ -19,8 +20,15 @@ computed the way the list is):
 - fraud types: at least one warning of one of them received in the last N days.
 
 Why not a materialised "citizens" table: the data needed is already indexed
-(chat_bindings by active phone, cases by phone, warnings by case), the number of
-bound chats is small next to the number of warnings, and a copy would go stale.
+(the bot's chat bindings by active phone, cases by phone, warnings by case), the
+number of bound chats is small next to the number of warnings, and a copy would
+go stale.
+
+Delivery is the bot's: `start` hands the recipients over in chunks
+(`CampaignChunk` jobs); the bot keeps one delivery row per chat and the counts,
+which the reports read through `shared.contracts.bot.CAMPAIGN_DELIVERY_COUNTS`,
+and tells the dispatcher when a chunk is done (`CampaignProgress`), which marks
+the campaign done once every recipient has a final status.
 """
 
 from __future__ import annotations
@@ -43,23 +51,22 @@ from services.dispatcher.campaigns.schemas import (
     compose,
     message_templates,
 )
+from shared import contracts
 from shared.audit import service as audit
 from shared.auth.service import Principal
 from shared.clock import LOCAL_TZ, Clock
+from shared.contracts import PRIORITY
+from shared.contracts import bot as bot_contract
 from shared.ids import uuid7
-from shared.queue.service import ClaimedJob, NewJob, enqueue
+from shared.queue.service import ClaimedJob, enqueue
 from shared.queue.worker import Handler, PermanentJobError
 from shared.sql import sql
 from shared.web import FieldErrors
 
 log = structlog.get_logger(__name__)
 
-START_KIND = "campaign.start"  # dispatcher queue: materialise recipients at send_at
-SEND_KIND = "campaign.send"  # bot queue: deliver one chunk (services/bot/campaigns/delivery.py)
-# Lower runs first. Alerts are 0-90 (services/dispatcher/tasks/plans.py PRIORITY); publicity comes after
-# every one of them, and the bot delivers it from a worker of its own (see the bot module).
-START_PRIORITY = 150
-SEND_PRIORITY = 200
+# Priorities (shared.contracts.PRIORITY): publicity comes after every alert, and the bot delivers
+# it from a worker of its own (services/bot/campaigns/delivery.py).
 # Recipients per bot job. One job per recipient would be 100,000 job rows and claim transactions for a
 # province-wide campaign; one job for everything would hold a lease for an hour and restart from the top
 # after a crash. 50 takes a few seconds at the campaign's share of the limiter (well inside the lease),
@@ -102,12 +109,11 @@ def segment_sql(segment: dict[str, Any]) -> str:
     request (the values are bound parameters), and absent conditions cost nothing in the plan.
     """
     parts = [
-        "SELECT b.chat_id, COALESCE(c.lang, b.lang) AS lang FROM chat_bindings b",
-        "LEFT JOIN bot_chats c ON c.chat_id = b.chat_id",
+        f"SELECT b.chat_id, b.lang FROM {bot_contract.REACHABLE_CHATS} AS b",
         "CROSS JOIN LATERAL (SELECT w.region_code FROM cases k JOIN warnings w ON w.case_id = k.id"
         " WHERE k.phone = b.phone ORDER BY w.received_at DESC, w.id DESC LIMIT 1) AS home",
     ]
-    where = ["b.active", "home.region_code LIKE :prefix"]
+    where = ["home.region_code LIKE :prefix"]
     if segment.get("age_min") is not None or segment.get("age_max") is not None:
         parts.append(
             f"LEFT JOIN LATERAL (SELECT {_AGE} AS age FROM cases k JOIN warnings w ON w.case_id = k.id"
@@ -176,9 +182,13 @@ def message_texts(data: CampaignIn) -> dict[str, str]:
 
 # ---- create, read, cancel --------------------------------------------------------------------------------
 
-_COLUMNS = ("id, unit, name, segment, region_prefix, template, lang, texts, status, send_at, created_by,"
-            " created_at, preview_count, started_at, finished_at, cancelled_at, total, sent, failed, blocked,"
-            " uncertain")
+_CAMPAIGN = ("id, unit, name, segment, region_prefix, template, lang, texts, status, send_at, created_by,"
+             " created_at, preview_count, started_at, finished_at, cancelled_at, total")
+# A campaign with the bot's delivery counts (zero until the bot has sent to anyone).
+_COLUMNS = (", ".join(f"c.{column.strip()}" for column in _CAMPAIGN.split(","))
+            + ", COALESCE(k.sent, 0) AS sent, COALESCE(k.failed, 0) AS failed, COALESCE(k.blocked, 0) AS blocked,"
+            " COALESCE(k.uncertain, 0) AS uncertain")
+_FROM = f"campaigns c LEFT JOIN {bot_contract.CAMPAIGN_DELIVERY_COUNTS} AS k ON k.campaign_id = c.id"
 
 
 @dataclass
@@ -191,7 +201,7 @@ async def create(session: AsyncSession, principal: Principal, data: CampaignIn, 
     """Validate against the key's unit and the clock, store, queue its start job, audit. Replays return the first."""
     if data.client_ref:
         existing = (await session.execute(
-            sql(f"SELECT {_COLUMNS} FROM campaigns WHERE created_by = :by AND client_ref = :ref"),
+            sql(f"SELECT {_COLUMNS} FROM {_FROM} WHERE c.created_by = :by AND c.client_ref = :ref"),
             {"by": principal.actor, "ref": data.client_ref})).first()
         if existing is not None:
             return Created(existing, new=False)
@@ -212,19 +222,18 @@ async def create(session: AsyncSession, principal: Principal, data: CampaignIn, 
             " VALUES (:id, :unit, :name, CAST(:segment AS jsonb), :prefix, :template, :lang, CAST(:texts AS jsonb),"
             " :status, :send_at, :by, :now, :ref, :count)"
             " ON CONFLICT ON CONSTRAINT uq_campaigns_client_ref DO NOTHING"
-            f" RETURNING {_COLUMNS}"),
+            f" RETURNING {_CAMPAIGN}, 0 AS sent, 0 AS failed, 0 AS blocked, 0 AS uncertain"),
         {"id": campaign_id, "unit": principal.unit, "name": data.name, "segment": _json(segment),
          "prefix": segment["region_prefix"], "template": data.template,
          "lang": None if data.template else data.lang, "texts": _json(message_texts(data)), "status": m.SCHEDULED,
          "send_at": send_at, "by": principal.actor, "now": now, "ref": data.client_ref, "count": count})).first()
     if row is None:  # the same ref committed by a concurrent request a moment ago
         existing = (await session.execute(
-            sql(f"SELECT {_COLUMNS} FROM campaigns WHERE created_by = :by AND client_ref = :ref"),
+            sql(f"SELECT {_COLUMNS} FROM {_FROM} WHERE c.created_by = :by AND c.client_ref = :ref"),
             {"by": principal.actor, "ref": data.client_ref})).one()
         return Created(existing, new=False)
-    await enqueue(session, [NewJob(queue="dispatcher", kind=START_KIND, run_at=send_at, priority=START_PRIORITY,
-                                   dedupe_key=f"campaign:start:{campaign_id}",
-                                   payload={"campaign_id": str(campaign_id)})], now=now)
+    await enqueue(session, [contracts.CampaignStart(campaign_id=campaign_id).job(
+        run_at=send_at, priority=PRIORITY["campaign_start"], dedupe_key=f"campaign:start:{campaign_id}")], now=now)
     audit.record(session, at=now, actor=principal.actor, action="campaign.scheduled",
                  region_code=segment["region_prefix"] or None, campaign_id=str(campaign_id), name=data.name,
                  segment=segment, template=data.template, own_text=data.text, send_at=send_at, preview_count=count)
@@ -233,78 +242,70 @@ async def create(session: AsyncSession, principal: Principal, data: CampaignIn, 
 
 
 # A campaign is visible to a key whose unit contains the campaign's whole target region.
-_VISIBLE = "region_prefix LIKE :unit"
+_VISIBLE = "c.region_prefix LIKE :unit"
 
 
 async def get(session: AsyncSession, campaign_id: uuid.UUID, *, unit: str) -> Any | None:
     """The campaign if it targets inside `unit`; None otherwise (another unit's campaign does not exist for you)."""
     return (await session.execute(
-        sql(f"SELECT {_COLUMNS} FROM campaigns WHERE id = :id AND {_VISIBLE}"),
+        sql(f"SELECT {_COLUMNS} FROM {_FROM} WHERE c.id = :id AND {_VISIBLE}"),
         {"id": campaign_id, "unit": unit + "%"})).first()
 
 
 async def list_campaigns(session: AsyncSession, *, unit: str, limit: int = 100,
                          status: str | None = None) -> list[Any]:
-    status_filter = "AND status = :status" if status else ""
+    status_filter = "AND c.status = :status" if status else ""
     return list((await session.execute(
-        sql(f"SELECT {_COLUMNS} FROM campaigns WHERE {_VISIBLE} {status_filter}"
-            " ORDER BY created_at DESC, id DESC LIMIT :n"),
+        sql(f"SELECT {_COLUMNS} FROM {_FROM} WHERE {_VISIBLE} {status_filter}"
+            " ORDER BY c.created_at DESC, c.id DESC LIMIT :n"),
         {"unit": unit + "%", "status": status, "n": limit})).all())
 
 
 async def cancel(session: AsyncSession, principal: Principal, campaign_id: uuid.UUID, *, now: datetime) -> Any | None:
-    """Stop a scheduled or sending campaign: nobody still queued gets it (messages in flight finish)."""
-    row = (await session.execute(
-        sql(f"SELECT {_COLUMNS} FROM campaigns WHERE id = :id AND {_VISIBLE} FOR UPDATE"),
+    """Stop a scheduled or sending campaign: the bot sends no further chunk (messages in flight finish)."""
+    found = (await session.execute(
+        sql(f"SELECT c.status FROM campaigns c WHERE c.id = :id AND {_VISIBLE} FOR UPDATE"),
         {"id": campaign_id, "unit": principal.unit + "%"})).first()
-    if row is None:
+    if found is None:
         return None
-    if row.status not in m.LIVE:
-        raise NotCancellable(f"the campaign is {row.status}")
-    skipped = (await session.execute(
-        sql("UPDATE campaign_recipients SET status = :cancelled WHERE campaign_id = :id AND status = :queued"),
-        {"id": campaign_id, "cancelled": m.R_CANCELLED, "queued": m.R_QUEUED})).rowcount or 0
-    row = (await session.execute(
+    if found.status not in m.LIVE:
+        raise NotCancellable(f"the campaign is {found.status}")
+    await session.execute(
         sql("UPDATE campaigns SET status = :s, cancelled_at = :now, cancelled_by = :by, finished_at = :now"
-            f" WHERE id = :id RETURNING {_COLUMNS}"),
-        {"id": campaign_id, "s": m.CANCELLED, "now": now, "by": principal.actor})).one()
+            " WHERE id = :id"), {"id": campaign_id, "s": m.CANCELLED, "now": now, "by": principal.actor})
+    row = (await session.execute(sql(f"SELECT {_COLUMNS} FROM {_FROM} WHERE c.id = :id"), {"id": campaign_id})).one()
+    not_sent = max(0, (row.total if row.started_at else row.preview_count)
+                   - (row.sent + row.failed + row.blocked + row.uncertain))
     audit.record(session, at=now, actor=principal.actor, action="campaign.cancelled",
-                 region_code=row.region_prefix or None, campaign_id=str(campaign_id), not_sent=skipped,
+                 region_code=row.region_prefix or None, campaign_id=str(campaign_id), not_sent=not_sent,
                  sent=row.sent)
     return row
 
 
 # ---- start (the dispatcher's job at send_at) ------------------------------------------------------------
 
-async def start(session: AsyncSession, job: ClaimedJob, *, now: datetime) -> None:
-    """Materialise the recipients and queue the bot's chunks, in one transaction with the job's removal.
+async def start(session: AsyncSession, campaign_id: uuid.UUID, *, now: datetime) -> None:
+    """Pick the recipients once and hand them to the bot in chunks, in one transaction with the job's removal.
 
-    Runs once in effect: the row lock and the status check stop a second start; and should one slip
-    through, ON CONFLICT keeps each chat once and only newly inserted chats get bot jobs.
+    Runs once in effect: the row lock and the status check stop a second start, and the bot's
+    delivery rows (one per campaign and chat) keep a chat from getting it twice should one slip through.
     """
-    try:
-        campaign_id = uuid.UUID(str(job.payload["campaign_id"]))
-    except (KeyError, ValueError):
-        raise PermanentJobError("campaign.start needs a campaign_id") from None
-    row = (await session.execute(sql("SELECT status, segment, region_prefix FROM campaigns WHERE id = :id FOR UPDATE"),
-                                 {"id": campaign_id})).first()
+    row = (await session.execute(sql("SELECT status, segment, region_prefix, texts FROM campaigns WHERE id = :id"
+                                     " FOR UPDATE"), {"id": campaign_id})).first()
     if row is None:
         raise PermanentJobError(f"no campaign {campaign_id}")
     if row.status != m.SCHEDULED:
         log.info("campaign.start_skipped", campaign_id=str(campaign_id), status=row.status)
         return
-    inserted = (await session.execute(
-        sql(f"INSERT INTO campaign_recipients (campaign_id, chat_id, lang, status)"
-            f" SELECT :id, s.chat_id, s.lang, :queued FROM ({segment_sql(row.segment)}) AS s"
-            " ON CONFLICT DO NOTHING RETURNING chat_id"),
-        {"id": campaign_id, "queued": m.R_QUEUED, **segment_params(row.segment, now=now)})).scalars().all()
-    chat_ids = sorted(inserted)
-    total = int((await session.execute(sql("SELECT count(*) FROM campaign_recipients WHERE campaign_id = :id"),
-                                       {"id": campaign_id})).scalar_one())
-    jobs = [NewJob(queue="bot", kind=SEND_KIND, run_at=now, priority=SEND_PRIORITY,
-                   dedupe_key=f"campaign:{campaign_id}:{chat_ids[i]}",
-                   payload={"campaign_id": str(campaign_id), "chat_ids": chat_ids[i:i + CHUNK]})
-            for i in range(0, len(chat_ids), CHUNK)]
+    recipients = (await session.execute(
+        sql(f"SELECT DISTINCT ON (s.chat_id) s.chat_id, s.lang FROM ({segment_sql(row.segment)}) AS s"
+            " ORDER BY s.chat_id"), segment_params(row.segment, now=now))).all()
+    total = len(recipients)
+    jobs = [contracts.CampaignChunk(
+        campaign_id=campaign_id, texts=row.texts,
+        recipients=[contracts.CampaignRecipient(chat_id=r.chat_id, lang=r.lang) for r in recipients[i:i + CHUNK]],
+    ).job(run_at=now, priority=PRIORITY["campaign_send"], dedupe_key=f"campaign:{campaign_id}:{recipients[i].chat_id}")
+        for i in range(0, total, CHUNK)]
     await enqueue(session, jobs, now=now)
     done = total == 0
     await session.execute(
@@ -315,6 +316,22 @@ async def start(session: AsyncSession, job: ClaimedJob, *, now: datetime) -> Non
     audit.record(session, at=now, actor=SYSTEM_ACTOR, action="campaign.started", region_code=row.region_prefix or None,
                  campaign_id=str(campaign_id), recipients=total, jobs=len(jobs))
     log.info("campaign.started", campaign_id=str(campaign_id), recipients=total, jobs=len(jobs))
+
+
+async def check_progress(session: AsyncSession, campaign_id: uuid.UUID, *, now: datetime) -> bool:
+    """Mark a sending campaign done (audited) once the bot has a final status for every recipient."""
+    row = (await session.execute(sql(f"SELECT {_COLUMNS} FROM {_FROM} WHERE c.id = :id FOR UPDATE OF c"),
+                                 {"id": campaign_id})).first()
+    if row is None or row.status != m.SENDING:
+        return False
+    if row.sent + row.failed + row.blocked + row.uncertain < row.total:
+        return False
+    await session.execute(sql("UPDATE campaigns SET status = :s, finished_at = :now WHERE id = :id"),
+                          {"id": campaign_id, "s": m.DONE, "now": now})
+    audit.record(session, at=now, actor="system:bot", action="campaign.finished",
+                 region_code=row.region_prefix or None, campaign_id=str(campaign_id), total=row.total,
+                 sent=row.sent, failed=row.failed, blocked=row.blocked, uncertain=row.uncertain)
+    return True
 
 
 # ---- report ----------------------------------------------------------------------------------------------
@@ -331,11 +348,8 @@ def report_of(row: Any, errors: list[dict[str, Any]] | None = None) -> Report:
 
 
 async def errors_of(session: AsyncSession, campaign_id: uuid.UUID, *, limit: int = 5) -> list[dict[str, Any]]:
-    rows = (await session.execute(
-        sql("SELECT status, error, count(*) AS n FROM campaign_recipients"
-            " WHERE campaign_id = :id AND status IN ('failed', 'blocked', 'uncertain')"
-            " GROUP BY 1, 2 ORDER BY n DESC, 1, 2 LIMIT :limit"), {"id": campaign_id, "limit": limit})).all()
-    return [{"status": r.status, "error": r.error, "count": r.n} for r in rows]
+    rows = await bot_contract.campaign_errors(session, campaign_id, limit=limit)
+    return [{"status": r.status, "error": r.error, "count": r.count} for r in rows]
 
 
 def out(row: Any, errors: list[dict[str, Any]] | None = None) -> CampaignOut:
@@ -356,6 +370,9 @@ def job_handlers(*, clock: Clock) -> dict[str, Handler]:
     """The dispatcher worker's campaign jobs (registered in services/dispatcher/jobs.py)."""
 
     async def on_start(session: AsyncSession, job: ClaimedJob) -> None:
-        await start(session, job, now=clock.now())
+        await start(session, contracts.CampaignStart.of(job).campaign_id, now=clock.now())
 
-    return {START_KIND: Handler(on_start)}
+    async def on_progress(session: AsyncSession, job: ClaimedJob) -> None:
+        await check_progress(session, contracts.CampaignProgress.of(job).campaign_id, now=clock.now())
+
+    return {contracts.CampaignStart.KIND: Handler(on_start), contracts.CampaignProgress.KIND: Handler(on_progress)}

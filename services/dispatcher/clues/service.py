@@ -10,9 +10,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.dispatcher.clues.models import KINDS, Clue
+from shared import contracts
 from shared.audit import service as audit
+from shared.contracts import PRIORITY
 from shared.ids import uuid7
-from shared.queue.service import NewJob, enqueue
+from shared.queue.service import enqueue
 from shared.sql import sql
 
 # 限时反馈: the citizen gets an answer within three days of reporting, whoever ends up handling the clue.
@@ -29,34 +31,34 @@ class ClueStateError(ValueError):
     """The clue is not in a state that allows this step (e.g. answering a closed clue)."""
 
 
-async def store_clue(session: AsyncSession, report: dict[str, Any], *, now: datetime) -> bool:
+async def store_clue(session: AsyncSession, report: contracts.ClueReport, *, now: datetime) -> bool:
     """Store a reported clue under the reference the citizen was given; False if it was stored already.
 
     It is routed to the unit of the reporter's latest case, when the reporter's
     phone is known and has one; otherwise it waits for the centre (no region).
     """
-    phone = report.get("phone")
+    phone = report.phone
     region = None
     if phone:
         region = (await session.execute(
             sql("SELECT region_code FROM cases WHERE phone = :p ORDER BY created_at DESC LIMIT 1"),
             {"p": phone})).scalar_one_or_none()
-    kind = report.get("kind") if report.get("kind") in KINDS else "other"
-    reported_at = datetime.fromisoformat(report["reported_at"]) if report.get("reported_at") else now
+    kind = report.kind if report.kind in KINDS else "other"
+    reported_at = report.reported_at
     inserted = await session.execute(
         sql("INSERT INTO clues (id, ref, kind, value, description, channel, reporter_chat_id, reporter_phone,"
             " region_code, status, reported_at, created_at, answer_due_at)"
             " VALUES (:id, :ref, :kind, :value, :description, :channel, :chat, :phone, :region, 'new', :reported, :now,"
             " CAST(:reported AS timestamptz) + make_interval(hours => :window_h))"
             " ON CONFLICT (ref) DO NOTHING"),
-        {"id": uuid7(), "ref": report["ref"], "kind": kind, "value": str(report.get("value", ""))[:500],
-         "description": report.get("description"), "channel": report.get("channel", "telegram"),
-         "chat": report.get("chat_id"), "phone": phone, "region": region, "reported": reported_at, "now": now,
+        {"id": uuid7(), "ref": report.ref, "kind": kind, "value": report.value[:500],
+         "description": report.description, "channel": report.channel,
+         "chat": report.chat_id, "phone": phone, "region": region, "reported": reported_at, "now": now,
          "window_h": int(ANSWER_WINDOW.total_seconds() // 3600)})
     if not inserted.rowcount:
         return False
-    audit.record(session, at=now, actor=f"citizen:{report.get('channel', 'telegram')}:{report.get('chat_id')}",
-                 action="clue.reported", region_code=region, ref=report["ref"], kind=kind,
+    audit.record(session, at=now, actor=f"citizen:{report.channel}:{report.chat_id}",
+                 action="clue.reported", region_code=region, ref=report.ref, kind=kind,
                  why="citizen reported a clue")
     return True
 
@@ -110,10 +112,10 @@ async def answer_clue(session: AsyncSession, clue: Clue, *, answer: str, actor: 
     notified = clue.reporter_chat_id is not None
     if notified:
         # Behind real-time alerts (priority 10 for high) but ahead of publicity.
-        await enqueue(session, [NewJob(queue="bot", kind="bot.notice", run_at=now, priority=60,
-                                       dedupe_key=f"clue_answer:{clue.id}",
-                                       payload={"template": "clue_answered", "chat_id": clue.reporter_chat_id,
-                                                "ref": clue.ref, "answer": answer})], now=now)
+        notice = contracts.SendNotice(template="clue_answered", chat_id=clue.reporter_chat_id, ref=clue.ref,
+                                      answer=answer)
+        await enqueue(session, [notice.job(run_at=now, priority=PRIORITY["notice"],
+                                           dedupe_key=f"clue_answer:{clue.id}")], now=now)
     _audit(session, clue, at=now, actor=actor, action="clue.answered", late=late, answer=answer,
            citizen_notified=notified)
 

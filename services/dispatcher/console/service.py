@@ -9,6 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.dispatcher.reports.service import plan_for_values
 from shared.clock import LOCAL_TZ
+from shared.contracts import bot as bot_contract
+from shared.contracts import callcenter as callcenter_contract
 from shared.sql import sql
 
 _DAILY = sql(
@@ -67,12 +69,9 @@ async def task_file(session: AsyncSession, *, unit: str, task_id: Any) -> dict[s
     warnings = (await session.execute(
         sql("SELECT received_at, occurred_at, source, signal, fraud_type, tier, amount_at_risk, risk_score, reasons,"
             " merged FROM warnings WHERE case_id = :c ORDER BY received_at"), {"c": task.case_id})).all()
-    calls = (await session.execute(
-        sql("SELECT created_at, updated_at, channel, attempt, status, answered_by, digits, outcome, error, duration_s"
-            " FROM call_attempts WHERE task_id = :t ORDER BY created_at"), {"t": task.id})).all()
-    messages = (await session.execute(
-        sql("SELECT created_at, sent_at, attempt, status, error, feedback, feedback_at FROM bot_deliveries"
-            " WHERE task_id = :t ORDER BY created_at"), {"t": task.id})).all()
+    # The channels' own records, read through what each service offers (shared/contracts).
+    calls = await callcenter_contract.calls_for_task(session, task.id)
+    messages = await bot_contract.alert_deliveries(session, task.id)
     entries = (await session.execute(
         sql("SELECT seq, at, actor, action, body, hash FROM audit_log WHERE case_id = :c ORDER BY seq"),
         {"c": task.case_id})).all()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.dispatcher.policy.models import PolicyVersion
 from services.dispatcher.policy.schemas import TIER_ORDER, TIERS, Playbook, PolicyDoc, Rule
 from shared.audit.service import canonical_json
+from shared.contracts.contact import CallWindow, next_call_time
 
 DEFAULT_POLICY_PATH = Path(__file__).with_name("default_policy.yaml")
 
@@ -103,6 +104,11 @@ class LoadedPolicy:
     # timed steps of a fresh plan as offsets from its start (deadline = the tier's).
     first_channels: dict[str, tuple[str, ...]]
     fresh_plan_offsets: dict[str, tuple[tuple[str, timedelta], ...]]
+
+    def call_window(self, tier: str) -> CallWindow | None:
+        """The tier's call window as the callcenter reads it (None: calls at any hour)."""
+        window = self.playbook(tier).call_window
+        return None if window is None else CallWindow(start=window.start, end=window.end, timezone=self.tz.key)
 
     def grade(self, g: GradeInput | Any) -> tuple[str, list[Reason]]:
         """The tier for one warning and every rule that decided it, in the order they applied."""
@@ -221,12 +227,4 @@ def within_call_window(playbook: Playbook, when: datetime, tz: ZoneInfo) -> date
     window = playbook.call_window
     if window is None:
         return when
-    start = time.fromisoformat(window.start)
-    end = time.fromisoformat(window.end)
-    local = when.astimezone(tz)
-    if start <= local.time() < end:
-        return when
-    opening = local.replace(hour=start.hour, minute=start.minute, second=0, microsecond=0)
-    if local.time() >= end:
-        opening += timedelta(days=1)
-    return opening.astimezone(when.tzinfo)
+    return next_call_time(CallWindow(start=window.start, end=window.end, timezone=tz.key), when)

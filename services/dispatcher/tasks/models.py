@@ -56,4 +56,8 @@ class Task(Base):
     __table_args__ = (
         Index("ix_tasks_region", "region_code", "id", postgresql_ops={"region_code": "text_pattern_ops"}),
         Index("ix_tasks_live_due", "due_at", postgresql_where=text("status <> 'closed'")),
+        Index("ix_tasks_assigned_unit", "assigned_unit", postgresql_ops={"assigned_unit": "text_pattern_ops"},
+              postgresql_where=text("assigned_unit IS NOT NULL")),  # migration 0007
+        Index("ix_tasks_due_region", "due_at", "region_code",
+              postgresql_ops={"region_code": "text_pattern_ops"}),  # migration 0008: reports by unit and period
     )

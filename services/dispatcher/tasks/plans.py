@@ -13,22 +13,21 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from services.dispatcher.policy.service import LoadedPolicy, PlanStep, plan_steps, within_call_window
+from shared import contracts
+from shared.contracts import CALL_CHANNELS, PRIORITY
 from shared.queue.service import NewJob
 
-# Where each channel's work goes: (queue, job kind). The bot and callcenter
-# services consume their queues; "visit" is read by the local unit's tools.
-CHANNEL_JOBS: dict[str, tuple[str, str]] = {
-    "bot_alert": ("bot", "bot.alert"),
-    "auto_call": ("callcenter", "call.auto"),
-    "operator_call": ("callcenter", "call.operator"),
-    "visit": ("visit", "visit.request"),
+# Each channel's job (its type names its kind and queue). The bot and the callcenter consume
+# theirs; the visit request stays in the dispatcher's own queue.
+CHANNEL_JOBS: dict[str, type[contracts.ContactRequest]] = {
+    "bot_alert": contracts.SendAlert,
+    "auto_call": contracts.PlaceCall,
+    "operator_call": contracts.OperatorCall,
+    "visit": contracts.VisitRequest,
 }
-CALL_CHANNELS = ("auto_call", "operator_call")
-TIMER_KIND = "task.timer"
-RESULT_KIND = "task.channel_result"
+TIMER_KIND = contracts.TaskTimer.KIND
+RESULT_KIND = contracts.ChannelResult.KIND
 PAYMENT_STOP_KIND = "payment_stop.request"
-# Lower runs first. An emergency (money already sent) beats everything.
-PRIORITY = {"emergency": 0, "timer": 5, "high": 10, "medium": 50, "low": 90}
 
 
 @dataclass(slots=True)
@@ -47,25 +46,32 @@ class PlanState:
     has_chat: bool
     steps_done: list[str] = field(default_factory=list)
     attempts: dict[str, Any] = field(default_factory=dict)
+    assigned_unit: str | None = None  # handed to another unit by a supervisor: its seats claim the calls
 
 
 def channel_job(state: PlanState, channel: str, *, run_at: datetime, emergency: bool = False,
-                reason: str = "") -> NewJob:
-    """One numbered attempt on a channel; the number makes the attempt idempotent downstream."""
+                reason: str = "", policy: LoadedPolicy | None = None, unit: str | None = None) -> NewJob:
+    """One numbered attempt on a channel; the number makes the attempt idempotent downstream.
+
+    An operator call is claimed by people: it carries its unit (`unit`, else the task's region)
+    and the task's deadline, which order the seats' queue after its priority. An automated
+    call carries the tier's call window (from `policy`).
+    """
     attempt = int(state.attempts.get(channel, 0)) + 1
     state.attempts[channel] = attempt
-    queue, kind = CHANNEL_JOBS[channel]
-    return NewJob(
-        queue=queue, kind=kind, run_at=run_at, task_id=state.task_id,
-        priority=PRIORITY["emergency"] if emergency else PRIORITY[state.tier],
-        dedupe_key=f"{channel}:{state.task_id}:{attempt}",
-        payload={
-            "task_id": str(state.task_id), "case_id": str(state.case_id), "channel": channel,
-            "attempt": attempt, "tier": state.tier, "phone": state.phone, "region_code": state.region_code,
-            "fraud_type": state.fraud_type, "due_at": state.due_at.isoformat(), "emergency": emergency,
-            "reason": reason,
-        },
-    )
+    fields = dict(task_id=state.task_id, case_id=state.case_id, channel=channel, attempt=attempt, tier=state.tier,
+                  phone=state.phone, region_code=state.region_code, fraud_type=state.fraud_type, due_at=state.due_at,
+                  emergency=emergency, reason=reason)
+    if channel == "auto_call" and policy is not None:
+        fields["call_window"] = policy.call_window(state.tier)
+    # model_construct: the fields are the dispatcher's own, already valid; this runs per record at ingest.
+    payload = CHANNEL_JOBS[channel].model_construct(**fields)
+    people_claim = channel == "operator_call"
+    return payload.job(run_at=run_at, task_id=state.task_id,
+                       priority=PRIORITY["emergency"] if emergency else PRIORITY[state.tier],
+                       dedupe_key=f"{channel}:{state.task_id}:{attempt}",
+                       scope=(unit or state.assigned_unit or state.region_code) if people_claim else None,
+                       due_at=state.due_at if people_claim else None)
 
 
 def call_time(policy: LoadedPolicy, state: PlanState, channel: str, when: datetime) -> datetime:
@@ -90,11 +96,9 @@ def next_step(policy: LoadedPolicy, state: PlanState) -> PlanStep | None:
 
 
 def timer_job(state: PlanState, step: PlanStep) -> NewJob:
-    return NewJob(
-        queue="dispatcher", kind=TIMER_KIND, run_at=step.at, task_id=state.task_id, priority=PRIORITY["timer"],
-        dedupe_key=f"timer:{state.task_id}:{state.plan_seq}:{step.name}",
-        payload={"task_id": str(state.task_id), "plan_seq": state.plan_seq, "step": step.name},
-    )
+    timer = contracts.TaskTimer.model_construct(task_id=state.task_id, plan_seq=state.plan_seq, step=step.name)
+    return timer.job(run_at=step.at, task_id=state.task_id, priority=PRIORITY["timer"],
+                     dedupe_key=f"timer:{state.task_id}:{state.plan_seq}:{step.name}")
 
 
 def start_plan(policy: LoadedPolicy, state: PlanState, *, now: datetime) -> tuple[list[NewJob], list[str]]:
@@ -116,7 +120,8 @@ def start_plan(policy: LoadedPolicy, state: PlanState, *, now: datetime) -> tupl
                 channels.append(later)
                 state.steps_done.append(f"channel:{later}")
                 notes.append(f"{later} started at once instead")
-    jobs = [channel_job(state, ch, run_at=call_time(policy, state, ch, now), reason="plan start") for ch in channels]
+    jobs = [channel_job(state, ch, run_at=call_time(policy, state, ch, now), reason="plan start", policy=policy)
+            for ch in channels]
     step = next_step(policy, state)
     if step is not None:
         jobs.append(timer_job(state, step))

@@ -16,22 +16,19 @@ from services.dispatcher.cases.models import Case
 from services.dispatcher.policy.service import LoadedPolicy, PolicyStore, plan_steps
 from services.dispatcher.tasks import plans
 from services.dispatcher.tasks.models import CLOSED, IN_PROGRESS, Task
+from shared import contracts
 from shared.audit import service as audit
 from shared.auth.service import Principal
+from shared.contracts import CALL_FAILURES, DISPOSITION_OUTCOMES, OUTCOMES, PRIORITY
 from shared.metrics import TASK_EVENTS, TASKS_CLOSED
 from shared.queue import service as queue
 from shared.queue.service import NewJob
-from shared.queue.worker import PermanentJobError
-from shared.sql import sql
 
 log = structlog.get_logger(__name__)
 
 # Outcomes that end the task. `loss_reported` first opens an emergency; see apply_feedback.
-FINAL_OUTCOMES = {"acknowledged", "dissuaded", "false_positive", "refused", "unreachable"}
-AUTOMATED_CHANNEL_KINDS = ["bot.alert", "call.auto"]
-CALL_FAILURES = {"busy", "no_answer", "machine", "failed", "canceled"}
-# What a citizen can answer on a channel (bot buttons, keypad digits).
-CITIZEN_FEEDBACK = {"acknowledged", "loss_reported", "callback_requested", "not_me"}
+FINAL_OUTCOMES = set(OUTCOMES) - {"loss_reported"}
+AUTOMATED_CHANNEL_KINDS = [contracts.SendAlert.KIND, contracts.PlaceCall.KIND]
 
 
 class TaskClosed(Exception):
@@ -66,7 +63,7 @@ def state_of(task: Task) -> plans.PlanState:
         task_id=task.id, case_id=task.case_id, phone=task.phone, region_code=task.region_code,
         fraud_type=task.fraud_type, tier=task.tier, plan_started_at=task.plan_started_at, plan_seq=task.plan_seq,
         due_at=task.due_at, has_chat=task.has_chat, steps_done=list(task.steps_done or []),
-        attempts=dict(task.attempts or {}),
+        attempts=dict(task.attempts or {}), assigned_unit=task.assigned_unit,
     )
 
 
@@ -77,6 +74,17 @@ def store_state(task: Task, state: plans.PlanState) -> None:
     task.due_at = state.due_at
     task.steps_done = list(state.steps_done)
     task.attempts = dict(state.attempts)
+
+
+async def sync_operator_jobs(session: AsyncSession, *, task_id: uuid.UUID, tier: str, due_at: datetime,
+                             unit: str | None = None, now: datetime | None = None) -> int:
+    """A task's waiting or claimed operator calls follow its tier, deadline and unit (the seats' queue order).
+
+    `now` brings them forward to now (a supervisor's "call now"). Returns how many there were.
+    """
+    return await queue.update_task_jobs(session, task_id=task_id, kinds=[contracts.OperatorCall.KIND],
+                                        priority=PRIORITY[tier], due_at=due_at, scope=unit, run_by=now,
+                                        payload_patch={"tier": tier, "due_at": due_at.isoformat()})
 
 
 def _record(session: AsyncSession, task: Task, *, at: datetime, actor: str, action: str, **body: Any) -> None:
@@ -188,13 +196,13 @@ async def reassign(session: AsyncSession, task: Task, *, to_unit: str | None, ac
     if to_unit is not None:
         task.assigned_unit = to_unit
     task.reassigned_at = now
-    waiting = await session.execute(
-        sql("UPDATE jobs SET run_at = LEAST(run_at, :now) WHERE task_id = :t AND kind = 'call.operator'"
-            " AND status IN ('queued', 'running') RETURNING id"), {"t": task.id, "now": now})
+    waiting = await sync_operator_jobs(session, task_id=task.id, tier=task.tier, due_at=task.due_at,
+                                       unit=task.assigned_unit, now=now)
     queued_new = False
-    if not waiting.first():
+    if not waiting:
         state = state_of(task)
-        job = plans.channel_job(state, "operator_call", run_at=now, reason="reassigned by a supervisor")
+        job = plans.channel_job(state, "operator_call", run_at=now, reason="reassigned by a supervisor",
+                                unit=task.assigned_unit)
         store_state(task, state)
         await queue.enqueue(session, [job], now=now)
         queued_new = True
@@ -232,7 +240,7 @@ async def run_due_steps(session: AsyncSession, task: Task, *, plan_seq: int, now
             if channel == "bot_alert" and not state.has_chat:
                 continue
             jobs.append(plans.channel_job(state, channel, run_at=plans.call_time(policy, state, channel, now),
-                                          reason="nobody acknowledged yet"))
+                                          reason="nobody acknowledged yet", policy=policy))
             _record(session, task, at=now, actor="system:timer", action="task.channel_started",
                     channel=channel, why=f"playbook step {step.name} due", attempt=state.attempts[channel])
         elif step.name == "visit":
@@ -270,58 +278,53 @@ async def run_due_steps(session: AsyncSession, task: Task, *, plan_seq: int, now
 
 # ---- results from the bot and the callcenter ----------------------------------------------------
 
-async def apply_channel_result(session: AsyncSession, task: Task, payload: dict[str, Any], *, now: datetime,
-                               store: PolicyStore) -> str:
+async def apply_channel_result(session: AsyncSession, task: Task, result: contracts.ChannelResult, *,
+                               now: datetime, store: PolicyStore) -> str:
     """React to what happened on a channel: delivered, answered, failed, or a citizen's answer."""
-    channel = payload.get("channel", "?")
-    attempt = payload.get("attempt")
-    result = payload.get("result", "?")
-    seen_key = f"{channel}:{attempt}:{result}:{payload.get('feedback') or ''}"
+    channel, attempt, kind = result.channel, result.attempt, result.result
+    seen_key = f"{channel}:{attempt}:{kind}:{result.feedback or ''}"
     seen = list((task.attempts or {}).get("seen", []))
     if seen_key in seen:
         return "duplicate"
     if task.status == CLOSED:
-        _record(session, task, at=now, actor=f"channel:{channel}", action="task.late_result", result=result,
-                attempt=attempt, feedback=payload.get("feedback"))
+        _record(session, task, at=now, actor=f"channel:{channel}", action="task.late_result", result=kind,
+                attempt=attempt, feedback=result.feedback)
         return "late"
     policy = await store.get(session, task.policy_version)
     state = state_of(task)
     state.attempts["seen"] = [*seen, seen_key][-50:]
-    actor = payload.get("actor") or f"citizen:{channel}"
+    actor = result.actor or f"citizen:{channel}"
     jobs: list[NewJob] = []
     _record(session, task, at=now, actor=f"channel:{channel}", action="task.channel_result", channel=channel,
-            attempt=attempt, result=result, detail=payload.get("detail"), feedback=payload.get("feedback"))
-    if result in ("delivered", "answered", "pressed") and task.status != CLOSED:
+            attempt=attempt, result=kind, detail=result.detail, feedback=result.feedback)
+    if kind in ("delivered", "answered", "pressed") and task.status != CLOSED:
         task.status = IN_PROGRESS
-        if result in ("answered", "pressed") and task.reached_at is None:
+        if kind in ("answered", "pressed") and task.reached_at is None:
             task.reached_at = now
-    disposition = payload.get("disposition")
-    if disposition:
+    if result.disposition:
         store_state(task, state)
-        return await _operator_disposition(session, task, payload, actor=actor, now=now, store=store,
+        return await _operator_disposition(session, task, result, actor=actor, now=now, store=store,
                                            policy=policy)
-    feedback = payload.get("feedback")
-    if feedback and feedback not in CITIZEN_FEEDBACK:
-        raise PermanentJobError(f"unknown citizen feedback {feedback!r}; known: {sorted(CITIZEN_FEEDBACK)}")
-    if feedback:
+    if result.feedback:
         store_state(task, state)
-        return await _citizen_feedback(session, task, feedback, actor=actor, now=now, store=store,
-                                       policy=policy, note=payload.get("detail"))
-    if channel == "bot_alert" and result in ("no_channel", "blocked", "failed"):
+        return await _citizen_feedback(session, task, result.feedback, actor=actor, now=now, store=store,
+                                       policy=policy, note=result.detail)
+    if channel == "bot_alert" and kind in ("no_channel", "blocked", "failed"):
         # The bot could not reach them: move on to a call if none has started.
         if not state.attempts.get("auto_call") and not state.attempts.get("operator_call"):
             jobs.append(plans.channel_job(state, "auto_call", run_at=plans.call_time(policy, state, "auto_call", now),
-                                          reason=f"bot alert {result}"))
+                                          reason=f"bot alert {kind}", policy=policy))
             state.steps_done.append("channel:auto_call")
-        if result in ("no_channel", "blocked"):
+        if kind in ("no_channel", "blocked"):
             state.has_chat = False
             task.has_chat = False
-    elif channel == "auto_call" and result in CALL_FAILURES:
+    elif channel == "auto_call" and kind in CALL_FAILURES:
         retry = policy.playbook(state.tier).auto_call
         if int(state.attempts.get("auto_call", 0)) < retry.max_attempts:
-            wait_min = retry.retry_after_minutes.get(result, max(retry.retry_after_minutes.values()))
+            wait_min = retry.retry_after_minutes.get(kind, max(retry.retry_after_minutes.values()))
             when = plans.call_time(policy, state, "auto_call", now + timedelta(minutes=wait_min))
-            jobs.append(plans.channel_job(state, "auto_call", run_at=when, reason=f"retry after {result}"))
+            jobs.append(plans.channel_job(state, "auto_call", run_at=when, reason=f"retry after {kind}",
+                                          policy=policy))
         elif "channel:operator_call" not in state.steps_done:
             state.steps_done.append("channel:operator_call")
             jobs.append(plans.channel_job(state, "operator_call",
@@ -332,26 +335,20 @@ async def apply_channel_result(session: AsyncSession, task: Task, payload: dict[
     return "applied"
 
 
-# A seat operator's disposition -> the task's outcome (None: the task stays open).
-DISPOSITION_OUTCOMES = {"dissuaded": "dissuaded", "loss_reported": "loss_reported", "unreachable": "unreachable",
-                        "wrong_number": "unreachable", "refused": "refused", "callback": None}
-
-
-async def _operator_disposition(session: AsyncSession, task: Task, payload: dict[str, Any], *, actor: str,
+async def _operator_disposition(session: AsyncSession, task: Task, result: contracts.ChannelResult, *, actor: str,
                                 now: datetime, store: PolicyStore, policy: LoadedPolicy) -> str:
     """A person on the phone recorded what happened: close, escalate, or call back at the time agreed."""
-    disposition = payload["disposition"]
-    if disposition not in DISPOSITION_OUTCOMES:
-        raise PermanentJobError(f"unknown disposition {disposition!r}")
-    note = payload.get("note")
+    disposition = result.disposition
+    assert disposition is not None
+    note = result.note
     if task.reached_at is None and disposition not in ("unreachable", "wrong_number"):
         task.reached_at = now
     outcome = DISPOSITION_OUTCOMES[disposition]
     if outcome is not None:
-        result = await apply_feedback(session, task, outcome=outcome, actor=actor, note=note, now=now, store=store,
-                                      by_person=True)
-        return result.action
-    callback_at = datetime.fromisoformat(payload["callback_at"]) if payload.get("callback_at") else now
+        feedback = await apply_feedback(session, task, outcome=outcome, actor=actor, note=note, now=now, store=store,
+                                        by_person=True)
+        return feedback.action
+    callback_at = result.callback_at or now
     state = state_of(task)
     task.status = IN_PROGRESS
     job = plans.channel_job(state, "operator_call", run_at=max(callback_at, now), reason="callback agreed")

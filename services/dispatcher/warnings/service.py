@@ -25,8 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.dispatcher.policy.schemas import TIER_ORDER
 from services.dispatcher.policy.service import LoadedPolicy, PolicyStore, Reason
 from services.dispatcher.tasks import plans
+from services.dispatcher.tasks.service import sync_operator_jobs
 from services.dispatcher.warnings.schemas import ValidRecord
 from shared.audit import service as audit
+from shared.contracts import bot as bot_contract
 from shared.ids import uuid7
 from shared.queue.service import NewJob, enqueue
 from shared.sql import recordset, sql
@@ -100,16 +102,6 @@ async def _lock_open_cases(session: AsyncSession, phones: list[str]) -> list[Any
     ).all()
 
 
-async def _bound_phones(session: AsyncSession, phones: list[str]) -> set[str]:
-    if not phones:
-        return set()
-    rows = await session.execute(
-        sql("SELECT DISTINCT phone FROM chat_bindings WHERE active AND phone = ANY(CAST(:p AS text[]))"),
-        {"p": phones},
-    )
-    return {r[0] for r in rows}
-
-
 def _duplicate_result(row: Any) -> dict[str, Any]:
     return {"status": "duplicate", "warning_id": row.id, "case_id": row.case_id, "task_id": row.task_id,
             "tier": row.tier, "due_at": row.due_at, "reasons": row.reasons, "merged": row.merged,
@@ -159,7 +151,7 @@ async def ingest_batch(session: AsyncSession, records: list[ValidRecord], *, act
                 plan_seq=row.plan_seq, due_at=row.due_at, has_chat=row.has_chat,
                 steps_done=list(row.steps_done or []), attempts=dict(row.attempts or {})),
         )
-    bound = await _bound_phones(session, [p for p in phones if p not in works])
+    bound = await bot_contract.bound_phones(session, [p for p in phones if p not in works])
 
     # 3. Grade each warning in order, against its case as it stands so far.
     for position, rec in enumerate(new_records):
@@ -315,6 +307,8 @@ async def _write(session: AsyncSession, works: dict[str, _CaseWork], jobs: list[
                                     "plan_seq": w.state.plan_seq, "steps_done": w.state.steps_done,
                                     "attempts": w.state.attempts} for w in raised), "now": now},
             )
+            for w in raised:  # rare: a waiting operator call moves up with its task
+                await sync_operator_jobs(session, task_id=w.state.task_id, tier=w.state.tier, due_at=w.state.due_at)
 
     rows = []
     for w in works.values():

@@ -1,0 +1,56 @@
+"""The contract between the services: job kinds, their typed payloads, the shared vocabularies, read functions.
+
+Services meet only here and through the job queue (checked by import-linter):
+
+    dispatcher  --SendAlert-->            bot         --ChannelResult-->  dispatcher
+    dispatcher  --PlaceCall, OperatorCall-->  callcenter  --ChannelResult-->  dispatcher
+    dispatcher  --CampaignChunk-->        bot         --CampaignProgress--> dispatcher
+    bot         --ClueReport-->           dispatcher  --SendNotice-->     bot
+
+Each module below is one service's side: the jobs it consumes and the
+functions through which it lets the others read its tables.
+"""
+
+from shared.contracts.base import JobPayload
+from shared.contracts.bot import CampaignChunk, CampaignRecipient, SendAlert, SendNotice
+from shared.contracts.callcenter import OperatorCall, PlaceCall
+from shared.contracts.contact import CallWindow, ContactRequest, next_call_time
+from shared.contracts.dispatcher import (
+    CampaignProgress,
+    CampaignStart,
+    ChannelResult,
+    ClueReport,
+    TaskBrief,
+    TaskTimer,
+    VisitRequest,
+)
+from shared.contracts.vocab import (
+    BOT_QUEUE,
+    CALL_CHANNELS,
+    CALL_FAILURES,
+    CALLCENTER_QUEUE,
+    CHANNEL_RESULTS,
+    CHANNELS,
+    CITIZEN_FEEDBACK,
+    DISPATCHER_QUEUE,
+    DISPOSITION_OUTCOMES,
+    DISPOSITIONS,
+    OUTCOMES,
+    PRIORITY,
+    TIERS,
+    Channel,
+    ChannelResultKind,
+    CitizenFeedback,
+    Disposition,
+    Outcome,
+    Tier,
+)
+
+__all__ = [
+    "BOT_QUEUE", "CALLCENTER_QUEUE", "CALL_CHANNELS", "CALL_FAILURES", "CHANNELS", "CHANNEL_RESULTS",
+    "CITIZEN_FEEDBACK", "DISPATCHER_QUEUE", "DISPOSITIONS", "DISPOSITION_OUTCOMES", "OUTCOMES", "PRIORITY", "TIERS",
+    "CallWindow", "CampaignChunk", "CampaignProgress", "CampaignRecipient", "CampaignStart", "Channel",
+    "ChannelResult", "ChannelResultKind", "CitizenFeedback", "ClueReport", "ContactRequest", "Disposition",
+    "JobPayload", "OperatorCall", "Outcome", "PlaceCall", "SendAlert", "SendNotice", "TaskBrief", "TaskTimer", "Tier", "VisitRequest",
+    "next_call_time",
+]

@@ -1,0 +1,212 @@
+"""The dispatcher's contract: the jobs it consumes, and what it lets the other services read.
+
+The dispatcher owns warnings, cases, tasks, policies, clues and campaigns.
+Other services never touch those tables; they send the jobs below, and read
+through the functions at the end of this file, whose SQL is the dispatcher's
+to keep right when its tables change.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+
+from pydantic import Field
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.contracts.base import JobPayload
+from shared.contracts.contact import ContactRequest
+from shared.contracts.vocab import (
+    DISPATCHER_QUEUE,
+    PRIORITY,
+    Channel,
+    ChannelResultKind,
+    CitizenFeedback,
+    Disposition,
+)
+from shared.queue.service import NewJob
+from shared.sql import sql
+
+# ---- jobs the dispatcher consumes ------------------------------------------------------------------------
+
+
+class TaskTimer(JobPayload):
+    """A step of a task's plan is due (a later channel, the visit, the escalation, the deadline)."""
+
+    KIND: ClassVar[str] = "task.timer"
+    QUEUE: ClassVar[str] = DISPATCHER_QUEUE
+
+    task_id: uuid.UUID
+    plan_seq: int = Field(description="the plan this timer belongs to; a raised tier starts a new plan")
+    step: str
+
+
+class VisitRequest(ContactRequest):
+    """Nobody was reached in time: officers or grid workers of the task's district go in person (见面处置)."""
+
+    KIND: ClassVar[str] = "visit.request"
+    QUEUE: ClassVar[str] = DISPATCHER_QUEUE
+
+
+class ChannelResult(JobPayload):
+    """What happened on a channel: delivered, answered, failed; a citizen's answer; an operator's disposition."""
+
+    KIND: ClassVar[str] = "task.channel_result"
+    QUEUE: ClassVar[str] = DISPATCHER_QUEUE
+
+    task_id: uuid.UUID
+    channel: Channel
+    attempt: int = Field(description="the channel attempt this result is about (the job's `attempt`)")
+    result: ChannelResultKind
+    detail: str | None = None
+    # A citizen's answer (a button or a key): with result "pressed" or "answered".
+    feedback: CitizenFeedback | None = None
+    # Who acted, for the audit log ("citizen:telegram:<chat>", "operator:<key>").
+    actor: str | None = None
+    # A seat operator's disposition: with result "disposition".
+    disposition: Disposition | None = None
+    note: str | None = None
+    callback_at: datetime | None = None
+
+    def to_job(self, *, now: datetime) -> NewJob:
+        """The result as a job; the same result reported twice while the first waits is queued once."""
+        answer = self.feedback or self.disposition or ""
+        return self.job(run_at=now, task_id=self.task_id, priority=PRIORITY["result"],
+                        dedupe_key=f"result:{self.channel}:{self.task_id}:{self.attempt}:{self.result}:{answer}")
+
+
+class ClueReport(JobPayload):
+    """A citizen's clue (平安厅信箱) filed through the bot's /report dialogue; the reference is the bot's."""
+
+    KIND: ClassVar[str] = "clue.report"
+    QUEUE: ClassVar[str] = DISPATCHER_QUEUE
+
+    ref: str = Field(min_length=1)
+    kind: str = "other"
+    value: str = ""
+    description: str | None = None
+    channel: str = "telegram"
+    chat_id: int | None = None
+    phone: str | None = None
+    reported_at: datetime
+
+
+class CampaignStart(JobPayload):
+    """A publicity campaign's send time has come: choose its recipients and hand them to the bot."""
+
+    KIND: ClassVar[str] = "campaign.start"
+    QUEUE: ClassVar[str] = DISPATCHER_QUEUE
+
+    campaign_id: uuid.UUID
+
+
+class CampaignProgress(JobPayload):
+    """The bot finished a chunk of a campaign: the dispatcher checks whether the campaign is done."""
+
+    KIND: ClassVar[str] = "campaign.progress"
+    QUEUE: ClassVar[str] = DISPATCHER_QUEUE
+
+    campaign_id: uuid.UUID
+
+    def to_job(self, *, now: datetime) -> NewJob:
+        # One waiting check per campaign is enough: it reads the counts as they are when it runs.
+        return self.job(run_at=now, priority=PRIORITY["campaign_start"],
+                        dedupe_key=f"campaign:progress:{self.campaign_id}")
+
+
+# ---- what the dispatcher lets others read ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TaskBrief:
+    """A task as the channels need it: is it still open, whose is it, what is it about."""
+
+    id: uuid.UUID
+    case_id: uuid.UUID
+    status: str
+    outcome: str | None
+    tier: str
+    phone: str
+    region_code: str
+    assigned_unit: str | None
+    fraud_type: str
+    due_at: datetime
+    emergency_at: datetime | None
+
+    @property
+    def closed(self) -> bool:
+        return self.status == "closed"
+
+    @property
+    def unit(self) -> str:
+        """The unit whose people work the task: the one a supervisor handed it to, else its region's."""
+        return self.assigned_unit or self.region_code
+
+
+_BRIEF = ("id, case_id, status, outcome, tier, phone, region_code, assigned_unit, fraud_type, due_at,"
+          " emergency_at")
+
+
+async def task_brief(session: AsyncSession, task_id: uuid.UUID) -> TaskBrief | None:
+    """The task's current state, or None when there is no such task."""
+    row = (await session.execute(sql(f"SELECT {_BRIEF} FROM tasks WHERE id = :t"), {"t": task_id})).first()
+    return TaskBrief(**row._mapping) if row else None
+
+
+async def task_reasons(session: AsyncSession, task_id: uuid.UUID) -> list[dict[str, Any]]:
+    """Why the task has its tier: the reasons of every warning in its case, oldest first."""
+    # Through case_id, which is indexed (one task per case); warnings.task_id has no index on purpose (ingest cost).
+    rows = (await session.execute(
+        sql("SELECT w.reasons FROM tasks t JOIN warnings w ON w.case_id = t.case_id WHERE t.id = :t"
+            " ORDER BY w.received_at"), {"t": task_id})).scalars().all()
+    return [reason for group in rows for reason in (group or [])]
+
+
+@dataclass(frozen=True, slots=True)
+class CaseSummary:
+    id: uuid.UUID
+    task_id: uuid.UUID
+    created_at: datetime
+    status: str
+    tier: str
+    region_code: str
+    outcome: str | None
+    closed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class WarningSummary:
+    case_id: uuid.UUID
+    source: str
+    signal: str
+    fraud_type: str
+    tier: str
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectHistory:
+    cases: list[CaseSummary]
+    warnings: list[WarningSummary]
+
+
+async def subject_history(session: AsyncSession, *, phone: str, unit: str, limit: int = 50) -> SubjectHistory:
+    """A citizen's cases in `unit` (newest first, at most `limit`) and their warnings (oldest first)."""
+    cases = [CaseSummary(**r._mapping) for r in (await session.execute(
+        sql("SELECT c.id, t.id AS task_id, c.created_at, c.status, c.tier, c.region_code, t.outcome, t.closed_at"
+            " FROM cases c JOIN tasks t ON t.case_id = c.id WHERE c.phone = :p AND c.region_code LIKE :unit"
+            " ORDER BY c.created_at DESC LIMIT :n"), {"p": phone, "unit": unit + "%", "n": limit})).all()]
+    if not cases:
+        return SubjectHistory([], [])
+    warnings = [WarningSummary(**r._mapping) for r in (await session.execute(
+        sql("SELECT case_id, source, signal, fraud_type, tier, occurred_at FROM warnings"
+            " WHERE case_id = ANY(CAST(:ids AS uuid[])) ORDER BY occurred_at"), {"ids": [c.id for c in cases]})).all()]
+    return SubjectHistory(cases, warnings)
+
+
+async def campaign_status(session: AsyncSession, campaign_id: uuid.UUID) -> str | None:
+    """A campaign's status (scheduled, sending, done, cancelled), or None when there is no such campaign."""
+    return (await session.execute(sql("SELECT status FROM campaigns WHERE id = :id"),
+                                  {"id": campaign_id})).scalar_one_or_none()
