@@ -2,8 +2,8 @@
 
 Services meet only here and through the job queue (checked by import-linter):
 
-    dispatcher  --SendAlert-->            bot         --ChannelResult-->  dispatcher
-    dispatcher  --PlaceCall, OperatorCall-->  callcenter  --ChannelResult-->  dispatcher
+    dispatcher  --SendAlert, StopAlerts-->            bot         --ChannelResult-->  dispatcher
+    dispatcher  --PlaceCall, OperatorCall, StopCalls-->  callcenter  --ChannelResult-->  dispatcher
     dispatcher  --CampaignChunk-->        bot         --CampaignProgress--> dispatcher
     bot         --ClueReport-->           dispatcher  --SendNotice-->     bot
 
@@ -12,9 +12,9 @@ functions through which it lets the others read its tables.
 """
 
 from shared.contracts.base import JobPayload
-from shared.contracts.bot import CampaignChunk, CampaignRecipient, SendAlert, SendNotice
-from shared.contracts.callcenter import OperatorCall, PlaceCall
-from shared.contracts.contact import CallWindow, ContactRequest, next_call_time
+from shared.contracts.bot import CampaignChunk, CampaignRecipient, SendAlert, SendNotice, StopAlerts
+from shared.contracts.callcenter import OperatorCall, PlaceCall, StopCalls
+from shared.contracts.contact import CallWindow, ContactRequest, ContactStop, next_call_time
 from shared.contracts.dispatcher import (
     CampaignProgress,
     CampaignStart,
@@ -43,7 +43,9 @@ from shared.contracts.vocab import (
     CitizenFeedback,
     Disposition,
     Outcome,
+    StopReason,
     Tier,
+    front_of_tier,
 )
 
 __all__ = [
@@ -51,6 +53,6 @@ __all__ = [
     "CITIZEN_FEEDBACK", "DISPATCHER_QUEUE", "DISPOSITIONS", "DISPOSITION_OUTCOMES", "OUTCOMES", "PRIORITY", "TIERS",
     "CallWindow", "CampaignChunk", "CampaignProgress", "CampaignRecipient", "CampaignStart", "Channel",
     "ChannelResult", "ChannelResultKind", "CitizenFeedback", "ClueReport", "ContactRequest", "Disposition",
-    "JobPayload", "OperatorCall", "Outcome", "PlaceCall", "SendAlert", "SendNotice", "TaskBrief", "TaskTimer", "Tier", "VisitRequest",
-    "next_call_time",
+    "ContactStop", "JobPayload", "OperatorCall", "Outcome", "PlaceCall", "SendAlert", "SendNotice", "StopAlerts",
+    "StopCalls", "StopReason", "TaskBrief", "TaskTimer", "Tier", "VisitRequest", "front_of_tier", "next_call_time",
 ]

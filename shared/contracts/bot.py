@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.contracts.base import JobPayload
-from shared.contracts.contact import ContactRequest
+from shared.contracts.contact import ContactRequest, ContactStop
 from shared.contracts.vocab import BOT_QUEUE
 from shared.sql import sql
 
@@ -27,6 +27,16 @@ class SendAlert(ContactRequest):
     """A Telegram anti-fraud alert to every chat bound to the task's phone, with the four answer buttons."""
 
     KIND: ClassVar[str] = "bot.alert"
+    QUEUE: ClassVar[str] = BOT_QUEUE
+
+
+class StopAlerts(ContactStop):
+    """The task's alerts already on the citizen's screen show that it was handled, without buttons.
+
+    No further alert goes out for the task (the dispatcher has cancelled the queued ones).
+    """
+
+    KIND: ClassVar[str] = "bot.stop_alerts"
     QUEUE: ClassVar[str] = BOT_QUEUE
 
 

@@ -15,7 +15,7 @@ from typing import ClassVar
 from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.contracts.contact import CallWindow, ContactRequest
+from shared.contracts.contact import CallWindow, ContactRequest, ContactStop
 from shared.contracts.vocab import CALLCENTER_QUEUE
 from shared.sql import sql
 
@@ -41,6 +41,20 @@ class OperatorCall(ContactRequest):
 
     KIND: ClassVar[str] = "call.operator"
     QUEUE: ClassVar[str] = CALLCENTER_QUEUE
+
+
+class StopCalls(ContactStop):
+    """Cancel the task's automated calls that already left the queue: queued or ringing at Twilio are
+    cancelled (Status=canceled), one in progress is ended (Status=completed). None is retried.
+
+    A seat operator's call is never cut, and neither is the automated call the
+    citizen is using right now to reach an officer (`except_attempt`, key 2).
+    """
+
+    KIND: ClassVar[str] = "call.stop"
+    QUEUE: ClassVar[str] = CALLCENTER_QUEUE
+
+    except_attempt: int | None = Field(default=None, description="the auto_call attempt to leave alone")
 
 
 # ---- what the callcenter lets others read ----------------------------------------------------------------

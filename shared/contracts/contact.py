@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from shared.clock import LOCAL_TZ
 from shared.contracts.base import JobPayload
-from shared.contracts.vocab import Channel, Tier
+from shared.contracts.vocab import Channel, Outcome, StopReason, Tier
 
 
 class CallWindow(BaseModel):
@@ -60,3 +60,17 @@ class ContactRequest(JobPayload):
     due_at: datetime
     emergency: bool = Field(default=False, description="money already sent: a person, at once")
     reason: str = ""
+
+
+class ContactStop(JobPayload):
+    """Stop contacting the citizen about this task: they answered, it closed, or a person takes over.
+
+    The dispatcher cancels the task's queued automated jobs in the same
+    transaction; this job reaches what already left the queue (a robocall
+    ringing or in progress, an alert on the citizen's screen).
+    """
+
+    task_id: uuid.UUID
+    reason: StopReason
+    outcome: Outcome | None = Field(default=None, description="with reason 'closed': the task's outcome")
+    decided_at: datetime = Field(description="when the dispatcher decided: the start of the stop's latency")

@@ -69,6 +69,9 @@ class ChannelResult(JobPayload):
     disposition: Disposition | None = None
     note: str | None = None
     callback_at: datetime | None = None
+    # Key 2 on an automated call: the citizen stays on the line while the seats' phones ring until
+    # then; the operator call that follows is for when none picks up (a seat that does claims it).
+    live_transfer_until: datetime | None = None
 
     def to_job(self, *, now: datetime) -> NewJob:
         """The result as a job; the same result reported twice while the first waits is queued once."""

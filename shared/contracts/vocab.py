@@ -57,6 +57,8 @@ ChannelResultKind = Literal[
     "failed",
     # a seat operator's disposition (see Disposition)
     "disposition",
+    # the channel itself stopped the contact because the dispatcher said so (StopCalls): never retried
+    "stopped",
 ]
 CHANNEL_RESULTS: tuple[str, ...] = get_args(ChannelResultKind)
 # Automated-call results after which the playbook retries (busy sooner than no answer).
@@ -65,6 +67,8 @@ CALL_FAILURES: tuple[str, ...] = ("busy", "no_answer", "machine", "failed", "can
 # ---- job priorities: lower runs first; within a tier, the earlier deadline ------------------------------
 PRIORITY: dict[str, int] = {
     "emergency": 0,       # money already sent: beats everything
+    "citizen_waiting": 1,  # a citizen pressed 2 for an officer and no seat picked up: call back first
+    "stop": 1,            # stop contacting a citizen who answered (cancel a ringing robocall)
     "timer": 5,           # a task's plan step
     "result": 5,          # a channel's result coming back to the dispatcher
     "high": 10, "medium": 50,
@@ -73,3 +77,12 @@ PRIORITY: dict[str, int] = {
     "campaign_start": 150,
     "campaign_send": 200,  # publicity: after every alert
 }
+
+
+def front_of_tier(tier: str) -> int:
+    """A priority ahead of every other job of the tier (a citizen asked to be called back by a person)."""
+    return PRIORITY[tier] - 1
+
+
+# Why the dispatcher tells the channels to stop contacting a citizen (StopAlerts, StopCalls).
+StopReason = Literal["closed", "not_me", "callback_requested", "loss_reported"]

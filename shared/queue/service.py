@@ -161,6 +161,24 @@ def _prefix_pattern(prefix: str | None) -> str | None:
     return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
+async def claim_task_job(session: AsyncSession, *, task_id: uuid.UUID, kinds: Sequence[str], worker: str,
+                         now: datetime, lease_s: float) -> ClaimedJob | None:
+    """Take a task's waiting job of these kinds for `worker` whatever its run time, or None.
+
+    For a person who already has the work in hand: a seat that answered a
+    live transfer claims the operator call the dispatcher queued for it, which
+    waits (run_at later) so that no other seat takes it meanwhile.
+    """
+    row = (await session.execute(
+        sql("WITH picked AS (SELECT id FROM jobs WHERE task_id = :task AND status = 'queued'"
+            " AND kind = ANY(CAST(:kinds AS text[])) ORDER BY priority, id LIMIT 1 FOR UPDATE SKIP LOCKED)"
+            " UPDATE jobs SET status = 'running', attempts = jobs.attempts + 1, locked_by = :worker,"
+            " lease_expires_at = CAST(:now AS timestamptz) + make_interval(secs => :lease)"
+            f" FROM picked WHERE jobs.id = picked.id RETURNING {_CLAIMED}"),
+        {"task": task_id, "kinds": list(kinds), "worker": worker, "now": now, "lease": lease_s})).first()
+    return _claimed(row) if row else None
+
+
 async def held(session: AsyncSession, *, worker: str, kinds: Sequence[str], task_id: uuid.UUID | None = None,
                lock: bool = False) -> list[ClaimedJob]:
     """The jobs `worker` (a seat) holds under a live lease, of these kinds, optionally for one task; nearest deadline first."""

@@ -168,13 +168,16 @@ async def feedback(dispatcher, task_id: str, outcome: str, role: str = "officer"
 
 
 async def test_feedback_closes_the_task_and_stops_contact(dispatcher) -> None:
-    """Dissuaded closes the task and case, cancels queued contact, and a new warning opens a new case."""
+    """Dissuaded closes the task and case, cancels queued contact (only the channels' stop orders wait), and a new
+    warning opens a new case."""
     answer = await post(dispatcher, signal="transfer_in_progress")
     resp = await feedback(dispatcher, answer["task_id"], "dissuaded")
     assert resp.status_code == 200, resp.text
     task = resp.json()["task"]
     assert task["status"] == "closed" and task["outcome"] == "dissuaded"
-    assert await dispatcher.jobs(task_id=answer["task_id"], status="queued") == []
+    waiting = await dispatcher.jobs(task_id=answer["task_id"], status="queued")
+    assert sorted((j["queue"], j["kind"], j["payload"]["reason"]) for j in waiting) == [
+        ("bot", "bot.stop_alerts", "closed"), ("callcenter", "call.stop", "closed")]
     again = await post(dispatcher, signal="fraud_sms_received")
     assert again["merged"] is False and again["case_id"] != answer["case_id"]
 
@@ -244,4 +247,57 @@ async def test_channel_results_drive_retries_and_acknowledgement_closes(dispatch
     await result(channel="auto_call", attempt=3, result="answered", feedback="acknowledged")
     task = await get_task(dispatcher, task_id)
     assert task["status"] == "closed" and task["outcome"] == "acknowledged" and task["reached_at"]
-    assert await dispatcher.jobs(task_id=task_id, status="queued") == []
+    # Nothing queued but the channels' stop orders; the call the citizen answered on is left to say "recorded".
+    waiting = await dispatcher.jobs(task_id=task_id, status="queued")
+    assert sorted(j["kind"] for j in waiting) == ["bot.stop_alerts", "call.stop"]
+    assert next(j for j in waiting if j["kind"] == "call.stop")["payload"]["except_attempt"] == 3
+
+
+async def test_call_me_back_on_telegram_queues_a_person_first_in_its_tier_and_never_a_robocall(dispatcher) -> None:
+    """"Call me back" pressed on an alert: the queued robocall is cancelled, ringing ones are told to stop, an
+    operator call is queued ahead of the tier, and the plan's later robocall step never starts one."""
+    from shared import contracts
+    from shared.queue.service import enqueue
+
+    answer = await post(dispatcher, signal="fraud_call_received")  # medium: bot alert and robocall at once
+    task_id = answer["task_id"]
+    assert [j["status"] for j in await dispatcher.jobs(task_id=task_id, kind="call.auto")] == ["queued"]
+    async with dispatcher.sessionmaker() as session, session.begin():
+        await enqueue(session, [contracts.ChannelResult(
+            task_id=task_id, channel="bot_alert", attempt=1, result="pressed", feedback="callback_requested",
+            actor="citizen:telegram:42").to_job(now=dispatcher.clock.now())])
+    await dispatcher.run_dispatcher_jobs()
+
+    assert [j["status"] for j in await dispatcher.jobs(task_id=task_id, kind="call.auto")] == ["cancelled"]
+    (operator,) = await dispatcher.jobs(task_id=task_id, kind="call.operator", status="queued")
+    assert operator["priority"] == contracts.PRIORITY["medium"] - 1 and operator["run_at"] == dispatcher.clock.now()
+    (stop,) = await dispatcher.jobs(task_id=task_id, kind="call.stop")
+    assert stop["payload"]["reason"] == "callback_requested" and stop["payload"]["except_attempt"] is None
+    for _ in range(4):  # a day later every timer has run: still no automated call for this task
+        dispatcher.clock.advance(hours=6)
+        await dispatcher.run_dispatcher_jobs()
+    assert [j["status"] for j in await dispatcher.jobs(task_id=task_id, kind="call.auto")] == ["cancelled"]
+    task = await get_task(dispatcher, task_id)
+    assert task["status"] == "in_progress" and "task.callback_requested" in [e["type"] for e in task["events"]]
+
+
+async def test_key_2_holds_the_call_back_while_the_seats_ring_and_then_puts_it_first(dispatcher) -> None:
+    """Key 2 on a robocall: the citizen waits on the line, so the operator call is for when no seat picked up
+    (run at the end of the wait, before every other job) and that live call is not stopped."""
+    from datetime import timedelta
+
+    from shared import contracts
+    from shared.queue.service import enqueue
+
+    answer = await post(dispatcher, signal="transfer_in_progress")
+    task_id, now = answer["task_id"], dispatcher.clock.now()
+    until = now + timedelta(seconds=60)
+    async with dispatcher.sessionmaker() as session, session.begin():
+        await enqueue(session, [contracts.ChannelResult(
+            task_id=task_id, channel="auto_call", attempt=1, result="answered", feedback="callback_requested",
+            live_transfer_until=until).to_job(now=now)])
+    await dispatcher.run_dispatcher_jobs()
+    (operator,) = await dispatcher.jobs(task_id=task_id, kind="call.operator", status="queued")
+    assert operator["priority"] == contracts.PRIORITY["citizen_waiting"] and operator["run_at"] == until
+    (stop,) = await dispatcher.jobs(task_id=task_id, kind="call.stop")
+    assert stop["payload"]["except_attempt"] == 1

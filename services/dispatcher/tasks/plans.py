@@ -50,7 +50,8 @@ class PlanState:
 
 
 def channel_job(state: PlanState, channel: str, *, run_at: datetime, emergency: bool = False,
-                reason: str = "", policy: LoadedPolicy | None = None, unit: str | None = None) -> NewJob:
+                reason: str = "", policy: LoadedPolicy | None = None, unit: str | None = None,
+                priority: int | None = None) -> NewJob:
     """One numbered attempt on a channel; the number makes the attempt idempotent downstream.
 
     An operator call is claimed by people: it carries its unit (`unit`, else the task's region)
@@ -67,8 +68,9 @@ def channel_job(state: PlanState, channel: str, *, run_at: datetime, emergency: 
     # model_construct: the fields are the dispatcher's own, already valid; this runs per record at ingest.
     payload = CHANNEL_JOBS[channel].model_construct(**fields)
     people_claim = channel == "operator_call"
-    return payload.job(run_at=run_at, task_id=state.task_id,
-                       priority=PRIORITY["emergency"] if emergency else PRIORITY[state.tier],
+    if priority is None:
+        priority = PRIORITY["emergency"] if emergency else PRIORITY[state.tier]
+    return payload.job(run_at=run_at, task_id=state.task_id, priority=priority,
                        dedupe_key=f"{channel}:{state.task_id}:{attempt}",
                        scope=(unit or state.assigned_unit or state.region_code) if people_claim else None,
                        due_at=state.due_at if people_claim else None)

@@ -92,9 +92,24 @@ def _record(session: AsyncSession, task: Task, *, at: datetime, actor: str, acti
                  region_code=task.region_code, **body)
 
 
+async def stop_contact(session: AsyncSession, task: Task, *, reason: str, now: datetime, outcome: str | None = None,
+                       live_call_attempt: int | None = None) -> None:
+    """Tell the bot and the callcenter to stop what already left the queue: alerts on screen, robocalls ringing.
+
+    The caller cancels the queued automated jobs in the same transaction; these two jobs reach
+    the rest. `live_call_attempt`: the automated call the citizen answered on, left to finish
+    (it is saying "recorded", or connecting them to an officer).
+    """
+    stops = [contracts.StopAlerts(task_id=task.id, reason=reason, outcome=outcome, decided_at=now),
+             contracts.StopCalls(task_id=task.id, reason=reason, outcome=outcome, decided_at=now,
+                                 except_attempt=live_call_attempt)]
+    await queue.enqueue(session, [stop.job(run_at=now, task_id=task.id, priority=PRIORITY["stop"],
+                                           dedupe_key=f"{stop.KIND}:{task.id}:{reason}") for stop in stops], now=now)
+
+
 async def close_task(session: AsyncSession, task: Task, *, outcome: str, actor: str, note: str | None,
-                     now: datetime) -> None:
-    """Close the loop: outcome recorded, case closed, every queued job of the task cancelled."""
+                     now: datetime, live_call_attempt: int | None = None) -> None:
+    """Close the loop: outcome recorded, case closed, every queued job of the task cancelled, contact stopped."""
     before = {"status": task.status, "tier": task.tier}
     task.status = CLOSED
     task.outcome = outcome
@@ -108,6 +123,7 @@ async def close_task(session: AsyncSession, task: Task, *, outcome: str, actor: 
         case.status = case_models.CLOSED
         case.closed_at = now
     cancelled = await queue.cancel_task_jobs(session, task_id=task.id)
+    await stop_contact(session, task, reason="closed", outcome=outcome, now=now, live_call_attempt=live_call_attempt)
     TASKS_CLOSED.labels(outcome, str(now <= task.due_at).lower()).inc()
     _record(session, task, at=now, actor=actor, action="task.closed", before=before,
             after={"status": CLOSED, "outcome": outcome}, note=note, cancelled_jobs=cancelled,
@@ -115,7 +131,8 @@ async def close_task(session: AsyncSession, task: Task, *, outcome: str, actor: 
 
 
 async def start_emergency(session: AsyncSession, task: Task, policy: LoadedPolicy, *, actor: str,
-                          note: str | None, now: datetime, amount_hint: Any = None) -> None:
+                          note: str | None, now: datetime, amount_hint: Any = None,
+                          live_call_attempt: int | None = None) -> None:
     """Money has left: high tier now, a person calls at once, the bank liaison gets a payment-stop request."""
     state = state_of(task)
     before = {"tier": task.tier, "due_at": task.due_at, "status": task.status}
@@ -128,6 +145,7 @@ async def start_emergency(session: AsyncSession, task: Task, policy: LoadedPolic
     # No more automated warnings: the citizen has already acted; a person takes over.
     state.steps_done += [f"channel:{c}" for c in ("bot_alert", "auto_call", "operator_call")]
     cancelled = await queue.cancel_task_jobs(session, task_id=task.id, kinds=AUTOMATED_CHANNEL_KINDS)
+    await stop_contact(session, task, reason="loss_reported", now=now, live_call_attempt=live_call_attempt)
     jobs: list[NewJob] = [plans.channel_job(state, "operator_call", run_at=now, emergency=True,
                                             reason="loss reported")]
     jobs.append(NewJob(
@@ -152,7 +170,8 @@ async def start_emergency(session: AsyncSession, task: Task, policy: LoadedPolic
 
 
 async def apply_feedback(session: AsyncSession, task: Task, *, outcome: str, actor: str, note: str | None,
-                         now: datetime, store: PolicyStore, by_person: bool) -> FeedbackResult:
+                         now: datetime, store: PolicyStore, by_person: bool,
+                         live_call_attempt: int | None = None) -> FeedbackResult:
     """Move a locked task by one outcome.
 
     - acknowledged, dissuaded, false_positive, refused, unreachable: close the task.
@@ -169,14 +188,17 @@ async def apply_feedback(session: AsyncSession, task: Task, *, outcome: str, act
         if task.emergency_at is not None:
             if not by_person:
                 return FeedbackResult(task, False, "unchanged")
-            await close_task(session, task, outcome=outcome, actor=actor, note=note, now=now)
+            await close_task(session, task, outcome=outcome, actor=actor, note=note, now=now,
+                             live_call_attempt=live_call_attempt)
             return FeedbackResult(task, True, "closed")
         policy = await store.get(session, task.policy_version)
-        await start_emergency(session, task, policy, actor=actor, note=note, now=now)
+        await start_emergency(session, task, policy, actor=actor, note=note, now=now,
+                              live_call_attempt=live_call_attempt)
         return FeedbackResult(task, True, "emergency")
     if outcome not in FINAL_OUTCOMES:
         raise ValueError(f"unknown outcome {outcome!r}")
-    await close_task(session, task, outcome=outcome, actor=actor, note=note, now=now)
+    await close_task(session, task, outcome=outcome, actor=actor, note=note, now=now,
+                     live_call_attempt=live_call_attempt)
     return FeedbackResult(task, True, "closed")
 
 
@@ -307,8 +329,7 @@ async def apply_channel_result(session: AsyncSession, task: Task, result: contra
                                            policy=policy)
     if result.feedback:
         store_state(task, state)
-        return await _citizen_feedback(session, task, result.feedback, actor=actor, now=now, store=store,
-                                       policy=policy, note=result.detail)
+        return await _citizen_feedback(session, task, result, actor=actor, now=now, store=store)
     if channel == "bot_alert" and kind in ("no_channel", "blocked", "failed"):
         # The bot could not reach them: move on to a call if none has started.
         if not state.attempts.get("auto_call") and not state.attempts.get("operator_call"):
@@ -359,23 +380,45 @@ async def _operator_disposition(session: AsyncSession, task: Task, result: contr
     return "callback"
 
 
-async def _citizen_feedback(session: AsyncSession, task: Task, feedback: str, *, actor: str, now: datetime,
-                            store: PolicyStore, policy: LoadedPolicy, note: str | None) -> str:
+async def _citizen_feedback(session: AsyncSession, task: Task, result: contracts.ChannelResult, *, actor: str,
+                            now: datetime, store: PolicyStore) -> str:
+    """A citizen answered on a channel (a button, a key).
+
+    - acknowledged, loss_reported: close the task, or open the emergency.
+    - callback_requested ("call me", key 2) and not_me: a person takes over. No robocall follows
+      (the queued ones are cancelled, ringing ones stopped) and an operator call is queued ahead
+      of the tier; after key 2 the citizen is on the line waiting for a seat, so the call is for
+      when none picks up, and goes first of all.
+    """
+    feedback = result.feedback
+    live_call = result.attempt if result.channel == "auto_call" else None
     if task.reached_at is None:
         task.reached_at = now
     if feedback in ("acknowledged", "loss_reported"):
-        result = await apply_feedback(session, task, outcome=feedback, actor=actor, note=note, now=now,
-                                      store=store, by_person=False)
-        return result.action
-    # "Call me back" and "this is not me" need a person: queue an operator call now.
+        outcome = await apply_feedback(session, task, outcome=feedback, actor=actor, note=result.detail, now=now,
+                                       store=store, by_person=False, live_call_attempt=live_call)
+        return outcome.action
     state = state_of(task)
     task.status = IN_PROGRESS
-    job = plans.channel_job(state, "operator_call", run_at=now, reason=feedback)
+    cancelled = await queue.cancel_task_jobs(session, task_id=task.id, kinds=AUTOMATED_CHANNEL_KINDS)
+    for channel in ("bot_alert", "auto_call"):
+        if f"channel:{channel}" not in state.steps_done:
+            state.steps_done.append(f"channel:{channel}")
+    waiting = result.live_transfer_until
+    if feedback == "callback_requested" and live_call is not None:
+        run_at, priority = max(waiting or now, now), PRIORITY["citizen_waiting"]
+    else:
+        run_at, priority = now, contracts.front_of_tier(state.tier)
+    job = plans.channel_job(state, "operator_call", run_at=run_at, reason=feedback, priority=priority)
     if "channel:operator_call" not in state.steps_done:
         state.steps_done.append("channel:operator_call")
     store_state(task, state)
     await queue.enqueue(session, [job], now=now)
-    _record(session, task, at=now, actor=actor, action=f"task.{feedback}",
-            why="citizen asked for a call back" if feedback == "callback_requested"
+    await stop_contact(session, task, reason=feedback, now=now, live_call_attempt=live_call)
+    _record(session, task, at=now, actor=actor, action=f"task.{feedback}", cancelled_jobs=cancelled,
+            operator_call_at=run_at, live_transfer_until=waiting,
+            why=("citizen is on the line waiting for an officer: the seats' phones ring now, a call back follows"
+                 " if none picks up" if waiting else "citizen asked for a call back by a person")
+            if feedback == "callback_requested"
             else "citizen says the warning is not about them: an operator verifies")
     return feedback
