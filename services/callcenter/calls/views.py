@@ -9,12 +9,13 @@ and the form fields. A missing or wrong signature gets 403 and changes nothing.
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import quote
 
 import structlog
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from twilio.request_validator import RequestValidator
 
-from services.callcenter.calls import twiml
+from services.callcenter.calls import transfers, twiml
 from services.callcenter.calls.service import load_attempt, record_key, record_status
 from shared.db import transaction
 from shared.sql import sql
@@ -65,20 +66,62 @@ async def voice(request: Request, form: SignedForm, attempt: int = Query(), roun
 
 @router.post("/gather")
 async def gather(request: Request, form: SignedForm, attempt: int = Query(), round: int = Query(default=1)) -> Response:  # noqa: A002
-    """A key: 1 understood, 2 an officer, 3 money already sent; anything else is said to be wrong and asked again."""
+    """A key: 1 understood, 2 an officer now (the seats ring), 3 money already sent; anything else is said to be
+    wrong and asked again."""
     digits = form.get("Digits", "")
     feedback = twiml.KEYS.get(digits[:1]) if len(digits) == 1 else None
-    async with transaction(request.app.state.sessionmaker) as session:
+    state = request.app.state
+    ring = None
+    async with transaction(state.sessionmaker) as session:
         row = await load_attempt(session, attempt)
         if row is None:
             raise HTTPException(404, "no such call attempt")
         already = bool(row.digits and any(d in twiml.KEYS for d in row.digits))
-        await record_key(session, row, digits=digits or "?", feedback=None if already else feedback,
-                         now=request.app.state.clock.now())
+        now = state.clock.now()
+        if feedback == "callback_requested" and not already and row.channel == "auto_call":
+            # Key 2: the seats' phones ring now; the dispatcher holds its call back until the ring ends.
+            ring = await transfers.start(session, row, now=now, max_seats=state.settings.transfer_ring_seats,
+                                         ring_s=state.settings.transfer_ring_s)
+        await record_key(session, row, digits=digits or "?", feedback=None if already else feedback, now=now,
+                         live_transfer_until=ring.ring_until if ring and ring.seats else None)
     log.info("call.key", digits=digits, feedback=feedback, attempt=attempt)
     if feedback is None:
         return _xml(twiml.ask_again(lang=row.lang, wrong_digit=True, **_links(request, attempt, round)))
+    if ring is not None:
+        if not ring.seats:
+            return _xml(twiml.transfer_fallback(row.lang))
+        base = state.settings.public_url.rstrip("/")
+        return _xml(twiml.transfer(
+            lang=row.lang, seats=ring.seats, caller_id=state.settings.from_number(), ring_s=ring.ring_s,
+            action_url=f"{base}/twilio/transfer-end?attempt={attempt}&transfer={ring.transfer_id}",
+            leg_url=lambda key: f"{base}/twilio/transfer-leg?transfer={ring.transfer_id}&seat={quote(key, safe='')}"))
     return _xml(twiml.recorded(feedback, row.lang))
+
+
+@router.post("/transfer-leg")
+async def transfer_leg(request: Request, form: SignedForm, transfer: int = Query(), seat: str = Query()) -> Response:
+    """A seat's phone, rung for a citizen who pressed 2, answered (it gets the citizen and the task) or ended."""
+    async with transaction(request.app.state.sessionmaker) as session:
+        what = await transfers.leg_status(session, transfer_id=transfer, seat=seat, form=form,
+                                          now=request.app.state.clock.now())
+    log.info("transfer.leg", transfer_id=transfer, seat=seat, status=form.get("CallStatus"), result=what)
+    return Response(status_code=204)
+
+
+@router.post("/transfer-end")
+async def transfer_end(request: Request, form: SignedForm, attempt: int = Query(), transfer: int = Query()) -> Response:
+    """The seats' ringing is over (the Dial's action): after a conversation, goodbye; after none, the call-back
+    message (an officer calls within 10 minutes), and the call ends."""
+    async with transaction(request.app.state.sessionmaker) as session:
+        row = await load_attempt(session, attempt)
+        if row is None:
+            raise HTTPException(404, "no such call attempt")
+        outcome = await transfers.dial_ended(session, transfer_id=transfer, dial_status=form.get("DialCallStatus", ""),
+                                             now=request.app.state.clock.now())
+    log.info("transfer.ended", transfer_id=transfer, dial_status=form.get("DialCallStatus"), outcome=outcome)
+    if outcome in ("no_answer", "no_seat", "abandoned"):
+        return _xml(twiml.transfer_fallback(row.lang))
+    return _xml(twiml.goodbye(row.lang))
 
 
 @router.post("/silence")
