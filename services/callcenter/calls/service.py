@@ -114,7 +114,7 @@ class CallPlacer:
             # The row lock orders this against the stop job's mark (stops.mark_for_stop): whichever comes
             # second sees the other's write.
             marked = (await session.execute(
-                sql("SELECT stop_requested_at FROM call_attempts WHERE id = :id FOR UPDATE"),
+                sql("SELECT stop_requested_at FROM call_attempts WHERE id = :id FOR NO KEY UPDATE"),
                 {"id": attempt_id})).scalar_one()
             await session.execute(
                 sql("UPDATE call_attempts SET call_sid = :sid, status = :s, updated_at = :now WHERE id = :id"),
@@ -243,9 +243,15 @@ class CallPlacer:
 # ---- what Twilio tells us during and after the call ---------------------------------------------------
 
 async def load_attempt(session: AsyncSession, attempt_id: int) -> Any:
+    """The attempt, locked for the webhook's transaction.
+
+    FOR NO KEY UPDATE, not FOR UPDATE: the key never changes, and the stronger lock would block the foreign-key
+    check a concurrent write of the call's transfer row makes (a lock-order deadlock between the Dial's action
+    and the seat's leg callback, which Twilio sends at the same moment).
+    """
     return (await session.execute(
         sql("SELECT id, task_id, attempt, channel, lang, digits, answered_by, status, outcome, stop_requested_at,"
-            " COALESCE(fraud_type, 'other') AS fraud_type FROM call_attempts WHERE id = :id FOR UPDATE"),
+            " COALESCE(fraud_type, 'other') AS fraud_type FROM call_attempts WHERE id = :id FOR NO KEY UPDATE"),
         {"id": attempt_id})).first()
 
 
