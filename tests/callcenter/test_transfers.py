@@ -203,3 +203,38 @@ async def test_forged_transfer_callbacks_are_refused(callcenter) -> None:
             forged = RequestValidator("not-the-token").compute_signature(url, form)
             assert (await client.post(url, data=form)).status_code == 403
             assert (await client.post(url, data=form, headers={"X-Twilio-Signature": forged})).status_code == 403
+
+
+async def test_the_call_back_message_is_in_the_citizens_language(callcenter) -> None:
+    """A citizen who chose English in the bot hears the call-back promise in English."""
+    async with callcenter.app.state.sessionmaker() as session, session.begin():
+        await session.execute(text("INSERT INTO chat_bindings (chat_id, phone, lang) VALUES (7001, :p, 'en')"),
+                              {"p": PHONE})
+    await citizen_presses_2(callcenter, time_scale=0.05)
+    ended = await callcenter.phone.ended(PHONE)
+    assert "call you back within 10 minutes" in said(ended) and "10分钟" not in said(ended)
+
+
+async def test_the_seats_console_opens_the_task_with_the_call_timer(callcenter, api) -> None:
+    """An idle desk polls its inbox; once the seat's phone picked up a citizen, the desk reloads to the task with
+    the time the call was connected (the timer counts from it)."""
+    from tests.conftest import console_sign_in
+
+    key = (await callcenter.dispatcher.headers("operator", "3301"))["Authorization"].removeprefix("Bearer ")
+    await seat(callcenter, api, unit="3301", phone=LOCAL_DESK)
+    await number(callcenter, LOCAL_DESK, "answer", ring_s=0.1, hangup_after_s=600)
+    async with httpx.AsyncClient(base_url=callcenter.base_url, timeout=10) as browser:
+        _, csrf = await console_sign_in(browser, key)
+        assert csrf
+        idle = await browser.get("/console/inbox")
+        assert idle.status_code == 204 and "hx-refresh" not in idle.headers
+        assert 'hx-get="/console/inbox"' in (await browser.get("/console")).text
+        answer, _ = await citizen_presses_2(callcenter, time_scale=0.1)
+        leg = await leg_to(callcenter, LOCAL_DESK, "in-progress")
+        await callcenter.dispatcher.run_dispatcher_jobs()
+        await eventually(lambda: _outcome_is(callcenter, answer["task_id"], "connected"))
+        assert (await browser.get("/console/inbox")).headers.get("hx-refresh") == "true"
+        desk = (await browser.get("/console")).text
+        assert f'data-task-id="{answer["task_id"]}"' in desk and 'id="live-call"' in desk and "data-since=" in desk
+    await callcenter.phone.call("POST", f"/calls/{leg['sid']}/hangup")
+    await callcenter.phone.ended(PHONE)
