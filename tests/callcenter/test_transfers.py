@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import httpx
@@ -142,6 +141,7 @@ async def test_no_seat_within_60_s_the_citizen_hears_an_officer_will_call_back(c
     answer, citizen = await citizen_presses_2(callcenter, time_scale=0.05)
     await leg_to(callcenter, LOCAL_DESK, "ringing")
     await callcenter.dispatcher.run_dispatcher_jobs()
+    callcenter.dispatcher.clock.advance(seconds=61)  # the minute passes while the seat's phone rings
     ended = await callcenter.phone.ended(PHONE, timeout_s=20)
     assert "10分钟" in said(ended) and ended["ended_by"] == "twiml"
     dial = next(e for e in ended["events"] if e["type"] == "dial")
@@ -168,37 +168,48 @@ async def test_with_no_free_seat_the_citizen_is_told_at_once(callcenter) -> None
 
 
 async def test_a_ringing_seat_is_not_offered_a_second_citizen(callcenter, api) -> None:
-    """Two citizens press 2 together with one free seat: its phone rings for one of them only."""
+    """Two citizens press 2 together with one free seat: it rings for one of them while the other holds; when it
+    declines the first, the second citizen's next look rings it, and the first holds (it was rung for them)."""
     await seat(callcenter, api, unit="3301", phone=LOCAL_DESK)
-    await number(callcenter, LOCAL_DESK, "manual")
+    await number(callcenter, LOCAL_DESK, "manual", hangup_after_s=600)
     await callcenter.phone.call("POST", "/settings", time_scale=0.1)
     citizens = ["+8613900000051", "+8613900000052"]
     for p in citizens:
         await number(callcenter, p, "answer", digits=["2"], ring_s=0.1)
         await warn(callcenter, phone=p, signal="transfer_in_progress")
     assert await callcenter.place_calls() == 2
-    leg = await leg_to(callcenter, LOCAL_DESK, "ringing")
-    told = await asyncio.wait_for(_first_ended(callcenter, citizens), 10)
-    assert told["sid"] != leg["parent_call_sid"] and "10分钟" in said(told)
+    first_leg = await leg_to(callcenter, LOCAL_DESK, "ringing")
+    first = first_leg["parent_call_sid"]
+    (second,) = [(await callcenter.phone.calls(p))[-1]["sid"] for p in citizens
+                 if (await callcenter.phone.calls(p))[-1]["sid"] != first]
+    holding = await eventually(lambda: _holding(callcenter, second))
+    assert "请稍候" in said(holding) and not any(e["type"] == "dial" for e in holding["events"])
     assert len(await callcenter.phone.calls(LOCAL_DESK)) == 1
-    await callcenter.phone.call("POST", f"/calls/{leg['sid']}/answer")
-    await callcenter.phone.call("POST", f"/calls/{leg['sid']}/hangup")
+    await callcenter.phone.call("POST", f"/calls/{first_leg['sid']}/reject")
+    second_leg = await leg_to(callcenter, LOCAL_DESK, "ringing")
+    assert second_leg["parent_call_sid"] == second
+    await callcenter.phone.call("POST", f"/calls/{second_leg['sid']}/answer")
+    await eventually(lambda: _bridged(callcenter, second, second_leg["sid"]))
+    assert await _holding(callcenter, first)  # declined once for them: not rung again for the first citizen
+    await callcenter.phone.call("POST", f"/calls/{second_leg['sid']}/hangup")
+    callcenter.dispatcher.clock.advance(seconds=61)
+    for p in citizens:
+        await callcenter.phone.ended(p, timeout_s=20)
 
 
-async def _first_ended(callcenter, phones: list[str]) -> dict:  # noqa: ANN001
-    while True:
-        for p in phones:
-            calls = await callcenter.phone.calls(p)
-            if calls and calls[-1]["status"] == "completed" and calls[-1]["done"]:
-                return calls[-1]
-        await asyncio.sleep(0.05)
+async def _holding(callcenter, sid: str) -> dict | None:  # noqa: ANN001
+    call = await callcenter.phone.call("GET", f"/calls/{sid}")
+    events = call["events"]
+    last_dial = max((i for i, e in enumerate(events) if e["type"] == "dial"), default=-1)
+    return call if any(e["type"] == "pause" for e in events[last_dial + 1:]) else None
 
 
 async def test_forged_transfer_callbacks_are_refused(callcenter) -> None:
     """The transfer webhooks check X-Twilio-Signature like the others: 403, nothing changes."""
     async with httpx.AsyncClient() as client:
         for path, form in (("/twilio/transfer-leg?transfer=1&seat=abc", {"CallStatus": "in-progress"}),
-                           ("/twilio/transfer-end?attempt=1&transfer=1", {"DialCallStatus": "no-answer"})):
+                           ("/twilio/transfer-end?attempt=1&transfer=1", {"DialCallStatus": "no-answer"}),
+                           ("/twilio/transfer-next?attempt=1&transfer=1", {"CallStatus": "in-progress"})):
             url = callcenter.base_url + path
             forged = RequestValidator("not-the-token").compute_signature(url, form)
             assert (await client.post(url, data=form)).status_code == 403

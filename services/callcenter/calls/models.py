@@ -101,11 +101,17 @@ class CallTransfer(Base):
                                             unique=True)
     task_id: Mapped[uuid.UUID]
     lang: Mapped[str] = mapped_column(String(5), server_default="zh")
-    # The seats (operator key ids) rung at once, most local first; each leg's last status by seat.
+    unit: Mapped[str] = mapped_column(String(12))  # the task's unit: its seats and those of the units above it
+    # Every seat (operator key id) rung so far, most local first; those ringing now (reserved: offered to no
+    # other citizen); each leg's last status by seat; how many rounds of ringing or holding there were.
     seats: Mapped[list[str]] = mapped_column(ARRAY(String(16)), server_default="{}")
+    ringing_seats: Mapped[list[str]] = mapped_column(ARRAY(String(16)), server_default="{}")
     legs: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    rounds: Mapped[int] = mapped_column(Integer, server_default="0")
     pressed_at: Mapped[datetime]  # key 2: the citizen starts waiting
-    ring_until: Mapped[datetime]  # the seats are reserved until then (a lost callback cannot hold them longer)
+    # The end of the wait (the key press + 60 s): the seats are reserved until then at the latest (a lost
+    # callback cannot hold them longer), and the dispatcher holds its call back until then.
+    ring_until: Mapped[datetime]
     answered_by: Mapped[str | None] = mapped_column(String(16))  # the seat that picked up
     answered_at: Mapped[datetime | None]  # the citizen and the seat bridged: the call timer starts
     leg_sid: Mapped[str | None] = mapped_column(String(40))

@@ -8,6 +8,7 @@ and the form fields. A missing or wrong signature gets 403 and changes nothing.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 from urllib.parse import quote
 
@@ -71,7 +72,7 @@ async def gather(request: Request, form: SignedForm, attempt: int = Query(), rou
     digits = form.get("Digits", "")
     feedback = twiml.KEYS.get(digits[:1]) if len(digits) == 1 else None
     state = request.app.state
-    ring = None
+    step = None
     async with transaction(state.sessionmaker) as session:
         row = await load_attempt(session, attempt)
         if row is None:
@@ -79,23 +80,37 @@ async def gather(request: Request, form: SignedForm, attempt: int = Query(), rou
         already = bool(row.digits and any(d in twiml.KEYS for d in row.digits))
         now = state.clock.now()
         if feedback == "callback_requested" and not already and row.channel == "auto_call":
-            # Key 2: the seats' phones ring now; the dispatcher holds its call back until the ring ends.
-            ring = await transfers.start(session, row, now=now, max_seats=state.settings.transfer_ring_seats,
+            # Key 2: the seats' phones ring now; the dispatcher holds its call back until the wait ends.
+            step = await transfers.start(session, row, now=now, max_seats=state.settings.transfer_ring_seats,
                                          ring_s=state.settings.transfer_ring_s)
         await record_key(session, row, digits=digits or "?", feedback=None if already else feedback, now=now,
-                         live_transfer_until=ring.ring_until if ring and ring.seats else None)
+                         live_transfer_until=now + timedelta(seconds=state.settings.transfer_ring_s)
+                         if step is not None and step.waiting else None)
     log.info("call.key", digits=digits, feedback=feedback, attempt=attempt)
     if feedback is None:
         return _xml(twiml.ask_again(lang=row.lang, wrong_digit=True, **_links(request, attempt, round)))
-    if ring is not None:
-        if not ring.seats:
-            return _xml(twiml.transfer_fallback(row.lang))
-        base = state.settings.public_url.rstrip("/")
-        return _xml(twiml.transfer(
-            lang=row.lang, seats=ring.seats, caller_id=state.settings.from_number(), ring_s=ring.ring_s,
-            action_url=f"{base}/twilio/transfer-end?attempt={attempt}&transfer={ring.transfer_id}",
-            leg_url=lambda key: f"{base}/twilio/transfer-leg?transfer={ring.transfer_id}&seat={quote(key, safe='')}"))
+    if step is not None:
+        return _transfer_step(request, step, attempt=attempt, first=True)
     return _xml(twiml.recorded(feedback, row.lang))
+
+
+def _transfer_step(request: Request, step: transfers.Step, *, attempt: int, first: bool = False) -> Response:
+    """The TwiML of a transfer's next step: ring seats, hold, the call-back promise, or goodbye."""
+    settings = request.app.state.settings
+    base = settings.public_url.rstrip("/")
+    query = f"attempt={attempt}&transfer={step.transfer_id}"
+    if step.kind == "dial":
+        return _xml(twiml.transfer(
+            lang=step.lang, seats=step.seats, caller_id=settings.from_number(), ring_s=step.dial_s, first=first,
+            action_url=f"{base}/twilio/transfer-end?{query}",
+            leg_url=lambda key: f"{base}/twilio/transfer-leg?transfer={step.transfer_id}&seat={quote(key, safe='')}"))
+    if step.kind == "hold":
+        # Said on the first hold and every third after it; silence (the line stays open) in between.
+        return _xml(twiml.transfer_hold(lang=step.lang, next_url=f"{base}/twilio/transfer-next?{query}",
+                                        hold_s=transfers.HOLD_S, say=first or step.round % 3 == 1))
+    if step.kind == "call_back":
+        return _xml(twiml.transfer_fallback(step.lang))
+    return _xml(twiml.goodbye(step.lang))
 
 
 @router.post("/transfer-leg")
@@ -110,18 +125,28 @@ async def transfer_leg(request: Request, form: SignedForm, transfer: int = Query
 
 @router.post("/transfer-end")
 async def transfer_end(request: Request, form: SignedForm, attempt: int = Query(), transfer: int = Query()) -> Response:
-    """The seats' ringing is over (the Dial's action): after a conversation, goodbye; after none, the call-back
-    message (an officer calls within 10 minutes), and the call ends."""
-    async with transaction(request.app.state.sessionmaker) as session:
-        row = await load_attempt(session, attempt)
-        if row is None:
+    """A round of ringing is over (the Dial's action): goodbye after a conversation; otherwise ring other seats or
+    hold while the minute lasts, then the call-back promise (an officer calls within 10 minutes)."""
+    state = request.app.state
+    async with transaction(state.sessionmaker) as session:
+        if await load_attempt(session, attempt) is None:
             raise HTTPException(404, "no such call attempt")
-        outcome = await transfers.dial_ended(session, transfer_id=transfer, dial_status=form.get("DialCallStatus", ""),
-                                             now=request.app.state.clock.now())
-    log.info("transfer.ended", transfer_id=transfer, dial_status=form.get("DialCallStatus"), outcome=outcome)
-    if outcome in ("no_answer", "no_seat", "abandoned"):
-        return _xml(twiml.transfer_fallback(row.lang))
-    return _xml(twiml.goodbye(row.lang))
+        step = await transfers.dial_ended(session, transfer_id=transfer, dial_status=form.get("DialCallStatus", ""),
+                                          now=state.clock.now(), max_seats=state.settings.transfer_ring_seats)
+    log.info("transfer.dial_ended", transfer_id=transfer, dial_status=form.get("DialCallStatus"), next=step.kind)
+    return _transfer_step(request, step, attempt=attempt)
+
+
+@router.post("/transfer-next")
+async def transfer_next(request: Request, form: SignedForm, attempt: int = Query(), transfer: int = Query()) -> Response:
+    """The citizen held for a moment (every seat was busy): look for a free seat again."""
+    state = request.app.state
+    async with transaction(state.sessionmaker) as session:
+        if await load_attempt(session, attempt) is None:
+            raise HTTPException(404, "no such call attempt")
+        step = await transfers.hold_ended(session, transfer_id=transfer, now=state.clock.now(),
+                                          max_seats=state.settings.transfer_ring_seats)
+    return _transfer_step(request, step, attempt=attempt)
 
 
 @router.post("/silence")
