@@ -195,3 +195,27 @@ async def test_a_seat_operators_call_is_never_cut(callcenter) -> None:
     call = await callcenter.phone.call("GET", f"/calls/{leg['sid']}")
     assert updates(call) == [] and call["status"] == "ringing"
     await callcenter.phone.call("POST", f"/calls/{leg['sid']}/hangup")
+
+
+async def test_a_cancel_that_failed_is_finished_by_the_call_jobs_retry(callcenter) -> None:
+    """The placer marked its call to stop but could not reach Twilio: the job's retry cancels it, even once the
+    task has closed, and reports it once."""
+    await callcenter.phone.call("POST", "/settings", time_scale=0.2)
+    await callcenter.phone.call("PUT", f"/numbers/{PHONE}", behaviour="manual")
+    answer = await warn(callcenter)
+    (job,) = await callcenter.dispatcher.jobs(task_id=answer["task_id"], kind="call.auto")
+    assert await callcenter.place_calls() == 1
+    (call,) = await callcenter.phone.calls(PHONE)
+    await callcenter.phone.call("GET", f"/calls/{call['sid']}?status=ringing&wait=5")
+    async with callcenter.app.state.sessionmaker() as session, session.begin():  # as left by the failed cancel
+        await session.execute(text("UPDATE call_attempts SET stop_requested_at = now() WHERE task_id = :t"),
+                              {"t": answer["task_id"]})
+    await acknowledge(callcenter, answer["task_id"])
+    retry = ClaimedJob(id=job["id"], queue="callcenter", kind="call.auto", payload=job["payload"], attempts=2,
+                       max_attempts=10, task_id=job["task_id"], run_at=job["run_at"], created_at=job["created_at"])
+    await callcenter.app.state.placer.place(retry)
+    ended = await callcenter.phone.call("GET", f"/calls/{call['sid']}?status=final&wait=5")
+    assert ended["status"] == "canceled" and [u["status"] for u in updates(ended)] == ["canceled"]
+    await callcenter.stop_calls()  # the dispatcher's own order, afterwards, finds nothing left to do
+    assert len(updates(await callcenter.phone.call("GET", f"/calls/{call['sid']}"))) == 1
+    assert await results(callcenter, answer["task_id"]) == ["stopped"]

@@ -154,19 +154,23 @@ class CallPlacer:
         A rerun whose stop order is unfinished returns what `_stop_placed` needs instead.
         """
         task_id, attempt, phone = call.task_id, call.attempt, call.phone
+        existing = (await session.execute(
+            sql("SELECT id, status, call_sid, outcome, stop_requested_at FROM call_attempts"
+                " WHERE task_id = :t AND channel = 'auto_call' AND attempt = :a"),
+            {"t": task_id, "a": attempt})).first()
+        if (existing is not None and existing.stop_requested_at is not None and existing.call_sid is not None
+                and existing.outcome is None and existing.status not in m.FINAL_STATES):
+            # This job placed the call, then failed to cancel it: the task may have closed since, cancel anyway.
+            return existing.id, existing.call_sid, existing.status, "a stop order came while the call was being placed"
         task = await dispatcher_contract.task_brief(session, task_id)
         if task is None:
             raise PermanentJobError(f"no task {task_id}")
         if task.closed:
             log.info("call.skipped", why="task closed")
             return None
-        existing = (await session.execute(
-            sql("SELECT id, status, call_sid, outcome, stop_requested_at FROM call_attempts"
-                " WHERE task_id = :t AND channel = 'auto_call' AND attempt = :a"),
-            {"t": task_id, "a": attempt})).first()
         if existing is not None:
-            why = await self._rerun(session, existing, task_id, attempt, now)
-            return (existing.id, existing.call_sid, existing.status, why) if why else None
+            await self._rerun(session, existing, task_id, attempt, now)
+            return None
         stopped_by = await stops.stop_applies(session, task_id=task_id, attempt=attempt, due_at=job.run_at)
         if stopped_by is not None:
             await self._skip(session, task_id, attempt, phone, now, "stopped",
@@ -212,11 +216,8 @@ class CallPlacer:
         raise AssertionError("unreachable")
 
     async def _rerun(self, session: AsyncSession, existing: Any, task_id: uuid.UUID, attempt: int,
-                     now: datetime) -> str | None:
-        """The job ran before: never dial again for this attempt. Returns why to stop it, if a stop is unfinished."""
-        if (existing.stop_requested_at is not None and existing.call_sid is not None and existing.outcome is None
-                and existing.status not in m.FINAL_STATES):
-            return "a stop order came while the call was being placed"
+                     now: datetime) -> None:
+        """The job ran before: never dial again for this attempt."""
         if existing.status == m.DIALING and existing.call_sid is None:
             await session.execute(
                 sql("UPDATE call_attempts SET status = 'uncertain', outcome = 'failed', updated_at = :now,"
@@ -226,7 +227,6 @@ class CallPlacer:
                                                detail="uncertain whether the call was placed; not dialled again")],
                           now=now)
         log.info("call.already_placed", attempt=attempt, status=existing.status)
-        return None
 
     async def _skip(self, session: AsyncSession, task_id: uuid.UUID, attempt: int, phone: str, now: datetime,
                     result: str, why: str) -> None:
