@@ -565,3 +565,21 @@ async def test_page_has_the_calls_panel(phone: Phone) -> None:
     assert page.status_code == 200 and "/sandbox/static/calls.js" in page.text and 'id="calls"' in page.text
     script = await phone.control.get("/sandbox/static/calls.js")
     assert script.status_code == 200 and "/sandbox/twilio" in script.text
+
+
+async def test_the_page_answers_a_seats_phone_rung_by_a_dial(phone: Phone, page: Any) -> None:
+    """A <Dial> to a 'manual' number (a seat's desk phone, key 2) is listed under its caller's call on the page,
+    with a button that answers it as that seat: the caller and the seat are bridged."""
+    seat = "+8657187000009"
+    await phone.put(f"/numbers/{seat}", {"behaviour": "manual"})
+    phone.app.routes["/voice"] = (f'<Response><Say>正在为您转接民警</Say><Dial timeout="600" action="/dial-done">'
+                                  f"<Number>{seat}</Number></Dial></Response>")
+    phone.app.routes["/dial-done"] = "<Response><Hangup/></Response>"
+    call = await phone.dial()
+    await phone.get("/calls", to=seat, status="ringing", wait=5)
+    await page.goto(phone.base_url + "/")
+    await page.click("#calls li:not(.leg)")  # the citizen's call
+    await page.get_by_role("button", name="坐席接听 (answer as this seat)").click()
+    await phone.until(call.sid, lambda c: "bridged" in _types(c), timeout_s=10)
+    [leg] = (await phone.get("/calls", parent=call.sid))["calls"]
+    assert leg["to"] == seat and "bridged" in _types(leg) and leg["answered_at"]
