@@ -21,6 +21,7 @@ from services.dispatcher.policy.service import PolicyStore, load_policy
 from services.dispatcher.reports.views import router as reports_router
 from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.tasks.views import router as tasks_router
+from services.dispatcher.visits.views import router as visits_router
 from services.dispatcher.warnings.flows import IngestBatcher
 from services.dispatcher.warnings.views import router as warnings_router
 from shared.auth.service import KeyCache, ensure_bootstrap_key
@@ -81,6 +82,7 @@ def create_app(settings: DispatcherSettings | None = None, *, clock: Clock | Non
     install_common(app, service="dispatcher")
     app.include_router(warnings_router)
     app.include_router(tasks_router)
+    app.include_router(visits_router)
     app.include_router(audit_router)
     app.include_router(clues_router)
     app.include_router(reports_router)
