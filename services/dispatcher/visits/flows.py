@@ -1,16 +1,19 @@
 """Steps that cross from a visit to its task: a visit requested for a task, and a report that becomes task feedback.
 
-Callers own the transaction and hold the task's lock (tasks.service.lock_task)
-where a function says so; nothing here commits.
+`request_visit` and `report` take the caller's session and the task's lock
+(tasks.service.lock_task) and never commit. The `run_*` functions are the units
+of work the API and the officers' page share: each opens its transaction, takes
+the locks in order (case, task, then visit) and commits.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.dispatcher.policy.service import PolicyStore
 from services.dispatcher.tasks import service as tasks
@@ -20,6 +23,7 @@ from services.dispatcher.visits.models import CANCELLED, CLAIMED, OPEN, REPORTED
 from shared import contracts
 from shared.audit import service as audit
 from shared.auth.service import Principal
+from shared.db import transaction
 from shared.metrics import TASK_EVENTS
 from shared.phone import mask_phone
 from shared.web import FieldErrors
@@ -149,3 +153,59 @@ def check_met_at(met_at: datetime | None, *, outcome: str, task: Task, now: date
     if met_at < task.created_at:
         return [{"field": "met_at", "reason": "is before the task was opened"}]
     return []
+
+
+# ---- units of work (the API and the officers' page) -------------------------------------------------------
+
+async def run_request(sessionmaker: async_sessionmaker[AsyncSession], task_id: uuid.UUID, principal: Principal, *,
+                      note: str | None, now: datetime) -> tuple[uuid.UUID, bool] | None:
+    """A person sends officers to a task in their unit: (visit id, created now), or None when not theirs.
+
+    TaskIsClosed when the task is closed.
+    """
+    async with transaction(sessionmaker) as session:
+        task = await tasks.lock_task(session, task_id)
+        if task is None or not tasks.in_jurisdiction(task, principal):
+            return None
+        visit, created = await request_visit(session, task, actor=principal.actor, note=note, now=now)
+        return visit.id, created
+
+
+async def run_claim(sessionmaker: async_sessionmaker[AsyncSession], visit_id: uuid.UUID, principal: Principal, *,
+                    now: datetime) -> bool | None:
+    """Claim a visit in the key's unit: True claimed now, False already mine, None not in the unit.
+
+    VisitConflict when another officer has it or it is over.
+    """
+    async with transaction(sessionmaker) as session:
+        # FOR UPDATE: of two officers racing, the second waits here and then sees the first one's claim.
+        visit = await service.get_visible(session, visit_id, principal, lock=True)
+        if visit is None:
+            return None
+        claimed = await service.claim(session, visit, principal, now=now)
+    log.info("visit.claimed" if claimed else "visit.claimed_again", visit_id=str(visit_id), actor=principal.actor)
+    return claimed
+
+
+async def run_report(sessionmaker: async_sessionmaker[AsyncSession], visit_id: uuid.UUID, principal: Principal, *,
+                     outcome: str, note: str | None, met_at: datetime | None, idempotency_key: str | None,
+                     now: datetime, store: PolicyStore) -> ReportResult | None:
+    """Report a visit in the key's unit (see `report`); None when it is not in the unit.
+
+    ReportRefused or tasks.TaskClosed when the visit's or the task's state refuses it;
+    FieldErrors for a met_at that cannot be.
+    """
+    async with transaction(sessionmaker) as session:
+        found = await service.get_visible(session, visit_id, principal)
+        if found is None:
+            return None
+        # The task first, then the visit: the order every writer takes them.
+        task = await tasks.lock_task(session, found.task_id)
+        visit = await service.get_visible(session, visit_id, principal, lock=True)
+        assert task is not None and visit is not None
+        result = await report(session, visit, task, principal, outcome=outcome, note=note, met_at=met_at,
+                              idempotency_key=idempotency_key, now=now, store=store)
+        phone = task.phone
+    log.info("visit.reported", visit_id=str(visit_id), outcome=outcome, task_action=result.task_action,
+             replayed=result.replayed, phone=mask_phone(phone))
+    return result

@@ -324,8 +324,7 @@ async def tried(session: AsyncSession, task_id: uuid.UUID) -> list[TriedOut]:
     for call in await callcenter_contract.calls_for_task(session, task_id):
         seen.add((call.channel, call.attempt))
         items.append(TriedOut(at=call.created_at, kind="call", channel=call.channel, attempt=call.attempt,
-                              result=call.outcome or call.status,
-                              note=f"digits {call.digits}" if call.digits else None))
+                              result=call.outcome or call.status))
     entries = (await session.execute(
         sql("SELECT at, action, body FROM audit_log WHERE task_id = :t ORDER BY seq"), {"t": task_id})).all()
     for entry in entries:

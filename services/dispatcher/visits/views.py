@@ -20,8 +20,6 @@ from services.dispatcher.visits.schemas import (
     VisitRequestIn,
 )
 from shared.auth.service import Principal
-from shared.db import transaction
-from shared.phone import mask_phone
 
 router = APIRouter(tags=["visits"])
 log = structlog.get_logger(__name__)
@@ -52,16 +50,13 @@ async def request_visit(task_id: uuid.UUID, body: VisitRequestIn, principal: Vis
                         response: Response) -> VisitOut:
     """Send officers of the task's district to the citizen now, with what you know ("she is at the bank now")."""
     structlog.contextvars.bind_contextvars(task_id=str(task_id))
-    async with transaction(rt.sessionmaker) as session:
-        task = await tasks.lock_task(session, task_id)
-        if task is None or not tasks.in_jurisdiction(task, principal):
-            raise HTTPException(404, TASK_NOT_FOUND)
-        try:
-            visit, created = await flows.request_visit(session, task, actor=principal.actor, note=body.note,
-                                                       now=rt.clock.now())
-        except flows.TaskIsClosed as exc:
-            raise HTTPException(409, str(exc)) from None
-        visit_id = visit.id
+    try:
+        made = await flows.run_request(rt.sessionmaker, task_id, principal, note=body.note, now=rt.clock.now())
+    except flows.TaskIsClosed as exc:
+        raise HTTPException(409, str(exc)) from None
+    if made is None:
+        raise HTTPException(404, TASK_NOT_FOUND)
+    visit_id, created = made
     if not created:
         response.status_code = 200
     return await _answer(rt, visit_id, principal)
@@ -95,16 +90,12 @@ async def get_visit(visit_id: uuid.UUID, principal: FieldKey, rt: RuntimeDep) ->
     409: {"description": "another officer has it (the answer says who), or it was reported or cancelled"}})
 async def claim_visit(visit_id: uuid.UUID, principal: FieldKey, rt: RuntimeDep) -> VisitOut:
     """Take the visit: you are going. Claiming your own claim again changes nothing."""
-    async with transaction(rt.sessionmaker) as session:
-        # FOR UPDATE: of two officers racing, the second waits here and then sees the first one's claim.
-        visit = await service.get_visible(session, visit_id, principal, lock=True)
-        if visit is None:
-            raise HTTPException(404, NOT_FOUND)
-        try:
-            claimed = await service.claim(session, visit, principal, now=rt.clock.now())
-        except service.VisitConflict as exc:
-            raise HTTPException(409, str(exc)) from None
-    log.info("visit.claimed" if claimed else "visit.claimed_again", visit_id=str(visit_id), actor=principal.actor)
+    try:
+        claimed = await flows.run_claim(rt.sessionmaker, visit_id, principal, now=rt.clock.now())
+    except service.VisitConflict as exc:
+        raise HTTPException(409, str(exc)) from None
+    if claimed is None:
+        raise HTTPException(404, NOT_FOUND)
     return await _answer(rt, visit_id, principal)
 
 
@@ -119,22 +110,13 @@ async def report_visit(visit_id: uuid.UUID, body: VisitReportIn, principal: Fiel
                                        "records nothing")) -> VisitReportOut:
     """Report what you found: dissuaded, refused and false_positive close the task; loss_reported opens the
     emergency; not_found keeps it open and sends it on to a supervisor."""
-    now = rt.clock.now()
-    async with transaction(rt.sessionmaker) as session:
-        found = await service.get_visible(session, visit_id, principal)
-        if found is None:
-            raise HTTPException(404, NOT_FOUND)
-        # The task first, then the visit: the order every writer takes them.
-        task = await tasks.lock_task(session, found.task_id)
-        visit = await service.get_visible(session, visit_id, principal, lock=True)
-        assert task is not None and visit is not None
-        try:
-            result = await flows.report(session, visit, task, principal, outcome=body.outcome, note=body.note,
-                                        met_at=body.met_at, idempotency_key=idempotency_key, now=now, store=rt.store)
-        except (flows.ReportRefused, tasks.TaskClosed) as exc:
-            raise HTTPException(409, str(exc)) from None
-        phone = task.phone
-    log.info("visit.reported", visit_id=str(visit_id), outcome=body.outcome, task_action=result.task_action,
-             replayed=result.replayed, phone=mask_phone(phone))
+    try:
+        result = await flows.run_report(rt.sessionmaker, visit_id, principal, outcome=body.outcome, note=body.note,
+                                        met_at=body.met_at, idempotency_key=idempotency_key, now=rt.clock.now(),
+                                        store=rt.store)
+    except (flows.ReportRefused, tasks.TaskClosed) as exc:
+        raise HTTPException(409, str(exc)) from None
+    if result is None:
+        raise HTTPException(404, NOT_FOUND)
     return VisitReportOut(visit=await _answer(rt, visit_id, principal), task_action=result.task_action,  # type: ignore[arg-type]
                           replayed=result.replayed)
