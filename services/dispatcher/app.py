@@ -21,6 +21,8 @@ from services.dispatcher.policy.service import PolicyStore, load_policy
 from services.dispatcher.reports.views import router as reports_router
 from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.tasks.views import router as tasks_router
+from services.dispatcher.visits.field import field
+from services.dispatcher.visits.field import router as field_router
 from services.dispatcher.visits.views import router as visits_router
 from services.dispatcher.warnings.flows import IngestBatcher
 from services.dispatcher.warnings.views import router as warnings_router
@@ -90,4 +92,6 @@ def create_app(settings: DispatcherSettings | None = None, *, clock: Clock | Non
     app.include_router(console_router)
     app.include_router(campaigns_router)
     app.include_router(campaigns_console_router)
+    field.install(app)  # the officers' page: a second console on the same frame, at /field
+    app.include_router(field_router)
     return app

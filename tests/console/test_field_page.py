@@ -1,0 +1,177 @@
+"""The officers' page (/field): its own sign-in beside the supervisor console, claim and report without JavaScript,
+and on a phone-sized Chromium."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from shared.auth.service import create_key
+from shared.db import transaction
+from tests.conftest import serve, warning
+
+PHONE_VIEWPORT = {"width": 375, "height": 812}
+
+
+async def new_key(dispatcher, role: str = "officer", unit: str = "330106", name: str = "王警官") -> str:  # noqa: ANN001
+    async with transaction(dispatcher.sessionmaker) as session:
+        _, full = await create_key(session, role=role, unit=unit, name=name)
+    return full
+
+
+async def task_with_visit(dispatcher, **fields: Any) -> tuple[str, str]:  # noqa: ANN001
+    """A high-tier task about 张桂英, 67, with a visit an operator sent: (task_id, visit_id)."""
+    record = warning(signal="transfer_in_progress", fraud_type="impersonating_police", amount_at_risk=80000,
+                     subject={"name": "张桂英", "age": 67, "gender": "female"}, **fields)
+    resp = await dispatcher.client.post("/v1/warnings", json=record, headers=await dispatcher.headers())
+    task_id = resp.json()["task_id"]
+    visit = await dispatcher.client.post(f"/v1/tasks/{task_id}/visits", json={"note": "她现在在工商银行"},
+                                         headers=await dispatcher.headers("operator", "3301"))
+    assert visit.status_code == 201, visit.text
+    return task_id, visit.json()["visit_id"]
+
+
+@pytest.fixture
+async def browser_client(dispatcher) -> AsyncIterator[httpx.AsyncClient]:  # noqa: ANN001
+    """A client of its own (its own cookie jar), as a second phone would be."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=dispatcher.app),
+                                 base_url="http://dispatcher") as client:
+        yield client
+
+
+async def field_sign_in(client: httpx.AsyncClient, key: str) -> str:
+    """Sign in through /field's form, as a phone without JavaScript would; returns the page's CSRF token."""
+    form = await client.get("/field/sign-in")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
+    resp = await client.post("/field/sign-in", data={"api_key": key, "csrf_token": token, "next": "/field"})
+    assert resp.status_code == 303 and resp.headers["location"] == "/field", resp.text
+    page = await client.get("/field")
+    return re.search(r'<meta name="csrf-token" content="([^"]+)"', page.text).group(1)
+
+
+async def audit_count(dispatcher, task_id: str, action: str) -> int:  # noqa: ANN001
+    async with dispatcher.sessionmaker() as session:
+        return (await session.execute(text("SELECT count(*) FROM audit_log WHERE task_id = :t AND action = :a"),
+                                      {"t": task_id, "a": action})).scalar_one()
+
+
+# ---- over HTTP --------------------------------------------------------------------------------------------
+
+async def test_field_has_its_own_sign_in_beside_the_supervisor_console(dispatcher, browser_client) -> None:  # noqa: ANN001
+    """/field sends to /field/sign-in, /console to /console/sign-in; roles and sessions do not cross over."""
+    client = browser_client
+    resp = await client.get("/field")
+    assert resp.status_code == 303 and resp.headers["location"] == "/field/sign-in?next=/field"
+    resp = await client.get("/console/queue")
+    assert resp.status_code == 303 and resp.headers["location"].startswith("/console/sign-in")
+    form = await client.get("/field/sign-in")
+    assert form.status_code == 200 and 'action="/field/sign-in"' in form.text and "登录" in form.text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
+    supervisor = await new_key(dispatcher, role="supervisor", unit="33", name="督导")
+    refused = await client.post("/field/sign-in", data={"api_key": supervisor, "csrf_token": token})
+    assert refused.status_code == 401 and "角色" in refused.text
+    await field_sign_in(client, await new_key(dispatcher))
+    assert client.cookies.get("shouhu_field_session") and not client.cookies.get("shouhu_dispatcher_session")
+    # The officer's session opens no supervisor page.
+    resp = await client.get("/console")
+    assert resp.status_code == 303 and resp.headers["location"].startswith("/console/sign-in")
+
+
+async def test_an_officer_claims_and_reports_on_the_page_without_javascript(dispatcher, browser_client) -> None:  # noqa: ANN001
+    """Plain forms: the card shows who, where, what and what was tried; claim, then report once even if resubmitted."""
+    task_id, visit_id = await task_with_visit(dispatcher)
+    client = browser_client
+    csrf = await field_sign_in(client, await new_key(dispatcher))
+    page = (await client.get("/field")).text
+    card = page[page.index(f'id="visit-{visit_id}"'):]
+    for expected in ("张桂英 · 67 岁 · 女", 'href="tel:+8613800138000"', "138 0013 8000", "杭州市西湖区 (330106)",
+                     "冒充公检法", "正在转账", "¥80,000", "剩 2 小时", "她现在在工商银行", "已尝试",
+                     "收到预警，建立处置任务", "请求上门处置", "上门任务已派发", "认领，我去"):
+        assert expected in card, expected
+    assert "impersonating_police" not in card and "transfer_in_progress" not in card  # words, never codes
+    # Without the CSRF token the claim is refused and changes nothing.
+    assert (await client.post(f"/field/visits/{visit_id}/claim", data={})).status_code == 403
+    claimed = await client.post(f"/field/visits/{visit_id}/claim", data={"csrf_token": csrf})
+    assert claimed.status_code == 303 and claimed.headers["location"] == f"/field?ok=claimed#visit-{visit_id}"
+    page = (await client.get(claimed.headers["location"])).text
+    assert "已认领，请尽快上门" in page and "填报结果" in page and "劝阻成功" in page
+    key = re.search(r'name="report_key" value="([^"]+)"', page).group(1)
+    form = {"csrf_token": csrf, "report_key": key, "outcome": "dissuaded", "note": "已劝阻，未转账"}
+    first = await client.post(f"/field/visits/{visit_id}/report", data=form)
+    again = await client.post(f"/field/visits/{visit_id}/report", data=form)  # the browser resubmits
+    assert first.headers["location"] == again.headers["location"] == f"/field?ok=reported#visit-{visit_id}"
+    assert await audit_count(dispatcher, task_id, "visit.reported") == 1
+    assert await audit_count(dispatcher, task_id, "task.closed") == 1
+    done = (await client.get("/field")).text
+    assert "今日已完成" in done and "劝阻成功" in done and "任务已闭环" in done
+    # English on switch: the same page in words.
+    switched = await client.get("/field/lang/en?next=/field")
+    assert switched.status_code == 303 and switched.headers["location"] == "/field"
+    english = (await client.get("/field")).text
+    assert "Done today" in english and "dissuaded" in english and "task closed" in english
+
+
+async def test_a_visit_someone_else_claimed_is_answered_on_the_page(dispatcher, browser_client) -> None:  # noqa: ANN001
+    """A second officer's late claim lands back on the list with a message, not an error page."""
+    _, visit_id = await task_with_visit(dispatcher)
+    await dispatcher.client.post(f"/v1/visits/{visit_id}/claim",
+                                 headers={"Authorization": f"Bearer {await new_key(dispatcher, name='李网格员')}"})
+    csrf = await field_sign_in(browser_client, await new_key(dispatcher))
+    resp = await browser_client.post(f"/field/visits/{visit_id}/claim", data={"csrf_token": csrf})
+    assert resp.headers["location"] == f"/field?error=conflict#visit-{visit_id}"
+    assert "已被他人认领" in (await browser_client.get(resp.headers["location"])).text
+    bad = await browser_client.post(f"/field/visits/{visit_id}/report", data={"csrf_token": csrf, "outcome": "x"})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "outcome"
+
+
+# ---- on a phone-sized Chromium ----------------------------------------------------------------------------
+
+@pytest.fixture
+async def phone_page(chromium: Any) -> AsyncIterator[Any]:
+    """A fresh browser context at a phone's size (375x812, touch), Chinese."""
+    context = await chromium.new_context(viewport=PHONE_VIEWPORT, locale="zh-CN", has_touch=True, is_mobile=True,
+                                         device_scale_factor=2)
+    context.set_default_timeout(10_000)
+    page = await context.new_page()
+    yield page
+    await context.close()
+
+
+@pytest.mark.slow
+async def test_an_officer_signs_in_claims_and_reports_on_a_phone(dispatcher, phone_page) -> None:  # noqa: ANN001
+    """At 375x812: sign in on /field, claim the visit, report it dissuaded; the task closes; buttons are large."""
+    task_id, visit_id = await task_with_visit(dispatcher)
+    page = phone_page
+    async with serve(dispatcher.app, lifespan="off") as base:
+        await page.goto(f"{base}/field")
+        await page.wait_for_url("**/field/sign-in**")
+        await page.fill("input[name=api_key]", await new_key(dispatcher))
+        await page.click("button[type=submit]")
+        await page.wait_for_url(f"{base}/field")
+        card = page.locator(f"#visit-{visit_id}")
+        assert "张桂英" in await card.inner_text()
+        assert await card.locator("a.tel").get_attribute("href") == "tel:+8613800138000"
+        claim = card.locator("button.claim")
+        box = await claim.bounding_box()
+        assert box["height"] >= 48 and box["width"] >= 300  # a thumb's target, the card's width
+        # Nothing is wider than the phone: no sideways scrolling.
+        assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE_VIEWPORT["width"]
+        await claim.tap()
+        await page.wait_for_url("**/field?ok=claimed**")
+        card = page.locator(f"#visit-{visit_id}")
+        await card.locator("details.report > summary").tap()
+        await card.locator("textarea[name=note]").fill("已上门劝阻，当事人停止转账")
+        await card.locator("button.outcome.dissuaded").tap()
+        await page.wait_for_url("**/field?ok=reported**")
+        assert "劝阻成功" in await page.locator("#done").inner_text()
+        await page.screenshot(path="/tmp/field-page-done.png", full_page=True)
+    task = (await dispatcher.client.get(f"/v1/tasks/{task_id}",
+                                        headers=await dispatcher.headers("supervisor", "33"))).json()
+    assert task["status"] == "closed" and task["outcome"] == "dissuaded"
+    reported = next(e for e in task["events"] if e["type"] == "visit.reported")
+    assert reported["detail"]["note"] == "已上门劝阻，当事人停止转账" and reported["actor"].endswith(":王警官")
