@@ -21,6 +21,7 @@ from services.dispatcher.policy.service import PolicyStore, load_policy
 from services.dispatcher.reports.views import router as reports_router
 from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.tasks.views import router as tasks_router
+from services.dispatcher.visits.console import router as visits_console_router
 from services.dispatcher.visits.field import field
 from services.dispatcher.visits.field import router as field_router
 from services.dispatcher.visits.views import router as visits_router
@@ -92,6 +93,7 @@ def create_app(settings: DispatcherSettings | None = None, *, clock: Clock | Non
     app.include_router(console_router)
     app.include_router(campaigns_router)
     app.include_router(campaigns_console_router)
+    app.include_router(visits_console_router)
     field.install(app)  # the officers' page: a second console on the same frame, at /field
     app.include_router(field_router)
     return app

@@ -28,8 +28,9 @@ HERE = Path(__file__).parent
 
 console = Console(
     service="dispatcher", title_key="console.supervisor", roles=("supervisor",), home="/console",
-    template_dirs=[HERE / "templates", HERE.parent / "campaigns" / "templates"],
-    messages_files=[HERE / "messages.yaml", HERE.parent / "campaigns" / "messages.yaml"],
+    template_dirs=[HERE / "templates", HERE.parent / "campaigns" / "templates", HERE.parent / "visits" / "templates"],
+    messages_files=[HERE / "messages.yaml", HERE.parent / "campaigns" / "messages.yaml",
+                    HERE.parent / "visits" / "messages.yaml"],
     now=lambda request: request.app.state.runtime.clock.now(),
 )
 Page = console.page_user()

@@ -1,5 +1,5 @@
-"""The officers' page (/field): its own sign-in beside the supervisor console, claim and report without JavaScript,
-and on a phone-sized Chromium."""
+"""Visits in the browser: the officers' page (/field) with its own sign-in beside the supervisor console, claim and
+report without JavaScript and on a phone-sized Chromium; the supervisor console's visits view."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from shared.auth.service import create_key
 from shared.db import transaction
-from tests.conftest import serve, warning
+from tests.conftest import console_sign_in, serve, warning
 
 PHONE_VIEWPORT = {"width": 375, "height": 812}
 
@@ -127,6 +127,50 @@ async def test_a_visit_someone_else_claimed_is_answered_on_the_page(dispatcher, 
     assert "已被他人认领" in (await browser_client.get(resp.headers["location"])).text
     bad = await browser_client.post(f"/field/visits/{visit_id}/report", data={"csrf_token": csrf, "outcome": "x"})
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "outcome"
+
+
+# ---- the supervisor's view ------------------------------------------------------------------------------
+
+async def test_the_supervisor_sees_visits_per_unit_with_the_unclaimed_overdue_one_red(dispatcher, browser_client) -> None:  # noqa: ANN001
+    """/console/visits: open, claimed, overdue per unit; an unclaimed visit past the deadline is a red row, in words."""
+    _, late_visit = await task_with_visit(dispatcher)
+    _, claimed_visit = await task_with_visit(dispatcher, phone="13911112222", region_code="330102")
+    await dispatcher.client.post(f"/v1/visits/{claimed_visit}/claim",
+                                 headers={"Authorization": f"Bearer {await new_key(dispatcher, unit='330102')}"})
+    dispatcher.clock.advance(minutes=130)  # past both 2 h deadlines
+    await dispatcher.run_dispatcher_jobs()
+    supervisor = await new_key(dispatcher, role="supervisor", unit="3301", name="督导")
+    resp, csrf = await console_sign_in(browser_client, supervisor)
+    assert csrf, resp.text
+    page = (await browser_client.get("/console/visits")).text
+    assert 'href="/console/visits"' in page and "上门处置" in page  # in the supervisor nav
+    late = page[page.index(f'id="visit-{late_visit}"'):]
+    late = late[:late.index("</tr>")]
+    assert 'class="overdue"' in late and "超时未认领" in late and "杭州市西湖区 (330106)" in late
+    claimed = page[page.index(f'id="visit-{claimed_visit}"'):]
+    claimed = claimed[:claimed.index("</tr>")]
+    assert "已认领，上门中" in claimed and "王警官" in claimed and "已升级" in claimed
+    units = page[page.index('id="units"'):page.index('id="visits"')]
+    assert re.search(r'data-unit="330106".*?<td class="num">1</td>\s*<td class="num">0</td><td class="num bad">1</td>',
+                     units, re.S)
+    shown = re.sub(r"<[^>]+>", "", late[late.index(">") + 1:])
+    assert "open" not in shown and "impersonating" not in shown  # states and types in words, never codes
+
+
+async def test_a_supervisor_sends_a_visit_from_the_case_page(dispatcher, browser_client) -> None:  # noqa: ANN001
+    """The case page's form sends officers now with a note; the visit appears in the view and on the timeline."""
+    resp = await dispatcher.client.post("/v1/warnings", json=warning(signal="transfer_in_progress"),
+                                        headers=await dispatcher.headers())
+    task_id = resp.json()["task_id"]
+    _, csrf = await console_sign_in(browser_client, await new_key(dispatcher, role="supervisor", unit="33"))
+    case = (await browser_client.get(f"/console/tasks/{task_id}")).text
+    assert 'action="/console/tasks/' + task_id + '/visits"' in case
+    sent = await browser_client.post(f"/console/tasks/{task_id}/visits", data={"csrf_token": csrf,
+                                                                               "note": "她在文三路工商银行"})
+    assert sent.status_code == 303 and sent.headers["location"].startswith("/console/visits?ok=1#visit-")
+    page = (await browser_client.get(sent.headers["location"])).text
+    assert "已派警上门" in page and "她在文三路工商银行" in page
+    assert await audit_count(dispatcher, task_id, "visit.created") == 1
 
 
 # ---- on a phone-sized Chromium ----------------------------------------------------------------------------
