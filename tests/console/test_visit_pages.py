@@ -16,6 +16,15 @@ from shared.db import transaction
 from tests.conftest import console_sign_in, serve, warning
 
 PHONE_VIEWPORT = {"width": 375, "height": 812}
+# A message key shown as itself (a text missing from the catalogue) looks like this.
+RAW_KEY = re.compile(r"\b(?:field|visits?|signal|result|feedback|event|channel|col|region|gender|tried|fraud|tier|outcome)"
+                     r"\.[a-z_.-]+")
+
+
+def visible_text(html: str) -> str:
+    """What a person reads on the page: the body without tags."""
+    body = html[html.index("<body"):]
+    return re.sub(r"<[^>]+>", " ", body)
 
 
 async def new_key(dispatcher, role: str = "officer", unit: str = "330106", name: str = "王警官") -> str:  # noqa: ANN001
@@ -94,6 +103,7 @@ async def test_an_officer_claims_and_reports_on_the_page_without_javascript(disp
                      "收到预警，建立处置任务", "请求上门处置", "上门任务已派发", "认领，我去"):
         assert expected in card, expected
     assert "impersonating_police" not in card and "transfer_in_progress" not in card  # words, never codes
+    assert not RAW_KEY.search(visible_text(page)), RAW_KEY.search(visible_text(page))
     # Without the CSRF token the claim is refused and changes nothing.
     assert (await client.post(f"/field/visits/{visit_id}/claim", data={})).status_code == 403
     claimed = await client.post(f"/field/visits/{visit_id}/claim", data={"csrf_token": csrf})
@@ -114,6 +124,7 @@ async def test_an_officer_claims_and_reports_on_the_page_without_javascript(disp
     assert switched.status_code == 303 and switched.headers["location"] == "/field"
     english = (await client.get("/field")).text
     assert "Done today" in english and "dissuaded" in english and "task closed" in english
+    assert not RAW_KEY.search(visible_text(english)), RAW_KEY.search(visible_text(english))
 
 
 async def test_a_visit_someone_else_claimed_is_answered_on_the_page(dispatcher, browser_client) -> None:  # noqa: ANN001
@@ -155,6 +166,7 @@ async def test_the_supervisor_sees_visits_per_unit_with_the_unclaimed_overdue_on
                      units, re.S)
     shown = re.sub(r"<[^>]+>", "", late[late.index(">") + 1:])
     assert "open" not in shown and "impersonating" not in shown  # states and types in words, never codes
+    assert not RAW_KEY.search(visible_text(page)), RAW_KEY.search(visible_text(page))
 
 
 async def test_a_supervisor_sends_a_visit_from_the_case_page(dispatcher, browser_client) -> None:  # noqa: ANN001

@@ -82,8 +82,10 @@ def words(messages: Catalog, lang: str) -> Any:
     def tried(item: TriedOut) -> str:
         if item.kind == "event":
             text = word("event", item.result, "event.other")
-            return f"{text}：{item.note}" if item.note and lang == "zh" else (f"{text}: {item.note}" if item.note
-                                                                              else text)
+            if item.channel and item.channel != "visit":
+                text += f" · {word('channel', item.channel)}"
+            colon = "：" if lang == "zh" else ": "
+            return f"{text}{colon}{item.note}" if item.note else text
         channel = word("channel", item.channel)
         if item.kind == "answer":
             return f"{channel} · {t('tried.answer', what=word('feedback', item.result))}"

@@ -343,8 +343,10 @@ async def tried(session: AsyncSession, task_id: uuid.UUID) -> list[TriedOut]:
             items.append(TriedOut(at=entry.at, kind=kind, channel=channel, attempt=attempt,
                                   result=body.get("feedback") or body.get("result")))
             continue
-        note = body.get("note")
-        items.append(TriedOut(at=entry.at, kind="event", channel="visit" if entry.action.startswith("visit.") else None,
-                              result=entry.action, note=str(note) if note else None))
+        # People's words (a requester's note, an officer's report); the visit's own note is on its card already.
+        note = body.get("note") if entry.action != "visit.created" else None
+        channel = "visit" if entry.action.startswith("visit.") else body.get("channel")
+        items.append(TriedOut(at=entry.at, kind="event", channel=channel, result=entry.action,
+                              note=str(note) if note else None))
     items.sort(key=lambda item: item.at)
     return items
