@@ -15,22 +15,33 @@ from fastapi.responses import HTMLResponse, Response
 from services.dispatcher.audit import service as audit_service
 from services.dispatcher.clues import service as clues
 from services.dispatcher.console import service
+from services.dispatcher.emergencies import service as emergencies
 from services.dispatcher.reports import service as reports
 from services.dispatcher.reports.views import csv_response
 from services.dispatcher.tasks import service as tasks
 from shared.audit.service import verify_chain
 from shared.clock import LOCAL_TZ
-from shared.console.web import Console
+from shared.console.sessions import ConsoleUser
+from shared.console.web import Console, LiveEmergency
 from shared.db import transaction
 from shared.phone import mask_phone
 
 HERE = Path(__file__).parent
+
+
+async def live_emergencies(request: Request, user: ConsoleUser) -> list[LiveEmergency]:
+    """The banner: open emergencies in my unit, each linking to its case file."""
+    async with sessionmaker(request)() as session:
+        found = await emergencies.open_for_banner(session, unit=user.principal.unit)
+    return [LiveEmergency(e, href=f"/console/tasks/{e.task_id}") for e in found]
+
 
 console = Console(
     service="dispatcher", title_key="console.supervisor", roles=("supervisor",), home="/console",
     template_dirs=[HERE / "templates", HERE.parent / "campaigns" / "templates"],
     messages_files=[HERE / "messages.yaml", HERE.parent / "campaigns" / "messages.yaml"],
     now=lambda request: request.app.state.runtime.clock.now(),
+    live_emergencies=live_emergencies,
 )
 Page = console.page_user()
 Action = console.action_user()
