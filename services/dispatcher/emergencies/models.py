@@ -36,6 +36,11 @@ LossVia = Literal["button", "key_3", "disposition", "visit", "feedback"]
 LOSS_VIA: tuple[str, ...] = get_args(LossVia)
 
 
+def cny(amount: Decimal | None) -> Decimal | None:
+    """An amount of CNY as stored (fen, two places), so what an answer shows is what the database holds."""
+    return None if amount is None else Decimal(amount).quantize(Decimal("0.01"))
+
+
 class PaymentStop(Base):
     __tablename__ = "payment_stops"
 
@@ -84,6 +89,8 @@ class PaymentStop(Base):
         changed: dict[str, object] = {}
         for name in ("bank", "account", "amount_lost_cny", "transferred_at"):
             value = details.get(name)
+            if name == "amount_lost_cny":
+                value = cny(value)  # type: ignore[arg-type]
             if value is not None and value != getattr(self, name):
                 setattr(self, name, value)
                 changed[name] = value

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.dispatcher.emergencies.models import FINAL_STATUSES, NEXT_STATUSES, OPEN_STATUSES, PaymentStop
+from services.dispatcher.emergencies.models import FINAL_STATUSES, NEXT_STATUSES, OPEN_STATUSES, PaymentStop, cny
 from services.dispatcher.tasks import service as tasks
 from services.dispatcher.tasks.models import CLOSED, Task
 from shared import contracts
@@ -109,7 +109,7 @@ async def move_payment_stop(session: AsyncSession, task: Task, stop: PaymentStop
         body["why"] = "the bank liaison passed the stop request to the bank"
     else:
         stop.finished_at, stop.finished_by = now, actor[:200]
-        stop.amount_stopped_cny = amount_stopped if status == "confirmed" else Decimal("0")
+        stop.amount_stopped_cny = cny(amount_stopped if status == "confirmed" else Decimal("0"))
         if reference:
             stop.reference = reference
         body.update(amount_stopped=stop.amount_stopped_cny, reference=stop.reference,
