@@ -174,10 +174,18 @@ async def start_emergency(session: AsyncSession, task: Task, policy: LoadedPolic
         state.steps_done = []
     # No more automated warnings: the citizen has already acted; a person takes over.
     state.steps_done += [f"channel:{c}" for c in ("bot_alert", "auto_call", "operator_call")]
-    cancelled = await queue.cancel_task_jobs(session, task_id=task.id, kinds=AUTOMATED_CHANNEL_KINDS)
+    # The emergency's operator call replaces any waiting one (a callback), so the task is in the seats' queue once.
+    cancelled = await queue.cancel_task_jobs(session, task_id=task.id,
+                                             kinds=[*AUTOMATED_CHANNEL_KINDS, contracts.OperatorCall.KIND])
     await stop_contact(session, task, reason="loss_reported", now=now, live_call_attempt=live_call_attempt)
-    jobs: list[NewJob] = [plans.channel_job(state, "operator_call", run_at=now, emergency=True,
-                                            reason="loss reported")]
+    jobs: list[NewJob] = []
+    # A seat already on the task keeps it (now first in its list), rather than a second seat calling too.
+    held = await queue.update_task_jobs(session, task_id=task.id, kinds=[contracts.OperatorCall.KIND],
+                                        priority=PRIORITY["emergency"], due_at=state.due_at,
+                                        payload_patch={"emergency": True, "tier": state.tier,
+                                                       "due_at": state.due_at.isoformat()})
+    if not held:
+        jobs.append(plans.channel_job(state, "operator_call", run_at=now, emergency=True, reason="loss reported"))
     step = plans.next_step(policy, state)
     if step is not None:
         jobs.append(plans.timer_job(state, step))
