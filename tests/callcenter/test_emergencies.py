@@ -3,6 +3,8 @@ gets the emergency script, dissuaded is refused, and the red banner appears on t
 
 from __future__ import annotations
 
+import os
+
 import httpx
 import pytest
 
@@ -12,6 +14,8 @@ from tests.callcenter.test_seats import operator_task
 from tests.conftest import console_sign_in, sign_in, warning
 
 PHONE = "+8613800138000"
+# Set to a directory to save screenshots of the operator's emergency desk.
+SCREENSHOTS = os.environ.get("SHOUHU_EMERGENCY_SCREENSHOTS")
 
 
 @pytest.fixture
@@ -199,3 +203,5 @@ async def test_the_banner_appears_on_the_operator_console_without_a_reload(callc
     await link.wait_for(timeout=5000)
     assert await link.get_attribute("href") == f"/console?task={task_id}"
     assert await page.locator("#task-card").get_attribute("data-task-id") == task_id
+    if SCREENSHOTS:
+        await page.screenshot(path=f"{SCREENSHOTS}/operator-emergency.png")
