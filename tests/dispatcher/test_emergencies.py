@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
+
+import orjson
+import pytest
 from sqlalchemy import text
 
+from services.dispatcher.tasks import service as tasks
 from shared import contracts
 from shared.contracts import dispatcher as dispatcher_contract
+from shared.db import transaction
 from shared.queue.service import enqueue
 from tests.conftest import warning
 
@@ -36,8 +42,6 @@ async def get_task(dispatcher, task_id: str) -> dict:  # noqa: ANN001
 
 
 async def audit_bodies(dispatcher, task_id: str, prefix: str) -> list[tuple[str, str, dict]]:  # noqa: ANN001
-    import orjson
-
     async with dispatcher.sessionmaker() as session:
         rows = await session.execute(text("SELECT action, actor, body FROM audit_log WHERE task_id = :t"
                                           " AND action LIKE :p ORDER BY seq"), {"t": task_id, "p": prefix + "%"})
@@ -186,7 +190,7 @@ async def test_another_units_emergency_is_invisible(dispatcher) -> None:
     # The read function the callcenter uses follows the same rule.
     async with dispatcher.sessionmaker() as session:
         assert [e.task_id for e in await dispatcher_contract.open_emergencies(session, "3301")] == [
-            __import__("uuid").UUID(task_id)]
+            uuid.UUID(task_id)]
         assert await dispatcher_contract.open_emergencies(session, "3302") == []
 
 
@@ -229,3 +233,25 @@ async def test_emergency_routes_are_documented(dispatcher) -> None:
     assert {"200", "401", "403", "404", "409", "422"} <= set(post["responses"])
     assert "EmergencyOut" in str(post["responses"]["200"]) and "PaymentStopIn" in str(post["requestBody"])
     assert "EmergencyList" in str(spec["paths"]["/v1/emergencies"]["get"]["responses"]["200"])
+
+
+async def test_a_visit_reports_loss_through_apply_feedback(dispatcher) -> None:
+    """The call a visit report makes (tasks.service.apply_feedback): loss_reported opens the emergency via 'visit';
+    dissuaded afterwards raises a TaskClosed (the 409 every feedback path already answers)."""
+    task_id = uuid.UUID(await new_task(dispatcher))
+    officer = "key:0ff1ce:officer-330106"
+    async with transaction(dispatcher.sessionmaker) as session:
+        task = await tasks.lock_task(session, task_id)
+        result = await tasks.apply_feedback(session, task, outcome="loss_reported", actor=officer, note="上门核实",
+                                            now=dispatcher.clock.now(), store=dispatcher.runtime.store,
+                                            by_person=True, via="visit")
+    assert result.action == "emergency"
+    async with transaction(dispatcher.sessionmaker) as session:
+        task = await tasks.lock_task(session, task_id)
+        with pytest.raises(tasks.TaskClosed, match="cannot be closed as 'dissuaded'"):
+            await tasks.apply_feedback(session, task, outcome="dissuaded", actor=officer, note=None,
+                                       now=dispatcher.clock.now(), store=dispatcher.runtime.store, by_person=True)
+    stop = (await dispatcher.client.get(f"/v1/emergencies/{task_id}",
+                                        headers=await dispatcher.headers("officer", "330106"))).json()
+    assert stop["payment_stop"]["reported_via"] == "visit" and stop["payment_stop"]["reported_by"] == officer
+    assert stop["task_status"] == "in_progress"
