@@ -85,7 +85,7 @@ class Console:
     """One service's console: its name, who may sign in, its templates and texts, and its clock.
 
     `live_emergencies`: when given, every signed-in page carries the red emergency
-    banner (console_base.html), fed by GET /console/live/emergencies.
+    banner (console_base.html), fed by GET {home}/live/emergencies.
     """
 
     def __init__(self, *, service: str, title_key: str, roles: Iterable[str], home: str,
@@ -93,7 +93,8 @@ class Console:
                  now: Callable[[Request], datetime], live_emergencies: EmergencyProvider | None = None) -> None:
         self.service = service
         self.live_emergencies = live_emergencies
-        self.live_path = "/console/live/emergencies"
+        # Under the console's own home (/console, or /field for the officers' page), beside its pages.
+        self.live_path = home.rstrip("/") + "/live/emergencies"
         self.live_every_ms = LIVE_EVERY_MS
         self.title_key = title_key
         self.roles = set(roles) | {"admin"}
@@ -238,12 +239,12 @@ class Console:
         connection held per open console, a replica restart loses nothing, and a
         2.5 s interval is well inside the 5 s the banner must appear in.
         """
-        router = APIRouter(prefix="/console", include_in_schema=False)
+        router = APIRouter(include_in_schema=False)
         console = self
         provider = self.live_emergencies
         assert provider is not None
 
-        @router.get("/live/emergencies")
+        @router.get(self.live_path)
         async def live_emergencies(request: Request) -> Response:
             try:
                 user = await console.current_user(request)
