@@ -205,3 +205,18 @@ async def test_the_banner_appears_on_the_operator_console_without_a_reload(callc
     assert await page.locator("#task-card").get_attribute("data-task-id") == task_id
     if SCREENSHOTS:
         await page.screenshot(path=f"{SCREENSHOTS}/operator-emergency.png")
+
+
+async def test_an_emergencys_agreed_callback_stays_first_in_the_queue(callcenter, api) -> None:
+    """A callback agreed on an emergency is queued at the emergency's priority, ahead of every tier."""
+    task_id = await operator_task(callcenter, phone="+8613900000161")
+    await report_loss(callcenter, task_id)
+    headers = await seat(callcenter, api)
+    await api.post("/v1/queue/next", headers=headers)
+    when = callcenter.dispatcher.clock.now().replace(hour=5)  # 13:00 in Beijing
+    resp = await api.post(f"/v1/tasks/{task_id}/disposition", headers=headers,
+                          json={"disposition": "callback", "callback_at": when.isoformat()})
+    assert resp.status_code == 202
+    await callcenter.dispatcher.run_dispatcher_jobs()
+    queued = await callcenter.dispatcher.jobs(task_id=task_id, kind="call.operator", status="queued")
+    assert [(j["run_at"], j["priority"]) for j in queued] == [(when, 0)]

@@ -297,7 +297,7 @@ async def reassign(session: AsyncSession, task: Task, *, to_unit: str | None, ac
     if not waiting:
         state = state_of(task)
         job = plans.channel_job(state, "operator_call", run_at=now, reason="reassigned by a supervisor",
-                                unit=task.assigned_unit)
+                                unit=task.assigned_unit, emergency=task.emergency_at is not None)
         store_state(task, state)
         await queue.enqueue(session, [job], now=now)
         queued_new = True
@@ -448,7 +448,9 @@ async def _operator_disposition(session: AsyncSession, task: Task, result: contr
     callback_at = result.callback_at or now
     state = state_of(task)
     task.status = IN_PROGRESS
-    job = plans.channel_job(state, "operator_call", run_at=max(callback_at, now), reason="callback agreed")
+    # An emergency's call back is still first in the seats' queue when its time comes.
+    job = plans.channel_job(state, "operator_call", run_at=max(callback_at, now), reason="callback agreed",
+                            emergency=task.emergency_at is not None)
     store_state(task, state)
     await queue.enqueue(session, [job], now=now)
     _record(session, task, at=now, actor=actor, action="task.callback_scheduled", callback_at=callback_at, note=note,
