@@ -20,6 +20,8 @@ from shared.contracts.dispatcher import (
     CampaignStart,
     ChannelResult,
     ClueReport,
+    LossDetails,
+    OpenEmergency,
     TaskBrief,
     TaskTimer,
     VisitRequest,
@@ -35,6 +37,7 @@ from shared.contracts.vocab import (
     DISPATCHER_QUEUE,
     DISPOSITION_OUTCOMES,
     DISPOSITIONS,
+    NEVER_CLOSES_EMERGENCY,
     OUTCOMES,
     PRIORITY,
     TIERS,
@@ -51,8 +54,10 @@ from shared.contracts.vocab import (
 __all__ = [
     "BOT_QUEUE", "CALLCENTER_QUEUE", "CALL_CHANNELS", "CALL_FAILURES", "CHANNELS", "CHANNEL_RESULTS",
     "CITIZEN_FEEDBACK", "DISPATCHER_QUEUE", "DISPOSITIONS", "DISPOSITION_OUTCOMES", "OUTCOMES", "PRIORITY", "TIERS",
+    "NEVER_CLOSES_EMERGENCY",
     "CallWindow", "CampaignChunk", "CampaignProgress", "CampaignRecipient", "CampaignStart", "Channel",
     "ChannelResult", "ChannelResultKind", "CitizenFeedback", "ClueReport", "ContactRequest", "Disposition",
     "ContactStop", "JobPayload", "OperatorCall", "Outcome", "PlaceCall", "SendAlert", "SendNotice", "StopAlerts",
+    "LossDetails", "OpenEmergency",
     "StopCalls", "StopReason", "TaskBrief", "TaskTimer", "Tier", "VisitRequest", "front_of_tier", "next_call_time",
 ]
