@@ -16,6 +16,7 @@ from services.dispatcher.clues.views import router as clues_router
 from services.dispatcher.console.views import console
 from services.dispatcher.console.views import router as console_router
 from services.dispatcher.deps import Runtime
+from services.dispatcher.emergencies.views import router as emergencies_router
 from services.dispatcher.jobs import make_worker
 from services.dispatcher.policy.service import PolicyStore, load_policy
 from services.dispatcher.reports.views import router as reports_router
@@ -86,6 +87,7 @@ def create_app(settings: DispatcherSettings | None = None, *, clock: Clock | Non
     app.include_router(warnings_router)
     app.include_router(tasks_router)
     app.include_router(visits_router)
+    app.include_router(emergencies_router)
     app.include_router(audit_router)
     app.include_router(clues_router)
     app.include_router(reports_router)

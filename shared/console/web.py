@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,6 +21,7 @@ from shared.audit import service as audit
 from shared.clock import LOCAL_TZ
 from shared.console import sessions
 from shared.console.sessions import ConsoleUser
+from shared.contracts.dispatcher import OpenEmergency
 from shared.db import transaction
 from shared.i18n import LANGS, Catalog, lang_of
 
@@ -60,18 +62,49 @@ def safe_next(target: str | None, default: str) -> str:
     return default
 
 
+@dataclass(frozen=True, slots=True)
+class LiveEmergency:
+    """One open emergency as a console's banner shows it: where its link leads here, and a hint after it."""
+
+    emergency: OpenEmergency
+    href: str | None = None
+    hint_key: str | None = None  # a text key, e.g. "banner.in_queue"
+
+
+# What a console mounts to feed its emergency banner: the open emergencies the signed-in user may see.
+EmergencyProvider = Callable[[Request, ConsoleUser], Awaitable[list[LiveEmergency]]]
+LIVE_EVERY_MS = 2500  # the banner's poll interval: a new emergency shows within 2.5 s (+ one request)
+
+
+def reporter(actor: str, t: Callable[..., str]) -> str:
+    """Who reported a loss, in words: the citizen, or the key's name ("key:<id>:<name>")."""
+    if actor.startswith("citizen:"):
+        return t("banner.citizen")
+    if actor.startswith("key:"):
+        return actor.split(":", 2)[-1]
+    return actor
+
+
 class Console:
     """One console of a service: who may sign in, where it lives, its templates and texts, and its clock.
 
     A service may mount several (the dispatcher: supervisors at /console, officers at /field).
     Each has its own path (`base`: sign-in, sign-out, language switch under it) and, when
     given a `name`, its own session cookie and sessions, so signing in to one opens no other.
+
+    `live_emergencies`: when given, every signed-in page carries the red emergency
+    banner (console_base.html), fed by GET {home}/live/emergencies.
     """
 
     def __init__(self, *, service: str, title_key: str, roles: Iterable[str], home: str,
                  template_dirs: Iterable[Path], messages_files: Iterable[Path],
-                 now: Callable[[Request], datetime], base: str = "/console", name: str | None = None) -> None:
+                 now: Callable[[Request], datetime], live_emergencies: EmergencyProvider | None = None,
+                 base: str = "/console", name: str | None = None) -> None:
         self.service = service
+        self.live_emergencies = live_emergencies
+        # Under the console's own home (/console, or /field for the officers' page), beside its pages.
+        self.live_path = home.rstrip("/") + "/live/emergencies"
+        self.live_every_ms = LIVE_EVERY_MS
         self.title_key = title_key
         self.roles = set(roles) | {"admin"}
         self.home = home
@@ -151,6 +184,8 @@ class Console:
         if not any(getattr(route, "path", None) == STATIC_PATH for route in app.routes):
             app.mount(STATIC_PATH, StaticFiles(directory=str(HERE / "static")), name="console-static")
         app.include_router(self._auth_router())
+        if self.live_emergencies is not None:
+            app.include_router(self._live_router())
 
         # One handler for the app, whichever console raised: each sends the browser to its own sign-in page.
         @app.exception_handler(SignInRequired)
@@ -207,6 +242,38 @@ class Console:
             response = console.redirect(safe_next(next, console.home))
             response.set_cookie(LANG_COOKIE, lang if lang in LANGS else "zh", max_age=365 * 86400,
                                 samesite="lax", path="/")
+            return response
+
+        return router
+
+    def _live_router(self) -> APIRouter:
+        """The emergency banner's feed: an HTML fragment (empty when there is none), polled by emergencies.js.
+
+        Short polling rather than server-sent events: each answer is one small
+        indexed query (the open payment stops), it passes every proxy and needs no
+        connection held per open console, a replica restart loses nothing, and a
+        2.5 s interval is well inside the 5 s the banner must appear in.
+        """
+        router = APIRouter(include_in_schema=False)
+        console = self
+        provider = self.live_emergencies
+        assert provider is not None
+
+        @router.get(self.live_path)
+        async def live_emergencies(request: Request) -> Response:
+            try:
+                user = await console.current_user(request)
+            except SignInRequired:
+                # Not a redirect: the banner's script stops polling; the page's next action signs in again.
+                return Response("sign in first", status_code=401)
+            items = await provider(request, user)
+            lang, now = console.lang_of(request), console.now(request)
+            t = console.translator(lang)
+            rows = [{"item": item, "e": item.emergency, "who": reporter(item.emergency.reported_by, t),
+                     "minutes_ago": max(0, int((now - item.emergency.reported_at).total_seconds() // 60))}
+                    for item in items]
+            response = console.render(request, "emergency_banner.html", user, rows=rows)
+            response.headers["Cache-Control"] = "no-store"
             return response
 
         return router

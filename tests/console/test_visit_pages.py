@@ -140,6 +140,35 @@ async def test_a_visit_someone_else_claimed_is_answered_on_the_page(dispatcher, 
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "outcome"
 
 
+async def test_an_emergency_shows_on_the_field_page_with_only_the_outcomes_it_allows(dispatcher,  # noqa: ANN001
+                                                                                   browser_client) -> None:
+    """A loss reported on a visit's task: the banner feed names it and links to the card; the card offers only
+    已被骗 and 未找到本人, and a forced 劝阻成功 is answered with why."""
+    task_id, visit_id = await task_with_visit(dispatcher)
+    await dispatcher.client.post(f"/v1/tasks/{task_id}/feedback", json={"outcome": "loss_reported"},
+                                 headers=await dispatcher.headers("operator", "3301"))
+    csrf = await field_sign_in(browser_client, await new_key(dispatcher))
+    banner = await browser_client.get("/field/live/emergencies")
+    assert banner.status_code == 200 and f'data-task-id="{task_id}"' in banner.text
+    assert f'href="/field#visit-{visit_id}"' in banner.text and "查看上门任务" in banner.text
+    page = (await browser_client.get("/field")).text
+    card = page[page.index(f'id="visit-{visit_id}"'):]
+    assert "已被骗：请立即协助止付并报警" in card and 'id="emergency-banner"' in page
+    await browser_client.post(f"/field/visits/{visit_id}/claim", data={"csrf_token": csrf})
+    card = (await browser_client.get("/field")).text
+    card = card[card.index(f'id="visit-{visit_id}"'):]
+    assert re.findall(r'name="outcome" value="([a-z_]+)"', card) == ["loss_reported", "not_found"]
+    forced = await browser_client.post(f"/field/visits/{visit_id}/report",
+                                       data={"csrf_token": csrf, "outcome": "dissuaded", "report_key": "k1"})
+    assert forced.headers["location"] == f"/field?error=emergency#visit-{visit_id}"
+    assert "紧急止付中" in (await browser_client.get(forced.headers["location"])).text
+    # Another district's officer sees no banner for it.
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=dispatcher.app),
+                                 base_url="http://dispatcher") as other:
+        await field_sign_in(other, await new_key(dispatcher, unit="330102", name="上城 李警官"))
+        assert task_id not in (await other.get("/field/live/emergencies")).text
+
+
 # ---- the supervisor's view ------------------------------------------------------------------------------
 
 async def test_the_supervisor_sees_visits_per_unit_with_the_unclaimed_overdue_one_red(dispatcher, browser_client) -> None:  # noqa: ANN001
@@ -200,7 +229,8 @@ async def phone_page(chromium: Any) -> AsyncIterator[Any]:
 
 @pytest.mark.slow
 async def test_an_officer_signs_in_claims_and_reports_on_a_phone(dispatcher, phone_page) -> None:  # noqa: ANN001
-    """At 375x812: sign in on /field, claim the visit, report it dissuaded; the task closes; buttons are large."""
+    """At 375x812: sign in on /field, claim the visit, report it dissuaded (the task closes; buttons are large);
+    then a loss reported in the unit shows as the red banner without a reload."""
     task_id, visit_id = await task_with_visit(dispatcher)
     page = phone_page
     async with serve(dispatcher.app, lifespan="off") as base:
@@ -226,6 +256,15 @@ async def test_an_officer_signs_in_claims_and_reports_on_a_phone(dispatcher, pho
         await page.wait_for_url("**/field?ok=reported**")
         assert "劝阻成功" in await page.locator("#done").inner_text()
         await page.screenshot(path="/tmp/field-page-done.png", full_page=True)
+        # An emergency in the unit appears as the red banner without a reload, within 5 s.
+        other = await dispatcher.client.post("/v1/warnings", json=warning(phone="13911112222"),
+                                             headers=await dispatcher.headers())
+        await page.evaluate("window.__notReloaded = true")
+        await dispatcher.client.post(f"/v1/tasks/{other.json()['task_id']}/feedback", json={"outcome": "loss_reported"},
+                                     headers=await dispatcher.headers("operator", "3301"))
+        await page.wait_for_selector(f"#emergency-banner li[data-task-id='{other.json()['task_id']}']", timeout=5000)
+        assert await page.evaluate("window.__notReloaded === true")
+        assert "紧急" in await page.locator("#emergency-banner").inner_text()
     task = (await dispatcher.client.get(f"/v1/tasks/{task_id}",
                                         headers=await dispatcher.headers("supervisor", "33"))).json()
     assert task["status"] == "closed" and task["outcome"] == "dissuaded"

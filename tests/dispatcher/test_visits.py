@@ -222,6 +222,22 @@ async def test_loss_reported_on_a_visit_opens_the_emergency(dispatcher) -> None:
     assert "payment_stop.requested" in [e["type"] for e in task["events"]]
 
 
+async def test_a_visit_to_an_emergency_reports_the_loss_or_not_found_and_nothing_else(dispatcher) -> None:
+    """Money already sent before the officer arrives: dissuaded is a 409 naming the emergency; the loss is recorded."""
+    task_id, visit_id = await visit_for(dispatcher)
+    resp = await dispatcher.client.post(f"/v1/tasks/{task_id}/feedback", json={"outcome": "loss_reported"},
+                                        headers=await dispatcher.headers("operator", "3301"))
+    assert resp.json()["action"] == "emergency"
+    me = await officer(dispatcher)
+    refused = await report(dispatcher, visit_id, me, outcome="dissuaded")
+    assert refused.status_code == 409 and "emergency" in refused.json()["detail"]
+    assert (await visit_rows(dispatcher, task_id))[0]["status"] == "open"  # the refusal changed nothing
+    done = await report(dispatcher, visit_id, me, outcome="loss_reported", note="已转账两万元到“安全账户”")
+    assert done.status_code == 200 and done.json()["task_action"] in ("details", "unchanged")
+    task = await task_json(dispatcher, task_id)
+    assert task["status"] != "closed" and task["emergency_at"] is not None  # the payment stop decides the end
+
+
 async def test_a_report_names_the_field_it_cannot_take(dispatcher) -> None:
     """Unknown outcome, met_at in the future, without a time zone, or with not_found: 422 naming the field."""
     task_id, visit_id = await visit_for(dispatcher)

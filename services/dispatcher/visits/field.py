@@ -19,11 +19,13 @@ import phonenumbers
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
+from services.dispatcher.emergencies import service as emergencies
 from services.dispatcher.tasks import service as tasks
 from services.dispatcher.visits import flows, service
 from services.dispatcher.visits.models import CLAIMED, OPEN, REPORTED
 from services.dispatcher.visits.schemas import TriedOut
-from shared.console.web import Console
+from shared.console.sessions import ConsoleUser
+from shared.console.web import Console, LiveEmergency
 from shared.contracts import VISIT_OUTCOMES
 from shared.i18n import Catalog
 from shared.web import FieldErrors
@@ -31,10 +33,21 @@ from shared.web import FieldErrors
 HERE = Path(__file__).parent
 MESSAGES = HERE / "messages.yaml"
 
+
+
+async def live_emergencies(request: Request, user: ConsoleUser) -> list[LiveEmergency]:
+    """The red banner on the officers' page: open emergencies in my unit; one with a visit links to its card."""
+    async with sessionmaker(request)() as session:
+        found = await emergencies.open_for_banner(session, unit=user.principal.unit)
+        visits = {v.task_id: v.id for v in await service.live_for_tasks(session, [e.task_id for e in found])}
+    return [LiveEmergency(e, href=f"/field#visit-{visits[e.task_id]}", hint_key="field.banner_to_visit")
+            if e.task_id in visits else LiveEmergency(e, hint_key="field.banner_no_visit") for e in found]
+
+
 field = Console(
     service="dispatcher", name="field", base="/field", title_key="field.title", roles=("officer",), home="/field",
     template_dirs=[HERE / "templates"], messages_files=[MESSAGES],
-    now=lambda request: request.app.state.runtime.clock.now(),
+    now=lambda request: request.app.state.runtime.clock.now(), live_emergencies=live_emergencies,
 )
 Page = field.page_user()
 Action = field.action_user()
@@ -42,7 +55,8 @@ router = APIRouter(prefix="/field", include_in_schema=False)
 
 # Flash messages arrive as keys in the query string after a POST-redirect-GET, never as free text.
 FLASHES = {"claimed": ("ok", "field.claimed_ok"), "reported": ("ok", "field.reported_ok"),
-           "conflict": ("error", "field.conflict"), "gone": ("error", "field.gone")}
+           "conflict": ("error", "field.conflict"), "gone": ("error", "field.gone"),
+           "emergency": ("error", "field.emergency_refused")}
 
 
 def sessionmaker(request: Request):  # noqa: ANN201
@@ -115,6 +129,7 @@ async def field_page(request: Request, user: Page, ok: str | None = None, error:
     done = [v for v in views if v.visit.status == REPORTED]
     return render(request, "field.html", user, live=live, done=done, tried=tried, flashes=flashes,
                   minutes_left=service.minutes_left, outcomes=VISIT_OUTCOMES, actor_name=service.actor_name,
+                  emergency_outcomes=("loss_reported", "not_found"),
                   report_key=lambda: secrets.token_urlsafe(12))
 
 
@@ -142,6 +157,8 @@ async def report(request: Request, visit_id: uuid.UUID, user: Action,
         result = await flows.run_report(sessionmaker(request), visit_id, user.principal, outcome=outcome,
                                         note=note.strip() or None, met_at=None, idempotency_key=report_key or None,
                                         now=field.now(request), store=request.app.state.runtime.store)
+    except tasks.EmergencyOutcomeRefused:
+        return field.redirect(f"/field?error=emergency#visit-{visit_id}")
     except (flows.ReportRefused, tasks.TaskClosed):
         return field.redirect(f"/field?error=conflict#visit-{visit_id}")
     if result is None:

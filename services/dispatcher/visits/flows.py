@@ -45,7 +45,7 @@ class ReportRefused(Exception):
 @dataclass(slots=True)
 class ReportResult:
     visit: Visit
-    task_action: str  # "closed", "emergency", "escalated", "unchanged"
+    task_action: str  # "closed", "emergency", "details" (of an emergency already open), "escalated", "unchanged"
     replayed: bool
 
 
@@ -77,6 +77,8 @@ async def report(session: AsyncSession, visit: Visit, task: Task, principal: Pri
 
     - dissuaded, refused, false_positive: the task closes with that outcome (task feedback, by a person);
     - loss_reported: task feedback too, which opens the emergency (tier high, payment stop);
+      on an emergency already open, any other outcome but not_found is refused
+      (tasks.EmergencyOutcomeRefused, a TaskClosed: the payment stop decides how it ends);
     - not_found: the task stays open and goes on to a supervisor (escalated again if a decision
       was already taken since its last escalation, so it is undecided in their queue).
 
@@ -115,7 +117,7 @@ async def report(session: AsyncSession, visit: Visit, task: Task, principal: Pri
         if task.reached_at is None:
             task.reached_at = visit.met_at
         result = await tasks.apply_feedback(session, task, outcome=feedback, actor=principal.actor, note=note,
-                                            now=now, store=store, by_person=True)
+                                            now=now, store=store, by_person=True, via="visit")
         action = result.action
     visit.task_action = action
     return ReportResult(visit, action, replayed=False)
@@ -192,7 +194,8 @@ async def run_report(sessionmaker: async_sessionmaker[AsyncSession], visit_id: u
                      now: datetime, store: PolicyStore) -> ReportResult | None:
     """Report a visit in the key's unit (see `report`); None when it is not in the unit.
 
-    ReportRefused or tasks.TaskClosed when the visit's or the task's state refuses it;
+    ReportRefused or tasks.TaskClosed (EmergencyOutcomeRefused among them) when the visit's or
+    the task's state refuses it;
     FieldErrors for a met_at that cannot be.
     """
     async with transaction(sessionmaker) as session:

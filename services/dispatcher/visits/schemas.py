@@ -95,5 +95,7 @@ class VisitReportIn(BaseModel):
 
 class VisitReportOut(BaseModel):
     visit: VisitOut
-    task_action: Literal["closed", "emergency", "escalated", "unchanged"]
+    task_action: Literal["closed", "emergency", "details", "escalated", "unchanged"] = Field(
+        description="what the report did to the task: closed it, opened the emergency, added to an open "
+                    "emergency's details, sent it to a supervisor (not_found), or nothing")
     replayed: bool = Field(description="true: this Idempotency-Key was reported before; nothing new was recorded")

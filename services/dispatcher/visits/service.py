@@ -82,6 +82,14 @@ async def live_visits(session: AsyncSession, task_id: uuid.UUID, *, lock: bool =
     return list((await session.execute(query)).scalars())
 
 
+async def live_for_tasks(session: AsyncSession, task_ids: list[uuid.UUID]) -> list[Visit]:
+    """The open or claimed visits of these tasks."""
+    if not task_ids:
+        return []
+    return list((await session.execute(select(Visit).where(Visit.task_id.in_(task_ids),
+                                                           Visit.status.in_(LIVE)))).scalars())
+
+
 async def get_visible(session: AsyncSession, visit_id: uuid.UUID, principal: Principal, *,
                       lock: bool = False) -> Visit | None:
     """The visit when it lies in the key's unit, else None (another unit's visit does not exist for it).

@@ -102,7 +102,8 @@ async def claim_visit(visit_id: uuid.UUID, principal: FieldKey, rt: RuntimeDep) 
 @router.post("/v1/visits/{visit_id}/report", response_model=VisitReportOut, responses={
     **AUTH, 404: {"description": NOT_FOUND},
     409: {"description": "already reported (with another Idempotency-Key, or none), claimed by another officer, "
-                         "or cancelled because the task closed"}})
+                         "cancelled because the task closed, or an outcome an emergency refuses (money already "
+                         "sent: only loss_reported or not_found)"}})
 async def report_visit(visit_id: uuid.UUID, body: VisitReportIn, principal: FieldKey, rt: RuntimeDep,
                        idempotency_key: str | None = Header(
                            default=None, alias="Idempotency-Key", min_length=1, max_length=128,
