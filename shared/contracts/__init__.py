@@ -41,6 +41,8 @@ from shared.contracts.vocab import (
     OUTCOMES,
     PRIORITY,
     TIERS,
+    VISIT_FEEDBACK,
+    VISIT_OUTCOMES,
     Channel,
     ChannelResultKind,
     CitizenFeedback,
@@ -48,16 +50,18 @@ from shared.contracts.vocab import (
     Outcome,
     StopReason,
     Tier,
+    VisitOutcome,
     front_of_tier,
 )
 
 __all__ = [
     "BOT_QUEUE", "CALLCENTER_QUEUE", "CALL_CHANNELS", "CALL_FAILURES", "CHANNELS", "CHANNEL_RESULTS",
     "CITIZEN_FEEDBACK", "DISPATCHER_QUEUE", "DISPOSITIONS", "DISPOSITION_OUTCOMES", "OUTCOMES", "PRIORITY", "TIERS",
-    "NEVER_CLOSES_EMERGENCY",
+    "NEVER_CLOSES_EMERGENCY", "VISIT_FEEDBACK", "VISIT_OUTCOMES",
     "CallWindow", "CampaignChunk", "CampaignProgress", "CampaignRecipient", "CampaignStart", "Channel",
     "ChannelResult", "ChannelResultKind", "CitizenFeedback", "ClueReport", "ContactRequest", "Disposition",
     "ContactStop", "JobPayload", "OperatorCall", "Outcome", "PlaceCall", "SendAlert", "SendNotice", "StopAlerts",
     "LossDetails", "OpenEmergency",
-    "StopCalls", "StopReason", "TaskBrief", "TaskTimer", "Tier", "VisitRequest", "front_of_tier", "next_call_time",
+    "StopCalls", "StopReason", "TaskBrief", "TaskTimer", "Tier", "VisitOutcome", "VisitRequest", "front_of_tier",
+    "next_call_time",
 ]

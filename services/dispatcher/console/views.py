@@ -42,8 +42,9 @@ async def live_emergencies(request: Request, user: ConsoleUser) -> list[LiveEmer
 
 console = Console(
     service="dispatcher", title_key="console.supervisor", roles=("supervisor",), home="/console",
-    template_dirs=[HERE / "templates", HERE.parent / "campaigns" / "templates"],
-    messages_files=[HERE / "messages.yaml", HERE.parent / "campaigns" / "messages.yaml"],
+    template_dirs=[HERE / "templates", HERE.parent / "campaigns" / "templates", HERE.parent / "visits" / "templates"],
+    messages_files=[HERE / "messages.yaml", HERE.parent / "campaigns" / "messages.yaml",
+                    HERE.parent / "visits" / "messages.yaml"],
     now=lambda request: request.app.state.runtime.clock.now(),
     live_emergencies=live_emergencies,
 )

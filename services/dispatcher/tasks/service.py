@@ -17,6 +17,7 @@ from services.dispatcher.emergencies.models import PaymentStop
 from services.dispatcher.policy.service import LoadedPolicy, PolicyStore, plan_steps
 from services.dispatcher.tasks import plans
 from services.dispatcher.tasks.models import CLOSED, IN_PROGRESS, Task
+from services.dispatcher.visits import service as visits
 from shared import contracts
 from shared.audit import service as audit
 from shared.auth.service import Principal
@@ -150,6 +151,7 @@ async def close_task(session: AsyncSession, task: Task, *, outcome: str, actor: 
     _record(session, task, at=now, actor=actor, action="task.closed", before=before,
             after={"status": CLOSED, "outcome": outcome}, note=note, cancelled_jobs=cancelled,
             within_deadline=now <= task.due_at)
+    await visits.cancel_live(session, task, outcome=outcome, now=now)  # nobody goes to a closed task's citizen
 
 
 async def start_emergency(session: AsyncSession, task: Task, policy: LoadedPolicy, *, actor: str,
@@ -363,6 +365,8 @@ async def run_due_steps(session: AsyncSession, task: Task, *, plan_seq: int, now
                 task.escalated_at = now
                 _record(session, task, at=now, actor="system:timer", action="task.escalated", to="supervisor",
                         why="deadline breached")
+            # A visit still open or claimed at the deadline goes to the supervisor (see escalate_overdue).
+            await visits.escalate_overdue(session, task, now=now)
     step = plans.next_step(policy, state)
     if step is not None:
         jobs.append(plans.timer_job(state, step))

@@ -1,7 +1,7 @@
 """Emergencies: a payment-stop request (保护性止付) per emergency, with its own lifecycle.
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-04
 
 - payment_stops: one per task that became an emergency (a loss reported),
@@ -10,9 +10,6 @@ Create Date: 2026-12-04
 - Open emergencies get their request now (status requested), taking who
   reported the loss from the "payment_stop.request" job start_emergency used to
   queue on a "liaison" queue nobody read; those jobs are dropped.
-
-(down_revision 0010: the field-visits migration 0011 is built in parallel; the
-chain is re-linked after it when the branches merge.)
 """
 from __future__ import annotations
 
@@ -20,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-down_revision = "0010"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
