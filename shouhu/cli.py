@@ -220,6 +220,7 @@ def up(
         "\nConsoles (sign in with a key; Chinese by default, English at the top right):\n"
         f"  supervisor  http://{host}:8000/console\n"
         f"  operator    http://{host}:8002/console\n"
+        f"  officers    http://{host}:8000/field     (a phone page; shouhu keys create --role officer --unit 330106)\n"
         + "".join(f"  demo {role:<10} {key}   (unit 33, Zhejiang)\n" for role, key in demo_keys.items())
         + "Press Ctrl-C to stop.\n"
     )

@@ -21,8 +21,10 @@ def all_metadata() -> MetaData:
     import services.dispatcher.campaigns.models  # noqa: F401
     import services.dispatcher.cases.models  # noqa: F401
     import services.dispatcher.clues.models  # noqa: F401
+    import services.dispatcher.emergencies.models  # noqa: F401
     import services.dispatcher.policy.models  # noqa: F401
     import services.dispatcher.tasks.models  # noqa: F401
+    import services.dispatcher.visits.models  # noqa: F401
     import services.dispatcher.warnings.models  # noqa: F401
     import shared.audit.models  # noqa: F401
     import shared.auth.models  # noqa: F401

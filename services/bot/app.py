@@ -78,6 +78,7 @@ def create_app(settings: BotSettings | None = None, *, clock: Clock | None = Non
         if settings.run_worker:
             worker = Worker(sessionmaker, queue="bot", clock=clock, database_url=url,
                             handlers={contracts.SendAlert.KIND: Handler(sender.deliver, transactional=False),
+                                      contracts.StopAlerts.KIND: Handler(sender.stop, transactional=False),
                                       notices.KIND: Handler(notices.NoticeSender(sender).deliver,
                                                             transactional=False)},
                             concurrency=settings.worker_concurrency, batch_size=settings.worker_concurrency,

@@ -16,11 +16,16 @@ from services.dispatcher.clues.views import router as clues_router
 from services.dispatcher.console.views import console
 from services.dispatcher.console.views import router as console_router
 from services.dispatcher.deps import Runtime
+from services.dispatcher.emergencies.views import router as emergencies_router
 from services.dispatcher.jobs import make_worker
 from services.dispatcher.policy.service import PolicyStore, load_policy
 from services.dispatcher.reports.views import router as reports_router
 from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.tasks.views import router as tasks_router
+from services.dispatcher.visits.console import router as visits_console_router
+from services.dispatcher.visits.field import field
+from services.dispatcher.visits.field import router as field_router
+from services.dispatcher.visits.views import router as visits_router
 from services.dispatcher.warnings.flows import IngestBatcher
 from services.dispatcher.warnings.views import router as warnings_router
 from shared.auth.service import KeyCache, ensure_bootstrap_key
@@ -81,6 +86,8 @@ def create_app(settings: DispatcherSettings | None = None, *, clock: Clock | Non
     install_common(app, service="dispatcher")
     app.include_router(warnings_router)
     app.include_router(tasks_router)
+    app.include_router(visits_router)
+    app.include_router(emergencies_router)
     app.include_router(audit_router)
     app.include_router(clues_router)
     app.include_router(reports_router)
@@ -88,4 +95,7 @@ def create_app(settings: DispatcherSettings | None = None, *, clock: Clock | Non
     app.include_router(console_router)
     app.include_router(campaigns_router)
     app.include_router(campaigns_console_router)
+    app.include_router(visits_console_router)
+    field.install(app)  # the officers' page: a second console on the same frame, at /field
+    app.include_router(field_router)
     return app

@@ -35,3 +35,6 @@ IngestKey = Annotated[Principal, Depends(require_roles("ingest"))]
 TaskReader = Annotated[Principal, Depends(require_roles("ingest", "operator", "officer", "supervisor"))]
 FeedbackKey = Annotated[Principal, Depends(require_roles("operator", "officer", "supervisor"))]
 SupervisorKey = Annotated[Principal, Depends(require_roles("supervisor"))]
+# Field visits: officers (and grid workers) go; operators and supervisors may send them.
+FieldKey = Annotated[Principal, Depends(require_roles("officer", "supervisor"))]
+VisitRequester = Annotated[Principal, Depends(require_roles("operator", "supervisor"))]

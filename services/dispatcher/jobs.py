@@ -1,4 +1,4 @@
-"""The dispatcher's own jobs: plan timers, and results coming back from the bot and the callcenter."""
+"""The dispatcher's own jobs: plan timers, visit requests, and results coming back from the bot and the callcenter."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from services.dispatcher.campaigns.service import job_handlers as campaign_handl
 from services.dispatcher.clues.service import store_clue
 from services.dispatcher.policy.service import PolicyStore
 from services.dispatcher.tasks import service
+from services.dispatcher.visits import flows as visit_flows
 from shared import contracts
 from shared.clock import Clock
 from shared.queue.service import ClaimedJob
@@ -35,13 +36,26 @@ def make_handlers(*, store: PolicyStore, clock: Clock) -> dict[str, Handler]:
         outcome = await service.apply_channel_result(session, task, result, now=clock.now(), store=store)
         log.info("task.channel_result", channel=result.channel, result=result.result, applied=outcome)
 
+    async def on_visit(session: AsyncSession, job: ClaimedJob) -> None:
+        # The plan's visit step (run_due_steps) asked for officers: the visit the unit's officers see on /field.
+        request = contracts.VisitRequest.of(job)
+        task = await service.lock_task(session, request.task_id)
+        if task is None:
+            raise PermanentJobError("visit request for a task that does not exist")
+        try:
+            await visit_flows.request_visit(session, task, actor="system:dispatcher", note=None,
+                                            now=clock.now(), request_attempt=request.attempt)
+        except visit_flows.TaskIsClosed:
+            log.info("visit.not_needed", why="task closed before the request ran")
+
     async def on_clue(session: AsyncSession, job: ClaimedJob) -> None:
         clue = contracts.ClueReport.of(job)
         stored = await store_clue(session, clue, now=clock.now())
         log.info("clue.stored" if stored else "clue.already_stored", ref=clue.ref)
 
     return {contracts.TaskTimer.KIND: Handler(on_timer), contracts.ChannelResult.KIND: Handler(on_result),
-            contracts.ClueReport.KIND: Handler(on_clue), **campaign_handlers(clock=clock)}
+            contracts.VisitRequest.KIND: Handler(on_visit), contracts.ClueReport.KIND: Handler(on_clue),
+            **campaign_handlers(clock=clock)}
 
 
 def make_worker(sessionmaker: async_sessionmaker[AsyncSession], *, store: PolicyStore, clock: Clock,

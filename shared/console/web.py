@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,6 +21,7 @@ from shared.audit import service as audit
 from shared.clock import LOCAL_TZ
 from shared.console import sessions
 from shared.console.sessions import ConsoleUser
+from shared.contracts.dispatcher import OpenEmergency
 from shared.db import transaction
 from shared.i18n import LANGS, Catalog, lang_of
 
@@ -30,7 +32,11 @@ STATIC_PATH = "/console/static"
 
 
 class SignInRequired(Exception):
-    """Raised by the page dependency when the browser has no live session."""
+    """Raised by the page dependency when the browser has no live session; `base`: the console to sign in to."""
+
+    def __init__(self, base: str = "/console") -> None:
+        super().__init__(base)
+        self.base = base
 
 
 def local_time(value: datetime | None, fmt: str = "%m-%d %H:%M") -> str:
@@ -56,17 +62,56 @@ def safe_next(target: str | None, default: str) -> str:
     return default
 
 
+@dataclass(frozen=True, slots=True)
+class LiveEmergency:
+    """One open emergency as a console's banner shows it: where its link leads here, and a hint after it."""
+
+    emergency: OpenEmergency
+    href: str | None = None
+    hint_key: str | None = None  # a text key, e.g. "banner.in_queue"
+
+
+# What a console mounts to feed its emergency banner: the open emergencies the signed-in user may see.
+EmergencyProvider = Callable[[Request, ConsoleUser], Awaitable[list[LiveEmergency]]]
+LIVE_EVERY_MS = 2500  # the banner's poll interval: a new emergency shows within 2.5 s (+ one request)
+
+
+def reporter(actor: str, t: Callable[..., str]) -> str:
+    """Who reported a loss, in words: the citizen, or the key's name ("key:<id>:<name>")."""
+    if actor.startswith("citizen:"):
+        return t("banner.citizen")
+    if actor.startswith("key:"):
+        return actor.split(":", 2)[-1]
+    return actor
+
+
 class Console:
-    """One service's console: its name, who may sign in, its templates and texts, and its clock."""
+    """One console of a service: who may sign in, where it lives, its templates and texts, and its clock.
+
+    A service may mount several (the dispatcher: supervisors at /console, officers at /field).
+    Each has its own path (`base`: sign-in, sign-out, language switch under it) and, when
+    given a `name`, its own session cookie and sessions, so signing in to one opens no other.
+
+    `live_emergencies`: when given, every signed-in page carries the red emergency
+    banner (console_base.html), fed by GET {home}/live/emergencies.
+    """
 
     def __init__(self, *, service: str, title_key: str, roles: Iterable[str], home: str,
                  template_dirs: Iterable[Path], messages_files: Iterable[Path],
-                 now: Callable[[Request], datetime]) -> None:
+                 now: Callable[[Request], datetime], live_emergencies: EmergencyProvider | None = None,
+                 base: str = "/console", name: str | None = None) -> None:
         self.service = service
+        self.live_emergencies = live_emergencies
+        # Under the console's own home (/console, or /field for the officers' page), beside its pages.
+        self.live_path = home.rstrip("/") + "/live/emergencies"
+        self.live_every_ms = LIVE_EVERY_MS
         self.title_key = title_key
         self.roles = set(roles) | {"admin"}
         self.home = home
-        self.cookie = f"shouhu_{service}_session"
+        self.base = base
+        # What its sessions are stored under (console_sessions.service, 16 characters) and its cookie's name.
+        self.session_scope = name or service
+        self.cookie = f"shouhu_{self.session_scope}_session"
         self.now = now
         self.messages = Catalog(HERE / "messages.yaml", *messages_files)
         dirs = [str(d) for d in template_dirs] + [str(HERE / "templates")]
@@ -90,11 +135,11 @@ class Console:
         """The page dependency: the signed-in user with a console role, else off to the sign-in page."""
         token = request.cookies.get(self.cookie)
         if not token:
-            raise SignInRequired
+            raise SignInRequired(self.base)
         async with request.app.state.sessionmaker() as session:
-            user = await sessions.resolve(session, token, service=self.service, now=self.now(request))
+            user = await sessions.resolve(session, token, service=self.session_scope, now=self.now(request))
         if user is None or user.principal.role not in self.roles:
-            raise SignInRequired
+            raise SignInRequired(self.base)
         request.state.principal = user.principal
         return user
 
@@ -135,12 +180,17 @@ class Console:
     # ---- mounting -------------------------------------------------------------------------------
 
     def install(self, app: FastAPI) -> None:
-        app.mount(STATIC_PATH, StaticFiles(directory=str(HERE / "static")), name="console-static")
+        # The static files are the same for every console: mounted once, by the first console installed.
+        if not any(getattr(route, "path", None) == STATIC_PATH for route in app.routes):
+            app.mount(STATIC_PATH, StaticFiles(directory=str(HERE / "static")), name="console-static")
         app.include_router(self._auth_router())
+        if self.live_emergencies is not None:
+            app.include_router(self._live_router())
 
+        # One handler for the app, whichever console raised: each sends the browser to its own sign-in page.
         @app.exception_handler(SignInRequired)
         async def _to_sign_in(request: Request, exc: SignInRequired) -> Response:
-            target = f"/console/sign-in?next={quote(request.url.path)}"
+            target = f"{exc.base}/sign-in?next={quote(request.url.path)}"
             if request.headers.get("hx-request"):
                 return Response(status_code=401, headers={"HX-Redirect": target})
             if request.method != "GET":
@@ -148,7 +198,7 @@ class Console:
             return RedirectResponse(target, status_code=303)
 
     def _auth_router(self) -> APIRouter:
-        router = APIRouter(prefix="/console", include_in_schema=False)
+        router = APIRouter(prefix=self.base, include_in_schema=False)
         console = self
 
         @router.get("/sign-in")
@@ -167,13 +217,13 @@ class Console:
                 return console._sign_in_form(request, next, error=error, status_code=401)
             now = console.now(request)
             async with transaction(state.sessionmaker) as session:
-                token = await sessions.open_session(session, principal, service=console.service, now=now)
+                token = await sessions.open_session(session, principal, service=console.session_scope, now=now)
                 audit.record(session, at=now, actor=principal.actor, action="console.signed_in",
-                             region_code=principal.unit or None, service=console.service)
+                             region_code=principal.unit or None, service=console.session_scope)
             response = console.redirect(safe_next(next, console.home))
             response.set_cookie(console.cookie, token, max_age=int(sessions.SESSION_TTL.total_seconds()),
                                 httponly=True, samesite="strict", secure=request.url.scheme == "https", path="/")
-            response.delete_cookie(SIGNIN_CSRF_COOKIE, path="/console")
+            response.delete_cookie(SIGNIN_CSRF_COOKIE, path=console.base)
             return response
 
         @router.post("/sign-out")
@@ -182,8 +232,8 @@ class Console:
             async with transaction(request.app.state.sessionmaker) as session:
                 await sessions.close_session(session, request.cookies[console.cookie])
                 audit.record(session, at=now, actor=user.principal.actor, action="console.signed_out",
-                             region_code=user.principal.unit or None, service=console.service)
-            response = console.redirect("/console/sign-in")
+                             region_code=user.principal.unit or None, service=console.session_scope)
+            response = console.redirect(f"{console.base}/sign-in")
             response.delete_cookie(console.cookie, path="/")
             return response
 
@@ -196,11 +246,43 @@ class Console:
 
         return router
 
+    def _live_router(self) -> APIRouter:
+        """The emergency banner's feed: an HTML fragment (empty when there is none), polled by emergencies.js.
+
+        Short polling rather than server-sent events: each answer is one small
+        indexed query (the open payment stops), it passes every proxy and needs no
+        connection held per open console, a replica restart loses nothing, and a
+        2.5 s interval is well inside the 5 s the banner must appear in.
+        """
+        router = APIRouter(include_in_schema=False)
+        console = self
+        provider = self.live_emergencies
+        assert provider is not None
+
+        @router.get(self.live_path)
+        async def live_emergencies(request: Request) -> Response:
+            try:
+                user = await console.current_user(request)
+            except SignInRequired:
+                # Not a redirect: the banner's script stops polling; the page's next action signs in again.
+                return Response("sign in first", status_code=401)
+            items = await provider(request, user)
+            lang, now = console.lang_of(request), console.now(request)
+            t = console.translator(lang)
+            rows = [{"item": item, "e": item.emergency, "who": reporter(item.emergency.reported_by, t),
+                     "minutes_ago": max(0, int((now - item.emergency.reported_at).total_seconds() // 60))}
+                    for item in items]
+            response = console.render(request, "emergency_banner.html", user, rows=rows)
+            response.headers["Cache-Control"] = "no-store"
+            return response
+
+        return router
+
     def _sign_in_form(self, request: Request, next_path: str | None, *, error: str | None,
                       status_code: int = 200) -> HTMLResponse:
         token = request.cookies.get(SIGNIN_CSRF_COOKIE) or secrets.token_urlsafe(24)
         response = self.render(request, "sign_in.html", None, status_code=status_code, error=error,
                                next=safe_next(next_path, self.home), signin_csrf=token)
-        response.set_cookie(SIGNIN_CSRF_COOKIE, token, httponly=True, samesite="strict", path="/console",
+        response.set_cookie(SIGNIN_CSRF_COOKIE, token, httponly=True, samesite="strict", path=self.base,
                             secure=request.url.scheme == "https")
         return response

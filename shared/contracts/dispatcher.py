@@ -11,9 +11,10 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, ClassVar
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.contracts.base import JobPayload
@@ -50,6 +51,23 @@ class VisitRequest(ContactRequest):
     QUEUE: ClassVar[str] = DISPATCHER_QUEUE
 
 
+class LossDetails(BaseModel):
+    """What a citizen who already sent money said about the transfer: what the bank needs to stop it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    bank: str | None = Field(default=None, min_length=1, max_length=100, examples=["中国工商银行"])
+    account: str | None = Field(default=None, min_length=1, max_length=64, description="the account the money went to")
+    amount_lost: Decimal | None = Field(default=None, ge=0, le=Decimal("1e13"), decimal_places=2,
+                                        description="CNY sent, as the citizen says")
+    transferred_at: datetime | None = Field(default=None, description="when the money went")
+
+    def columns(self) -> dict[str, Any]:
+        """As the payment stop's columns (amounts carry their unit there)."""
+        return {"bank": self.bank, "account": self.account, "amount_lost_cny": self.amount_lost,
+                "transferred_at": self.transferred_at}
+
+
 class ChannelResult(JobPayload):
     """What happened on a channel: delivered, answered, failed; a citizen's answer; an operator's disposition."""
 
@@ -69,6 +87,8 @@ class ChannelResult(JobPayload):
     disposition: Disposition | None = None
     note: str | None = None
     callback_at: datetime | None = None
+    # With a `loss_reported` disposition: what the citizen told the operator about the transfer.
+    loss: LossDetails | None = None
     # Key 2 on an automated call: the citizen stays on the line while the seats' phones ring until
     # then; the operator call that follows is for when none picks up (a seat that does claims it).
     live_transfer_until: datetime | None = None
@@ -213,3 +233,28 @@ async def campaign_status(session: AsyncSession, campaign_id: uuid.UUID) -> str 
     """A campaign's status (scheduled, sending, done, cancelled), or None when there is no such campaign."""
     return (await session.execute(sql("SELECT status FROM campaigns WHERE id = :id"),
                                   {"id": campaign_id})).scalar_one_or_none()
+
+
+@dataclass(frozen=True, slots=True)
+class OpenEmergency:
+    """A task whose citizen already sent money, while its payment stop (保护性止付) is under way."""
+
+    task_id: uuid.UUID
+    tier: str
+    region_code: str
+    due_at: datetime
+    reported_at: datetime
+    reported_by: str  # an audit actor: "citizen:telegram:<chat>", "key:<id>:<name>"
+    reported_via: str  # button, key_3, disposition, visit, feedback
+    payment_stop: str  # requested or sent
+
+
+async def open_emergencies(session: AsyncSession, unit: str, *, limit: int = 20) -> list[OpenEmergency]:
+    """The open emergencies of tasks in `unit` (the citizen's region, or the unit it was handed to), newest first."""
+    rows = (await session.execute(
+        sql("SELECT t.id AS task_id, t.tier, t.region_code, t.due_at, p.requested_at AS reported_at,"
+            " p.reported_by, p.reported_via, p.status AS payment_stop"
+            " FROM payment_stops p JOIN tasks t ON t.id = p.task_id"
+            " WHERE p.status IN ('requested', 'sent') AND (t.region_code LIKE :unit OR t.assigned_unit LIKE :unit)"
+            " ORDER BY p.requested_at DESC LIMIT :limit"), {"unit": unit + "%", "limit": limit})).all()
+    return [OpenEmergency(**r._mapping) for r in rows]

@@ -29,6 +29,19 @@ CALL_CHANNELS: tuple[str, ...] = ("auto_call", "operator_call")
 Outcome = Literal["acknowledged", "dissuaded", "loss_reported", "unreachable", "false_positive", "refused"]
 OUTCOMES: tuple[str, ...] = get_args(Outcome)
 
+# An emergency (a loss reported: money already sent) is never closed as these: nothing is left to dissuade.
+# It closes when its payment stop ends (the dispatcher's emergencies); a channel checks first to answer at once.
+NEVER_CLOSES_EMERGENCY: tuple[str, ...] = ("acknowledged", "dissuaded")
+
+# ---- what an officer or grid worker reports after a field visit (见面处置), and the task outcome each means ----
+# None: nobody was found; the task stays open and goes on to a supervisor.
+VisitOutcome = Literal["dissuaded", "loss_reported", "not_found", "refused", "false_positive"]
+VISIT_OUTCOMES: tuple[str, ...] = get_args(VisitOutcome)
+VISIT_FEEDBACK: dict[str, str | None] = {
+    "dissuaded": "dissuaded", "loss_reported": "loss_reported", "not_found": None, "refused": "refused",
+    "false_positive": "false_positive",
+}
+
 # ---- what a citizen can answer on a channel (Telegram buttons, keypad digits) ---------------------------
 CitizenFeedback = Literal["acknowledged", "loss_reported", "callback_requested", "not_me"]
 CITIZEN_FEEDBACK: tuple[str, ...] = get_args(CitizenFeedback)

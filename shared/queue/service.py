@@ -191,6 +191,17 @@ async def held(session: AsyncSession, *, worker: str, kinds: Sequence[str], task
     return [_claimed(r) for r in rows]
 
 
+async def holders(session: AsyncSession, *, kinds: Sequence[str],
+                  task_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """Who holds each of these tasks' running jobs of these kinds: task id -> locked_by (absent: none held)."""
+    if not task_ids:
+        return {}
+    rows = (await session.execute(
+        sql("SELECT task_id, locked_by FROM jobs WHERE status = 'running' AND kind = ANY(CAST(:kinds AS text[]))"
+            " AND task_id = ANY(CAST(:ids AS uuid[])) ORDER BY id"), {"kinds": list(kinds), "ids": list(task_ids)})).all()
+    return {r.task_id: r.locked_by for r in rows}
+
+
 async def update_task_jobs(session: AsyncSession, *, task_id: uuid.UUID, kinds: Sequence[str],
                            priority: int | None = None, due_at: datetime | None = None, scope: str | None = None,
                            run_by: datetime | None = None, payload_patch: dict[str, Any] | None = None) -> int:

@@ -21,9 +21,10 @@ class BotHarness:
         self.dispatcher = dispatcher
 
     async def deliver_alerts(self) -> int:
-        """Run the bot's "bot.alert" and "bot.notice" jobs now (the background worker is off in tests)."""
+        """Run the bot's alert, stop and notice jobs now (the background worker is off in tests)."""
         worker = Worker(self.app.state.sessionmaker, queue="bot", clock=self.dispatcher.clock,
                         handlers={"bot.alert": Handler(self.app.state.sender.deliver, transactional=False),
+                                  "bot.stop_alerts": Handler(self.app.state.sender.stop, transactional=False),
                                   notices.KIND: Handler(notices.NoticeSender(self.app.state.sender).deliver,
                                                         transactional=False)})
         return await worker.drain()

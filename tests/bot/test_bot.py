@@ -165,6 +165,31 @@ async def test_already_transferred_raises_an_emergency(bot) -> None:
     assert "payment_stop.requested" in [e["type"] for e in task["events"]]
 
 
+async def test_an_acknowledgement_on_the_call_edits_the_open_alert_and_no_reminder_follows(bot) -> None:
+    """Key 1 on the robocall closes the task; the alert still showing its buttons says it was handled, without
+    them, and no further alert goes out for the task."""
+    from shared import contracts
+    from shared.queue.service import enqueue
+
+    chat_id = await bot.bind()
+    answer, alert = await alert_for(bot, chat_id, signal="fraud_call_received")
+    async with bot.dispatcher.sessionmaker() as session, session.begin():
+        await enqueue(session, [contracts.ChannelResult(
+            task_id=answer["task_id"], channel="auto_call", attempt=1, result="answered",
+            feedback="acknowledged").to_job(now=bot.dispatcher.clock.now())])
+    task = await task_of(bot, answer["task_id"])
+    assert task["status"] == "closed" and task["outcome"] == "acknowledged"
+    assert await bot.deliver_alerts() == 1  # the stop order
+    edited = await eventually(lambda: _edited(bot, chat_id, alert["message_id"]))
+    assert "已处理" in edited["text"] and "96110" in edited["text"]
+    assert not (edited.get("reply_markup") or {}).get("inline_keyboard")
+    before = len(await bot.sandbox.messages(chat_id))
+    bot.dispatcher.clock.advance(hours=30)  # every later step of the medium plan is due: none may alert again
+    await bot.dispatcher.run_dispatcher_jobs()
+    assert await bot.deliver_alerts() == 0
+    assert len(await bot.sandbox.messages(chat_id)) == before
+
+
 @pytest.mark.parametrize(("index", "event"), [(2, "task.callback_requested"), (3, "task.not_me")])
 async def test_call_me_and_not_me_queue_an_operator_call(bot, index: int, event: str) -> None:
     """"Please call me" and "this is not me" put a person on the phone."""

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from services.bot.alerts import models as m
-from services.bot.alerts.service import alert_keyboard, alert_text
+from services.bot.alerts.service import alert_keyboard, alert_text, handled_text
 from shared import contracts
 from shared.clock import Clock
 from shared.contracts import dispatcher as dispatcher_contract
@@ -152,6 +152,49 @@ class AlertSender:
             else:
                 result, detail = "failed", "; ".join(o.error or "" for o in outcomes)[:300] or None
             await self._report(session, task_id, attempt, result, detail)
+            task = await dispatcher_contract.task_brief(session, task_id)
+
+        # 4. Closed while we were sending (its stop order may have run before these were recorded):
+        #    what just arrived says so at once, rather than offering buttons for a finished task.
+        if task is not None and task.closed:
+            for row, outcome in zip(pending, outcomes, strict=True):
+                if outcome.status == m.SENT and outcome.message_id is not None:
+                    await self.edit(row.chat_id, outcome.message_id,
+                                    handled_text(alert.fraud_type, row.lang, reason="closed", outcome=task.outcome))
+
+    async def stop(self, job: ClaimedJob) -> None:
+        """The StopAlerts handler: the task's alerts still showing buttons say it was handled, without them.
+
+        Editing is idempotent (Telegram answers "message is not modified" to a repeat), so a
+        rerun after a crash is harmless. An alert the citizen already answered was edited by
+        the press itself and is left alone.
+        """
+        stop = contracts.StopAlerts.of(job)
+        async with self.sessionmaker() as session:
+            rows = (await session.execute(
+                sql("SELECT chat_id, message_id, lang, COALESCE(fraud_type, 'other') AS fraud_type FROM bot_deliveries"
+                    " WHERE task_id = :t AND status = :sent AND message_id IS NOT NULL AND feedback IS NULL"),
+                {"t": stop.task_id, "sent": m.SENT})).all()
+        for row in rows:
+            await self.edit(row.chat_id, row.message_id,
+                            handled_text(row.fraud_type, row.lang, reason=stop.reason, outcome=stop.outcome))
+        log.info("bot.alerts_stopped", reason=stop.reason, edited=len(rows),
+                 lag_ms=round((self.clock.now() - stop.decided_at).total_seconds() * 1000))
+
+    async def edit(self, chat_id: int, message_id: int, text: str) -> bool:
+        """Replace an alert's text and remove its buttons; False when Telegram refused (already edited, deleted)."""
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type((TelegramRetryAfter, TelegramNetworkError, TelegramServerError)),
+                wait=_wait_for_telegram, stop=stop_after_attempt(self.max_tries), reraise=True,
+            ):
+                with attempt:
+                    await self.bot.edit_message_text(text=text, chat_id=chat_id, message_id=message_id,
+                                                     reply_markup=None)
+            return True
+        except (TelegramBadRequest, TelegramForbiddenError) as exc:  # not modified, not found, blocked: nothing to do
+            log.info("bot.edit_skipped", chat_id=chat_id, error=str(exc)[:120])
+            return False
 
     async def _report(self, session: AsyncSession, task_id: uuid.UUID, attempt: int, result: str,
                       detail: str | None) -> None:

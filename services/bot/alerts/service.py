@@ -52,3 +52,12 @@ def alert_keyboard(task_id: uuid.UUID, lang: str | None) -> InlineKeyboardMarkup
 def recorded_text(fraud_type: str, lang: str | None, feedback: str) -> str:
     """The alert as edited after a press: the warning stays, the recorded answer is added."""
     return f"{alert_text(fraud_type, lang)}\n\n{alerts().text(f'recorded.{feedback}', lang)}"
+
+
+def handled_text(fraud_type: str, lang: str | None, *, reason: str, outcome: str | None) -> str:
+    """An alert once the task was handled another way: the warning stays, what happened is added, no buttons."""
+    if reason == "closed":
+        key = "handled.acknowledged" if outcome == "acknowledged" else "handled.closed"
+    else:  # not_me, callback_requested, loss_reported: the same words as the button's own answer
+        key = f"recorded.{reason}"
+    return f"{alert_text(fraud_type, lang)}\n\n{alerts().text(key, lang)}"

@@ -18,10 +18,14 @@ from urllib.parse import urlencode
 import structlog
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
+from pydantic import ValidationError
 
 from services.callcenter.seats import service as seats
+from shared import contracts
 from shared.clock import LOCAL_TZ
-from shared.console.web import Console
+from shared.console.sessions import ConsoleUser
+from shared.console.web import Console, LiveEmergency
+from shared.contracts import dispatcher as dispatcher_contract
 from shared.db import transaction
 from shared.i18n import Catalog
 from shared.phone import mask_phone
@@ -30,10 +34,28 @@ log = structlog.get_logger(__name__)
 HERE = Path(__file__).parent
 SCRIPTS = Catalog(HERE / "scripts.yaml")
 
+
+async def live_emergencies(request: Request, user: ConsoleUser) -> list[LiveEmergency]:
+    """The banner: open emergencies in my unit (read through the dispatcher's contract), and where each stands
+    for me: in my hands (a link to it), first in the queue (press N), or with another seat."""
+    async with request.app.state.sessionmaker() as session:
+        found = await dispatcher_contract.open_emergencies(session, user.principal.unit)
+        where = await seats.who_holds(session, user.principal, [e.task_id for e in found])
+    items = []
+    for e in found:
+        holder = where.get(e.task_id)
+        if holder == "mine":
+            items.append(LiveEmergency(e, href=f"/console?task={e.task_id}", hint_key="banner.open_claimed"))
+        else:
+            items.append(LiveEmergency(e, hint_key="banner.other_seat" if holder == "other" else "banner.in_queue"))
+    return items
+
+
 console = Console(
     service="callcenter", title_key="console.operator", roles=("operator",), home="/console",
     template_dirs=[HERE / "templates"], messages_files=[HERE / "messages.yaml"],
     now=lambda request: request.app.state.clock.now(),
+    live_emergencies=live_emergencies,
 )
 Page = console.page_user()
 Action = console.action_user()
@@ -44,7 +66,8 @@ FLASHES = {
     **dict.fromkeys(("state_saved", "claimed", "empty", "calling", "recorded", "recorded_next", "recorded_empty"),
                     "info"),
     **dict.fromkeys(("not_available", "not_claimed", "no_phone", "already_calling", "callback_time", "pause_reason",
-                     "bad_phone", "bad_state", "bad_disposition", "call_failed"), "error"),
+                     "bad_phone", "bad_state", "bad_disposition", "call_failed", "emergency_refused",
+                     "bad_loss"), "error"),
 }
 Text = Annotated[str, Form(max_length=2000)]
 
@@ -69,11 +92,18 @@ def local_input(value: str) -> datetime | None:
         return None
 
 
-def call_script(fraud_type: str, phone: str, lang: str) -> dict[str, Any]:
+EMERGENCY_LINES = ("opening", "bank", "amount", "call_now", "stop_contact", "no_codes")
+
+
+def call_script(fraud_type: str, phone: str, lang: str, *, emergency: bool = False) -> dict[str, Any]:
+    """What the operator says: the persuasion script for the fraud type, or, once money has left, the emergency one."""
+    if emergency:
+        return {"emergency": True, "rule": SCRIPTS.text("emergency.rule", lang),
+                "lines": [SCRIPTS.text(f"emergency.lines.{key}", lang, last4=phone[-4:]) for key in EMERGENCY_LINES]}
     lines = [SCRIPTS.text("opening", lang, last4=phone[-4:]), SCRIPTS.text("ask", lang),
              SCRIPTS.text(f"points.{fraud_type}", lang, fallback="points.other"),
              SCRIPTS.text("verify", lang), SCRIPTS.text("if_paid", lang)]
-    return {"rule": SCRIPTS.text("rule", lang), "lines": lines}
+    return {"emergency": False, "rule": SCRIPTS.text("rule", lang), "lines": lines}
 
 
 def timeline(found: dict[str, Any] | None, t: Any) -> list[dict[str, Any]]:
@@ -121,7 +151,7 @@ async def desk(request: Request, user: Page, task: str | None = None, m: str | N
                           and c.channel == "operator_call"]
             card = {"task": row, "reasons": reasons, "claim_until": held.lease_expires_at,
                     "minutes_left": int((row.due_at - now).total_seconds() // 60), "masked": mask_phone(row.phone),
-                    "script": call_script(row.fraud_type, row.phone, lang), "events": timeline(found, t)[:30],
+                    "script": call_script(row.fraud_type, row.phone, lang, emergency=row.emergency), "events": timeline(found, t)[:30],
                     "cases": len(found["cases"]) if found else 0,
                     "warnings": len(found["warnings"]) if found else 0,
                     "calls": len(found["calls"]) if found else 0,
@@ -179,15 +209,40 @@ async def call(task_id: uuid.UUID, request: Request, user: Action) -> RedirectRe
     return back(task_id, "calling")
 
 
+def loss_details(bank: str, account: str, amount: str, transferred_at: str) -> contracts.LossDetails | None:
+    """The emergency form's fields (what the citizen said about the transfer); None when all are empty.
+
+    Raises ValueError when a field cannot be read (an amount that is not a number of CNY).
+    """
+    if not any(v.strip() for v in (bank, account, amount, transferred_at)):
+        return None
+    try:
+        return contracts.LossDetails(bank=bank.strip() or None, account=account.strip() or None,
+                                     amount_lost=amount.strip().replace(",", "") or None,
+                                     transferred_at=local_input(transferred_at))
+    except ValidationError as exc:
+        raise ValueError(str(exc)) from None
+
+
 @router.post("/tasks/{task_id}/disposition")
 async def record(task_id: uuid.UUID, request: Request, user: Action, disposition: Text = "", note: Text = "",
-                 callback_at: Text = "") -> RedirectResponse:
-    """Record what happened; then the next task follows if my seat is available."""
+                 callback_at: Text = "", loss_bank: Text = "", loss_account: Text = "", loss_amount: Text = "",
+                 loss_transferred_at: Text = "") -> RedirectResponse:
+    """Record what happened; then the next task follows if my seat is available.
+
+    On an emergency the form also carries what the citizen said about the transfer (bank, account,
+    amount, time), which goes with a loss_reported disposition to the task's payment stop.
+    """
     sessionmaker, now = request.app.state.sessionmaker, console.now(request)
+    try:
+        loss = loss_details(loss_bank, loss_account, loss_amount, loss_transferred_at)
+    except ValueError:
+        return back(task_id, "bad_loss")
     try:
         async with transaction(sessionmaker) as session:
             await seats.dispose(session, user.principal, task_id, disposition=disposition, note=note.strip(),
-                                callback_at=local_input(callback_at), now=now)
+                                callback_at=local_input(callback_at), now=now,
+                                loss=loss if disposition == "loss_reported" else None)
     except seats.SeatRefused as exc:
         return back(task_id, exc.code)
     try:

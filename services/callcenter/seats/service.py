@@ -27,7 +27,7 @@ from services.callcenter.calls import transfers
 from services.callcenter.calls.service import STATUS_EVENTS, CallPlacer
 from shared import contracts
 from shared.auth.service import Principal
-from shared.contracts import DISPOSITIONS
+from shared.contracts import DISPOSITION_OUTCOMES, DISPOSITIONS, NEVER_CLOSES_EMERGENCY
 from shared.contracts import dispatcher as dispatcher_contract
 from shared.db import transaction
 from shared.phone import InvalidPhone, normalize_phone
@@ -84,6 +84,14 @@ async def my_claim(session: AsyncSession, principal: Principal, task_id: uuid.UU
     return held[0] if held else None
 
 
+async def who_holds(session: AsyncSession, principal: Principal,
+                    task_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """For each task whose operator call a seat holds: "mine" (my seat) or "other" (another seat)."""
+    me = seat_worker(principal)
+    held_by = await q.holders(session, kinds=OPERATOR_KINDS, task_ids=task_ids)
+    return {task_id: "mine" if worker == me else "other" for task_id, worker in held_by.items()}
+
+
 @dataclass(frozen=True, slots=True)
 class TaskCard:
     """What the operator sees of a task: the dispatcher's current view of it, and the number to call."""
@@ -111,13 +119,14 @@ async def task_card(session: AsyncSession, task_id: uuid.UUID) -> tuple[TaskCard
 
 
 async def record_disposition(session: AsyncSession, principal: Principal, *, claim: Any, task_id: uuid.UUID,
-                             disposition: str, note: str | None, callback_at: datetime | None, now: datetime) -> None:
+                             disposition: str, note: str | None, callback_at: datetime | None, now: datetime,
+                             loss: contracts.LossDetails | None = None) -> None:
     """Finish the claim and send the disposition to the dispatcher (which closes, escalates or reschedules)."""
     await q.complete(session, job_id=claim.id, worker=seat_worker(principal))
     job = contracts.OperatorCall.of(claim)
     result = contracts.ChannelResult(task_id=task_id, channel="operator_call", attempt=job.attempt,
                                      result="disposition", disposition=disposition, note=note, actor=principal.actor,
-                                     callback_at=callback_at)
+                                     callback_at=callback_at, loss=loss)
     await q.enqueue(session, [result.to_job(now=now)], now=now)
     if disposition == "wrong_number":
         phone = job.phone
@@ -277,8 +286,14 @@ async def click_to_call(sessionmaker: async_sessionmaker[AsyncSession], placer: 
 
 
 async def dispose(session: AsyncSession, principal: Principal, task_id: uuid.UUID, *, disposition: str,
-                  note: str | None, callback_at: datetime | None, now: datetime) -> None:
-    """Record what happened on the call for a task my seat holds (a callback needs a time in the future)."""
+                  note: str | None, callback_at: datetime | None, now: datetime,
+                  loss: contracts.LossDetails | None = None) -> None:
+    """Record what happened on the call for a task my seat holds (a callback needs a time in the future).
+
+    `loss`: what the citizen said about a transfer already made (bank, account, amount, time); the
+    dispatcher puts it on the task's payment stop. An emergency is never closed as dissuaded: refused
+    here at once (409, the claim stays mine), as the dispatcher would refuse it.
+    """
     if disposition not in DISPOSITIONS:
         raise SeatRefused("bad_disposition", 422, f"disposition: one of {', '.join(DISPOSITIONS)}")
     if disposition == "callback" and (callback_at is None or callback_at <= now):
@@ -286,9 +301,16 @@ async def dispose(session: AsyncSession, principal: Principal, task_id: uuid.UUI
     claim = await my_claim(session, principal, task_id)
     if claim is None:
         raise SeatRefused("not_claimed", 409, NOT_CLAIMED)
+    if DISPOSITION_OUTCOMES[disposition] in NEVER_CLOSES_EMERGENCY:
+        brief = await dispatcher_contract.task_brief(session, task_id)
+        if brief is not None and brief.emergency_at is not None:
+            raise SeatRefused("emergency_refused", 409,
+                              f"disposition: this task is an emergency (the citizen has already sent money) and"
+                              f" cannot be closed as '{disposition}'; record loss_reported with what the citizen"
+                              " said, or callback")
     try:
         await record_disposition(session, principal, claim=claim, task_id=task_id, disposition=disposition,
                                  note=note or None, callback_at=callback_at if disposition == "callback" else None,
-                                 now=now)
+                                 now=now, loss=loss)
     except LeaseLost:
         raise SeatRefused("not_claimed", 409, NOT_CLAIMED) from None

@@ -12,10 +12,12 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.callcenter.seats import service
+from shared import contracts
 from shared.auth.deps import require_roles
 from shared.auth.service import Principal
 from shared.db import transaction
 from shared.phone import InvalidPhone, normalize_phone
+from shared.web import FieldErrors
 
 router = APIRouter(tags=["seat operators"])
 OperatorKey = Annotated[Principal, Depends(require_roles("operator"))]
@@ -61,14 +63,25 @@ class Claimed(BaseModel):
     claim_expires_at: datetime
 
 
+class LossIn(contracts.LossDetails):
+    """What the citizen said about the transfer (every field optional: record what you learnt)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class DispositionIn(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"disposition": "dissuaded", "note": "已劝阻，市民表示不再转账"},
-        {"disposition": "callback", "callback_at": "2026-11-21T15:00:00+08:00", "note": "下班后再联系"}]})
+        {"disposition": "callback", "callback_at": "2026-11-21T15:00:00+08:00", "note": "下班后再联系"},
+        {"disposition": "loss_reported", "note": "已让市民拨打银行客服和110",
+         "loss": {"bank": "中国工商银行", "account": "6222020000001234", "amount_lost": "50000",
+                  "transferred_at": "2026-11-21T10:05:00+08:00"}}]})
 
     disposition: Literal["dissuaded", "loss_reported", "unreachable", "wrong_number", "refused", "callback"]
     note: str | None = Field(default=None, max_length=2000)
     callback_at: datetime | None = Field(default=None, description="required for `callback`: when to call again")
+    loss: LossIn | None = Field(default=None, description="with loss_reported: what the citizen said about the"
+                                                          " transfer, for the payment stop (保护性止付)")
 
 
 @contextmanager
@@ -114,14 +127,25 @@ async def click_to_call(task_id: uuid.UUID, principal: OperatorKey, request: Req
     return {"call_sid": sid, "rings": plan.seat_phone, "then_bridges_to": plan.citizen_phone}
 
 
-@router.post("/v1/tasks/{task_id}/disposition", status_code=202)
+@router.post("/v1/tasks/{task_id}/disposition", status_code=202,
+             responses={409: {"description": "not claimed by my seat, or dissuaded on an emergency (the reason says)"},
+                        422: {"description": "bad input: the field is named"}})
 async def disposition(task_id: uuid.UUID, body: DispositionIn, principal: OperatorKey,
                       request: Request) -> dict[str, Any]:
-    """Record what happened on the call; the dispatcher closes, escalates or reschedules the task."""
+    """Record what happened on the call; the dispatcher closes, escalates or reschedules the task.
+
+    On an emergency (the citizen already sent money) record `loss_reported` with what they said (`loss`):
+    it goes on the payment stop; `dissuaded` is refused (409).
+    """
+    if body.loss is not None and body.disposition != "loss_reported":
+        raise FieldErrors([{"field": "loss", "reason": "only with disposition loss_reported"}])
+    if body.loss is not None and body.loss.transferred_at is not None and body.loss.transferred_at.tzinfo is None:
+        raise FieldErrors([{"field": "loss.transferred_at", "reason": "needs a time zone, e.g. +08:00"}])
     with answered_as_http():
         async with transaction(request.app.state.sessionmaker) as session:
             await service.dispose(session, principal, task_id, disposition=body.disposition, note=body.note,
-                                  callback_at=body.callback_at, now=request.app.state.clock.now())
+                                  callback_at=body.callback_at, now=request.app.state.clock.now(),
+                                  loss=contracts.LossDetails(**body.loss.model_dump()) if body.loss else None)
     return {"task_id": str(task_id), "disposition": body.disposition, "recorded": True}
 
 

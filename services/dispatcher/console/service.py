@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.dispatcher.emergencies.models import PaymentStop
 from services.dispatcher.reports.service import plan_for_values
 from shared.clock import LOCAL_TZ
 from shared.contracts import bot as bot_contract
@@ -81,5 +82,5 @@ async def task_file(session: AsyncSession, *, unit: str, task_id: Any) -> dict[s
     timeline += [(e.at, "audit", e) for e in entries]
     timeline.sort(key=lambda item: item[0])
     return {"task": task, "warnings": warnings, "calls": calls, "messages": messages, "audit": entries,
-            "timeline": timeline}
+            "timeline": timeline, "payment_stop": await session.get(PaymentStop, task.id)}
 

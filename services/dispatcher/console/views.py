@@ -11,26 +11,42 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
+from pydantic import ValidationError
 
 from services.dispatcher.audit import service as audit_service
 from services.dispatcher.clues import service as clues
 from services.dispatcher.console import service
+from services.dispatcher.emergencies import service as emergencies
+from services.dispatcher.emergencies.models import STATUSES as STOP_STATUSES
+from services.dispatcher.emergencies.schemas import PaymentStopIn, field_errors
 from services.dispatcher.reports import service as reports
 from services.dispatcher.reports.views import csv_response
 from services.dispatcher.tasks import service as tasks
+from shared import contracts
 from shared.audit.service import verify_chain
 from shared.clock import LOCAL_TZ
-from shared.console.web import Console
+from shared.console.sessions import ConsoleUser
+from shared.console.web import Console, LiveEmergency, reporter
 from shared.db import transaction
 from shared.phone import mask_phone
 
 HERE = Path(__file__).parent
 
+
+async def live_emergencies(request: Request, user: ConsoleUser) -> list[LiveEmergency]:
+    """The banner: open emergencies in my unit, each linking to its case file."""
+    async with sessionmaker(request)() as session:
+        found = await emergencies.open_for_banner(session, unit=user.principal.unit)
+    return [LiveEmergency(e, href=f"/console/tasks/{e.task_id}") for e in found]
+
+
 console = Console(
     service="dispatcher", title_key="console.supervisor", roles=("supervisor",), home="/console",
-    template_dirs=[HERE / "templates", HERE.parent / "campaigns" / "templates"],
-    messages_files=[HERE / "messages.yaml", HERE.parent / "campaigns" / "messages.yaml"],
+    template_dirs=[HERE / "templates", HERE.parent / "campaigns" / "templates", HERE.parent / "visits" / "templates"],
+    messages_files=[HERE / "messages.yaml", HERE.parent / "campaigns" / "messages.yaml",
+                    HERE.parent / "visits" / "messages.yaml"],
     now=lambda request: request.app.state.runtime.clock.now(),
+    live_emergencies=live_emergencies,
 )
 Page = console.page_user()
 Action = console.action_user()
@@ -104,13 +120,84 @@ async def reassign(request: Request, task_id: uuid.UUID, user: Action,
 # ---- the case page ----------------------------------------------------------------------------------
 
 @router.get("/tasks/{task_id}", response_class=HTMLResponse)
-async def task_page(request: Request, task_id: uuid.UUID, user: Page) -> HTMLResponse:
-    """The case file: warnings and tiering reasons, every channel attempt and result, feedback, audit entries."""
+async def task_page(request: Request, task_id: uuid.UUID, user: Page, ok: str | None = None,
+                    error: str | None = None, field: str = "", current: str = "") -> HTMLResponse:
+    """The case file: warnings and tiering reasons, every channel attempt and result, feedback, audit entries;
+    for an emergency, its payment stop and the forms that move it on."""
     async with sessionmaker(request)() as session:
         file = await service.task_file(session, unit=user.principal.unit, task_id=task_id)
     if file is None:
         return console.render(request, "not_found.html", user, status_code=404, nav="queue")
-    return console.render(request, "task.html", user, nav="queue", mask=mask_phone, **file)
+    t = console.translator(console.lang_of(request))
+    messages = flashes(t, ok=ok if ok in STOP_FLASHES else None, error=error if error in STOP_FLASHES else None,
+                       field=t("stop.field." + field) if field in STOP_FIELDS else "",
+                       current=t("stop." + current) if current in STOP_STATUSES else "")
+    return console.render(request, "task.html", user, nav="queue", mask=mask_phone, flashes=messages,
+                          who=lambda actor: reporter(actor, t), **file)
+
+
+# ---- emergencies and payment stops (止付) --------------------------------------------------------------
+
+STOP_FLASHES = ("stop.moved", "stop.invalid", "stop.conflict", "stop.nothing")
+STOP_FIELDS = ("status", "amount_stopped", "reference", "note", "bank", "account", "amount_lost", "transferred_at")
+
+
+@router.get("/emergencies", response_class=HTMLResponse)
+async def emergencies_page(request: Request, user: Page) -> HTMLResponse:
+    """Open emergencies in my unit, newest first: who reported the loss and how, the payment stop and its details."""
+    async with sessionmaker(request)() as session:
+        rows = await emergencies.list_open(session, unit=user.principal.unit)
+    return console.render(request, "emergencies.html", user, rows=rows, nav="emergencies",
+                          reporter=lambda actor: reporter(actor, console.translator(console.lang_of(request))))
+
+
+@router.post("/tasks/{task_id}/payment-stop")
+async def payment_stop(request: Request, task_id: uuid.UUID, user: Action,
+                       status: Annotated[str, Form(max_length=12)] = "",
+                       amount_stopped: Annotated[str, Form(max_length=20)] = "",
+                       reference: Annotated[str, Form(max_length=100)] = "",
+                       note: Annotated[str, Form(max_length=2000)] = "",
+                       bank: Annotated[str, Form(max_length=100)] = "",
+                       account: Annotated[str, Form(max_length=64)] = "",
+                       amount_lost: Annotated[str, Form(max_length=20)] = "",
+                       transferred_at: Annotated[str, Form(max_length=30)] = "") -> Response:
+    """Move the payment stop on, or fill in what the citizen said: the same checks and service as the JSON API."""
+    here = f"/console/tasks/{task_id}"
+    form = {"status": status, "amount_stopped": amount_stopped.replace(",", ""), "reference": reference,
+            "note": note, "bank": bank, "account": account, "amount_lost": amount_lost.replace(",", ""),
+            "transferred_at": transferred_at}
+    fields = {k: v.strip() for k, v in form.items() if v.strip()}
+    if "transferred_at" in fields:
+        try:
+            fields["transferred_at"] = _local_datetime(fields["transferred_at"]).isoformat()
+        except ValueError:
+            return console.redirect(f"{here}?error=stop.invalid&field=transferred_at#payment-stop")
+    try:
+        body = PaymentStopIn.model_validate(fields)
+    except ValidationError as exc:
+        field = str(exc.errors()[0]["loc"][0]) if exc.errors()[0]["loc"] else "status"
+        return console.redirect(f"{here}?error=stop.invalid&field={field}#payment-stop")
+    errors = field_errors(body)
+    if errors:
+        field = errors[0]["field"]
+        return console.redirect(f"{here}?error={'stop.nothing' if not fields else 'stop.invalid'}&field={field}"
+                                "#payment-stop")
+    loss = None
+    if any(v is not None for v in (body.bank, body.account, body.amount_lost, body.transferred_at)):
+        loss = contracts.LossDetails(bank=body.bank, account=body.account, amount_lost=body.amount_lost,
+                                     transferred_at=body.transferred_at)
+    async with transaction(sessionmaker(request)) as session:
+        found = await emergencies.get(session, task_id=task_id, principal=user.principal, lock=True)
+        if found is None:
+            raise HTTPException(404, "no emergency for this task in your unit")
+        try:
+            await emergencies.move_payment_stop(session, *found, status=body.status,
+                                                amount_stopped=body.amount_stopped, reference=body.reference,
+                                                note=body.note, loss=loss, actor=user.principal.actor,
+                                                now=console.now(request))
+        except emergencies.PaymentStopConflict as exc:
+            return console.redirect(f"{here}?error=stop.conflict&current={exc.current}#payment-stop")
+    return console.redirect(f"{here}?ok=stop.moved#payment-stop")
 
 
 # ---- ranking ------------------------------------------------------------------------------------------

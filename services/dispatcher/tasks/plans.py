@@ -27,7 +27,6 @@ CHANNEL_JOBS: dict[str, type[contracts.ContactRequest]] = {
 }
 TIMER_KIND = contracts.TaskTimer.KIND
 RESULT_KIND = contracts.ChannelResult.KIND
-PAYMENT_STOP_KIND = "payment_stop.request"
 
 
 @dataclass(slots=True)

@@ -13,13 +13,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.dispatcher.cases import models as case_models
 from services.dispatcher.cases.models import Case
+from services.dispatcher.emergencies.models import PaymentStop
 from services.dispatcher.policy.service import LoadedPolicy, PolicyStore, plan_steps
 from services.dispatcher.tasks import plans
 from services.dispatcher.tasks.models import CLOSED, IN_PROGRESS, Task
+from services.dispatcher.visits import service as visits
 from shared import contracts
 from shared.audit import service as audit
 from shared.auth.service import Principal
-from shared.contracts import CALL_FAILURES, DISPOSITION_OUTCOMES, OUTCOMES, PRIORITY
+from shared.contracts import CALL_FAILURES, DISPOSITION_OUTCOMES, NEVER_CLOSES_EMERGENCY, OUTCOMES, PRIORITY
 from shared.metrics import TASK_EVENTS, TASKS_CLOSED
 from shared.queue import service as queue
 from shared.queue.service import NewJob
@@ -35,6 +37,27 @@ class TaskClosed(Exception):
     def __init__(self, outcome: str | None) -> None:
         super().__init__(f"the task is already closed with outcome '{outcome}'")
         self.outcome = outcome
+
+
+class EmergencyOutcomeRefused(TaskClosed):
+    """An emergency (a loss reported) closes only when its payment stop ends, never with another outcome.
+
+    A TaskClosed on purpose: every caller that answers 409 for a task closed to
+    an outcome (the feedback route, a visit report) answers 409 for this too,
+    with this reason.
+    """
+
+    def __init__(self, outcome: str) -> None:
+        Exception.__init__(self, emergency_refusal(outcome))
+        self.outcome = outcome
+
+
+def emergency_refusal(outcome: str) -> str:
+    """Why an emergency task may not be closed with `outcome` (the 409's text)."""
+    why = ("the citizen has already sent money, so there is nothing left to dissuade"
+           if outcome in NEVER_CLOSES_EMERGENCY else "the loss has been reported")
+    return (f"this task is an emergency and cannot be closed as '{outcome}': {why}; it closes with outcome"
+            " 'loss_reported' when its payment stop is confirmed or failed (POST /v1/emergencies/{task_id}/payment-stop)")
 
 
 @dataclass
@@ -128,12 +151,21 @@ async def close_task(session: AsyncSession, task: Task, *, outcome: str, actor: 
     _record(session, task, at=now, actor=actor, action="task.closed", before=before,
             after={"status": CLOSED, "outcome": outcome}, note=note, cancelled_jobs=cancelled,
             within_deadline=now <= task.due_at)
+    await visits.cancel_live(session, task, outcome=outcome, now=now)  # nobody goes to a closed task's citizen
 
 
 async def start_emergency(session: AsyncSession, task: Task, policy: LoadedPolicy, *, actor: str,
-                          note: str | None, now: datetime, amount_hint: Any = None,
-                          live_call_attempt: int | None = None) -> None:
-    """Money has left: high tier now, a person calls at once, the bank liaison gets a payment-stop request."""
+                          note: str | None, now: datetime, via: str = "feedback",
+                          loss: contracts.LossDetails | None = None,
+                          live_call_attempt: int | None = None) -> PaymentStop:
+    """Money has left: high tier now, a person calls at once, and a payment-stop request opens (保护性止付).
+
+    The request (emergencies.models.PaymentStop, status `requested`) is created
+    in this transaction, so an emergency never exists without its payment stop;
+    supervisors move it on (services/dispatcher/emergencies/service.py).
+    `via`: how the loss was reported (emergencies.models.LOSS_VIA); `loss`: what
+    the citizen said about the transfer, when the reporter already knows.
+    """
     state = state_of(task)
     before = {"tier": task.tier, "due_at": task.due_at, "status": task.status}
     if state.tier != "high":
@@ -144,16 +176,18 @@ async def start_emergency(session: AsyncSession, task: Task, policy: LoadedPolic
         state.steps_done = []
     # No more automated warnings: the citizen has already acted; a person takes over.
     state.steps_done += [f"channel:{c}" for c in ("bot_alert", "auto_call", "operator_call")]
-    cancelled = await queue.cancel_task_jobs(session, task_id=task.id, kinds=AUTOMATED_CHANNEL_KINDS)
+    # The emergency's operator call replaces any waiting one (a callback), so the task is in the seats' queue once.
+    cancelled = await queue.cancel_task_jobs(session, task_id=task.id,
+                                             kinds=[*AUTOMATED_CHANNEL_KINDS, contracts.OperatorCall.KIND])
     await stop_contact(session, task, reason="loss_reported", now=now, live_call_attempt=live_call_attempt)
-    jobs: list[NewJob] = [plans.channel_job(state, "operator_call", run_at=now, emergency=True,
-                                            reason="loss reported")]
-    jobs.append(NewJob(
-        queue="liaison", kind=plans.PAYMENT_STOP_KIND, run_at=now, task_id=task.id, priority=0,
-        dedupe_key=f"payment_stop:{task.id}",
-        payload={"task_id": str(task.id), "case_id": str(task.case_id), "phone": task.phone,
-                 "region_code": task.region_code, "reported_by": actor, "note": note, "amount_hint": amount_hint},
-    ))
+    jobs: list[NewJob] = []
+    # A seat already on the task keeps it (now first in its list), rather than a second seat calling too.
+    held = await queue.update_task_jobs(session, task_id=task.id, kinds=[contracts.OperatorCall.KIND],
+                                        priority=PRIORITY["emergency"], due_at=state.due_at,
+                                        payload_patch={"emergency": True, "tier": state.tier,
+                                                       "due_at": state.due_at.isoformat()})
+    if not held:
+        jobs.append(plans.channel_job(state, "operator_call", run_at=now, emergency=True, reason="loss reported"))
     step = plans.next_step(policy, state)
     if step is not None:
         jobs.append(plans.timer_job(state, step))
@@ -162,37 +196,65 @@ async def start_emergency(session: AsyncSession, task: Task, policy: LoadedPolic
     task.status = IN_PROGRESS
     TASK_EVENTS.labels("loss_reported").inc()
     await queue.enqueue(session, jobs, now=now)
+    stop = PaymentStop.requested(task_id=task.id, case_id=task.case_id, reported_by=actor, reported_via=via,
+                                 note=note, now=now)
+    details = stop.take_details(loss.columns(), actor=actor, now=now) if loss else {}
+    session.add(stop)
     _record(session, task, at=now, actor=actor, action="task.loss_reported", before=before,
-            after={"tier": task.tier, "due_at": task.due_at, "status": task.status}, note=note,
+            after={"tier": task.tier, "due_at": task.due_at, "status": task.status}, note=note, via=via,
             why="loss reported: emergency handling, operator call queued at once", cancelled_jobs=cancelled)
-    _record(session, task, at=now, actor="system:dispatcher", action="payment_stop.requested",
-            why="protective payment stop (保护性止付) requested from the bank liaison", phone=task.phone)
+    _record(session, task, at=now, actor=actor, action="payment_stop.requested", status="requested", via=via,
+            details=details or None, why="protective payment stop (保护性止付) requested from the bank liaison")
+    return stop
+
+
+async def note_loss_details(session: AsyncSession, task: Task, loss: contracts.LossDetails, *, actor: str,
+                            now: datetime) -> dict[str, Any]:
+    """Fill in what the citizen said about the transfer on the task's payment stop (audited); returns what changed.
+
+    The caller holds the task's lock (lock_task), which guards its payment stop too.
+    """
+    stop = await session.get(PaymentStop, task.id)
+    if stop is None:
+        return {}
+    changed = stop.take_details(loss.columns(), actor=actor, now=now)
+    if changed:
+        _record(session, task, at=now, actor=actor, action="payment_stop.details", status=stop.status,
+                details=changed, why="what the citizen said about the transfer")
+    return changed
 
 
 async def apply_feedback(session: AsyncSession, task: Task, *, outcome: str, actor: str, note: str | None,
                          now: datetime, store: PolicyStore, by_person: bool,
-                         live_call_attempt: int | None = None) -> FeedbackResult:
+                         live_call_attempt: int | None = None, via: str = "feedback",
+                         loss: contracts.LossDetails | None = None) -> FeedbackResult:
     """Move a locked task by one outcome.
 
     - acknowledged, dissuaded, false_positive, refused, unreachable: close the task.
-    - loss_reported: opens the emergency (tier high, operator call now, payment stop).
-      Reported again by a person (`by_person`) once the emergency is under way,
-      it closes the loop with that outcome.
+    - loss_reported: opens the emergency (tier high, operator call now, payment-stop request).
+      `via` says how (button, key_3, disposition, visit, feedback); `loss` carries what
+      the citizen said about the transfer, when known.
+    - On an emergency, the payment stop decides how the task ends: it closes with outcome
+      loss_reported, and the amounts, when the stop is confirmed or failed
+      (emergencies.service.move_payment_stop). Another loss report only adds details
+      (`by_person` no longer closes it); any other outcome, by any path, is refused
+      (EmergencyOutcomeRefused, a 409 on the API): acknowledged and dissuaded because
+      the money has already left, the rest because closing as them would drop the loss
+      and its amounts from the record while the bank is still acting on it.
     - The same outcome again on a closed task changes nothing; another one is refused.
     """
     if task.status == CLOSED:
         if task.outcome == outcome:
             return FeedbackResult(task, False, "unchanged")
         raise TaskClosed(task.outcome)
+    if task.emergency_at is not None:
+        if outcome != "loss_reported":
+            raise EmergencyOutcomeRefused(outcome)
+        changed = await note_loss_details(session, task, loss, actor=actor, now=now) if loss else {}
+        return FeedbackResult(task, bool(changed), "details" if changed else "unchanged")
     if outcome == "loss_reported":
-        if task.emergency_at is not None:
-            if not by_person:
-                return FeedbackResult(task, False, "unchanged")
-            await close_task(session, task, outcome=outcome, actor=actor, note=note, now=now,
-                             live_call_attempt=live_call_attempt)
-            return FeedbackResult(task, True, "closed")
         policy = await store.get(session, task.policy_version)
-        await start_emergency(session, task, policy, actor=actor, note=note, now=now,
+        await start_emergency(session, task, policy, actor=actor, note=note, now=now, via=via, loss=loss,
                               live_call_attempt=live_call_attempt)
         return FeedbackResult(task, True, "emergency")
     if outcome not in FINAL_OUTCOMES:
@@ -200,6 +262,19 @@ async def apply_feedback(session: AsyncSession, task: Task, *, outcome: str, act
     await close_task(session, task, outcome=outcome, actor=actor, note=note, now=now,
                      live_call_attempt=live_call_attempt)
     return FeedbackResult(task, True, "closed")
+
+
+def refused_on_channel(session: AsyncSession, task: Task, exc: EmergencyOutcomeRefused, *, actor: str,
+                       channel: str, note: str | None, now: datetime) -> str:
+    """A channel's answer that may not close an emergency: kept on the timeline, the task stays open.
+
+    The job that carried it succeeds (a retry would be refused the same way); the
+    supervisors see the emergency open until its payment stop ends.
+    """
+    log.warning("task.emergency_outcome_refused", outcome=exc.outcome, channel=channel)
+    _record(session, task, at=now, actor=actor, action="task.outcome_refused", outcome=exc.outcome,
+            channel=channel, note=note, why=str(exc))
+    return "refused"
 
 
 # ---- a supervisor's decision -------------------------------------------------------------------
@@ -224,7 +299,7 @@ async def reassign(session: AsyncSession, task: Task, *, to_unit: str | None, ac
     if not waiting:
         state = state_of(task)
         job = plans.channel_job(state, "operator_call", run_at=now, reason="reassigned by a supervisor",
-                                unit=task.assigned_unit)
+                                unit=task.assigned_unit, emergency=task.emergency_at is not None)
         store_state(task, state)
         await queue.enqueue(session, [job], now=now)
         queued_new = True
@@ -290,6 +365,8 @@ async def run_due_steps(session: AsyncSession, task: Task, *, plan_seq: int, now
                 task.escalated_at = now
                 _record(session, task, at=now, actor="system:timer", action="task.escalated", to="supervisor",
                         why="deadline breached")
+            # A visit still open or claimed at the deadline goes to the supervisor (see escalate_overdue).
+            await visits.escalate_overdue(session, task, now=now)
     step = plans.next_step(policy, state)
     if step is not None:
         jobs.append(plans.timer_job(state, step))
@@ -366,13 +443,18 @@ async def _operator_disposition(session: AsyncSession, task: Task, result: contr
         task.reached_at = now
     outcome = DISPOSITION_OUTCOMES[disposition]
     if outcome is not None:
-        feedback = await apply_feedback(session, task, outcome=outcome, actor=actor, note=note, now=now, store=store,
-                                        by_person=True)
+        try:
+            feedback = await apply_feedback(session, task, outcome=outcome, actor=actor, note=note, now=now,
+                                            store=store, by_person=True, via="disposition", loss=result.loss)
+        except EmergencyOutcomeRefused as exc:
+            return refused_on_channel(session, task, exc, actor=actor, channel=result.channel, note=note, now=now)
         return feedback.action
     callback_at = result.callback_at or now
     state = state_of(task)
     task.status = IN_PROGRESS
-    job = plans.channel_job(state, "operator_call", run_at=max(callback_at, now), reason="callback agreed")
+    # An emergency's call back is still first in the seats' queue when its time comes.
+    job = plans.channel_job(state, "operator_call", run_at=max(callback_at, now), reason="callback agreed",
+                            emergency=task.emergency_at is not None)
     store_state(task, state)
     await queue.enqueue(session, [job], now=now)
     _record(session, task, at=now, actor=actor, action="task.callback_scheduled", callback_at=callback_at, note=note,
@@ -395,8 +477,13 @@ async def _citizen_feedback(session: AsyncSession, task: Task, result: contracts
     if task.reached_at is None:
         task.reached_at = now
     if feedback in ("acknowledged", "loss_reported"):
-        outcome = await apply_feedback(session, task, outcome=feedback, actor=actor, note=result.detail, now=now,
-                                       store=store, by_person=False, live_call_attempt=live_call)
+        try:
+            outcome = await apply_feedback(session, task, outcome=feedback, actor=actor, note=result.detail, now=now,
+                                           store=store, by_person=False, live_call_attempt=live_call,
+                                           via="button" if result.channel == "bot_alert" else "key_3")
+        except EmergencyOutcomeRefused as exc:
+            return refused_on_channel(session, task, exc, actor=actor, channel=result.channel, note=result.detail,
+                                      now=now)
         return outcome.action
     state = state_of(task)
     task.status = IN_PROGRESS

@@ -1,7 +1,7 @@
 """Live transfers (key 2) and stop orders (an acknowledgement stops all contact), callcenter side.
 
 Revision ID: 0013
-Revises: 0010
+Revises: 0012
 Create Date: 2026-12-03
 
 - call_stops: each StopCalls order the callcenter received, so a call being
@@ -19,7 +19,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0013"
-down_revision = "0010"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
