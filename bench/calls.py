@@ -483,6 +483,7 @@ async def _ack_phase(sandbox_port: int, dispatcher_port: int, ingest_key: str, s
                                 max_s=60)
         task_of = {p: r["task_id"] for p, r in zip(phones, results, strict=True)}
         acked: dict[str, float] = {}  # call sid -> when the acknowledgement was sent
+        answered_ms: list[float] = []  # how long the dispatcher took to answer the feedback (its commit included)
         pending: list[asyncio.Task[None]] = []
         errors: list[str] = []
 
@@ -492,6 +493,7 @@ async def _ack_phase(sandbox_port: int, dispatcher_port: int, ingest_key: str, s
                 acked[sid] = time.time()
                 status, data = await asyncio.wait_for(http.request(
                     "POST", f"/v1/tasks/{task_id}/feedback", orjson.dumps({"outcome": "acknowledged"})), 30)
+                answered_ms.append((time.time() - acked[sid]) * 1000)
                 if status != 200:
                     errors.append(f"POST /v1/tasks/{task_id}/feedback: {_verbatim(status, data)}")
             finally:
@@ -528,7 +530,9 @@ async def _ack_phase(sandbox_port: int, dispatcher_port: int, ingest_key: str, s
         statuses[c["status"]] = statuses.get(c["status"], 0) + 1
     notes.append(f"ack phase: {len(acked)} robocalls acknowledged while ringing; sandbox calls by status {statuses};"
                  f" {len(latencies)} cancel requests timed; baseline: {len(baseline)} cancels sent straight to the"
-                 " sandbox by this process")
+                 " sandbox by this process; the dispatcher answered the feedback (its commit, which queues the"
+                 f" stop, included) in p50 {_percentile(answered_ms or [0], 50):.0f} ms,"
+                 f" p99 {_percentile(answered_ms or [0], 99):.0f} ms")
     return _Acks(latencies, baseline, not_cancelled, retries, notes)
 
 
