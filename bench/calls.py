@@ -42,6 +42,32 @@ TWILIO_API_BASE pointing at the sandbox and CALLCENTER_PUBLIC_URL at itself.
    key "1" travelled back through the webhooks and the result jobs) is
    printed as an end-to-end check.
 
+   Then, with the same processes (the callcenter's stop worker on), two phases at phone time 1:1
+   (time_scale 1), so that ringing lasts as long as it would on a real phone:
+
+   - ``ack_to_cancel_p50_ms`` / ``ack_to_cancel_p99_ms`` (issue #10 §4, target p99 < 1 s): K high-tier
+     warnings (20, 100 without --quick) for numbers that ring and are never answered ("manual" in the
+     sandbox). As soon as a task's robocall rings (polled every 20 ms), a supervisor key posts
+     POST /v1/tasks/{id}/feedback {"outcome": "acknowledged"}; the clock starts just before the request is
+     sent and stops when the sandbox receives the Twilio cancel (Status=canceled) for that call: the
+     ``api_update`` event on the call's timeline, stamped by the sandbox on arrival (the same machine's wall
+     clock as ours). In between: the dispatcher closes the task and queues StopCalls in one commit, its
+     NOTIFY wakes the callcenter's stop worker, which claims the job, marks the call and asks Twilio.
+     ``ack_to_cancel_baseline_p50_ms`` / ``_p99_ms``: the same cancel request alone, sent by this process
+     with the real twilio client straight to the sandbox for K ringing calls it created itself: what one
+     REST request costs here; the difference is the pipeline's. Every call must end canceled by the API,
+     and no retry call may follow (``ack_calls_not_cancelled``, ``ack_retry_calls``: both must be 0).
+   - ``transfer_wait_p50_s`` / ``transfer_wait_p95_s`` (issue #10 §3): T citizens (10, 40 without
+     --quick) answer their robocall and press 2; 3T available seats of Hangzhou (unit 3301) have desk
+     phones that answer after ringing 1 s (a person picking up) and hang up 2 s later, and two seats of
+     Ningbo (3302) have phones that would answer too. The wait runs from the key press (the sandbox's
+     ``press`` event) to the citizen being bridged to a seat (its ``bridged`` event), both on the sandbox's
+     timeline. ``transfer_ring_baseline_p95_s``: from the winning seat leg's creation (the <Dial>
+     starting) to its answer, i.e. the phone network and the person, which no code of ours can shorten;
+     the difference is ours (the webhook, choosing and reserving seats, the spoken "please hold", which the
+     sandbox plays instantly). ``transfers_other_unit_rung`` (calls to Ningbo's seats) must be 0; how many
+     transfers found no free seat, and how many tasks the answering seat held afterwards, are printed.
+
 2. Seat claims. The brief's 1,600 concurrent operators (580 PC seats and
    1,000 desk phones): 1,600 operator keys, created directly in the database
    with ``create_key``, their units spread evenly over three cities (3301
@@ -169,12 +195,20 @@ class _Plan:
     tasks: int
     calls_max_s: float  # for the sandbox to create every call
     claims_max_s: float  # for the whole claiming phase
+    acks: int  # robocalls cancelled by an acknowledgement (and as many baseline cancels)
+    transfers: int  # citizens pressing 2
 
     @classmethod
     def of(cls, quick: bool) -> _Plan:
         if quick:
-            return cls(calls=60, tasks=1600, calls_max_s=60, claims_max_s=120)
-        return cls(calls=300, tasks=6000, calls_max_s=150, claims_max_s=420)
+            return cls(calls=60, tasks=1600, calls_max_s=60, claims_max_s=120, acks=20, transfers=10)
+        return cls(calls=300, tasks=6000, calls_max_s=150, claims_max_s=420, acks=100, transfers=40)
+
+
+SEAT_RING_S = 1.0  # a seat's phone rings this long before the officer picks up (transfer phase)
+SEAT_TALK_S = 2.0  # and the officer talks this long
+TRANSFER_SEATS_PER_CITIZEN = 3  # seats with phones in the unit, per citizen pressing 2 (5 ring at once, each keeps one)
+ACK_POLL_S = 0.02
 
 
 class CallsBenchError(BenchError):
@@ -369,6 +403,221 @@ async def _calls_phase(sandbox_port: int, dispatcher_port: int, key: str, db_url
     notes.append(f"call phase: {acknowledged} of {n} tasks closed as acknowledged (key 1) end to end;"
                  f" call_attempts rows by status {dict((r['status'], r['n']) for r in attempts)}")
     return _Calls(rate, polled, stats, len(outbound), placed_twice, missing, cpu.result, notes)
+
+
+# ---- 1b. an acknowledgement cancels a ringing robocall ------------------------------------------------------
+
+
+@dataclass
+class _Acks:
+    latencies_ms: list[float]
+    baseline_ms: list[float]
+    not_cancelled: int
+    retry_calls: int
+    notes: list[str] = field(default_factory=list)
+
+
+def _first(call: dict[str, Any], kind: str, **match: Any) -> float | None:
+    """The sandbox's time (unix seconds) of the first event of this kind on a call's timeline."""
+    return next((e["at"] for e in call["events"]
+                 if e["type"] == kind and all(e.get(k) == v for k, v in match.items())), None)
+
+
+async def _wait_final(control: _Http, phones: set[str], *, max_s: float) -> list[dict[str, Any]]:
+    """Every call to these numbers, once none is live any more (bounded)."""
+    deadline = time.monotonic() + max_s
+    while True:
+        calls = [c for c in (await _json(control, "GET", f"{SANDBOX}/calls?limit=2000"))["calls"] if c["to"] in phones]
+        if calls and all(c["status"] in ("completed", "busy", "no-answer", "failed", "canceled") and c["done"]
+                         for c in calls) or time.monotonic() > deadline:
+            return calls
+        await asyncio.sleep(0.1)
+
+
+async def _baseline_cancels(sandbox_port: int, control: _Http, n: int) -> list[float]:
+    """n calls this process creates and cancels itself with the twilio client: the REST request's own cost."""
+    from twilio.http.async_http_client import AsyncTwilioHttpClient
+    from twilio.rest import Client
+
+    from services.callcenter.settings import CallcenterSettings
+
+    phones = [f"+86177{i:08d}" for i in range(n)]
+    for p in phones:
+        await _json(control, "PUT", _number_path(p), {"behaviour": "manual"})
+    client = Client(CallcenterSettings.SANDBOX_ACCOUNT_SID, CallcenterSettings.SANDBOX_AUTH_TOKEN,
+                    http_client=AsyncTwilioHttpClient())
+    client.api.base_url = f"http://127.0.0.1:{sandbox_port}"
+    sent: dict[str, float] = {}
+    try:
+        for p in phones:
+            call = await client.calls.create_async(to=p, from_=CallcenterSettings.SANDBOX_FROM_NUMBER,
+                                                   url="http://127.0.0.1:9/never-fetched", timeout=30)
+            await _json(control, "GET", f"{SANDBOX}/calls/{call.sid}?status=ringing&wait=5")
+            sent[call.sid] = time.time()
+            await client.calls(call.sid).update_async(status="canceled")
+            await asyncio.sleep(1.0 / (SANDBOX_CALLS_PER_S - 2))  # within the sandbox's calls per second
+    finally:
+        await client.http_client.close()
+    calls = {c["sid"]: c for c in await _wait_final(control, set(phones), max_s=30)}
+    return [(at - t0) * 1000 for sid, t0 in sent.items()
+            if sid in calls and (at := _first(calls[sid], "api_update")) is not None]
+
+
+async def _ack_phase(sandbox_port: int, dispatcher_port: int, ingest_key: str, supervisor_key: str, gen: _Records,
+                     plan: _Plan) -> _Acks:
+    n = plan.acks
+    notes: list[str] = []
+    control = _Http(sandbox_port)
+    api = _Http(dispatcher_port, supervisor_key)
+    try:
+        await _json(control, "POST", f"{SANDBOX}/settings", {"time_scale": 1.0})
+        baseline = await _baseline_cancels(sandbox_port, control, n)
+
+        rows = [gen.one("high") for _ in range(n)]
+        wires = [r.wire | {"signal": "transfer_in_progress", "region_code": "330106"} for r in rows]
+        phones = [r.e164 for r in rows]
+        for p in phones:
+            await _json(control, "PUT", _number_path(p), {"behaviour": "manual"})  # rings until cancelled
+        since = time.time()
+        results = await _ingest(dispatcher_port, ingest_key, [orjson.dumps({"warnings": wires})], concurrency=1,
+                                max_s=60)
+        task_of = {p: r["task_id"] for p, r in zip(phones, results, strict=True)}
+        acked: dict[str, float] = {}  # call sid -> when the acknowledgement was sent
+        answered_ms: list[float] = []  # how long the dispatcher took to answer the feedback (its commit included)
+        pending: list[asyncio.Task[None]] = []
+        errors: list[str] = []
+
+        async def acknowledge(sid: str, task_id: str) -> None:
+            http = _Http(dispatcher_port, supervisor_key)
+            try:
+                acked[sid] = time.time()
+                status, data = await asyncio.wait_for(http.request(
+                    "POST", f"/v1/tasks/{task_id}/feedback", orjson.dumps({"outcome": "acknowledged"})), 30)
+                answered_ms.append((time.time() - acked[sid]) * 1000)
+                if status != 200:
+                    errors.append(f"POST /v1/tasks/{task_id}/feedback: {_verbatim(status, data)}")
+            finally:
+                http.close()
+
+        deadline = time.monotonic() + plan.calls_max_s
+        while len(acked) < n and time.monotonic() < deadline:
+            ringing = (await _json(control, "GET", f"{SANDBOX}/calls?status=ringing&since={since}"))["calls"]
+            for call in ringing:
+                if call["to"] in task_of and call["sid"] not in acked:
+                    pending.append(asyncio.create_task(acknowledge(call["sid"], task_of[call["to"]])))
+                    acked[call["sid"]] = time.time()  # reserved; the task sets the exact time just before sending
+            await asyncio.sleep(ACK_POLL_S)
+        await asyncio.gather(*pending)
+        if errors:
+            raise CallsBenchError(f"acknowledgements failed; first: {errors[0]}")
+        if len(acked) < n:
+            notes.append(f"ack phase: only {len(acked)} of {n} robocalls rang within {plan.calls_max_s:.0f} s")
+        await asyncio.sleep(2.0)  # a retry call, if one were queued, would have time to start
+        calls = await _wait_final(control, set(phones), max_s=40)
+    finally:
+        control.close()
+        api.close()
+    by_sid = {c["sid"]: c for c in calls}
+    latencies = [(at - t0) * 1000 for sid, t0 in acked.items()
+                 if (at := _first(by_sid.get(sid, {"events": []}), "api_update")) is not None]
+    not_cancelled = sum(1 for sid in acked if by_sid.get(sid, {}).get("status") != "canceled")
+    per_phone: dict[str, int] = {}
+    for c in calls:
+        per_phone[c["to"]] = per_phone.get(c["to"], 0) + 1
+    retries = sum(count - 1 for count in per_phone.values() if count > 1)
+    statuses: dict[str, int] = {}
+    for c in calls:
+        statuses[c["status"]] = statuses.get(c["status"], 0) + 1
+    notes.append(f"ack phase: {len(acked)} robocalls acknowledged while ringing; sandbox calls by status {statuses};"
+                 f" {len(latencies)} cancel requests timed; baseline: {len(baseline)} cancels sent straight to the"
+                 " sandbox by this process; the dispatcher answered the feedback (its commit, which queues the"
+                 f" stop, included) in p50 {_percentile(answered_ms or [0], 50):.0f} ms,"
+                 f" p99 {_percentile(answered_ms or [0], 99):.0f} ms")
+    return _Acks(latencies, baseline, not_cancelled, retries, notes)
+
+
+# ---- 1c. key 2: a live officer ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Transfers:
+    waits_s: list[float]
+    ring_baseline_s: list[float]
+    other_unit_rung: int
+    notes: list[str] = field(default_factory=list)
+
+
+async def _transfer_phase(sandbox_port: int, dispatcher_port: int, cc_port: int, ingest_key: str, db_url: str,
+                          gen: _Records, plan: _Plan, local_seats: list[tuple[str, str]],
+                          other_seats: list[tuple[str, str]]) -> _Transfers:
+    n = plan.transfers
+    notes: list[str] = []
+    control = _Http(sandbox_port)
+    try:
+        await _json(control, "POST", f"{SANDBOX}/settings", {"time_scale": 1.0})
+        desks: dict[str, str] = {}
+        for i, (key_id, key) in enumerate(local_seats + other_seats):
+            desk = f"+86571880{i:05d}" if i < len(local_seats) else f"+86574880{i:05d}"
+            await _json(control, "PUT", _number_path(desk),
+                        {"behaviour": "answer", "ring_s": SEAT_RING_S, "hangup_after_s": SEAT_TALK_S})
+            http = _Http(cc_port, key)
+            try:
+                seat = await _json(http, "PUT", "/v1/seat", {"state": "available", "phone": desk})
+            finally:
+                http.close()
+            if seat["state"] != "available":
+                raise CallsBenchError(f"PUT /v1/seat answered {seat}")
+            desks[desk] = key_id
+        other_desks = {d for d, k in desks.items() if k in {k2 for k2, _ in other_seats}}
+
+        rows = [gen.one("high") for _ in range(n)]
+        wires = [r.wire | {"signal": "transfer_in_progress", "region_code": "330106"} for r in rows]
+        phones = [r.e164 for r in rows]
+        for p in phones:
+            await _json(control, "PUT", _number_path(p), {"behaviour": "answer", "digits": ["2"], "ring_s": 0.5})
+        results = await _ingest(dispatcher_port, ingest_key, [orjson.dumps({"warnings": wires})], concurrency=1,
+                                max_s=60)
+        deadline = time.monotonic() + plan.calls_max_s + 90
+        while time.monotonic() < deadline:
+            calls = [c for c in (await _json(control, "GET", f"{SANDBOX}/calls?limit=2000"))["calls"]
+                     if c["to"] in set(phones)]
+            if len(calls) >= n and all(c["status"] in ("completed", "busy", "no-answer", "failed", "canceled")
+                                       and c["done"] for c in calls):
+                break
+            await asyncio.sleep(0.2)
+        everything = {c["sid"]: c for c in (await _json(control, "GET", f"{SANDBOX}/calls?limit=2000"))["calls"]}
+    finally:
+        control.close()
+    waits, rings, no_dial = [], [], 0
+    for call in (c for c in everything.values() if c["to"] in set(phones)):
+        pressed = _first(call, "press")
+        bridged = next((e for e in call["events"] if e["type"] == "bridged"), None)
+        if not any(e["type"] == "dial" for e in call["events"]):
+            no_dial += 1
+        if pressed is None or bridged is None:
+            continue
+        waits.append(bridged["at"] - pressed)
+        leg = everything.get(bridged["to"])
+        if leg is not None and (created := _first(leg, "status", status="queued")) is not None \
+                and (answered := _first(leg, "answered")) is not None:
+            rings.append(answered - created)
+    other_rung = sum(1 for c in everything.values() if c["to"] in other_desks)
+    conn = await raw_connect(db_url)
+    try:
+        ids = [uuid.UUID(r["task_id"]) for r in results]
+        outcomes = await conn.fetch("SELECT outcome, count(*) AS n FROM call_transfers WHERE task_id = ANY($1::uuid[])"
+                                    " GROUP BY outcome", ids)
+        held = await conn.fetchval(
+            "SELECT count(*) FROM call_transfers t JOIN jobs j ON j.id = t.claimed_job_id"
+            " WHERE t.task_id = ANY($1::uuid[]) AND j.status = 'running' AND j.locked_by = 'seat:' || t.answered_by",
+            ids)
+    finally:
+        await conn.close()
+    notes.append(f"transfer phase: {n} citizens pressed 2, {len(waits)} bridged to a seat, {no_dial} heard the"
+                 f" call-back message without ringing (no free seat); transfers by outcome"
+                 f" {dict((r['outcome'], r['n']) for r in outcomes)}; {held} tasks held by the seat that answered;"
+                 f" {len(local_seats)} Hangzhou seats answering after {SEAT_RING_S:.0f} s")
+    return _Transfers(waits, rings, other_rung, notes)
 
 
 # ---- 2. seat claims -------------------------------------------------------------------------------------------
@@ -586,7 +835,8 @@ def _error_summary(line: str) -> str:
 
 
 async def bench_calls(quick: bool) -> dict[str, float]:
-    """Automated calls per second within Twilio's limit (never twice), and seat claim latency under 1,600 seats."""
+    """Automated calls per second within Twilio's limit (never twice), acknowledgement to Twilio cancel, how long a
+    citizen pressing 2 waits for a seat, and seat claim latency under 1,600 seats."""
     from shared.auth.service import create_key
     replicas = _replicas_from_env()
     plan = _Plan.of(quick)
@@ -599,6 +849,15 @@ async def bench_calls(quick: bool) -> dict[str, float]:
             units = list(UNITS)
             async with transaction(make_sessionmaker(engine)) as session:
                 _, ingest_key = await create_key(session, role="ingest", unit="", name="bench")
+                _, supervisor_key = await create_key(session, role="supervisor", unit="", name="bench-supervisor")
+                # The transfer phase's seats: Hangzhou's, which are rung, and two of Ningbo's, which must not be.
+                local_seats, other_seats = [], []
+                for i in range(TRANSFER_SEATS_PER_CITIZEN * plan.transfers):
+                    row, full = await create_key(session, role="operator", unit="3301", name=f"bench-desk-{i:03d}")
+                    local_seats.append((row.key_id, full))
+                for i in range(2):
+                    row, full = await create_key(session, role="operator", unit="3302", name=f"bench-far-{i}")
+                    other_seats.append((row.key_id, full))
                 seats: list[tuple[str, str]] = []
                 for i in range(OPERATORS):
                     row, full = await create_key(session, role="operator", unit=units[i % len(units)],
@@ -623,6 +882,9 @@ async def bench_calls(quick: bool) -> dict[str, float]:
                 calls = await _calls_phase(sandbox_port, dispatcher_port, ingest_key, db_url, gen, plan,
                                            {"sandbox": sandbox.pid, "dispatcher": dispatcher.proc.pid,  # type: ignore[union-attr]
                                             "callcenter": caller.pid})
+                acks = await _ack_phase(sandbox_port, dispatcher_port, ingest_key, supervisor_key, gen, plan)
+                transfers = await _transfer_phase(sandbox_port, dispatcher_port, first_port, ingest_key, db_url, gen,
+                                                  plan, local_seats, other_seats)
             # 2. Fresh callcenter replicas without the worker; the queue is filled before they start.
             tiers = await _fill_operator_queue(dispatcher_port, ingest_key, db_url, gen, plan)
             async with AsyncExitStack() as phase2:
@@ -641,6 +903,24 @@ async def bench_calls(quick: bool) -> dict[str, float]:
     report.add("calls_429", [calls.stats["rejected_429"]], "refused by the sandbox as over 10/s")
     report.add("calls_placed_twice", [calls.placed_twice], "calls beyond one per task phone")
     report.add("calls_max_in_any_second", [calls.stats["max_calls_in_any_second"]], "calls (sandbox allows 10)")
+    if not acks.latencies_ms or not acks.baseline_ms:
+        raise CallsBenchError("no acknowledgement was timed to its Twilio cancel")
+    for name, values, what in (("ack_to_cancel", acks.latencies_ms, "POST feedback -> Twilio cancel at the sandbox"),
+                               ("ack_to_cancel_baseline", acks.baseline_ms, "the cancel request alone")):
+        for pct in (50, 99):
+            report.rows.append((f"{name}_p{pct}_ms", len(values), _percentile(values, pct), min(values), max(values),
+                                f"ms ({what})"))
+    report.add("ack_calls_not_cancelled", [acks.not_cancelled], "acknowledged robocalls not ended canceled")
+    report.add("ack_retry_calls", [acks.retry_calls], "calls after an acknowledgement")
+    if not transfers.waits_s:
+        raise CallsBenchError("no citizen pressing 2 was bridged to a seat")
+    for name, values, what in (("transfer_wait", transfers.waits_s, "key 2 -> bridged to a seat"),
+                               ("transfer_ring_baseline", transfers.ring_baseline_s,
+                                f"the seat leg's ring: network + a person answering after {SEAT_RING_S:.0f} s")):
+        for pct in (50, 95):
+            report.rows.append((f"{name}_p{pct}_s", len(values), _percentile(values, pct), min(values), max(values),
+                                f"s ({what})"))
+    report.add("transfers_other_unit_rung", [transfers.other_unit_rung], "calls to another unit's seats")
     lat = claims.latencies
     for pct in (50, 99):
         report.rows.append((f"claim_p{pct}_ms", len(lat), _percentile(lat, pct), min(lat), max(lat),
@@ -663,6 +943,8 @@ async def bench_calls(quick: bool) -> dict[str, float]:
         + ("; the pacer alone keeps the service BELOW the 9.5 calls/s target (services/callcenter/calls/pacing.py)"
            if ceiling < 9.5 else ""))
     report.notes.extend(calls.notes)
+    report.notes.extend(acks.notes)
+    report.notes.extend(transfers.notes)
     report.notes.append(f"CPU, call phase (warnings posted to the last call created): {calls.cpu}")
     mix = {t: tiers.count(t) for t in ("high", "medium", "low")}
     report.notes.append(f"claim phase: {plan.tasks} tasks waiting (tiers {mix}) over units {', '.join(UNITS)}"
@@ -684,6 +966,17 @@ async def bench_calls(quick: bool) -> dict[str, float]:
         "calls_429": float(calls.stats["rejected_429"]),
         "calls_placed_twice": float(calls.placed_twice),
         "calls_max_in_any_second": float(calls.stats["max_calls_in_any_second"]),
+        "ack_to_cancel_p50_ms": round(_percentile(acks.latencies_ms, 50), 1),
+        "ack_to_cancel_p99_ms": round(_percentile(acks.latencies_ms, 99), 1),
+        "ack_to_cancel_baseline_p50_ms": round(_percentile(acks.baseline_ms, 50), 1),
+        "ack_to_cancel_baseline_p99_ms": round(_percentile(acks.baseline_ms, 99), 1),
+        "ack_calls_not_cancelled": float(acks.not_cancelled),
+        "ack_retry_calls": float(acks.retry_calls),
+        "transfer_wait_p50_s": round(_percentile(transfers.waits_s, 50), 3),
+        "transfer_wait_p95_s": round(_percentile(transfers.waits_s, 95), 3),
+        "transfer_ring_baseline_p50_s": round(_percentile(transfers.ring_baseline_s, 50), 3),
+        "transfer_ring_baseline_p95_s": round(_percentile(transfers.ring_baseline_s, 95), 3),
+        "transfers_other_unit_rung": float(transfers.other_unit_rung),
         "claim_p50_ms": round(_percentile(lat, 50), 1),
         "claim_p99_ms": round(_percentile(lat, 99), 1),
         "claims_per_s": round(claims.claims_per_s, 1),

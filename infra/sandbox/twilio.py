@@ -510,14 +510,18 @@ class TwilioSandbox:
             raise TwilioError(400, 21220, f"Invalid Status: {status}. Valid values are completed and canceled")
         if url is not None and not is_http_url(url):
             raise TwilioError(400, 21205, f"Url is not a valid URL: {url}")
+        # Every accepted update request is on the call's timeline with the time it arrived and the status the call
+        # had then (benchmarks measure how soon an application cancels a call after deciding to).
+        call.log("api_update", status=status or None, url=url, twiml=bool(twiml), call_status=call.status)
+        self.counters["api_updates"] += 1
         if values.get("StatusCallback"):
             call.status_callback = values["StatusCallback"]
             call.status_callback_method = _method(values.get("StatusCallbackMethod"))
         if status:
             if call.final:
                 return  # Twilio answers an ended call unchanged
+            # Twilio: "canceled" hangs up only a call still queued or ringing; "completed" any live call.
             if status == "completed" or call.status in ("queued", "ringing"):
-                call.log("api_update", status=status)
                 self.hang_up(call, by="api")
             return
         if url is None and twiml is None:
@@ -528,13 +532,11 @@ class TwilioSandbox:
             call.url, call.twiml = (url, None) if url else (None, twiml)
             if url:
                 call.method = _method(values.get("Method"))
-            call.log("api_update", url=url, twiml=bool(twiml))
             return
         if call.direction != "outbound-api":
             raise TwilioError(400, 21220, "Unable to update record: the sandbox redirects only the calls it created.")
         step: Step = Fetch(url, _method(values.get("Method")), reason="update") if url else Inline(twiml or "",
                                                                                                     reason="update")
-        call.log("api_update", url=url, twiml=bool(twiml))
         self._interrupt(call, step)
 
     # -- the control API (people at the numbers) --
@@ -1106,6 +1108,7 @@ class TwilioSandbox:
             "canceled": self.outcomes["canceled"], "live": live, "dial_legs": self.counters["dial_legs"],
             "twiml_fetches": self.counters["twiml_fetches"],
             "application_errors": self.counters["application_errors"],
+            "api_updates": self.counters["api_updates"],
             "status_callbacks_sent": self.counters["status_callbacks_sent"],
             "status_callbacks_failed": self.counters["status_callbacks_failed"],
             "calls_per_s": self.calls_per_s, "time_scale": self.time_scale,

@@ -2,7 +2,9 @@
 
 "call.auto" jobs from the dispatcher become paced Twilio calls; Twilio's
 signed webhooks drive the call (warning, one key) and report its end; results
-go back to the dispatcher. Without TWILIO_* credentials it calls the sandbox.
+go back to the dispatcher. "call.stop" jobs cancel the calls the dispatcher no
+longer wants, in a worker of their own. Key 2 rings the seats' phones while the
+citizen holds (calls/transfers.py). Without TWILIO_* credentials it calls the sandbox.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from twilio.rest import Client
 
 from services.callcenter.calls.pacing import CallPacer
 from services.callcenter.calls.service import CallPlacer
+from services.callcenter.calls.stops import CallStopper, make_stop_worker
 from services.callcenter.calls.views import router as twilio_router
 from services.callcenter.console.views import console
 from services.callcenter.console.views import router as console_router
@@ -52,23 +55,27 @@ def create_app(settings: CallcenterSettings | None = None, *, clock: Clock | Non
                             public_url=settings.public_url, daily_cap=settings.daily_attempt_cap)
         app.state.settings, app.state.clock = settings, clock
         app.state.sessionmaker, app.state.key_cache = sessionmaker, KeyCache()
-        app.state.twilio, app.state.placer = client, placer
-        worker, task = None, None
+        stopper = CallStopper(client, sessionmaker, clock=clock)
+        app.state.twilio, app.state.placer, app.state.stopper = client, placer, stopper
+        workers: list[Worker] = []
         if settings.run_worker:
             # Only automated calls are taken here; operator calls wait for the seats to claim them.
-            worker = Worker(sessionmaker, queue="callcenter", clock=clock, database_url=url,
-                            handlers={contracts.PlaceCall.KIND: Handler(placer.place, transactional=False)},
-                            concurrency=settings.worker_concurrency, poll_interval_s=settings.worker_poll_interval_s,
-                            lease_s=300)
-            task = asyncio.create_task(worker.run(), name="callcenter-worker")
+            workers.append(Worker(sessionmaker, queue="callcenter", clock=clock, database_url=url,
+                                  handlers={contracts.PlaceCall.KIND: Handler(placer.place, transactional=False)},
+                                  concurrency=settings.worker_concurrency,
+                                  poll_interval_s=settings.worker_poll_interval_s, lease_s=300))
+            # Stop orders in a worker of their own: never behind paced calls (calls/stops.py).
+            workers.append(make_stop_worker(stopper, sessionmaker, clock=clock, database_url=url,
+                                            poll_interval_s=settings.worker_poll_interval_s))
+        tasks = [asyncio.create_task(w.run(), name=f"callcenter-worker-{i}") for i, w in enumerate(workers)]
         log.info("callcenter.started", api_base=settings.api_base(), sandbox=settings.sandbox,
                  public_url=settings.public_url)
         try:
             yield
         finally:
-            if worker is not None and task is not None:
+            for worker in workers:
                 worker.stop()
-                await asyncio.gather(task, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             await client.http_client.close()  # the aiohttp session inside AsyncTwilioHttpClient
             await engine.dispose()
 

@@ -24,6 +24,10 @@ class CallcenterSettings(CommonSettings):
     calls_per_s: float = Field(default=1.0, alias="SHOUHU_CALLS_PER_S")
     # At most this many automated calls to one number in 24 hours, whatever the playbooks ask.
     daily_attempt_cap: int = Field(default=6, alias="SHOUHU_DAILY_CALL_CAP")
+    # Key 2 (calls/transfers.py): how many seats' phones ring at once for a citizen (Twilio allows 10 per Dial),
+    # and for how long before the citizen is told an officer will call back (the issue: 60 s).
+    transfer_ring_seats: int = Field(default=3, ge=1, le=10, alias="SHOUHU_TRANSFER_RING_SEATS")
+    transfer_ring_s: int = Field(default=60, ge=5, le=600, alias="SHOUHU_TRANSFER_RING_S")
     run_worker: bool = Field(default=True, alias="SHOUHU_CALLCENTER_WORKER")
     worker_concurrency: int = Field(default=16, alias="SHOUHU_CALLCENTER_WORKER_CONCURRENCY")
     worker_poll_interval_s: float = Field(default=1.0, alias="SHOUHU_WORKER_POLL_INTERVAL_S")

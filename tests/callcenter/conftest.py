@@ -60,6 +60,14 @@ class CallcenterHarness:
                         handlers={"call.auto": Handler(self.app.state.placer.place, transactional=False)})
         return await worker.drain()
 
+    async def stop_calls(self) -> int:
+        """Run the callcenter's "call.stop" jobs now, as its stop worker does."""
+        from services.callcenter.calls.stops import make_stop_worker
+
+        worker = make_stop_worker(self.app.state.stopper, self.app.state.sessionmaker, clock=self.dispatcher.clock,
+                                  database_url=None)
+        return await worker.drain()
+
 
 @pytest.fixture
 async def callcenter(sandbox: Sandbox, dispatcher) -> AsyncIterator[CallcenterHarness]:  # noqa: ANN001

@@ -411,6 +411,53 @@ async def test_update_status_completed_hangs_up_a_live_call(phone: Phone) -> Non
     assert [c.params["CallStatus"] for c in phone.app.at("/status")] == ["completed"]
 
 
+async def test_update_status_canceled_ends_only_a_call_still_ringing(phone: Phone) -> None:
+    """Status=canceled cancels a ringing call and leaves one in progress alone (as Twilio does); every update
+    request is on the call's timeline with its arrival time and the status the call had then."""
+    await phone.post("/limits", {"calls_per_s": 0})
+    await phone.put(f"/numbers/{CITIZEN}", {"behaviour": "manual"})
+    ringing = await phone.dial()
+    await phone.get(f"/calls/{ringing.sid}", status="ringing", wait=5)
+    before = time.time()
+    await phone.client().calls(ringing.sid).update_async(status="canceled")
+    ended = await phone.ended(ringing.sid)
+    assert (ended["status"], ended["ended_by"]) == ("canceled", "api")
+    again = await phone.client().calls(ringing.sid).update_async(status="canceled")  # an ended call: unchanged
+    assert again.status == "canceled"
+    requests = [e for e in (await phone.get(f"/calls/{ringing.sid}"))["events"] if e["type"] == "api_update"]
+    assert [(e["status"], e["call_status"]) for e in requests] == [("canceled", "ringing"), ("canceled", "canceled")]
+    assert before <= requests[0]["at"] <= time.time()
+    phone.app.routes["/voice"] = '<Response><Pause length="600"/></Response>'
+    live = await phone.dial(to=RELATIVE)
+    await phone.get(f"/calls/{live.sid}", status="in-progress", wait=5)
+    assert (await phone.client().calls(live.sid).update_async(status="canceled")).status == "in-progress"
+    await phone.client().calls(live.sid).update_async(status="completed")
+    assert (await phone.ended(live.sid))["status"] == "completed"
+
+
+async def test_dial_rings_several_numbers_at_once_and_the_first_to_answer_wins(phone: Phone) -> None:
+    """<Dial> with two <Number>s rings both; the first to answer is bridged and called back as answered (with its
+    ParentCallSid), the other is cancelled and called back as such."""
+    slow, quick = "+8657187000001", "+8657187000002"
+    await phone.put(f"/numbers/{slow}", {"behaviour": "answer", "ring_s": 20})
+    await phone.put(f"/numbers/{quick}", {"behaviour": "answer", "ring_s": 1, "hangup_after_s": 1})
+    leg_url = phone.app.url("/leg")
+    phone.app.routes["/voice"] = (
+        f'<Response><Dial action="/dial-done" timeout="60">'
+        f'<Number statusCallbackEvent="answered completed" statusCallback="{leg_url}?seat=a">{slow}</Number>'
+        f'<Number statusCallbackEvent="answered completed" statusCallback="{leg_url}?seat=b">{quick}</Number>'
+        "</Dial></Response>")
+    phone.app.routes["/dial-done"] = "<Response><Hangup/></Response>"
+    call = await phone.dial()
+    await phone.ended(call.sid)
+    await phone.until(call.sid, lambda c: len(phone.app.at("/leg")) >= 3)
+    [done] = phone.app.at("/dial-done")
+    assert done.params["DialCallStatus"] == "completed"
+    legs = [(r.url.rsplit("=", 1)[1], r.params["CallStatus"], r.params["ParentCallSid"]) for r in phone.app.at("/leg")]
+    assert sorted(legs) == [("a", "canceled", call.sid), ("b", "completed", call.sid), ("b", "in-progress", call.sid)]
+    assert all(r.signature_valid for r in phone.app.at("/leg"))
+
+
 async def test_update_with_twiml_redirects_a_live_call(phone: Phone) -> None:
     """update_async(twiml=...) replaces what a live call is doing; update_async(url=...) fetches new TwiML."""
     phone.app.routes["/voice"] = '<Response><Pause length="600"/></Response>'
@@ -518,3 +565,21 @@ async def test_page_has_the_calls_panel(phone: Phone) -> None:
     assert page.status_code == 200 and "/sandbox/static/calls.js" in page.text and 'id="calls"' in page.text
     script = await phone.control.get("/sandbox/static/calls.js")
     assert script.status_code == 200 and "/sandbox/twilio" in script.text
+
+
+async def test_the_page_answers_a_seats_phone_rung_by_a_dial(phone: Phone, page: Any) -> None:
+    """A <Dial> to a 'manual' number (a seat's desk phone, key 2) is listed under its caller's call on the page,
+    with a button that answers it as that seat: the caller and the seat are bridged."""
+    seat = "+8657187000009"
+    await phone.put(f"/numbers/{seat}", {"behaviour": "manual"})
+    phone.app.routes["/voice"] = (f'<Response><Say>正在为您转接民警</Say><Dial timeout="600" action="/dial-done">'
+                                  f"<Number>{seat}</Number></Dial></Response>")
+    phone.app.routes["/dial-done"] = "<Response><Hangup/></Response>"
+    call = await phone.dial()
+    await phone.get("/calls", to=seat, status="ringing", wait=5)
+    await page.goto(phone.base_url + "/")
+    await page.click("#calls li:not(.leg)")  # the citizen's call
+    await page.get_by_role("button", name="坐席接听 (answer as this seat)").click()
+    await phone.until(call.sid, lambda c: "bridged" in _types(c), timeout_s=10)
+    [leg] = (await phone.get("/calls", parent=call.sid))["calls"]
+    assert leg["to"] == seat and "bridged" in _types(leg) and leg["answered_at"]

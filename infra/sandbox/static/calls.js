@@ -108,7 +108,8 @@ function transcriptLine(event, details) {
 function renderPanel() {
   const call = selectedCall();
   const details = $("call-details").checked;
-  const key = JSON.stringify([call, details]);
+  const legs = call ? phone.calls.filter((c) => c.parent_call_sid === call.sid).map((c) => [c.sid, c.status]) : [];
+  const key = JSON.stringify([call, details, legs]);
   if (key === phone.panelKey) return;
   phone.panelKey = key;
   const header = $("call-header");
@@ -128,6 +129,7 @@ function renderPanel() {
     box.replaceChildren(...call.events.map((e) => transcriptLine(e, details)).filter(Boolean));
     if (atBottom) box.scrollTop = box.scrollHeight;
   }
+  renderLegs(call);
   const ringing = Boolean(call && (call.status === "ringing" || call.status === "queued"));
   const live = Boolean(call && call.status === "in-progress");
   $("call-answer").disabled = !ringing;
@@ -135,6 +137,29 @@ function renderPanel() {
   $("call-hangup").disabled = !(ringing || live);
   $("gathering").hidden = !(call && call.gathering);
   for (const button of $("keypad").children) button.disabled = !live;
+}
+
+// Key 2 on a call: the seats' phones a <Dial> rings for it, each answerable here as that seat would.
+function renderLegs(call) {
+  const legs = call ? phone.calls.filter((c) => c.parent_call_sid === call.sid) : [];
+  $("legs").hidden = !legs.length;
+  const list = $("leg-list");
+  list.replaceChildren();
+  for (const leg of legs) {
+    const item = el("li", {}, [el("span", { textContent: `☎ 坐席 (seat) ${leg.to} ` }), statusBadge(leg.status)]);
+    if (leg.status === "ringing" || leg.status === "queued") {
+      const answer = el("button", { type: "button", textContent: "坐席接听 (answer as this seat)" });
+      answer.addEventListener("click", () => phoneAct(phoneApi("POST", `/calls/${leg.sid}/answer`)));
+      const reject = el("button", { type: "button", className: "danger", textContent: "拒接 (reject)" });
+      reject.addEventListener("click", () => phoneAct(phoneApi("POST", `/calls/${leg.sid}/reject`)));
+      item.append(" ", answer, " ", reject);
+    } else if (leg.status === "in-progress") {
+      const hangup = el("button", { type: "button", className: "danger", textContent: "坐席挂断 (seat hangs up)" });
+      hangup.addEventListener("click", () => phoneAct(phoneApi("POST", `/calls/${leg.sid}/hangup`)));
+      item.append(" ", el("span", { className: "muted", textContent: "🔗 已与市民接通 (talking with the citizen) " }), hangup);
+    }
+    list.append(item);
+  }
 }
 
 function renderAll() {
@@ -149,7 +174,8 @@ function followLiveCalls() {
   for (const call of phone.calls) {
     if (call.status === "ringing" && !phone.announced.has(call.sid)) {
       phone.announced.add(call.sid);
-      if (call.behaviour === "manual") {
+      // A seat's phone rung by a <Dial> (key 2) is answered from its citizen's panel; it does not take the focus.
+      if (call.behaviour === "manual" && !call.parent_call_sid) {
         toast(`📞 来电 (incoming call): ${call.to} ← ${call.from}`, 4000);
         phone.selected = call.sid;
         phone.pinned = false;

@@ -9,6 +9,12 @@ already reserved never dials again: if the process died inside the Twilio
 request we cannot know whether the phone rang, so the attempt is reported
 "uncertain" (the dispatcher retries with a new attempt number) rather than
 risk ringing the citizen twice for the same attempt.
+
+A stop order (StopCalls, see stops.py) can arrive at any point of this: before
+step 1 it means no call (the order covers every job due when it was decided);
+between steps 1 and 3 it marks the reserved attempt, and step 3, holding the
+attempt's row lock, sees the mark (or the order, or the task closed) and
+cancels the call it has just placed, at once.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
 from services.callcenter.calls import models as m
+from services.callcenter.calls import stops, transfers
 from services.callcenter.calls.pacing import CallPacer
 from shared import contracts
 from shared.clock import Clock
@@ -47,10 +54,12 @@ def _retryable(exc: BaseException) -> bool:
 
 
 def result_job(*, task_id: uuid.UUID, attempt: int, result: str, now: datetime, detail: str | None = None,
-               feedback: str | None = None, channel: str = "auto_call") -> NewJob:
+               feedback: str | None = None, channel: str = "auto_call",
+               live_transfer_until: datetime | None = None) -> NewJob:
     """What happened on a call (or the key the citizen pressed), as a result job for the dispatcher."""
     return contracts.ChannelResult(task_id=task_id, channel=channel, attempt=attempt, result=result, detail=detail,
-                                   feedback=feedback, actor=f"citizen:phone:{channel}").to_job(now=now)
+                                   feedback=feedback, actor=f"citizen:phone:{channel}",
+                                   live_transfer_until=live_transfer_until).to_job(now=now)
 
 
 class CallPlacer:
@@ -76,44 +85,12 @@ class CallPlacer:
 
         # 1. Checks and the reservation.
         async with transaction(self.sessionmaker) as session:
-            task = await dispatcher_contract.task_brief(session, task_id)
-            if task is None:
-                raise PermanentJobError(f"no task {task_id}")
-            if task.closed:
-                log.info("call.skipped", why="task closed")
-                return
-            existing = (await session.execute(
-                sql("SELECT id, status, call_sid FROM call_attempts"
-                    " WHERE task_id = :t AND channel = 'auto_call' AND attempt = :a"),
-                {"t": task_id, "a": attempt})).first()
-            if existing is not None:
-                await self._rerun(session, existing, task_id, attempt, now)
-                return
-            blocked = (await session.execute(sql("SELECT reason FROM do_not_call WHERE phone = :p"),
-                                             {"p": phone})).scalar_one_or_none()
-            if blocked is not None:
-                await self._skip(session, task_id, attempt, phone, now, "do_not_call", blocked)
-                return
-            allowed = next_call_time(call.call_window, now)
-            if allowed > now:
-                # Not an error: come back when the citizen's local call window opens.
-                raise RetryLater((allowed - now).total_seconds(), "outside the call window")
-            recent = (await session.execute(
-                sql("SELECT count(*) FROM call_attempts WHERE to_number = :p AND created_at > :since"
-                    " AND status NOT IN ('skipped')"),
-                {"p": phone, "since": now - timedelta(hours=24)})).scalar_one()
-            if recent >= self.daily_cap:
-                await self._skip(session, task_id, attempt, phone, now, "capped",
-                                 f"{recent} calls to this number in 24 h (cap {self.daily_cap})")
-                return
-            # The language the citizen chose in the bot, if they ever talked to it (the bot's to tell).
-            lang = await bot_contract.preferred_lang(session, phone) or "zh"
-            attempt_id = (await session.execute(
-                sql("INSERT INTO call_attempts (task_id, channel, attempt, to_number, from_number, lang, fraud_type,"
-                    " status, created_at, updated_at)"
-                    " VALUES (:t, 'auto_call', :a, :to, :from_, :lang, :ft, :s, :now, :now) RETURNING id"),
-                {"t": task_id, "a": attempt, "to": phone, "from_": self.from_number, "lang": lang,
-                 "ft": call.fraud_type, "s": m.DIALING, "now": now})).scalar_one()
+            attempt_id = await self._reserve(session, call, job, now)
+        if isinstance(attempt_id, tuple):  # a rerun with a stop order left unfinished: finish it now
+            await self._stop_placed(*attempt_id)
+            return
+        if attempt_id is None:
+            return
 
         # 2. Pace, then ask Twilio (no transaction open).
         try:
@@ -132,12 +109,98 @@ class CallPlacer:
             log.warning("call.failed", code=exc.code, status=exc.status, error=str(exc.msg)[:200])
             return
 
-        # 3. Remember the call.
+        # 3. Remember the call; if a stop order came meanwhile, cancel it at once.
         async with transaction(self.sessionmaker) as session:
+            # The row lock orders this against the stop job's mark (stops.mark_for_stop): whichever comes
+            # second sees the other's write.
+            marked = (await session.execute(
+                sql("SELECT stop_requested_at FROM call_attempts WHERE id = :id FOR NO KEY UPDATE"),
+                {"id": attempt_id})).scalar_one()
             await session.execute(
                 sql("UPDATE call_attempts SET call_sid = :sid, status = :s, updated_at = :now WHERE id = :id"),
                 {"sid": placed.sid, "s": m.PLACED, "now": self.clock.now(), "id": attempt_id})
+            why = await self._stop_reason(session, task_id, attempt, job.run_at, marked=marked is not None)
+            if why is not None:
+                await session.execute(
+                    sql("UPDATE call_attempts SET stop_requested_at = COALESCE(stop_requested_at, :now) WHERE id = :id"),
+                    {"now": self.clock.now(), "id": attempt_id})
         log.info("call.placed", call_sid=placed.sid, attempt=attempt, phone=phone)
+        if why is not None:
+            await self._stop_placed(attempt_id, placed.sid, placed.status or "queued", why)
+
+    async def _stop_reason(self, session: AsyncSession, task_id: uuid.UUID, attempt: int, due_at: datetime, *,
+                           marked: bool) -> str | None:
+        """Why a call just placed must stop at once (a stop order came while it was being placed), or None."""
+        if marked:
+            return "a stop order came while the call was being placed"
+        task = await dispatcher_contract.task_brief(session, task_id)
+        if task is None or task.closed:
+            return "the task closed while the call was being placed"
+        reason = await stops.stop_applies(session, task_id=task_id, attempt=attempt, due_at=due_at)
+        return f"a stop order ({reason}) came while the call was being placed" if reason else None
+
+    async def _stop_placed(self, attempt_id: int, call_sid: str, status: str, why: str) -> None:
+        """Cancel a call this job placed and report it stopped (no transaction open while Twilio is asked)."""
+        after = await stops.hang_up(self.client, call_sid, status)  # raises: the job is retried, and its rerun stops it
+        async with transaction(self.sessionmaker) as session:
+            await stops.report_stopped(session, attempt_id=attempt_id, now=self.clock.now(),
+                                       detail=f"{why}; Twilio status {after}")
+        log.info("call.stopped_at_once", call_sid=call_sid, why=why, twilio_status=after)
+
+    async def _reserve(self, session: AsyncSession, call: contracts.PlaceCall, job: ClaimedJob,
+                       now: datetime) -> int | tuple[int, str, str, str] | None:
+        """Step 1: the attempt row to dial for, or None when no call is to be made (said why to the dispatcher).
+
+        A rerun whose stop order is unfinished returns what `_stop_placed` needs instead.
+        """
+        task_id, attempt, phone = call.task_id, call.attempt, call.phone
+        existing = (await session.execute(
+            sql("SELECT id, status, call_sid, outcome, stop_requested_at FROM call_attempts"
+                " WHERE task_id = :t AND channel = 'auto_call' AND attempt = :a"),
+            {"t": task_id, "a": attempt})).first()
+        if (existing is not None and existing.stop_requested_at is not None and existing.call_sid is not None
+                and existing.outcome is None and existing.status not in m.FINAL_STATES):
+            # This job placed the call, then failed to cancel it: the task may have closed since, cancel anyway.
+            return existing.id, existing.call_sid, existing.status, "a stop order came while the call was being placed"
+        task = await dispatcher_contract.task_brief(session, task_id)
+        if task is None:
+            raise PermanentJobError(f"no task {task_id}")
+        if task.closed:
+            log.info("call.skipped", why="task closed")
+            return None
+        if existing is not None:
+            await self._rerun(session, existing, task_id, attempt, now)
+            return None
+        stopped_by = await stops.stop_applies(session, task_id=task_id, attempt=attempt, due_at=job.run_at)
+        if stopped_by is not None:
+            await self._skip(session, task_id, attempt, phone, now, "stopped",
+                             f"automated calls were stopped before this one was placed ({stopped_by})")
+            return None
+        blocked = (await session.execute(sql("SELECT reason FROM do_not_call WHERE phone = :p"),
+                                         {"p": phone})).scalar_one_or_none()
+        if blocked is not None:
+            await self._skip(session, task_id, attempt, phone, now, "do_not_call", blocked)
+            return None
+        allowed = next_call_time(call.call_window, now)
+        if allowed > now:
+            # Not an error: come back when the citizen's local call window opens.
+            raise RetryLater((allowed - now).total_seconds(), "outside the call window")
+        recent = (await session.execute(
+            sql("SELECT count(*) FROM call_attempts WHERE to_number = :p AND created_at > :since"
+                " AND status NOT IN ('skipped')"),
+            {"p": phone, "since": now - timedelta(hours=24)})).scalar_one()
+        if recent >= self.daily_cap:
+            await self._skip(session, task_id, attempt, phone, now, "capped",
+                             f"{recent} calls to this number in 24 h (cap {self.daily_cap})")
+            return None
+        # The language the citizen chose in the bot, if they ever talked to it (the bot's to tell).
+        lang = await bot_contract.preferred_lang(session, phone) or "zh"
+        return (await session.execute(
+            sql("INSERT INTO call_attempts (task_id, channel, attempt, to_number, from_number, lang, fraud_type,"
+                " status, created_at, updated_at)"
+                " VALUES (:t, 'auto_call', :a, :to, :from_, :lang, :ft, :s, :now, :now) RETURNING id"),
+            {"t": task_id, "a": attempt, "to": phone, "from_": self.from_number, "lang": lang,
+             "ft": call.fraud_type, "s": m.DIALING, "now": now})).scalar_one()
 
     async def _create_call(self, to: str, attempt_id: int) -> Any:
         async for retry in AsyncRetrying(retry=retry_if_exception(_retryable), stop=stop_after_attempt(5),
@@ -180,22 +243,32 @@ class CallPlacer:
 # ---- what Twilio tells us during and after the call ---------------------------------------------------
 
 async def load_attempt(session: AsyncSession, attempt_id: int) -> Any:
+    """The attempt, locked for the webhook's transaction.
+
+    FOR NO KEY UPDATE, not FOR UPDATE: the key never changes, and the stronger lock would block the foreign-key
+    check a concurrent write of the call's transfer row makes (a lock-order deadlock between the Dial's action
+    and the seat's leg callback, which Twilio sends at the same moment).
+    """
     return (await session.execute(
-        sql("SELECT id, task_id, attempt, channel, lang, digits, answered_by, status, COALESCE(fraud_type, 'other')"
-            " AS fraud_type FROM call_attempts WHERE id = :id FOR UPDATE"),
+        sql("SELECT id, task_id, attempt, channel, lang, digits, answered_by, status, outcome, stop_requested_at,"
+            " COALESCE(fraud_type, 'other') AS fraud_type FROM call_attempts WHERE id = :id FOR NO KEY UPDATE"),
         {"id": attempt_id})).first()
 
 
 async def record_key(session: AsyncSession, attempt: Any, *, digits: str, feedback: str | None,
-                     now: datetime) -> None:
-    """A key pressed: always noted; a valid one becomes the citizen's answer for the dispatcher (once)."""
+                     now: datetime, live_transfer_until: datetime | None = None) -> None:
+    """A key pressed: always noted; a valid one becomes the citizen's answer for the dispatcher (once).
+
+    `live_transfer_until`: key 2 put the citizen through to ringing seats until then (transfers.py).
+    """
     await session.execute(
         sql("UPDATE call_attempts SET digits = COALESCE(digits, '') || :d, updated_at = :now,"
             " outcome = COALESCE(outcome, :o) WHERE id = :id"),
         {"d": digits[:8], "now": now, "o": feedback, "id": attempt.id})
     if feedback:
         await enqueue(session, [result_job(task_id=attempt.task_id, attempt=attempt.attempt, result="answered",
-                                           feedback=feedback, now=now, channel=attempt.channel)], now=now)
+                                           feedback=feedback, now=now, channel=attempt.channel,
+                                           live_transfer_until=live_transfer_until)], now=now)
 
 
 async def record_status(session: AsyncSession, attempt: Any, form: dict[str, str], *, now: datetime) -> str | None:
@@ -210,6 +283,15 @@ async def record_status(session: AsyncSession, attempt: Any, form: dict[str, str
          "now": now, "id": attempt.id})
     if attempt.channel == "operator_call":
         return None  # the seat's own leg: what happened is the operator's disposition, not this status
+    final = status in FINAL_RESULTS or status == "completed"
+    if final:
+        await transfers.call_ended(session, attempt_id=attempt.id, now=now)
+    if attempt.stop_requested_at is not None or attempt.outcome == "stopped":
+        # Stopped on the dispatcher's order: its "canceled" or "completed" is that stop, never a failure to retry.
+        if final:
+            await stops.report_stopped(session, attempt_id=attempt.id, now=now,
+                                       detail=f"stopped on the dispatcher's order; Twilio CallStatus={status}")
+        return "stopped" if final else None
     result = FINAL_RESULTS.get(status)
     if status == "completed":
         if answered_by and answered_by.startswith("machine"):

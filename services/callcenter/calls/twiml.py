@@ -1,13 +1,15 @@
 """The call's words and keypad (TwiML via twilio.twiml): warn, ask for one key, say what was recorded.
 
-Keys: 1 = I understand (acknowledged), 2 = talk to an officer (queued for an
-operator at once), 3 = I already transferred money (loss reported). Any other
+Keys: 1 = I understand (acknowledged), 2 = talk to an officer (the seats'
+phones ring while the citizen holds: transfers.py), 3 = I already transferred
+money (loss reported). Any other
 key says so and asks again; silence repeats the question once, then the call
 says goodbye and hangs up.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -98,5 +100,40 @@ def bridge(citizen: str, *, caller_id: str, lang: str | None, action_url: str) -
 
 def hangup() -> str:
     response = VoiceResponse()
+    response.hangup()
+    return str(response)
+
+
+def transfer(*, lang: str | None, seats: list[tuple[str, str]] | tuple[tuple[str, str], ...], caller_id: str,
+             action_url: str, leg_url: Callable[[str], str], ring_s: int, first: bool = True) -> str:
+    """Key 2: (first) "please stay on the line", then every chosen seat's phone rings at once; the first to answer
+    is bridged (Twilio hangs up the rest). Each leg reports when it is answered and when it ends."""
+    lang = _lang(lang)
+    response = VoiceResponse()
+    if first:
+        _say(response, scripts().text("transfer.connecting", lang), lang)
+    dial = response.dial(caller_id=caller_id, action=action_url, method="POST", timeout=ring_s)
+    for key_id, phone in seats:
+        dial.number(phone, status_callback_event="answered completed", status_callback=leg_url(key_id),
+                    status_callback_method="POST")
+    return str(response)
+
+
+def transfer_hold(*, lang: str | None, next_url: str, hold_s: int, say: bool) -> str:
+    """Every seat is talking or ringing for someone else: hold a moment (said now and then), then look again."""
+    lang = _lang(lang)
+    response = VoiceResponse()
+    if say:
+        _say(response, scripts().text("transfer.hold", lang), lang)
+    response.pause(length=hold_s)
+    response.redirect(next_url, method="POST")
+    return str(response)
+
+
+def transfer_fallback(lang: str | None) -> str:
+    """No seat picked up (or none was on duty): an officer calls back within 10 minutes; the call ends."""
+    lang = _lang(lang)
+    response = VoiceResponse()
+    _say(response, scripts().text("transfer.call_back", lang), lang)
     response.hangup()
     return str(response)

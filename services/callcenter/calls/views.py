@@ -8,13 +8,15 @@ and the form fields. A missing or wrong signature gets 403 and changes nothing.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
+from urllib.parse import quote
 
 import structlog
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from twilio.request_validator import RequestValidator
 
-from services.callcenter.calls import twiml
+from services.callcenter.calls import transfers, twiml
 from services.callcenter.calls.service import load_attempt, record_key, record_status
 from shared.db import transaction
 from shared.sql import sql
@@ -65,20 +67,86 @@ async def voice(request: Request, form: SignedForm, attempt: int = Query(), roun
 
 @router.post("/gather")
 async def gather(request: Request, form: SignedForm, attempt: int = Query(), round: int = Query(default=1)) -> Response:  # noqa: A002
-    """A key: 1 understood, 2 an officer, 3 money already sent; anything else is said to be wrong and asked again."""
+    """A key: 1 understood, 2 an officer now (the seats ring), 3 money already sent; anything else is said to be
+    wrong and asked again."""
     digits = form.get("Digits", "")
     feedback = twiml.KEYS.get(digits[:1]) if len(digits) == 1 else None
-    async with transaction(request.app.state.sessionmaker) as session:
+    state = request.app.state
+    step = None
+    async with transaction(state.sessionmaker) as session:
         row = await load_attempt(session, attempt)
         if row is None:
             raise HTTPException(404, "no such call attempt")
         already = bool(row.digits and any(d in twiml.KEYS for d in row.digits))
-        await record_key(session, row, digits=digits or "?", feedback=None if already else feedback,
-                         now=request.app.state.clock.now())
+        now = state.clock.now()
+        if feedback == "callback_requested" and not already and row.channel == "auto_call":
+            # Key 2: the seats' phones ring now; the dispatcher holds its call back until the wait ends.
+            step = await transfers.start(session, row, now=now, max_seats=state.settings.transfer_ring_seats,
+                                         ring_s=state.settings.transfer_ring_s)
+        await record_key(session, row, digits=digits or "?", feedback=None if already else feedback, now=now,
+                         live_transfer_until=now + timedelta(seconds=state.settings.transfer_ring_s)
+                         if step is not None and step.waiting else None)
     log.info("call.key", digits=digits, feedback=feedback, attempt=attempt)
     if feedback is None:
         return _xml(twiml.ask_again(lang=row.lang, wrong_digit=True, **_links(request, attempt, round)))
+    if step is not None:
+        return _transfer_step(request, step, attempt=attempt, first=True)
     return _xml(twiml.recorded(feedback, row.lang))
+
+
+def _transfer_step(request: Request, step: transfers.Step, *, attempt: int, first: bool = False) -> Response:
+    """The TwiML of a transfer's next step: ring seats, hold, the call-back promise, or goodbye."""
+    settings = request.app.state.settings
+    base = settings.public_url.rstrip("/")
+    query = f"attempt={attempt}&transfer={step.transfer_id}"
+    if step.kind == "dial":
+        return _xml(twiml.transfer(
+            lang=step.lang, seats=step.seats, caller_id=settings.from_number(), ring_s=step.dial_s, first=first,
+            action_url=f"{base}/twilio/transfer-end?{query}",
+            leg_url=lambda key: f"{base}/twilio/transfer-leg?transfer={step.transfer_id}&seat={quote(key, safe='')}"))
+    if step.kind == "hold":
+        # Said on the first hold and every third after it; silence (the line stays open) in between.
+        return _xml(twiml.transfer_hold(lang=step.lang, next_url=f"{base}/twilio/transfer-next?{query}",
+                                        hold_s=transfers.HOLD_S, say=first or step.round % 3 == 1))
+    if step.kind == "call_back":
+        return _xml(twiml.transfer_fallback(step.lang))
+    return _xml(twiml.goodbye(step.lang))
+
+
+@router.post("/transfer-leg")
+async def transfer_leg(request: Request, form: SignedForm, transfer: int = Query(), seat: str = Query()) -> Response:
+    """A seat's phone, rung for a citizen who pressed 2, answered (it gets the citizen and the task) or ended."""
+    async with transaction(request.app.state.sessionmaker) as session:
+        what = await transfers.leg_status(session, transfer_id=transfer, seat=seat, form=form,
+                                          now=request.app.state.clock.now())
+    log.info("transfer.leg", transfer_id=transfer, seat=seat, status=form.get("CallStatus"), result=what)
+    return Response(status_code=204)
+
+
+@router.post("/transfer-end")
+async def transfer_end(request: Request, form: SignedForm, attempt: int = Query(), transfer: int = Query()) -> Response:
+    """A round of ringing is over (the Dial's action): goodbye after a conversation; otherwise ring other seats or
+    hold while the minute lasts, then the call-back promise (an officer calls within 10 minutes)."""
+    state = request.app.state
+    async with transaction(state.sessionmaker) as session:
+        if await load_attempt(session, attempt) is None:
+            raise HTTPException(404, "no such call attempt")
+        step = await transfers.dial_ended(session, transfer_id=transfer, dial_status=form.get("DialCallStatus", ""),
+                                          now=state.clock.now(), max_seats=state.settings.transfer_ring_seats)
+    log.info("transfer.dial_ended", transfer_id=transfer, dial_status=form.get("DialCallStatus"), next=step.kind)
+    return _transfer_step(request, step, attempt=attempt)
+
+
+@router.post("/transfer-next")
+async def transfer_next(request: Request, form: SignedForm, attempt: int = Query(), transfer: int = Query()) -> Response:
+    """The citizen held for a moment (every seat was busy): look for a free seat again."""
+    state = request.app.state
+    async with transaction(state.sessionmaker) as session:
+        if await load_attempt(session, attempt) is None:
+            raise HTTPException(404, "no such call attempt")
+        step = await transfers.hold_ended(session, transfer_id=transfer, now=state.clock.now(),
+                                          max_seats=state.settings.transfer_ring_seats)
+    return _transfer_step(request, step, attempt=attempt)
 
 
 @router.post("/silence")

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import structlog
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
 
@@ -136,11 +136,14 @@ async def desk(request: Request, user: Page, task: str | None = None, m: str | N
     principal, now, lang = user.principal, console.now(request), console.lang_of(request)
     t = console.translator(lang)
     card = None
-    async with request.app.state.sessionmaker() as session:
+    # A transaction: reading my tasks first hands me the task of a citizen just put through to my phone (key 2).
+    async with transaction(request.app.state.sessionmaker) as session:
         seat = await seats.get_seat(session, principal)
-        mine = await seats.my_tasks(session, principal)
+        mine = await seats.my_tasks(session, principal, now=now)
         wanted = as_uuid(task)
-        held = next((r for r in mine if r.id == wanted), mine[0] if mine else None)
+        # The task asked for, else a citizen on the line with me now, else the first I hold.
+        on_line = next((r for r in mine if r.connected_at and not r.call_ended_at), None)
+        held = next((r for r in mine if r.id == wanted), on_line or (mine[0] if mine else None))
         if held is not None:
             row, reasons = await seats.task_card(session, held.id)
             found = await seats.history(session, principal, phone=row.phone)
@@ -152,10 +155,19 @@ async def desk(request: Request, user: Page, task: str | None = None, m: str | N
                     "cases": len(found["cases"]) if found else 0,
                     "warnings": len(found["warnings"]) if found else 0,
                     "calls": len(found["calls"]) if found else 0,
-                    "last_call": calls_here[-1] if calls_here else None}
+                    "last_call": calls_here[-1] if calls_here else None,
+                    "connected_at": held.connected_at, "call_ended_at": held.call_ended_at}
     flashes = [(FLASHES[m], t("flash." + m))] if m in FLASHES else []
     return console.render(request, "desk.html", user, seat=seat, mine=mine, card=card, flashes=flashes,
                           dispositions=seats.DISPOSITIONS, states=seats.STATES_CHOSEN)
+
+
+@router.get("/inbox")
+async def inbox(request: Request, user: Page) -> Response:
+    """Polled by an empty desk: reload the page once a task is in my hands (a citizen put through to my phone)."""
+    async with transaction(request.app.state.sessionmaker) as session:
+        mine = await seats.my_tasks(session, user.principal, now=console.now(request))
+    return Response(status_code=204, headers={"HX-Refresh": "true"} if mine else None)
 
 
 @router.post("/seat")

@@ -8,6 +8,10 @@ before the lease ends, the queue's reclaim returns the task to the queue, as it
 does for a worker that died. Two seats racing for one task cannot both get it
 (FOR UPDATE SKIP LOCKED in one statement). What a seat shows about the task
 comes from the job and from the dispatcher's read functions (shared.contracts).
+
+A seat that answers a live transfer (key 2, calls/transfers.py) gets the task's
+operator call without claiming it: settled when it answers, at its reads of its
+tasks, and before any seat claims from the queue.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.callcenter.calls import transfers
 from services.callcenter.calls.service import STATUS_EVENTS, CallPlacer
 from shared import contracts
 from shared.auth.service import Principal
@@ -146,16 +151,27 @@ class HeldTask:
     region_code: str
     fraud_type: str
     lease_expires_at: datetime | None
+    # A citizen put through to this seat by key 2 for this task: bridged at (the call timer), ended at.
+    connected_at: datetime | None = None
+    call_ended_at: datetime | None = None
 
 
-async def my_tasks(session: AsyncSession, principal: Principal) -> list[HeldTask]:
+async def my_tasks(session: AsyncSession, principal: Principal, *, now: datetime | None = None) -> list[HeldTask]:
+    """The tasks my seat holds; with `now`, first those of citizens put through to me (the caller commits)."""
+    live: dict[uuid.UUID, transfers.LiveTransfer] = {}
+    if now is not None:
+        await transfers.settle_claims(session, now=now, seat=principal.key_id)
+        live = await transfers.seat_transfers(session, seat=principal.key_id, since=now - timedelta(hours=4))
     tasks = []
     for claim in await q.held(session, worker=seat_worker(principal), kinds=OPERATOR_KINDS):
         brief = await dispatcher_contract.task_brief(session, contracts.OperatorCall.of(claim).task_id)
         if brief is not None:  # a seat holds one or two tasks at a time: one read each is fine
+            transfer = live.get(brief.id)
             tasks.append(HeldTask(id=brief.id, tier=brief.tier, status=brief.status, due_at=brief.due_at,
                                   region_code=brief.region_code, fraud_type=brief.fraud_type,
-                                  lease_expires_at=claim.lease_expires_at))
+                                  lease_expires_at=claim.lease_expires_at,
+                                  connected_at=transfer.connected_at if transfer else None,
+                                  call_ended_at=transfer.ended_at if transfer else None))
     return tasks
 
 
@@ -205,6 +221,8 @@ async def take_next(session: AsyncSession, principal: Principal, *, now: datetim
     if seat is None or seat.state != "available":
         raise SeatRefused("not_available", 409,
                           "your seat is not available: PUT /v1/seat {\"state\": \"available\"} first")
+    # A seat that answered a citizen's key 2 takes that task first, whoever claims now.
+    await transfers.settle_claims(session, now=now)
     claim = await claim_next(session, principal, now=now, lease_s=600)
     if claim is None:
         return None

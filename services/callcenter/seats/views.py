@@ -154,11 +154,14 @@ async def list_my_tasks(principal: OperatorKey, request: Request, mine: bool = T
     """The tasks my seat holds now (mine=true; the unit's task list is the dispatcher's GET /v1/tasks)."""
     if not mine:
         raise HTTPException(422, "mine: only mine=true is served here; the dispatcher lists the unit's tasks")
-    async with request.app.state.sessionmaker() as session:
-        rows = await service.my_tasks(session, principal)
+    async with transaction(request.app.state.sessionmaker) as session:
+        rows = await service.my_tasks(session, principal, now=request.app.state.clock.now())
     return {"items": [{"task_id": str(r.id), "tier": r.tier, "status": r.status, "due_at": r.due_at,
                        "region_code": r.region_code, "fraud_type": r.fraud_type,
-                       "claim_expires_at": r.lease_expires_at} for r in rows]}
+                       "claim_expires_at": r.lease_expires_at,
+                       # key 2: the citizen was put through to this seat (the call timer runs from connected_at)
+                       "live_call": {"connected_at": r.connected_at, "ended_at": r.call_ended_at}
+                       if r.connected_at else None} for r in rows]}
 
 
 @router.get("/v1/subjects/{phone}/history")
