@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from services.dispatcher.audit.service import search as audit_search
 from services.dispatcher.deps import RuntimeDep, SupervisorKey
 from shared.audit.service import verify_chain
+from shared.web import AwareTime, Text
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -43,17 +44,20 @@ class VerifyOut(BaseModel):
     reason: str | None = None
 
 
-@router.get("", response_model=AuditPage, responses={200: {"content": {"text/csv": {}}}})
+@router.get("", response_model=AuditPage, responses={
+    200: {"description": "A page of entries as JSON, or as CSV with `Accept: text/csv` (the next cursor in "
+                         "`X-Next-Cursor`)", "content": {"text/csv": {"schema": {"type": "string"}}}},
+    403: {"description": "Not a supervisor key"}})
 async def list_audit(
     request: Request,
     principal: SupervisorKey,
     rt: RuntimeDep,
     task_id: uuid.UUID | None = None,
     case_id: uuid.UUID | None = None,
-    actor: str | None = Query(default=None, max_length=200),
-    action: str | None = Query(default=None, max_length=64),
-    from_: datetime | None = Query(default=None, alias="from"),
-    to: datetime | None = None,
+    actor: Text | None = Query(default=None, max_length=200),
+    action: Text | None = Query(default=None, max_length=64),
+    from_: AwareTime | None = Query(default=None, alias="from"),
+    to: AwareTime | None = None,
     cursor: int | None = Query(default=None, ge=0, description="next_cursor from the previous page"),
     limit: int = Query(default=100, ge=1, le=1000),
 ) -> AuditPage | Response:
