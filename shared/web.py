@@ -6,6 +6,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -211,6 +212,32 @@ def _dependency_calls(dependant: Any) -> Iterator[Any]:
         yield from _dependency_calls(sub)
 
 
+@dataclass(frozen=True)
+class ApiRoute:
+    """A JSON route as served: its full path (router prefixes included), methods, and the route itself."""
+
+    path: str
+    methods: frozenset[str]
+    route: APIRoute
+    in_schema: bool
+
+
+def api_routes(app: FastAPI) -> Iterator[ApiRoute]:
+    """Every APIRoute of the app, through included routers (FastAPI ≥ 0.16x keeps them nested)."""
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # older FastAPI: app.routes is already flat
+        for route in app.routes:
+            if isinstance(route, APIRoute):
+                yield ApiRoute(route.path, frozenset(route.methods), route, route.include_in_schema)
+        return
+    for context in iter_route_contexts(app.routes):
+        route = context.original_route
+        if isinstance(route, APIRoute):
+            yield ApiRoute(context.path or route.path, frozenset(context.methods or route.methods), route,
+                           bool(getattr(context, "include_in_schema", route.include_in_schema)))
+
+
 def route_auth(route: APIRoute) -> tuple[bool, bool]:
     """(needs an API key, checks the key's role) for a route, read from its dependencies."""
     calls = list(_dependency_calls(route.dependant))
@@ -235,8 +262,8 @@ def document_api(app: FastAPI, schema: dict[str, Any], *,
     schemes[BEARER_SCHEME] = {"type": "http", "scheme": "bearer", "bearerFormat": "shk_<id>_<secret>",
                               "description": "An API key: `shouhu keys create --role ROLE --unit UNIT`"}
     schemes.update(security_schemes or {})
-    routes = {(route.path, method.lower()): route for route in app.routes
-              if isinstance(route, APIRoute) and route.include_in_schema for method in route.methods}
+    routes = {(served.path, method.lower()): served.route for served in api_routes(app) if served.in_schema
+              for method in served.methods}
     for path, operations in schema.get("paths", {}).items():
         for method, operation in operations.items():
             route = routes.get((path, method))
