@@ -49,6 +49,7 @@ async def services(db_url: str, sandbox: Sandbox) -> AsyncIterator[dict[str, htt
     apps = {
         "dispatcher": create_dispatcher(DispatcherSettings(DATABASE_URL=db_url, SHOUHU_DISPATCHER_WORKER=False)),
         "bot": create_bot(BotSettings(DATABASE_URL=db_url, SHOUHU_BOT_WORKER=False, SHOUHU_BOT_POLLING=False,
+                                      SHOUHU_BOT_PER_CHAT_INTERVAL_S=0,
                                       TELEGRAM_API_BASE=sandbox.base, TELEGRAM_WEBHOOK_SECRET=SECRET,
                                       TELEGRAM_WEBHOOK_URL="http://127.0.0.1:9/telegram/webhook")),
         "callcenter": create_callcenter(CallcenterSettings(DATABASE_URL=db_url, TWILIO_API_BASE=sandbox.base,

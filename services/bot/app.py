@@ -17,6 +17,7 @@ import structlog
 from aiogram import Bot, Dispatcher
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
+from aiogram.exceptions import TelegramAPIError
 from aiogram.fsm.storage.memory import MemoryStorage
 from aiogram.types import BotCommand
 from fastapi import FastAPI, HTTPException, Request
@@ -142,6 +143,10 @@ def create_app(settings: BotSettings | None = None, *, clock: Clock | None = Non
             await request.app.state.dp.feed_update(bot, update)
         except SQLAlchemyTimeoutError:
             raise  # 503: Telegram delivers the update again, when a connection may be free
+        except TelegramAPIError as exc:
+            # Telegram refused our reply (the chat is gone, the bot was blocked): nothing to retry.
+            log.warning("bot.update_failed", update_id=update.update_id, error=f"{type(exc).__name__}: {exc}")
+            return WebhookAnswer(ok=True, handled=False)
         except Exception:  # noqa: BLE001
             # As long polling does (aiogram logs a failed update and goes on): a 5xx here would make Telegram
             # deliver this update again and again, holding back every update after it.
