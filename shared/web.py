@@ -182,8 +182,8 @@ Text = Annotated[str, AfterValidator(_control_free), Field(json_schema_extra={"p
 """Free text or a filter an API client sends: refused (422 naming the field) when it holds a control character."""
 
 
-# SQLSTATEs for text PostgreSQL refuses: invalid byte sequence (NUL in text), untranslatable character,
-# unsupported Unicode escape (\\u0000 in jsonb).
+# SQLSTATEs of text PostgreSQL refuses: character_not_in_repertoire (a NUL in a text value) and
+# untranslatable_character (\\u0000 inside jsonb).
 _UNSTORABLE_TEXT = {"22021", "22P05"}
 _BODY_UNREADABLE = "There was an error parsing the body"
 
@@ -286,9 +286,9 @@ def document_api(app: FastAPI, schema: dict[str, Any], *,
                         response["description"] = COMMON_RESPONSES["422"]
                 elif status[0] in "45" and not response.get("content"):
                     response["content"] = {"application/json": {"schema": _ERROR_REF}}
-    text_ = orjson.dumps(schema)
-    for unused in ("HTTPValidationError", "ValidationError"):
-        if f'"#/components/schemas/{unused}"'.encode() not in text_:
+    serialized = orjson.dumps(schema)
+    for unused in ("HTTPValidationError", "ValidationError"):  # FastAPI's default 422 model, now referenced nowhere
+        if f'"#/components/schemas/{unused}"'.encode() not in serialized:
             schemas.pop(unused, None)
     return schema
 

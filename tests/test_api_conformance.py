@@ -32,7 +32,7 @@ from tests.conftest import listening_socket, url_of, warning
 
 WEBHOOK_SECRET = "conformance-webhook-secret"
 # Examples per operation in the fuzzing phase; the coverage phase adds its own deterministic boundary cases.
-MAX_EXAMPLES = 25
+MAX_EXAMPLES = 15
 
 CONFIG = schemathesis.Config.from_dict({
     "seed": 11,

@@ -178,6 +178,14 @@ async def test_control_characters_in_filters_get_422(services) -> None:  # noqa:
         assert _fields(resp) == {name}, path
 
 
+@pytest.mark.parametrize("cursor", [str(2**63), "99999999999999999999999", "-1"])
+async def test_an_audit_cursor_past_64_bits_gets_422(services, cursor: str) -> None:  # noqa: ANN001
+    """An audit cursor PostgreSQL's bigint cannot hold is a 422 naming `cursor` (it was a 500)."""
+    dispatcher = services["dispatcher"]
+    resp = await dispatcher.get("/v1/audit", params={"cursor": cursor}, headers=await _key(dispatcher, "supervisor"))
+    assert _fields(resp) == {"cursor"}
+
+
 async def test_unreadable_bodies_and_field_422s_share_the_documented_model(services) -> None:  # noqa: ANN001
     """A body that is not UTF-8 (FastAPI's 400), a route's own field check and a bad cursor: one 422 model."""
     dispatcher, callcenter = services["dispatcher"], services["callcenter"]

@@ -58,7 +58,7 @@ async def list_audit(
     action: Text | None = Query(default=None, max_length=64),
     from_: AwareTime | None = Query(default=None, alias="from"),
     to: AwareTime | None = None,
-    cursor: int | None = Query(default=None, ge=0, description="next_cursor from the previous page"),
+    cursor: int | None = Query(default=None, ge=0, le=2**63 - 1, description="next_cursor from the previous page"),
     limit: int = Query(default=100, ge=1, le=1000),
 ) -> AuditPage | Response:
     """Entries in your unit, oldest first. Entries with no region are visible to nationwide keys only."""
