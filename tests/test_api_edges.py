@@ -227,6 +227,42 @@ async def test_text_the_database_cannot_store_is_a_422_not_a_500(db_url: str) ->
         await engine.dispose()
 
 
+# ---- the Twilio webhooks (signed, not in the OpenAPI) -----------------------------------------------------------
+
+TWILIO_PATHS = ["/twilio/voice", "/twilio/gather", "/twilio/status", "/twilio/bridge", "/twilio/dial-status",
+                "/twilio/silence", "/twilio/transfer-end", "/twilio/transfer-next", "/twilio/transfer-leg"]
+
+
+@pytest.mark.parametrize("path", TWILIO_PATHS)
+async def test_forged_twilio_webhooks_with_garbage_bodies_get_403(services, path: str) -> None:  # noqa: ANN001
+    """Unsigned or wrongly signed Twilio webhooks get 403 whatever their body (broken multipart, not UTF-8, JSON)."""
+    for content_type, body in (("multipart/form-data; boundary=zz", b"--zz\r\nbroken"),
+                               ("application/x-www-form-urlencoded", b"%%%=&&\xff"), ("application/json", b'{"x":')):
+        for signature in ({}, {"X-Twilio-Signature": "AAAA"}):
+            resp = await services["callcenter"].post(f"{path}?attempt=1&transfer=1&seat=k", content=body,
+                                                     headers={"Content-Type": content_type, **signature})
+            assert resp.status_code == 403, (path, content_type, resp.status_code)
+
+
+@pytest.mark.parametrize("query", [{"attempt": str(2**63)}, {"attempt": "1", "transfer": str(2**63), "seat": "k"},
+                                   {"attempt": "1", "transfer": "1", "seat": "\x00"}])
+@pytest.mark.parametrize("path", TWILIO_PATHS)
+async def test_signed_twilio_webhooks_with_impossible_ids_never_500(services, path: str, query: dict) -> None:  # noqa: ANN001
+    """A correctly signed webhook whose ids cannot exist (past bigint, a NUL seat) is refused or ignored, never a 500."""
+    from urllib.parse import urlencode
+
+    from twilio.request_validator import RequestValidator
+
+    settings = CallcenterSettings()  # the sandbox's auth token and public URL, as the fixture's callcenter has
+    form = {"CallStatus": "completed", "Digits": "1"}
+    signature = RequestValidator(settings.auth_token()).compute_signature(
+        f"{settings.public_url}{path}?{urlencode(query)}", form)
+    resp = await services["callcenter"].post(path, params=query, data=form, headers={"X-Twilio-Signature": signature})
+    assert resp.status_code < 500, (path, query, resp.status_code, resp.text)
+    if path in ("/twilio/voice", "/twilio/gather") and int(query["attempt"]) >= 2**63:
+        assert _fields(resp) == {"attempt"}
+
+
 # ---- the Telegram webhook -------------------------------------------------------------------------------------
 
 async def _chat_count(client: httpx.AsyncClient) -> int:
@@ -313,6 +349,16 @@ def test_every_operation_documents_its_errors_with_the_one_model(service: str) -
                     ref = response["content"]["application/json"]["schema"]["$ref"]
                     assert ref == (INVALID_REF if status == "422" else ERROR_REF), (path, method, status)
     assert operations >= {"dispatcher": 27, "bot": 1, "callcenter": 6}[service]
+
+
+@pytest.mark.parametrize("service", ["dispatcher", "bot", "callcenter"])
+async def test_the_served_openapi_is_the_documented_one(service: str) -> None:
+    """/openapi.json serves the schema with the error model and security schemes, not FastAPI's default."""
+    app = _schema_only(service)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc") as client:
+        served = (await client.get("/openapi.json")).json()
+    assert served == app.openapi()
+    assert {"ErrorBody", "ValidationErrorBody"} <= set(served["components"]["schemas"])
 
 
 def test_bot_openapi_lists_the_webhook() -> None:
