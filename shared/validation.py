@@ -1,0 +1,179 @@
+"""Validated types for input at the edge: what a field may hold, refused with a reason that names the rule.
+
+Why these exist: PostgreSQL refuses some values Python accepts (a NUL in text,
+`\\u0000` or a lone surrogate in jsonb, an integer past 64 bits in our JSON
+encoder, a year-1 timestamp that overflows when read back in UTC), and those
+turned into 500s, or worse, failed every other record in the same transaction.
+Refusing them at the edge, per field, is what lets one bad record be answered
+with a 422 while its neighbours are stored.
+
+Use them as pydantic field types; each failure reads "<field>: <reason>":
+
+    name: SafeText(64) | None = None                     # one line, at most 64 characters
+    note: SafeText(2000, multiline=True) | None = None   # tab and line breaks allowed
+    occurred_at: AwareDatetime()                         # offset required, 2000-01-01 .. 2100-01-01
+    amount: FiniteDecimal(ge=0, le=Decimal("1e13"), decimal_places=2) | None = None
+    details: FreeJson(max_bytes=16_384, max_depth=8) | None = None
+
+`not_in_future` checks the upper edge against the service's own clock (tests
+freeze it), which a type cannot see.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime, timedelta, tzinfo
+from decimal import Decimal
+from typing import Annotated, Any
+
+import orjson
+from pydantic import AfterValidator, Field, StringConstraints
+
+# C0 and C1 control characters (NUL included) and DEL; lone surrogates (what undecodable bytes become,
+# and what PostgreSQL and orjson refuse); bidirectional overrides and isolates, which make a console
+# show text in another order than it was sent; line and paragraph separators.
+_SINGLE_LINE_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+# Multi-line text (notes, memos) may also hold tab, line feed and carriage return.
+_MULTILINE_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
+
+# Before 2000 no warning, callback or report concerns this system; the upper edge keeps arithmetic
+# (an offset applied to 9999-12-31) from overflowing. Routes narrow this further with `not_in_future`.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+# Integers our JSON encoder (orjson) and every JSON consumer can carry: signed 64 bits.
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+
+
+def forbidden_character(value: str, *, multiline: bool = False) -> str | None:
+    """The reason `value` is refused for a control or invisible-reordering character, or None when it is fine."""
+    match = (_MULTILINE_FORBIDDEN if multiline else _SINGLE_LINE_FORBIDDEN).search(value)
+    if match is None:
+        return None
+    char = match.group()
+    if "\ud800" <= char <= "\udfff":
+        what = "an invalid character (a lone surrogate: not valid UTF-8 text)"
+    elif char in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069":
+        what = "a bidirectional-override character"
+    else:
+        what = "a control character"
+    return f"must not contain {what}: U+{ord(char):04X} at position {match.start()}"
+
+
+def _text_checker(multiline: bool):  # noqa: ANN202
+    def check(value: str) -> str:
+        reason = forbidden_character(value, multiline=multiline)
+        if reason:
+            raise ValueError(reason)
+        return value
+
+    return check
+
+
+_SINGLE_LINE_CHECK = _text_checker(False)
+_MULTILINE_CHECK = _text_checker(True)
+
+
+def SafeText(max_length: int, *, min_length: int = 0, multiline: bool = False, strip: bool = True) -> Any:  # noqa: N802
+    """A string of at most `max_length` characters (after stripping) with no control characters.
+
+    Single-line text refuses every control character; `multiline=True` lets tab,
+    line feed and carriage return through (free-text notes).
+    """
+    return Annotated[
+        str,
+        StringConstraints(strip_whitespace=strip, min_length=min_length, max_length=max_length),
+        AfterValidator(_MULTILINE_CHECK if multiline else _SINGLE_LINE_CHECK),
+    ]
+
+
+def check_datetime_window(value: datetime, *, not_before: datetime = EARLIEST, not_after: datetime = LATEST,
+                          assume_tz: tzinfo | None = None) -> datetime:
+    """Refuse a datetime without a UTC offset (unless `assume_tz` reads it) or outside [not_before, not_after).
+
+    A naive value read through `assume_tz` is returned naive, so the caller can
+    say that it assumed the zone.
+    """
+    aware = value
+    if value.tzinfo is None or value.utcoffset() is None:
+        if assume_tz is None:
+            raise ValueError("needs a UTC offset, e.g. 2026-11-21T10:02:00+08:00")
+        aware = value.replace(tzinfo=assume_tz)
+    try:
+        inside = not_before <= aware < not_after
+    except OverflowError:  # an offset pushed it past year 1 or 9999
+        inside = False
+    if not inside:
+        raise ValueError(f"must be between {not_before.date().isoformat()} and {not_after.date().isoformat()}"
+                         " (outside that window it cannot be a real time for this system)")
+    return value
+
+
+def AwareDatetime(*, not_before: datetime = EARLIEST, not_after: datetime = LATEST,  # noqa: N802
+                  assume_tz: tzinfo | None = None) -> Any:
+    """A datetime with a UTC offset inside a plausible window (see `check_datetime_window`)."""
+    return Annotated[datetime, AfterValidator(
+        lambda v: check_datetime_window(v, not_before=not_before, not_after=not_after, assume_tz=assume_tz))]
+
+
+def not_in_future(value: datetime, *, now: datetime, tolerance: timedelta = timedelta(minutes=5)) -> str | None:
+    """The reason `value` is refused as later than `now` + `tolerance` (upstream clocks drift), or None."""
+    if value > now + tolerance:
+        return f"must not be more than {int(tolerance.total_seconds() // 60)} minutes in the future"
+    return None
+
+
+def FiniteDecimal(*, ge: Decimal | int | None = None, le: Decimal | int | None = None,  # noqa: N802
+                  decimal_places: int | None = None) -> Any:
+    """A decimal number: NaN and Infinity refused ("must be a finite number"), with optional bounds."""
+    return Annotated[Decimal, Field(allow_inf_nan=False, ge=ge, le=le, decimal_places=decimal_places)]
+
+
+def check_free_json(value: Any, *, max_bytes: int, max_depth: int, max_key_length: int = 128) -> Any:
+    """Refuse free JSON that is too deep, too big once encoded, or holds what the database cannot store.
+
+    Strings (keys and values) follow the multi-line text rule; numbers must be
+    finite and integers fit in 64 bits. The reason names the path, e.g.
+    "at .contacts[2].name: must not contain a control character: U+0000 at position 3".
+    """
+    stack: list[tuple[Any, str, int]] = [(value, "", 1)]
+    while stack:
+        node, path, depth = stack.pop()
+        if isinstance(node, dict | list) and depth > max_depth:
+            raise ValueError(f"at {path or 'the top'}: nested deeper than {max_depth} levels")
+        if isinstance(node, dict):
+            for key, child in node.items():
+                if not isinstance(key, str):
+                    raise ValueError(f"at {path or 'the top'}: keys must be strings")
+                if len(key) > max_key_length:
+                    raise ValueError(f"at {path or 'the top'}: a key is longer than {max_key_length} characters")
+                reason = forbidden_character(key, multiline=False)
+                if reason:
+                    raise ValueError(f"at {path or 'the top'}: a key {reason}")
+                stack.append((child, f"{path}.{key}", depth + 1))
+        elif isinstance(node, list):
+            stack.extend((child, f"{path}[{i}]", depth + 1) for i, child in enumerate(node))
+        elif isinstance(node, str):
+            reason = forbidden_character(node, multiline=True)
+            if reason:
+                raise ValueError(f"at {path or 'the top'}: {reason}")
+        elif isinstance(node, bool) or node is None:
+            pass
+        elif isinstance(node, int):
+            if not _INT_MIN <= node <= _INT_MAX:
+                raise ValueError(f"at {path or 'the top'}: integers must fit in 64 bits")
+        elif isinstance(node, float):
+            if not math.isfinite(node):
+                raise ValueError(f"at {path or 'the top'}: numbers must be finite (no NaN or Infinity)")
+        else:
+            raise ValueError(f"at {path or 'the top'}: {type(node).__name__} is not a JSON value")
+    size = len(orjson.dumps(value))
+    if size > max_bytes:
+        raise ValueError(f"larger than {max_bytes} bytes once encoded ({size})")
+    return value
+
+
+def FreeJson(*, max_bytes: int, max_depth: int) -> Any:  # noqa: N802
+    """A JSON object of any shape, bounded (see `check_free_json`)."""
+    return Annotated[dict[str, Any], AfterValidator(
+        lambda v: check_free_json(v, max_bytes=max_bytes, max_depth=max_depth))]
