@@ -21,6 +21,7 @@ freeze it), which a type cannot see.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -41,8 +42,32 @@ _MULTILINE_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\u
 # (an offset applied to 9999-12-31) from overflowing. Routes narrow this further with `not_in_future`.
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(2100, 1, 1, tzinfo=UTC)
-# Integers our JSON encoder (orjson) and every JSON consumer can carry: signed 64 bits.
+# Integers our JSON encoder (orjson) and every JSON consumer can carry: signed 64 bits. Floats are held to
+# the same range: PostgreSQL's jsonb gives 1e20 back as the integer 100000000000000000000.
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+
+
+def parse_json(raw: bytes | str) -> Any:
+    """Parse a JSON document; ValueError("not valid JSON (...)") when it is not one.
+
+    orjson first (fast, bounded depth). What orjson refuses but Python's reader
+    takes (NaN and Infinity, a lone surrogate escape such as "\\ud800", integers
+    past 64 bits) is read too, so that the field rules refuse it by name: one
+    record's truncated emoji must not fail the 999 records beside it in a batch.
+    """
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        first_error = exc
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):  # also bytes that are not UTF-8, and 4,300-digit integers
+        raise ValueError(f"not valid JSON ({first_error})") from None
+
+
+def escape_invalid(text: str) -> str:
+    """`text` with lone surrogates written as escapes: safe to put in a JSON answer, a log line or a file."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def forbidden_character(value: str, *, multiline: bool = False) -> str | None:
@@ -129,44 +154,68 @@ def FiniteDecimal(*, ge: Decimal | int | None = None, le: Decimal | int | None =
     return Annotated[Decimal, Field(allow_inf_nan=False, ge=ge, le=le, decimal_places=decimal_places)]
 
 
+class _Refused(Exception):
+    """Raised inside the free-JSON walk; the path is collected on the way out (only when something is wrong)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.path: list[str] = []
+
+
+def _walk(node: Any, depth: int, max_depth: int, max_key_length: int) -> None:
+    kind = type(node)
+    if kind is str:
+        if _MULTILINE_FORBIDDEN.search(node):
+            raise _Refused(str(forbidden_character(node, multiline=True)))
+    elif kind is dict:
+        if depth > max_depth:
+            raise _Refused(f"nested deeper than {max_depth} levels")
+        for key, child in node.items():
+            if type(key) is not str:
+                raise _Refused("keys must be strings")
+            if len(key) > max_key_length:
+                raise _Refused(f"a key is longer than {max_key_length} characters")
+            if _SINGLE_LINE_FORBIDDEN.search(key):
+                raise _Refused(f"a key {forbidden_character(key)}")
+            try:
+                _walk(child, depth + 1, max_depth, max_key_length)
+            except _Refused as exc:
+                exc.path.append(f".{key}")
+                raise
+    elif kind is list:
+        if depth > max_depth:
+            raise _Refused(f"nested deeper than {max_depth} levels")
+        for index, child in enumerate(node):
+            try:
+                _walk(child, depth + 1, max_depth, max_key_length)
+            except _Refused as exc:
+                exc.path.append(f"[{index}]")
+                raise
+    elif kind is int:
+        if not _INT_MIN <= node <= _INT_MAX:
+            raise _Refused("integers must fit in 64 bits")
+    elif kind is float:
+        if not math.isfinite(node):
+            raise _Refused("numbers must be finite (no NaN or Infinity)")
+        if not _INT_MIN <= node <= _INT_MAX:
+            raise _Refused("numbers must lie within ±2^63")
+    elif node is not None and kind is not bool:
+        raise _Refused(f"{kind.__name__} is not a JSON value")
+
+
 def check_free_json(value: Any, *, max_bytes: int, max_depth: int, max_key_length: int = 128) -> Any:
     """Refuse free JSON that is too deep, too big once encoded, or holds what the database cannot store.
 
-    Strings (keys and values) follow the multi-line text rule; numbers must be
-    finite and integers fit in 64 bits. The reason names the path, e.g.
-    "at .contacts[2].name: must not contain a control character: U+0000 at position 3".
+    Strings (keys and values) follow the multi-line text rule (keys one-line);
+    numbers must be finite and within the range of a 64-bit integer. The reason
+    names the path, e.g. "at .contacts[2].name: must not contain a control
+    character: U+0000 at position 3".
     """
-    stack: list[tuple[Any, str, int]] = [(value, "", 1)]
-    while stack:
-        node, path, depth = stack.pop()
-        if isinstance(node, dict | list) and depth > max_depth:
-            raise ValueError(f"at {path or 'the top'}: nested deeper than {max_depth} levels")
-        if isinstance(node, dict):
-            for key, child in node.items():
-                if not isinstance(key, str):
-                    raise ValueError(f"at {path or 'the top'}: keys must be strings")
-                if len(key) > max_key_length:
-                    raise ValueError(f"at {path or 'the top'}: a key is longer than {max_key_length} characters")
-                reason = forbidden_character(key, multiline=False)
-                if reason:
-                    raise ValueError(f"at {path or 'the top'}: a key {reason}")
-                stack.append((child, f"{path}.{key}", depth + 1))
-        elif isinstance(node, list):
-            stack.extend((child, f"{path}[{i}]", depth + 1) for i, child in enumerate(node))
-        elif isinstance(node, str):
-            reason = forbidden_character(node, multiline=True)
-            if reason:
-                raise ValueError(f"at {path or 'the top'}: {reason}")
-        elif isinstance(node, bool) or node is None:
-            pass
-        elif isinstance(node, int):
-            if not _INT_MIN <= node <= _INT_MAX:
-                raise ValueError(f"at {path or 'the top'}: integers must fit in 64 bits")
-        elif isinstance(node, float):
-            if not math.isfinite(node):
-                raise ValueError(f"at {path or 'the top'}: numbers must be finite (no NaN or Infinity)")
-        else:
-            raise ValueError(f"at {path or 'the top'}: {type(node).__name__} is not a JSON value")
+    try:
+        _walk(value, 1, max_depth, max_key_length)
+    except _Refused as exc:
+        raise ValueError(f"at {''.join(reversed(exc.path)) or 'the top'}: {exc.reason}") from None
     size = len(orjson.dumps(value))
     if size > max_bytes:
         raise ValueError(f"larger than {max_bytes} bytes once encoded ({size})")

@@ -5,8 +5,8 @@ reported with the same field and reason. A line that cannot even be read
 (bytes that are not UTF-8, a CSV cell past the size limit, JSON nested too
 deep) is reported too, never the end of the import: files are read with
 `surrogateescape`, so undecodable bytes reach validation as characters it
-refuses, and JSON is parsed by orjson as the HTTP routes parse it (no NaN,
-bounded depth).
+refuses, and JSON is parsed as the HTTP routes parse it
+(`shared.validation.parse_json`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -26,6 +25,7 @@ from services.dispatcher.warnings.flows import run_ingest
 from services.dispatcher.warnings.schemas import Rejected, ValidRecord, parse_record
 from shared.clock import Clock
 from shared.db import make_engine, make_sessionmaker, transaction
+from shared.validation import escape_invalid, parse_json
 
 # CSV columns that fill the nested `subject` object.
 _SUBJECT_COLUMNS = {"subject.name": "name", "subject.age": "age", "subject.gender": "gender",
@@ -61,8 +61,8 @@ def _from_csv_row(row: dict[str, str | None]) -> dict[str, Any] | str:
             subject[_SUBJECT_COLUMNS[column]] = value
         elif column == "details":
             try:
-                record["details"] = orjson.loads(value)
-            except orjson.JSONDecodeError:
+                record["details"] = parse_json(value)
+            except ValueError:
                 return "details: not valid JSON"
         else:
             record[column] = value
@@ -77,13 +77,9 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
             if not line.strip():
                 continue
             try:
-                yield number, orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                yield number, f"not valid JSON ({str(exc).removesuffix(': line 1')})"
-
-
-def _printable(text: str) -> str:
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+                yield number, parse_json(line)
+            except ValueError as exc:
+                yield number, str(exc)
 
 
 def read_records(path: Path) -> Iterator[tuple[int, Any]]:
@@ -148,7 +144,7 @@ async def run_import(path: Path, *, database_url: str, batch_size: int, errors_p
         await engine.dispose()
     # In line order; undecodable bytes (surrogate-escaped) in a column name are shown as escapes, and text
     # from the file is never read as rich markup.
-    problems = sorted(((line, _printable(field), _printable(reason)) for line, field, reason in problems),
+    problems = sorted(((line, escape_invalid(field), escape_invalid(reason)) for line, field, reason in problems),
                       key=lambda p: p[0])
     for line, field, reason in problems:
         console.print(f"line {line}: {field}: {reason}", highlight=False, markup=False)

@@ -142,7 +142,7 @@ async def test_a_record_failing_at_commit_in_a_batch_leaves_the_rest_stored_in_o
 
 
 async def test_import_reports_the_same_errors_line_by_line(dispatcher, tmp_path) -> None:  # noqa: ANN001
-    """`shouhu import` refuses NUL, NaN, year 1 and bad bytes per line, with the API's field and reason; stores the rest."""
+    """`shouhu import` refuses NUL, NaN, year 1, bad bytes and broken JSON per line, with the API's field and reason."""
     from tests.dispatcher.test_cli import shouhu
 
     good = warning(phone="13900000001", source_ref="good")
@@ -155,16 +155,17 @@ async def test_import_reports_the_same_errors_line_by_line(dispatcher, tmp_path)
         '{"source": "bank", "amount_at_risk": NaN}',
     ]
     path = tmp_path / "warnings.jsonl"
-    path.write_bytes("\n".join(lines).encode() + b'\n{"source": "bank\xff\xfe"}\n')
+    path.write_bytes("\n".join(lines).encode() + b'\n{"source": "bank\xff\xfe"}\n{"source": \n')
     done = shouhu(dispatcher.db_url, "import", str(path))
     assert done.returncode == 1, done.stderr
     assert "line 2: subject.name: must not contain a control character: U+0000" in done.stderr
     assert "line 3: occurred_at: must be between 2000-01-01" in done.stderr
     assert "line 4: amount_at_risk: Input should be a finite number" in done.stderr
     assert "line 5: details: at .a[0][0][0][0][0][0][0]: nested deeper than 8 levels" in done.stderr
-    assert "line 6: record: not valid JSON" in done.stderr
-    assert "line 7: record: not valid JSON" in done.stderr
-    assert "1 accepted, 0 duplicates, 6 rejected" in done.stderr
+    assert "line 6: amount_at_risk: Input should be a finite number" in done.stderr  # a NaN literal
+    assert "line 7: source: Input should be a valid string" in done.stderr  # bytes that are not UTF-8
+    assert "line 8: record: not valid JSON" in done.stderr
+    assert "1 accepted, 0 duplicates, 7 rejected" in done.stderr
     assert await count(dispatcher, "warnings") == 1
 
 
@@ -204,3 +205,63 @@ async def test_csv_import_reads_past_bad_bytes_and_oversized_cells(dispatcher, t
     assert "line 5: record: not valid CSV (field larger than field limit" in done.stderr
     assert "2 accepted, 0 duplicates, 3 rejected" in done.stderr
     assert await count(dispatcher, "warnings") == 2
+
+
+async def test_nan_or_a_lone_surrogate_in_one_batch_record_is_refused_in_that_record_only(dispatcher) -> None:
+    """A NaN literal or a broken surrogate escape (a truncated emoji) fails its record by field, not the batch."""
+    good = [json.dumps(warning(phone=f"1390000{i:04d}")) for i in range(3)]
+    nan = json.dumps(warning(source_ref="nan")).replace('"source_ref"', '"amount_at_risk": NaN, "source_ref"')
+    surrogate = json.dumps(warning(source_ref="emoji", subject={"name": "张\ud83d"}))  # ensure_ascii: "\ud83d"
+    body = '{"warnings": [' + ", ".join([good[0], nan, good[1], surrogate, good[2]]) + "]}"
+    resp = await dispatcher.client.post("/v1/warnings/batch", content=body.encode(),
+                                        headers={**await dispatcher.headers(), "Content-Type": "application/json"})
+    assert resp.status_code == 200, resp.text
+    results = resp.json()["results"]
+    assert [r["status"] for r in results] == ["accepted", "rejected", "accepted", "rejected", "accepted"]
+    assert results[1]["errors"] == [{"field": "amount_at_risk", "reason": "Input should be a finite number"}]
+    assert results[3]["errors"][0]["field"] == "subject.name"
+    single = await dispatcher.client.post("/v1/warnings", content=surrogate.encode(),
+                                          headers={**await dispatcher.headers(), "Content-Type": "application/json"})
+    assert single.status_code == 422 and single.json()["errors"][0]["field"] == "subject.name"
+    assert await count(dispatcher, "warnings") == 3
+
+
+async def test_a_key_with_a_lone_surrogate_is_named_escaped_not_a_500(dispatcher) -> None:
+    """A key holding a lone surrogate is a 422 (named with an escape where it can be named), not a 500."""
+    body = json.dumps({**warning(), "x\ud800": 1}).encode()
+    resp = await dispatcher.client.post("/v1/warnings", content=body,
+                                        headers={**await dispatcher.headers(), "Content-Type": "application/json"})
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["errors"][0]["field"] == "record"  # pydantic cannot even read the key as text
+    batch = await dispatcher.client.post("/v1/warnings/batch", content=b'{"warnings": [], "\\udc80": 1}',
+                                         headers={**await dispatcher.headers(), "Content-Type": "application/json"})
+    assert batch.status_code == 422 and batch.json()["errors"][0]["field"] == "\\udc80"
+
+
+async def test_unauthenticated_bad_json_is_401_before_any_parsing(dispatcher) -> None:
+    """Without a key, even a body that is not JSON gets 401: the key is checked before the body is read."""
+    for path in ("/v1/warnings", "/v1/warnings/batch"):
+        resp = await dispatcher.client.post(path, content=b"{nope", headers={"Content-Type": "application/json"})
+        assert resp.status_code == 401, (path, resp.text)
+
+
+async def test_a_database_that_takes_no_connections_is_unavailable_not_every_record_refused(dispatcher) -> None:
+    """When the database itself fails, ingest says "unavailable, retry" (503) rather than blaming each record."""
+    from services.dispatcher.warnings.flows import IngestUnavailable, run_ingest
+    from services.dispatcher.warnings.schemas import parse_record
+    from shared.db import database_name, raw_connect, with_database
+
+    records = [parse_record(i, warning(phone=f"1390000{i:04d}"), now=dispatcher.clock.now()) for i in range(4)]
+    database = database_name(dispatcher.db_url)
+    admin = await raw_connect(with_database(dispatcher.db_url, "postgres"))
+    try:
+        await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", database)
+        rt = dispatcher.runtime
+        with pytest.raises(IngestUnavailable):
+            await run_ingest(rt.sessionmaker, records, actor="test", store=rt.store, clock=rt.clock)
+    finally:
+        await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        await admin.close()
+    answers = await run_ingest(rt.sessionmaker, records, actor="test", store=rt.store, clock=rt.clock)
+    assert [a["status"] for a in answers.values()] == ["accepted"] * 4  # the retry stores them all

@@ -70,6 +70,10 @@ async def _ingest_once(sessionmaker: async_sessionmaker[AsyncSession], records: 
     for attempt in range(1, MAX_TRIES + 1):
         try:
             async with sessionmaker() as session, session.begin():
+                try:
+                    await session.connection()
+                except Exception as exc:  # no record's SQL has run yet: the database's fault, whatever it says
+                    raise IngestUnavailable(f"no database connection ({type(exc).__name__})") from exc
                 return await ingest_batch(session, list(records), actor=actor, store=store, now=clock.now())
         except RetryBatch as exc:
             log.info("ingest.retry", attempt=attempt, why=str(exc))

@@ -8,11 +8,11 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from shared.clock import LOCAL_TZ
 from shared.phone import InvalidPhone, normalize_phone
-from shared.validation import AwareDatetime, FiniteDecimal, FreeJson, SafeText, not_in_future
+from shared.validation import AwareDatetime, FiniteDecimal, FreeJson, SafeText, escape_invalid, not_in_future
 
 FRAUD_TYPES = (
     "task_brushing", "fake_investment", "pig_butchering", "impersonating_police", "fake_customer_service",
@@ -131,6 +131,19 @@ class WarningIn(BaseModel):
     def _region(cls, value: str) -> str:
         return check_region_code(value)
 
+    @field_validator("occurred_at")
+    @classmethod
+    def _not_in_future(cls, value: datetime, info: ValidationInfo) -> datetime:
+        # "Now" is the service's clock, given as validation context (tests freeze it), so that this
+        # error is reported together with every other field's, not after them.
+        now = (info.context or {}).get("now")
+        if now is not None:
+            future = not_in_future(value if value.tzinfo else value.replace(tzinfo=LOCAL_TZ), now=now,
+                                   tolerance=FUTURE_TOLERANCE)
+            if future:
+                raise ValueError(future)
+        return value
+
 
 @dataclass(slots=True)
 class ValidRecord:
@@ -180,7 +193,7 @@ def to_valid_record(index: int, parsed: WarningIn, *, now: datetime) -> ValidRec
     if occurred_at.tzinfo is None:
         occurred_at = occurred_at.replace(tzinfo=LOCAL_TZ)
         notices.append("occurred_at had no UTC offset; read as China Standard Time (+08:00)")
-    future = not_in_future(occurred_at, now=now, tolerance=FUTURE_TOLERANCE)
+    future = not_in_future(occurred_at, now=now, tolerance=FUTURE_TOLERANCE)  # checked already when parsed
     if future:
         return Rejected(index, [{"field": "occurred_at", "reason": future}])
     subject = parsed.subject.model_dump(exclude_none=True) if parsed.subject else None
@@ -207,7 +220,8 @@ def errors_of(exc: ValidationError) -> list[dict[str, str]]:
         for part in loc:
             name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
         reason = err.get("msg", "invalid").removeprefix("Value error, ")
-        out.append({"field": name or "record", "reason": reason})
+        # A key sent with a lone surrogate comes back escaped: the answer must stay valid JSON.
+        out.append({"field": escape_invalid(name or "record"), "reason": escape_invalid(reason)})
     return out
 
 
@@ -216,7 +230,7 @@ def parse_record(index: int, raw: Any, *, now: datetime) -> ValidRecord | Reject
     if not isinstance(raw, dict):
         return Rejected(index, [{"field": "record", "reason": "must be a JSON object"}])
     try:
-        parsed = WarningIn.model_validate(raw)
+        parsed = WarningIn.model_validate(raw, context={"now": now})
     except ValidationError as exc:
         return Rejected(index, errors_of(exc))
     return to_valid_record(index, parsed, now=now)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, HTTPException, Request, Response, status
 
 from services.dispatcher.deps import IngestKey, RuntimeDep
@@ -21,6 +20,7 @@ from services.dispatcher.warnings.schemas import (
 )
 from services.dispatcher.warnings.service import YIELD_EVERY
 from shared.sql import dumps
+from shared.validation import escape_invalid, parse_json
 from shared.web import FieldErrors
 
 router = APIRouter(prefix="/v1/warnings", tags=["warnings"])
@@ -40,16 +40,17 @@ def _unavailable(exc: IngestUnavailable) -> HTTPException:
 
 
 async def _json_body(request: Request) -> Any:
-    """The body parsed by orjson: bounded depth, no NaN, and a 422 naming the body when it is not JSON.
+    """The body as JSON (`shared.validation.parse_json`), or a 422 naming the body.
 
     Parsed here rather than by FastAPI so that (1) the key is checked before the
-    body is read (401 before 422), and (2) a body nested thousands deep or with a
-    5,000-digit number is a 422, not FastAPI's bare 400.
+    body is read (401 before 422), (2) a body nested thousands deep is a 422, not
+    FastAPI's bare 400, and (3) NaN or a lone surrogate in one record is refused
+    by field, in that record only.
     """
     try:
-        return orjson.loads(await request.body())
-    except orjson.JSONDecodeError as exc:
-        raise FieldErrors([{"field": "body", "reason": f"not valid JSON ({exc})"}]) from None
+        return parse_json(await request.body())
+    except ValueError as exc:
+        raise FieldErrors([{"field": "body", "reason": str(exc)}]) from None
 
 
 def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
@@ -125,7 +126,7 @@ async def post_batch(request: Request, principal: IngestKey, rt: RuntimeDep) -> 
         raise FieldErrors([{"field": "warnings", "reason": "required: a list of warning records"}])
     extra = sorted(set(body) - {"warnings"})
     if extra:
-        raise FieldErrors([{"field": extra[0], "reason": "Extra inputs are not permitted"}])
+        raise FieldErrors([{"field": escape_invalid(extra[0]), "reason": "Extra inputs are not permitted"}])
     raw_records: list[Any] = body["warnings"]
     if len(raw_records) > MAX_BATCH:
         raise FieldErrors([{"field": "warnings", "reason": f"at most {MAX_BATCH} records per batch"}])
