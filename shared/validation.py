@@ -86,10 +86,11 @@ def forbidden_character(value: str, *, multiline: bool = False) -> str | None:
 
 
 def _text_checker(multiline: bool):  # noqa: ANN202
+    search = (_MULTILINE_FORBIDDEN if multiline else _SINGLE_LINE_FORBIDDEN).search
+
     def check(value: str) -> str:
-        reason = forbidden_character(value, multiline=multiline)
-        if reason:
-            raise ValueError(reason)
+        if search(value) is not None:  # the reason is worked out only for a refusal (this runs per field)
+            raise ValueError(forbidden_character(value, multiline=multiline))
         return value
 
     return check

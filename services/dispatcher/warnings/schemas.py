@@ -178,8 +178,11 @@ def _age_at(birth: date, when: date) -> int:
     return when.year - birth.year - ((when.month, when.day) < (birth.month, birth.day))
 
 
-def to_valid_record(index: int, parsed: WarningIn, *, now: datetime) -> ValidRecord | Rejected:
-    """Normalise codes and times; unknown codes become `other` with a notice, never a rejection."""
+def to_valid_record(index: int, parsed: WarningIn) -> ValidRecord:
+    """Normalise codes and times; unknown codes become `other` with a notice, never a rejection.
+
+    Every refusal happened while parsing (`parse_record`), the time window included.
+    """
     notices: list[str] = []
     fraud_type = parsed.fraud_type.lower()
     if fraud_type not in FRAUD_TYPES:
@@ -193,9 +196,6 @@ def to_valid_record(index: int, parsed: WarningIn, *, now: datetime) -> ValidRec
     if occurred_at.tzinfo is None:
         occurred_at = occurred_at.replace(tzinfo=LOCAL_TZ)
         notices.append("occurred_at had no UTC offset; read as China Standard Time (+08:00)")
-    future = not_in_future(occurred_at, now=now, tolerance=FUTURE_TOLERANCE)  # checked already when parsed
-    if future:
-        return Rejected(index, [{"field": "occurred_at", "reason": future}])
     subject = parsed.subject.model_dump(exclude_none=True) if parsed.subject else None
     age = parsed.subject.age if parsed.subject else None
     if parsed.subject and parsed.subject.id_number:
@@ -226,14 +226,14 @@ def errors_of(exc: ValidationError) -> list[dict[str, str]]:
 
 
 def parse_record(index: int, raw: Any, *, now: datetime) -> ValidRecord | Rejected:
-    """Validate one raw record (a dict from JSON, CSV or JSON Lines)."""
+    """Validate one raw record (a dict from JSON, CSV or JSON Lines); `now` (the service's clock) bounds occurred_at."""
     if not isinstance(raw, dict):
         return Rejected(index, [{"field": "record", "reason": "must be a JSON object"}])
     try:
         parsed = WarningIn.model_validate(raw, context={"now": now})
     except ValidationError as exc:
         return Rejected(index, errors_of(exc))
-    return to_valid_record(index, parsed, now=now)
+    return to_valid_record(index, parsed)
 
 
 class Reasons(BaseModel):
