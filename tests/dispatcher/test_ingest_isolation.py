@@ -265,3 +265,23 @@ async def test_a_database_that_takes_no_connections_is_unavailable_not_every_rec
         await admin.close()
     answers = await run_ingest(rt.sessionmaker, records, actor="test", store=rt.store, clock=rt.clock)
     assert [a["status"] for a in answers.values()] == ["accepted"] * 4  # the retry stores them all
+
+
+async def test_a_body_too_big_to_hold_valid_records_is_refused_unread(dispatcher) -> None:
+    """A single record past 128 KiB, or a batch past 32 MiB, is a 422 naming the body; nothing is stored."""
+    from services.dispatcher.warnings.views import MAX_BATCH_BODY_BYTES, MAX_RECORD_BODY_BYTES
+
+    headers = {**await dispatcher.headers(), "Content-Type": "application/json"}
+    single = json.dumps(warning(details={"memo": "x" * MAX_RECORD_BODY_BYTES})).encode()
+    resp = await dispatcher.client.post("/v1/warnings", content=single, headers=headers)
+    assert resp.status_code == 422
+    assert resp.json()["errors"] == [{"field": "body", "reason": f"larger than {MAX_RECORD_BODY_BYTES} bytes"}]
+
+    async def chunks():  # no Content-Length: the limit holds while streaming too
+        for _ in range(MAX_BATCH_BODY_BYTES // 65536 + 1):
+            yield b" " * 65536
+        yield b'{"warnings": []}'
+
+    resp = await dispatcher.client.post("/v1/warnings/batch", content=chunks(), headers=headers)
+    assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "body"
+    assert await count(dispatcher, "warnings") == 0

@@ -25,6 +25,10 @@ from shared.web import FieldErrors
 
 router = APIRouter(prefix="/v1/warnings", tags=["warnings"])
 MAX_BATCH = 1000
+# A record's fields are bounded (details 16 KiB encoded, the rest under 1 KiB); escaped as \uXXXX they
+# may take six times as many bytes. Past these sizes a body cannot hold valid records: it is not read.
+MAX_RECORD_BODY_BYTES = 128 * 1024
+MAX_BATCH_BODY_BYTES = 32 * 1024 * 1024
 
 _ERRORS = {
     401: {"description": "Missing or unknown API key"},
@@ -39,16 +43,27 @@ def _unavailable(exc: IngestUnavailable) -> HTTPException:
     return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"{exc}; retry shortly", headers={"Retry-After": "1"})
 
 
-async def _json_body(request: Request) -> Any:
+async def _json_body(request: Request, *, max_bytes: int) -> Any:
     """The body as JSON (`shared.validation.parse_json`), or a 422 naming the body.
 
     Parsed here rather than by FastAPI so that (1) the key is checked before the
     body is read (401 before 422), (2) a body nested thousands deep is a 422, not
-    FastAPI's bare 400, and (3) NaN or a lone surrogate in one record is refused
-    by field, in that record only.
+    FastAPI's bare 400, (3) NaN or a lone surrogate in one record is refused by
+    field, in that record only, and (4) a body past `max_bytes` is refused
+    without being held in memory.
     """
+    too_big = FieldErrors([{"field": "body", "reason": f"larger than {max_bytes} bytes"}])
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise too_big
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise too_big
+        chunks.append(chunk)
     try:
-        return parse_json(await request.body())
+        return parse_json(b"".join(chunks))
     except ValueError as exc:
         raise FieldErrors([{"field": "body", "reason": str(exc)}]) from None
 
@@ -92,7 +107,7 @@ async def post_warning(request: Request, principal: IngestKey, rt: RuntimeDep) -
     A record the database refuses on its own is a 422 too (field `record`); the
     records committed beside it in the same group are not affected.
     """
-    record = parse_record(0, await _json_body(request), now=rt.clock.now())
+    record = parse_record(0, await _json_body(request, max_bytes=MAX_RECORD_BODY_BYTES), now=rt.clock.now())
     if isinstance(record, Rejected):
         raise FieldErrors(record.errors)
     if not principal.covers(record.region_code):
@@ -121,7 +136,7 @@ async def post_batch(request: Request, principal: IngestKey, rt: RuntimeDep) -> 
     bad record is reported, not fatal); the event loop gets a turn every 100
     records, so a single urgent warning is not kept waiting behind a batch.
     """
-    body = await _json_body(request)
+    body = await _json_body(request, max_bytes=MAX_BATCH_BODY_BYTES)
     if not isinstance(body, dict) or not isinstance(body.get("warnings"), list):
         raise FieldErrors([{"field": "warnings", "reason": "required: a list of warning records"}])
     extra = sorted(set(body) - {"warnings"})
