@@ -132,9 +132,10 @@ _BATCH_BODY = {"content": {"application/json": {"schema": BatchIn.model_json_sch
 async def post_batch(request: Request, principal: IngestKey, rt: RuntimeDep) -> Response:
     """Take up to 1,000 records; one result per record, in order. A bad record never blocks the others.
 
-    The body is parsed with orjson and each record validated on its own (so one
-    bad record is reported, not fatal); the event loop gets a turn every 100
-    records, so a single urgent warning is not kept waiting behind a batch.
+    The body is parsed as JSON once (`_json_body`) and each record validated on
+    its own (so one bad record is reported, not fatal); the event loop gets a
+    turn every 50 records, so a single urgent warning is not kept waiting behind
+    a batch. A record the database refuses is split off and `rejected` alone.
     """
     body = await _json_body(request, max_bytes=MAX_BATCH_BODY_BYTES)
     if not isinstance(body, dict) or not isinstance(body.get("warnings"), list):
