@@ -361,8 +361,14 @@ async def page(chromium: Any) -> AsyncIterator[Any]:
     context = await chromium.new_context(viewport={"width": 1366, "height": 768}, locale="zh-CN")
     context.set_default_timeout(10_000)
     page = await context.new_page()
+    # The consoles' Content-Security-Policy must never block their own scripts: any refusal fails the test.
+    refused: list[str] = []
+    page.on("console", lambda message: refused.append(message.text)
+            if "Content Security Policy" in message.text else None)
+    page.csp_refused = refused  # a test that provokes a refusal on purpose clears it
     yield page
     await context.close()
+    assert not refused, f"the page's Content-Security-Policy refused something: {refused}"
 
 
 async def sign_in(page: Any, base_url: str, api_key: str) -> None:

@@ -348,4 +348,5 @@ async def compliance_csv(request: Request, user: Page, days: int = Query(default
     start, end = _period(console.now(request), days)
     async with sessionmaker(request)() as session:
         report = await reports.compliance(session, unit=user.principal.unit, from_=start, to=end)
-    return csv_response(reports.compliance_rows(report), f"compliance-{user.principal.unit or 'all'}.csv")
+    return csv_response(reports.compliance_rows(report), f"compliance-{user.principal.unit or 'all'}.csv",
+                        mask_numbers=masks_exports(user.principal))
