@@ -51,14 +51,14 @@ def service_url(owner_url: str, password: str | None) -> str:
     return urlunsplit((parts.scheme, f"{userinfo}@{host}", parts.path, parts.query, parts.fragment))
 
 
-def scram_verifier(password: str, *, iterations: int = 4096) -> str:
+def scram_verifier(password: str, *, iterations: int = 4096, salt: bytes | None = None) -> str:
     """The SCRAM-SHA-256 verifier PostgreSQL stores for `password` (RFC 5802/7677, as libpq computes it).
 
     Sent instead of the password, so the password itself never appears in a
     statement (nor in a server log that records statements). For ASCII
     passwords (what `shouhu up` makes) SASLprep changes nothing.
     """
-    salt = os.urandom(16)
+    salt = salt or os.urandom(16)
     salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
     client_key = hmac.digest(salted, b"Client Key", "sha256")
     stored_key = hashlib.sha256(client_key).digest()
@@ -82,9 +82,9 @@ async def ensure_service_role(conn: AsyncConnection, *, password: str | None) ->
     if role is None:
         try:
             async with conn.begin_nested():
-                await conn.execute(text(
-                    f"CREATE ROLE {SERVICE_ROLE} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION"
-                    f"{verifier}"))
+                # exec_driver_sql: the verifier's ':' and '$' must not be read as bind parameters.
+                await conn.exec_driver_sql(
+                    f"CREATE ROLE {SERVICE_ROLE} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION{verifier}")
         except DBAPIError as exc:
             if "already exists" not in str(exc):  # another database's migration made it a moment ago
                 raise RuntimeError(
@@ -98,7 +98,7 @@ async def ensure_service_role(conn: AsyncConnection, *, password: str | None) ->
     elif verifier:
         try:
             async with conn.begin_nested():
-                await conn.execute(text(f"ALTER ROLE {SERVICE_ROLE} WITH LOGIN{verifier}"))
+                await conn.exec_driver_sql(f"ALTER ROLE {SERVICE_ROLE} WITH LOGIN{verifier}")
         except DBAPIError as exc:  # made by someone else: keep the password they gave it
             log.warning("db.service_role_password_not_set", role=SERVICE_ROLE, error=str(exc.orig)[:200])
     await conn.execute(text(
