@@ -70,6 +70,9 @@ DECLARE
     head_hash text;
     keyed bigint;
     past bigint;
+    k bytea;
+    k_inner bytea;
+    k_outer bytea;
     e jsonb;
     at_value timestamptz;
     digest text;
@@ -91,12 +94,17 @@ BEGIN
     -- Rows written past the head (around this trigger) must not block every later commit on the primary
     -- key: number after them, linking to the real head; verify reports them as not part of the chain.
     SELECT max(seq) INTO past FROM audit_log;
+    -- The key's padded blocks, read once per commit (audit_hmac() below checks it is there).
+    PERFORM audit_hmac('');
+    k := decode(current_setting('shouhu.audit_key'), 'hex');
+    k_inner := substring(k FROM 1 FOR 64);
+    k_outer := substring(k FROM 65 FOR 64);
     FOR e IN SELECT el FROM jsonb_array_elements(NEW.entries) WITH ORDINALITY AS t(el, n) ORDER BY n LOOP
         head_seq := greatest(head_seq, past) + 1;
         past := NULL;
         at_value := (e->>'at')::timestamptz;
-        -- The same fields, in the same order and format, as entry_hash() in Python.
-        digest := audit_hmac(concat_ws(E'\x1f',
+        -- HMAC (as audit_hmac) over the same fields, in the same order and format, as entry_hash() in Python.
+        digest := encode(sha256(k_outer || sha256(k_inner || convert_to(concat_ws(E'\x1f',
             head_seq::text,
             to_char(at_value AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US') || '+00:00',
             e->>'actor',
@@ -105,7 +113,7 @@ BEGIN
             coalesce(e->>'case_id', ''),
             coalesce(e->>'region_code', ''),
             e->>'body',
-            head_hash));
+            head_hash), 'UTF8'))), 'hex');
         v_seq := v_seq || head_seq;
         v_at := v_at || at_value;
         v_actor := v_actor || (e->>'actor');
