@@ -239,9 +239,8 @@ def test_contract_environment_reaches_the_services(services: dict[str, dict[str,
 
 
 def test_the_audit_key_and_the_services_role_password_are_required_and_shared(services: dict[str, dict[str, Any]]) -> None:
-    """The migration and every service get the same SHOUHU_AUDIT_KEY and SHOUHU_SERVICE_DB_PASSWORD, with no default:
-    compose refuses to start without them (a default would be a placeholder secret, and a per-container key
-    would break the chain)."""
+    """Migration and services get one SHOUHU_AUDIT_KEY and SHOUHU_SERVICE_DB_PASSWORD, required, with no default."""
+    # No default: it would be a placeholder secret; and one key per container would break the chain.
     for variable in ("SHOUHU_AUDIT_KEY", "SHOUHU_SERVICE_DB_PASSWORD"):
         values = {_environment(services[name]).get(variable) for name in IMAGE_SERVICES}
         assert len(values) == 1, f"{variable} differs between containers: {values}"

@@ -229,7 +229,7 @@ async def test_the_call_back_message_is_in_the_citizens_language(callcenter) -> 
 @pytest.mark.slow
 async def test_the_seats_console_opens_the_task_with_the_call_timer(callcenter, api, page) -> None:  # noqa: ANN001
     """An idle desk polls its inbox; once the seat's phone picked up a citizen, the desk reloads to the task with
-    the time the call was connected, and in the browser the timer counts from it (console.js, under the CSP)."""
+    the time the call was connected (the timer counts from it, in the browser too: console.js, under the CSP)."""
     from tests.conftest import console_sign_in, sign_in
 
     key = (await callcenter.dispatcher.headers("operator", "3301"))["Authorization"].removeprefix("Bearer ")

@@ -78,8 +78,7 @@ def _jobs_done(metrics: str) -> float:
 
 
 async def test_two_dispatcher_processes_share_the_work_without_doubling(dispatcher, sessionmaker) -> None:  # noqa: ANN001
-    """Two dispatcher servers on one database: one case per person, one record per key, each job done once;
-    both connect as the services' role (not a superuser)."""
+    """Two dispatcher servers on one database: one case per person, one record per key, each job done once."""
     ports = [free_port(), free_port()]
     env = {**os.environ, "DATABASE_URL": dispatcher.db_url, "SHOUHU_LOG_LEVEL": "WARNING",
            "SHOUHU_WORKER_POLL_INTERVAL_S": "0.2"}
@@ -118,7 +117,7 @@ async def test_two_dispatcher_processes_share_the_work_without_doubling(dispatch
                 await asyncio.sleep(0.1)
             assert await dispatcher.jobs(kind=RESULT_KIND) == []
             done = [_jobs_done((await client.get(f"http://127.0.0.1:{p}/metrics")).text) for p in ports]
-            # Each running server's sessions are the services' role's, though DATABASE_URL is the owner's.
+            # Both running servers connect as the services' role (not a superuser), though DATABASE_URL is the owner's.
             async with sessionmaker() as session:
                 sessions = (await session.execute(text(
                     "SELECT a.usename, r.rolsuper FROM pg_stat_activity a JOIN pg_roles r ON r.oid = a.usesysid"
