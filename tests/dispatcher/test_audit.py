@@ -279,8 +279,15 @@ async def test_shouhu_audit_checkpoint_is_accepted_by_verify(dispatcher) -> None
     assert printed["checkpoint"] == f"shouhu-audit:3:{printed['hash']}:{printed['signature']}"
     assert await verify(dispatcher, printed["checkpoint"]) == {"ok": True, "entries": 3, "first_bad": None,
                                                                "reason": None}
+    # The supervisor console's audit page takes the same checkpoint.
+    from tests.console.test_supervisor_console import key_of, signed_in
+
+    await signed_in(dispatcher.client, await key_of(dispatcher, "supervisor", "33"))
     page = await dispatcher.client.get(f"/console/audit/verify?checkpoint={quote(printed['checkpoint'])}")
-    assert page.status_code in (200, 303)  # the console itself is exercised in tests/console
+    assert "✔" in page.text and "与检查点（3 条）一致" in page.text
+    altered = printed["checkpoint"].replace("shouhu-audit:3:", "shouhu-audit:2:")
+    page = await dispatcher.client.get(f"/console/audit/verify?checkpoint={quote(altered)}")
+    assert "检查点无效" in page.text and "signature does not match" in page.text
 
 
 async def test_shouhu_audit_checkpoint_refuses_a_broken_chain(dispatcher, sessionmaker) -> None:
