@@ -98,7 +98,8 @@ async def run_import(path: Path, *, database_url: str, batch_size: int, errors_p
     console = Console(stderr=True)
     settings = DispatcherSettings()
     store = PolicyStore(load_policy(settings.policy_path))
-    engine = make_engine(database_url, pool_size=2, application_name="shouhu-import")
+    engine = make_engine(database_url, pool_size=2, application_name="shouhu-import",
+                         audit_key=settings.audit_secret())
     sessionmaker = make_sessionmaker(engine)
     clock = Clock()
     counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
