@@ -10,7 +10,7 @@ could switch off the audit log's triggers and rewrite it. Now:
   missing (LOGIN, no superuser, no CREATEDB, no CREATEROLE) and grants it, on
   every table of the schema, SELECT/INSERT/UPDATE/DELETE, except: the audit
   log and its head, read only (entries reach them through the staging table
-  and the owner's SECURITY DEFINER seal, migration 0014); the staging table,
+  and the owner's SECURITY DEFINER seal, migration 0015); the staging table,
   insert only; alembic_version, read only. It runs after every migration, so
   tables added later are granted too.
 - The services connect as that role: `service_url` is DATABASE_URL with the

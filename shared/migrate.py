@@ -39,7 +39,7 @@ async def migrate(url: str, revision: str = "head", *, audit_key: str, service_p
     """Bring the database at `url` (the owner's) to `revision`, then make and grant the services' role.
 
     Holds an advisory lock so concurrent starts are safe. The connection
-    carries the audit key: migration 0014 signs the chain head with it.
+    carries the audit key: migration 0015 signs the chain head with it.
     """
     engine = make_engine(url, pool_size=1, application_name="shouhu-migrate", audit_key=audit_key)
     try:

@@ -300,8 +300,8 @@ async def test_shouhu_audit_checkpoint_refuses_a_broken_chain(dispatcher, sessio
     assert done.returncode == 1 and "entry 2" in done.stderr and not done.stdout
 
 
-async def test_unkeyed_entries_written_before_0014_stay_verifiable_and_anchored(server_url: str) -> None:
-    """A log written under 0013 (SHA-256) gets a keyed marker at 0014; rewriting the old part is then found."""
+async def test_unkeyed_entries_written_before_0015_stay_verifiable_and_anchored(server_url: str) -> None:
+    """A log written under 0013 (SHA-256) gets a keyed marker at 0015; rewriting the old part is then found."""
     name = f"shouhu_t_{uuid.uuid4().hex[:16]}"
     admin = await raw_connect(server_url)
     await admin.execute(f'CREATE DATABASE "{name}"')

@@ -1,7 +1,7 @@
 """A keyed audit chain (HMAC under SHOUHU_AUDIT_KEY) and a head that only moves forward.
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 Create Date: 2026-12-10
 
 Issue 11: with an unkeyed SHA-256 chain whoever reaches the database could
@@ -41,8 +41,8 @@ import json
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014"
-down_revision = "0013"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
