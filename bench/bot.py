@@ -103,6 +103,7 @@ from bench.ingest import (
     _Report,
     _run_all,
     _verbatim,
+    bench_audit_key,
     bench_database,
     machine_idle_note,
 )
@@ -358,7 +359,7 @@ async def bench_bot(quick: bool) -> dict[str, float]:
     report.notes.append(await machine_idle_note())
     plan = _Plan.of(quick)
     async with bench_database() as db_url:
-        engine = make_engine(db_url, pool_size=1, application_name="shouhu-bench")
+        engine = make_engine(db_url, pool_size=1, application_name="shouhu-bench", audit_key=bench_audit_key())
         try:
             async with transaction(make_sessionmaker(engine)) as session:
                 _, key = await create_key(session, role="ingest", unit="", name="bench-bot")

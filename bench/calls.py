@@ -163,6 +163,7 @@ from bench.ingest import (
     _Report,
     _run_all,
     _verbatim,
+    bench_audit_key,
     bench_database,
     machine_idle_note,
 )
@@ -651,7 +652,7 @@ async def _fill_operator_queue(dispatcher_port: int, key: str, db_url: str, gen:
     task_ids = [r["task_id"] for r in results]
     if len(set(task_ids)) != plan.tasks:
         raise CallsBenchError(f"{plan.tasks} warnings made {len(set(task_ids))} tasks (some merged)")
-    engine = make_engine(db_url, pool_size=1, application_name="shouhu-bench")
+    engine = make_engine(db_url, pool_size=1, application_name="shouhu-bench", audit_key=bench_audit_key())
     try:
         now = datetime.now(UTC)
         # Attempt 100: past any operator call the tasks' own plans may have queued meanwhile.
@@ -844,7 +845,7 @@ async def bench_calls(quick: bool) -> dict[str, float]:
     report.notes.append(await machine_idle_note())
     services: list[tuple[str, Any]] = []
     async with bench_database() as db_url:
-        engine = make_engine(db_url, pool_size=1, application_name="shouhu-bench")
+        engine = make_engine(db_url, pool_size=1, application_name="shouhu-bench", audit_key=bench_audit_key())
         try:
             units = list(UNITS)
             async with transaction(make_sessionmaker(engine)) as session:

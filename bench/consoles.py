@@ -32,10 +32,11 @@ how fast the API ingests is what ``shouhu bench ingest`` measures.
   UPDATE, DELETE and TRUNCATE, not INSERT) and hash-chained at COMMIT through
   ``audit_staging``; going through the staging row for millions of entries
   would chain them in one PL/pgSQL loop. So the loader takes the path the
-  trigger itself takes: in one transaction it locks the chain head, computes
-  each entry's hash with ``shared.audit.service.entry_hash`` (the function
-  ``verify`` checks with) linked to the previous one, COPYs the rows into
-  ``audit_log`` and moves the head. No trigger is disabled, and the chain is
+  trigger itself takes: in one transaction (as the owner) it locks the chain
+  head, computes each entry's keyed hash with ``shared.audit.service.entry_hash``
+  (the function ``verify`` checks with) linked to the previous one, COPYs the
+  rows into ``audit_log`` and moves the head forward with its signature. No
+  trigger is disabled, and the chain is
   valid: after the measurements GET /v1/audit/verify walks it end to end
   (~50 s at 3.5M entries), and the figure ``audit_chain_ok`` says so.
 - ``VACUUM (ANALYZE)`` on the loaded tables afterwards: a table that has
@@ -107,10 +108,12 @@ from bench.ingest import (
     _Http,
     _percentile,
     _verbatim,
+    bench_audit_key,
     bench_database,
     machine_idle_note,
 )
 from services.dispatcher.warnings.schemas import FRAUD_TYPES
+from shared.audit.keys import head_signature, key_bytes
 from shared.audit.service import canonical_json, entry_hash, iso_utc
 from shared.db import make_engine, make_sessionmaker, raw_connect, transaction
 
@@ -315,8 +318,8 @@ def _events(row: Any, policy_version: str, now: datetime) -> Iterator[tuple[date
 
 
 async def _audit_records(gen_conn: Any, head: tuple[int, str], policy_version: str, now: datetime,
-                         counter: list[Any]) -> AsyncIterator[tuple[Any, ...]]:
-    """Every task's entries, merged into time order across tasks, numbered and hash-chained from `head`."""
+                         counter: list[Any], key: bytes) -> AsyncIterator[tuple[Any, ...]]:
+    """Every task's entries, merged into time order across tasks, numbered and hash-chained (keyed) from `head`."""
     seq, prev = head
     pending: list[tuple[datetime, int, str, str, Any, Any, str, str]] = []
     n = 0
@@ -326,7 +329,7 @@ async def _audit_records(gen_conn: Any, head: tuple[int, str], policy_version: s
         at, _, actor, action, task_id, case_id, region, body = entry
         seq += 1
         digest = entry_hash(seq=seq, at=at, actor=actor, action=action, task_id=task_id, case_id=case_id,
-                            region_code=region, body=body, prev_hash=prev)
+                            region_code=region, body=body, prev_hash=prev, key=key)
         record = (seq, at, actor, action, task_id, case_id, region, body, prev, digest)
         prev = digest
         counter[0], counter[1] = seq, digest
@@ -353,7 +356,7 @@ async def _load(db_url: str, tasks: int, now: datetime) -> _Loaded:
 
     loaded = _Loaded(tasks=tasks)
     policy = load_policy(DispatcherSettings().policy_path)
-    engine = make_engine(db_url, pool_size=1, application_name="shouhu-bench-load")
+    engine = make_engine(db_url, pool_size=1, application_name="shouhu-bench-load", audit_key=bench_audit_key())
     try:
         async with transaction(make_sessionmaker(engine)) as session:
             await PolicyStore(policy).register_current(session)  # the tasks' foreign key
@@ -386,14 +389,19 @@ async def _load(db_url: str, tasks: int, now: datetime) -> _Loaded:
         loaded.unit_tasks = await conn.fetchval("SELECT count(*) FROM bench_gen WHERE region_code LIKE $1",
                                                 UNIT + "%")
 
-        # The audit log: in one transaction, from the chain's head, hashed as audit_seal() would.
+        # The audit log: in one transaction, from the chain's head, hashed and the head signed as audit_seal()
+        # would (with the key: shared/audit/keys.py).
+        key = key_bytes(bench_audit_key())
         counter: list[Any] = [0, ""]
         async with conn.transaction():
-            head = tuple(await conn.fetchrow("SELECT seq, hash FROM audit_chain_head WHERE id = 1 FOR UPDATE"))
+            row = await conn.fetchrow("SELECT seq, hash, keyed_from FROM audit_chain_head WHERE id = 1 FOR UPDATE")
+            head = (row["seq"], row["hash"])
             await conn.copy_records_to_table(
                 "audit_log", columns=AUDIT_COLUMNS,
-                records=_audit_records(gen_conn, head, version, now, counter))  # type: ignore[arg-type]
-            await conn.execute("UPDATE audit_chain_head SET seq = $1, hash = $2 WHERE id = 1", counter[0], counter[1])
+                records=_audit_records(gen_conn, head, version, now, counter, key))  # type: ignore[arg-type]
+            await conn.execute("UPDATE audit_chain_head SET seq = $1, hash = $2, mac = $3 WHERE id = 1",
+                               counter[0], counter[1],
+                               head_signature(key, seq=counter[0], hash_=counter[1], keyed_from=row["keyed_from"]))
         t4 = time.perf_counter()
         loaded.audit_rows = counter[0] - head[0]
         loaded.seconds["audit"] = t4 - t3
@@ -539,7 +547,7 @@ async def _explain(db_url: str, case_id: uuid.UUID) -> list[str]:
     from services.dispatcher.console.service import daily_compliance
     from services.dispatcher.reports import service as reports
 
-    engine = make_engine(db_url, pool_size=1, application_name="shouhu-bench-explain")
+    engine = make_engine(db_url, pool_size=1, application_name="shouhu-bench-explain", audit_key=bench_audit_key())
     out = []
     try:
         now = datetime.now(UTC)
@@ -573,7 +581,7 @@ async def bench_consoles(quick: bool) -> dict[str, float]:
     async with bench_database() as db_url:
         now = datetime.now(UTC)
         loaded = await _load(db_url, plan.tasks, now)
-        engine = make_engine(db_url, pool_size=1, application_name="shouhu-bench")
+        engine = make_engine(db_url, pool_size=1, application_name="shouhu-bench", audit_key=bench_audit_key())
         try:
             async with transaction(make_sessionmaker(engine)) as session:
                 _, key = await create_key(session, role="supervisor", unit=UNIT, name="bench-consoles")

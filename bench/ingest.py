@@ -798,7 +798,8 @@ class _Consumer:
 
     def __init__(self, db_url: str) -> None:
         self.db_url = db_url
-        self.engine = make_engine(db_url, pool_size=1, application_name="shouhu-bench-consumer")
+        self.engine = make_engine(db_url, pool_size=1, application_name="shouhu-bench-consumer",
+                                  audit_key=bench_audit_key())
         self.sessionmaker = make_sessionmaker(self.engine)
         self.claimed_at: dict[str, float] = {}
         self.wake = asyncio.Event()
@@ -964,6 +965,11 @@ async def machine_idle_note() -> str:
             f"{100 * ncpu * (busy1 - busy0) / max(total1 - total0, 1e-9):.0f}% of {100 * ncpu}%")
 
 
+def bench_audit_key() -> str:
+    """The audit key of this run (the services the benchmarks start read the same settings)."""
+    return CommonSettings().audit_secret()
+
+
 @asynccontextmanager
 async def bench_database() -> AsyncIterator[str]:
     """A fresh, migrated database on the configured server (embedded when DATABASE_URL is unset), dropped after."""
@@ -975,7 +981,7 @@ async def bench_database() -> AsyncIterator[str]:
     await _with_admin(server_url, lambda a: a.execute(f'CREATE DATABASE "{name}"'))
     try:
         db_url = with_database(server_url, name)
-        await migrate(db_url)
+        await migrate(db_url, audit_key=settings.audit_secret(), service_password=settings.service_password())
         yield db_url
     finally:
         await _with_admin(server_url, lambda a: a.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -991,7 +997,7 @@ async def bench_ingest(quick: bool) -> dict[str, float]:
     report = _Report()
     report.notes.append(await machine_idle_note())
     async with bench_database() as db_url:
-        engine = make_engine(db_url, pool_size=1, application_name="shouhu-bench")
+        engine = make_engine(db_url, pool_size=1, application_name="shouhu-bench", audit_key=bench_audit_key())
         try:
             async with transaction(make_sessionmaker(engine)) as session:
                 api_key, key = await create_key(session, role="ingest", unit="", name="bench")

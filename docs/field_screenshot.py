@@ -43,7 +43,7 @@ async def main() -> None:
     await admin.close()
     url = with_database(server, name)
     try:
-        await migrate(url)
+        await migrate(url, audit_key=DispatcherSettings().audit_secret())
         await photograph(url)
     finally:
         admin = await raw_connect(server)

@@ -12,6 +12,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from shared.audit.keys import CONNECTION_SETTING as AUDIT_KEY_SETTING
+from shared.audit.keys import connection_value as audit_connection_value
+from shared.db_roles import service_url
+
 log = structlog.get_logger(__name__)
 
 
@@ -63,13 +67,23 @@ def resolve_database_url(configured: str | None, data_dir: Path) -> str:
     return asyncpg_url(start_embedded_postgres(data_dir / "pgdata"))
 
 
-def make_engine(url: str, *, pool_size: int = 10, application_name: str = "shouhu") -> AsyncEngine:
+def make_engine(url: str, *, pool_size: int = 10, application_name: str = "shouhu",
+                audit_key: str | None = None) -> AsyncEngine:
+    """An engine whose connections carry the audit key (`audit_key`) when given.
+
+    A transaction that records audit entries commits only on a connection with
+    the key: the database seals entries with it (shared/audit/keys.py). It is
+    sent as a start-up setting, so no statement ever contains it.
+    """
     parts = urlsplit(asyncpg_url(url))
     query = dict(parse_qsl(parts.query))
     # Unix-socket URLs (`?host=/path`) are passed to asyncpg as connect args.
     host = query.pop("host", None)
     url = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
-    connect_args: dict[str, object] = {"server_settings": {"application_name": application_name}}
+    server_settings = {"application_name": application_name}
+    if audit_key:
+        server_settings[AUDIT_KEY_SETTING] = audit_connection_value(audit_key)
+    connect_args: dict[str, object] = {"server_settings": server_settings}
     if host:
         connect_args["host"] = host
     return create_async_engine(
@@ -119,9 +133,12 @@ async def wait_for_database(url: str, *, timeout_s: float = 60.0) -> None:
 async def open_database(settings, *, application_name: str):  # noqa: ANN001, ANN201
     """Prestart for a service: resolve the URL (embedded when unset), wait for it, make the engine and sessions.
 
-    Returns (url, engine, sessionmaker); the caller disposes of the engine.
+    The service connects as the services' role (shared/db_roles.py), not as
+    DATABASE_URL's owner, and with the audit key. Returns (url, engine,
+    sessionmaker), url being the services' own; the caller disposes of the engine.
     """
-    url = resolve_database_url(settings.database_url, settings.data_dir)
+    url = service_url(resolve_database_url(settings.database_url, settings.data_dir), settings.service_password())
     await wait_for_database(url, timeout_s=settings.db_wait_s)  # compose starts the database alongside us
-    engine = make_engine(url, pool_size=settings.db_pool_size, application_name=application_name)
+    engine = make_engine(url, pool_size=settings.db_pool_size, application_name=application_name,
+                         audit_key=settings.audit_secret())
     return url, engine, make_sessionmaker(engine)

@@ -15,16 +15,25 @@ from typing import Any
 import orjson
 import structlog
 
-from shared.phone import mask_sensitive_text
+from shared.phone import mask_id_number, mask_number, mask_sensitive_text
 
-# Keys whose values are personal data: masked whole, whatever they contain.
-_SENSITIVE_KEYS = {"phone", "id_number", "to", "from_", "caller", "callee"}
+# Keys whose values are phone numbers, or ID numbers: masked whole, whatever they contain or however written.
+_PHONE_KEYS = {"phone", "to", "from_", "caller", "callee", "to_number", "from_number", "seat_phone"}
+_ID_KEYS = {"id_number"}
+# Keys the renderer adds or ids we make: never personal, and read on every line (skip the matcher).
+_PLAIN_KEYS = {"timestamp", "level", "logger", "service", "request_id"}
 
 
 def _mask_value(key: str, value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool) and key in _PHONE_KEYS | _ID_KEYS:
+        value = str(value)  # a number given as an integer is still a number
     if isinstance(value, str):
-        if key in _SENSITIVE_KEYS:
-            return mask_sensitive_text(value) if len(value) > 8 else "****"
+        if key in _PHONE_KEYS:
+            return mask_number(value)
+        if key in _ID_KEYS:
+            return mask_id_number(value)
+        if key in _PLAIN_KEYS:
+            return value
         return mask_sensitive_text(value)
     if isinstance(value, Mapping):
         return {k: _mask_value(str(k), v) for k, v in value.items()}

@@ -11,6 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import make_engine
+from shared.db_roles import ensure_service_role
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # Several replicas may start at once: only one migrates, the others wait on this lock.
@@ -34,9 +35,13 @@ async def current_revision(session: AsyncSession) -> str | None:
     return (await session.execute(text("SELECT version_num FROM alembic_version"))).scalar()
 
 
-async def migrate(url: str, revision: str = "head") -> None:
-    """Bring the database at `url` to `revision`, holding an advisory lock so concurrent starts are safe."""
-    engine = make_engine(url, pool_size=1, application_name="shouhu-migrate")
+async def migrate(url: str, revision: str = "head", *, audit_key: str, service_password: str | None = None) -> None:
+    """Bring the database at `url` (the owner's) to `revision`, then make and grant the services' role.
+
+    Holds an advisory lock so concurrent starts are safe. The connection
+    carries the audit key: migration 0015 signs the chain head with it.
+    """
+    engine = make_engine(url, pool_size=1, application_name="shouhu-migrate", audit_key=audit_key)
     try:
         async with engine.connect() as conn:
             await conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
@@ -48,6 +53,8 @@ async def migrate(url: str, revision: str = "head") -> None:
                     command.upgrade(cfg, revision)
 
                 await conn.run_sync(upgrade)
+                await conn.commit()
+                await ensure_service_role(conn, password=service_password)
                 await conn.commit()
             finally:
                 await conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": _MIGRATION_LOCK_ID})

@@ -1,4 +1,4 @@
-"""Phone numbers: one canonical form (E.164) per person, and masking for logs."""
+"""Phone numbers: one canonical form (E.164) per person, and masking for logs and exports."""
 
 from __future__ import annotations
 
@@ -40,17 +40,73 @@ def mask_phone(e164: str) -> str:
     return e164[:-8] + "****" + e164[-4:] if len(e164) >= 12 else e164[:3] + "****" + e164[-4:]
 
 
-# Chinese mobile numbers in any of the written forms, and 18-character resident ID numbers.
-_PHONE_RE = re.compile(r"(?<!\d)(?:\+?86[- ]?|0086)?1[3-9]\d[- ]?\d{4}[- ]?\d{4}(?!\d)")
-_ID_RE = re.compile(r"(?<![0-9A-Za-z])\d{6}(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])\d{2}\d{3}[\dXx](?![0-9A-Za-z])")
+def mask_number(raw: str) -> str:
+    """A value known to be a phone number, masked whatever its country or format ('+44 20 7946 0958' -> '+4420****0958').
+
+    Unreadable as a number: all of it masked.
+    """
+    try:
+        number = phonenumbers.parse(raw, DEFAULT_REGION)
+    except phonenumbers.NumberParseException:
+        return "****"
+    if not phonenumbers.is_possible_number(number):
+        return "****"
+    return mask_phone(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+# 18-character resident ID numbers (6-digit region, birth date, sequence, check digit) and the older
+# 15-digit ones (2-digit year, no check digit). Masked before phone numbers: an ID holds phone-like runs.
+_MONTH_DAY = r"(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])"
+_ID_RE = re.compile(rf"(?<![0-9A-Za-z])\d{{6}}(?:(?:18|19|20)\d{{2}}{_MONTH_DAY}\d{{3}}[\dXx]|\d{{2}}{_MONTH_DAY}\d{{3}})"
+                    r"(?![0-9A-Za-z])")
+# A run of digits that may be an international number written without its "+" (447911123456).
+_BARE_RUN_RE = re.compile(r"(?<![0-9A-Za-z+])\d{10,15}(?![0-9A-Za-z])")
+# Where a phone number could be: 7 or more digits with at most a few separators between them, not inside a
+# word or an id. Text without one skips libphonenumber's matcher, which costs ~100 us even on a UUID (and a
+# log line nearly always carries one).
+_CANDIDATE_RE = re.compile(r"(?<![0-9A-Za-z])\+?(?:\d[\s\-.()/]{0,3}){6,}\d(?![0-9A-Za-z])")
+# ISO dates and times (every log line has some): never phone numbers, left out of that first look.
+_DATETIME_RE = re.compile(r"(?<!\d)(?:19|20)\d{2}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])(?!\d)"
+                          r"(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?")
 
 
 def mask_sensitive_text(text: str) -> str:
-    """Mask every phone number and ID number inside free text (log lines, error messages)."""
-    text = _ID_RE.sub(lambda m: m.group(0)[:4] + "**********" + m.group(0)[-4:], text)
-    return _PHONE_RE.sub(lambda m: _mask_digits(m.group(0)), text)
+    """Mask every phone number (any country, any written form) and ID number inside free text.
+
+    Phone numbers are found by libphonenumber's matcher (valid numbers only, so
+    amounts, counts, dates and ids stay readable), read as Chinese when they
+    carry no country code; a run of 10-15 digits that is a valid number once a
+    "+" is put in front (a foreign number written without it) is masked too.
+    """
+    text = _ID_RE.sub(_mask_id, text)
+    if not _CANDIDATE_RE.search(_DATETIME_RE.sub(" ", text)):
+        return text
+    pieces: list[str] = []
+    last = 0
+    for match in phonenumbers.PhoneNumberMatcher(text, DEFAULT_REGION, leniency=phonenumbers.Leniency.VALID):
+        pieces.append(text[last:match.start])
+        pieces.append(mask_phone(phonenumbers.format_number(match.number, phonenumbers.PhoneNumberFormat.E164)))
+        last = match.end
+    pieces.append(text[last:])
+    return _BARE_RUN_RE.sub(_mask_bare_run, "".join(pieces))
 
 
-def _mask_digits(number: str) -> str:
-    digits = re.sub(r"\D", "", number)
-    return digits[:3] + "****" + digits[-4:] if len(digits) >= 11 else "****"
+def _mask_id(match: re.Match[str]) -> str:
+    value = match.group(0)
+    return value[:4] + "*" * (len(value) - 8) + value[-4:]
+
+
+def _mask_bare_run(match: re.Match[str]) -> str:
+    try:
+        number = phonenumbers.parse("+" + match.group(0))
+    except phonenumbers.NumberParseException:
+        return match.group(0)
+    if not phonenumbers.is_valid_number(number):
+        return match.group(0)
+    return mask_phone("+" + match.group(0))
+
+
+def mask_id_number(raw: str) -> str:
+    """A value known to be an ID number: first and last four characters kept at most."""
+    value = raw.strip()
+    return value[:4] + "*" * (len(value) - 8) + value[-4:] if len(value) >= 12 else "****"

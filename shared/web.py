@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.auth.deps import BearerFirstMiddleware, current_principal, pool_exhausted
+from shared.security_headers import SecurityHeadersMiddleware
 
 log = structlog.get_logger(__name__)
 
@@ -345,7 +346,11 @@ def install_common(app: FastAPI, *, service: str,
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz(request: Request) -> Response:
-        """Ready to serve: the database answers and its schema is at this code's migration head."""
+        """Ready to serve: the database answers and its schema is at this code's migration head.
+
+        Anyone may ask, so the answer says ready or not and nothing else (a
+        database error names hosts, roles and databases); the reason is logged.
+        """
         from shared.migrate import current_revision, head_revision
 
         try:
@@ -353,16 +358,18 @@ def install_common(app: FastAPI, *, service: str,
                 await session.execute(text("SELECT 1"))
                 current = await current_revision(session)
         except Exception as exc:  # noqa: BLE001
-            return JSONResponse(status_code=503, content={"status": "unavailable", "database": str(exc)[:200]})
+            log.warning("readyz.database_unavailable", error=str(exc)[:500])
+            return JSONResponse(status_code=503, content={"status": "not ready"})
         head = head_revision()
         if current != head:
-            return JSONResponse(status_code=503, content={"status": "migrations pending", "database_revision": current,
-                                                          "code_revision": head})
-        return JSONResponse({"status": "ready", "service": service, "database_revision": current})
+            log.warning("readyz.migrations_pending", database_revision=current, code_revision=head)
+            return JSONResponse(status_code=503, content={"status": "not ready"})
+        return JSONResponse({"status": "ready"})
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
         return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(BearerFirstMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestContextMiddleware, service=service)

@@ -20,6 +20,8 @@ app = typer.Typer(help="守护 Shouhu: reach people being defrauded right now.",
                   add_completion=False)
 keys_app = typer.Typer(help="API keys (stored hashed; each has a role and a unit).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+audit_app = typer.Typer(help="The audit log's keyed hash chain.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 
 SERVICES = {
     "dispatcher": ("services.dispatcher.app:create_app", 8000),
@@ -28,7 +30,7 @@ SERVICES = {
 }
 
 
-async def _demo_keys(url: str, data_dir: Path) -> dict[str, str]:
+async def _demo_keys(url: str, data_dir: Path, *, audit_key: str) -> dict[str, str]:
     """A supervisor and an operator key for unit 33, made once per data directory (development only)."""
     import json
 
@@ -38,7 +40,7 @@ async def _demo_keys(url: str, data_dir: Path) -> dict[str, str]:
 
     key_file = data_dir / "demo-keys.json"
     keys: dict[str, str] = json.loads(key_file.read_text()) if key_file.exists() else {}
-    engine = make_engine(url, pool_size=1, application_name="shouhu-up")
+    engine = make_engine(url, pool_size=1, application_name="shouhu-up", audit_key=audit_key)
     try:
         async with transaction(make_sessionmaker(engine)) as session:
             for role in ("supervisor", "operator"):
@@ -55,25 +57,32 @@ async def _demo_keys(url: str, data_dir: Path) -> dict[str, str]:
     return keys
 
 
-def _database_url() -> str:
-    from shared.db import resolve_database_url
+def _settings():  # noqa: ANN202
     from shared.settings import CommonSettings
 
-    settings = CommonSettings()
+    return CommonSettings()
+
+
+def _database_url() -> str:
+    """The owner's URL (DATABASE_URL, or the embedded server's): what migrations and these admin commands use."""
+    from shared.db import resolve_database_url
+
+    settings = _settings()
     return resolve_database_url(settings.database_url, settings.data_dir)
 
 
 @app.command()
 def migrate() -> None:
-    """Apply database migrations (waits for the database first)."""
+    """Apply database migrations, then make and grant the services' role (waits for the database first)."""
     from shared.db import wait_for_database
     from shared.migrate import head_revision
     from shared.migrate import migrate as run_migrate
 
     configure_logging()
+    settings = _settings()
     url = _database_url()
     asyncio.run(wait_for_database(url))
-    asyncio.run(run_migrate(url))
+    asyncio.run(run_migrate(url, audit_key=settings.audit_secret(), service_password=settings.service_password()))
     typer.echo(f"database at migration {head_revision()}")
 
 
@@ -127,7 +136,7 @@ def keys_create(
     from shared.db import make_engine, make_sessionmaker, transaction
 
     async def run() -> str:
-        engine = make_engine(_database_url(), pool_size=1)
+        engine = make_engine(_database_url(), pool_size=1, audit_key=_settings().audit_secret())
         try:
             async with transaction(make_sessionmaker(engine)) as session:
                 _, full = await create_key(session, role=role, unit=unit, name=name or f"{role}-{unit}")
@@ -140,6 +149,44 @@ def keys_create(
     except InvalidKeySpec as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint() -> None:
+    """Verify the chain, then print a signed head of it (entries, hash, signature) to keep outside the database.
+
+    Later, GET /v1/audit/verify?checkpoint=<the checkpoint line> finds any entry
+    removed or rewritten since, even by someone holding the audit key. Exit 1
+    (and no checkpoint) when the chain does not verify: a checkpoint vouches for it.
+    """
+    import json
+    from datetime import UTC, datetime
+
+    from shared.audit.keys import Checkpoint, key_bytes
+    from shared.audit.service import verify_chain
+    from shared.db import make_engine, make_sessionmaker
+
+    configure_logging("WARNING")
+    settings = _settings()
+    key = key_bytes(settings.audit_secret())
+
+    async def run():  # noqa: ANN202
+        engine = make_engine(_database_url(), pool_size=1, application_name="shouhu-audit")
+        try:
+            async with make_sessionmaker(engine)() as session:
+                return await verify_chain(session, key=key)
+        finally:
+            await engine.dispose()
+
+    report = asyncio.run(run())
+    if not report.ok:
+        typer.echo(f"the audit chain does not verify: entry {report.first_bad}: {report.reason}; "
+                   "no checkpoint made", err=True)
+        raise typer.Exit(1)
+    checkpoint = Checkpoint.make(key, entries=report.head_seq, hash_=report.head_hash)
+    typer.echo(json.dumps({"entries": checkpoint.entries, "hash": checkpoint.hash,
+                           "signature": checkpoint.signature, "made_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                           "checkpoint": checkpoint.token()}, indent=1))
 
 
 @app.command("import")
@@ -177,9 +224,7 @@ def up(
     host: Annotated[str, typer.Option(help="address the services listen on")] = "127.0.0.1",
 ) -> None:
     """Start the whole system locally: database (embedded unless DATABASE_URL is set), migrations, services."""
-    from shared.settings import CommonSettings
-
-    settings = CommonSettings()
+    settings = _settings()
     configure_logging(settings.log_level, json=False, service="up")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     typer.echo("Starting the database (embedded PostgreSQL under ./.shouhu unless DATABASE_URL is set)...")
@@ -187,17 +232,20 @@ def up(
     from shared.db import wait_for_database
     from shared.migrate import migrate as run_migrate
 
+    # The audit key and the services' database password: from the environment, else made once and kept
+    # under the data directory like the admin key (never in the database), and handed to every service.
+    audit_key = settings.audit_secret()
+    service_password = settings.service_password() or _kept_secret(settings.data_dir / "service-db.password")
     asyncio.run(wait_for_database(url))
-    asyncio.run(run_migrate(url))
+    asyncio.run(run_migrate(url, audit_key=audit_key, service_password=service_password))
     key_file = settings.data_dir / "admin.key"
-    admin_key = settings.bootstrap_admin_key
-    if not admin_key:
-        if not key_file.exists():
-            key_file.write_text(f"shk_{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}\n")
-            key_file.chmod(0o600)
-        admin_key = key_file.read_text().strip()
-    demo_keys = asyncio.run(_demo_keys(url, settings.data_dir)) if settings.environment == "development" else {}
-    env = {**os.environ, "DATABASE_URL": url, "SHOUHU_BOOTSTRAP_ADMIN_KEY": admin_key}
+    admin_key = settings.bootstrap_admin_key or _kept_secret(
+        key_file, f"shk_{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}")
+    demo_keys = (asyncio.run(_demo_keys(url, settings.data_dir, audit_key=audit_key))
+                 if settings.environment == "development" else {})
+    # DATABASE_URL stays the owner's: each service connects as the services' role derived from it.
+    env = {**os.environ, "DATABASE_URL": url, "SHOUHU_BOOTSTRAP_ADMIN_KEY": admin_key,
+           "SHOUHU_AUDIT_KEY": audit_key, "SHOUHU_SERVICE_DB_PASSWORD": service_password}
     children: list[subprocess.Popen[bytes]] = []
     # Without real Telegram or Twilio credentials the local sandbox stands in for them (and gives a page
     # to play the citizen: chats and phone calls).
@@ -244,6 +292,14 @@ def up(
                 child.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 child.kill()
+
+
+def _kept_secret(path: Path, value: str | None = None) -> str:
+    """The secret kept in `path` (0600), made on first use."""
+    if not path.exists():
+        path.write_text((value or secrets.token_urlsafe(32)) + "\n")
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 if __name__ == "__main__":

@@ -31,6 +31,11 @@ from shared.db import make_engine, make_sessionmaker, raw_connect, with_database
 from shared.migrate import MIGRATIONS_DIR, migrate
 
 ROOT = Path(__file__).resolve().parent.parent
+# The audit key of every test process and of the services they start (settings read it from the
+# environment): the template's chain head is signed with it, so a developer's own key must not leak in.
+TEST_AUDIT_KEY = "test-audit-key-not-a-secret-0123456789abcdef"
+os.environ["SHOUHU_AUDIT_KEY"] = TEST_AUDIT_KEY
+os.environ.pop("SHOUHU_SERVICE_DB_PASSWORD", None)
 # 10:00 in Beijing: inside every tier's call window, so tests see calls go out at once unless they move the clock.
 T0 = datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
 
@@ -46,7 +51,8 @@ def _server_url() -> str:
 
 def _schema_fingerprint() -> str:
     digest = hashlib.sha256()
-    for path in sorted(MIGRATIONS_DIR.rglob("*.py")):
+    # The migrations, and the services' role's grants that `migrate` adds after them.
+    for path in [*sorted(MIGRATIONS_DIR.rglob("*.py")), ROOT / "shared" / "db_roles.py"]:
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
 
@@ -69,7 +75,7 @@ async def template_db(server_url: str) -> str:
                 building = name + "_build"
                 await admin.execute(f'DROP DATABASE IF EXISTS "{building}" WITH (FORCE)')
                 await admin.execute(f'CREATE DATABASE "{building}"')
-                await migrate(with_database(server_url, building))
+                await migrate(with_database(server_url, building), audit_key=TEST_AUDIT_KEY)
                 await admin.execute(f'ALTER DATABASE "{building}" RENAME TO "{name}"')
         finally:
             await admin.execute("SELECT pg_advisory_unlock(735201)")
@@ -97,7 +103,8 @@ async def db_url(server_url: str, template_db: str) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def sessionmaker(db_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = make_engine(db_url, pool_size=5)
+    """Sessions as the database's owner (what migrations run as; the services connect as their own role)."""
+    engine = make_engine(db_url, pool_size=5, audit_key=TEST_AUDIT_KEY)
     yield make_sessionmaker(engine)
     await engine.dispose()
 
@@ -354,8 +361,14 @@ async def page(chromium: Any) -> AsyncIterator[Any]:
     context = await chromium.new_context(viewport={"width": 1366, "height": 768}, locale="zh-CN")
     context.set_default_timeout(10_000)
     page = await context.new_page()
+    # The consoles' Content-Security-Policy must never block their own scripts: any refusal fails the test.
+    refused: list[str] = []
+    page.on("console", lambda message: refused.append(message.text)
+            if "Content Security Policy" in message.text else None)
+    page.csp_refused = refused  # a test that provokes a refusal on purpose clears it
     yield page
     await context.close()
+    assert not refused, f"the page's Content-Security-Policy refused something: {refused}"
 
 
 async def sign_in(page: Any, base_url: str, api_key: str) -> None:

@@ -32,7 +32,7 @@ CONTRACT_VARIABLES = (
     "DATABASE_URL", "SHOUHU_ENV", "SHOUHU_POLICY", "SHOUHU_BOOTSTRAP_ADMIN_KEY",
     "TELEGRAM_BOT_TOKEN", "TELEGRAM_API_BASE", "TELEGRAM_WEBHOOK_URL", "TELEGRAM_WEBHOOK_SECRET",
     "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM_NUMBER", "TWILIO_API_BASE",
-    "CALLCENTER_PUBLIC_URL",
+    "CALLCENTER_PUBLIC_URL", "CALLCENTER_AUTODIAL_COUNTRIES",
 )
 
 
@@ -236,6 +236,16 @@ def test_contract_environment_reaches_the_services(services: dict[str, dict[str,
         assert parts.scheme.startswith("postgres") and parts.hostname == "postgres", (
             f"{name}'s DATABASE_URL {url!r} does not point at the postgres service")
         assert "production" in (env.get("SHOUHU_ENV") or ""), f"{name} does not default SHOUHU_ENV to production"
+
+
+def test_the_audit_key_and_the_services_role_password_are_required_and_shared(services: dict[str, dict[str, Any]]) -> None:
+    """Migration and services get one SHOUHU_AUDIT_KEY and SHOUHU_SERVICE_DB_PASSWORD, required, with no default."""
+    # No default: it would be a placeholder secret; and one key per container would break the chain.
+    for variable in ("SHOUHU_AUDIT_KEY", "SHOUHU_SERVICE_DB_PASSWORD"):
+        values = {_environment(services[name]).get(variable) for name in IMAGE_SERVICES}
+        assert len(values) == 1, f"{variable} differs between containers: {values}"
+        value = values.pop() or ""
+        assert re.fullmatch(rf"\$\{{{variable}:\?[^}}]+\}}", value), f"{variable} is {value!r}, not required"
 
 
 @pytest.mark.slow

@@ -52,7 +52,8 @@ def create_app(settings: CallcenterSettings | None = None, *, clock: Clock | Non
         client = make_twilio(settings)
         placer = CallPlacer(client, sessionmaker, clock=clock,
                             pacer=CallPacer(settings.calls_per_s), from_number=settings.from_number(),
-                            public_url=settings.public_url, daily_cap=settings.daily_attempt_cap)
+                            public_url=settings.public_url, daily_cap=settings.daily_attempt_cap,
+                            autodial_countries=settings.autodial_regions())
         app.state.settings, app.state.clock = settings, clock
         app.state.sessionmaker, app.state.key_cache = sessionmaker, KeyCache()
         stopper = CallStopper(client, sessionmaker, clock=clock)

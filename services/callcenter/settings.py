@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from shared.settings import CommonSettings
 
@@ -28,6 +28,10 @@ class CallcenterSettings(CommonSettings):
     # and for how long before the citizen is told an officer will call back (the issue: 60 s).
     transfer_ring_seats: int = Field(default=3, ge=1, le=10, alias="SHOUHU_TRANSFER_RING_SEATS")
     transfer_ring_s: int = Field(default=60, ge=5, le=600, alias="SHOUHU_TRANSFER_RING_S")
+    # Countries (ISO 3166 codes, comma-separated; "*" for all) whose numbers may get automated calls. Others are
+    # stored and shown, but only a seat operator calls them: a robocall in Chinese to a number abroad is more
+    # likely to frighten or confuse than to help, and international calls cost (issue 11).
+    autodial_countries: str = Field(default="CN", alias="CALLCENTER_AUTODIAL_COUNTRIES")
     run_worker: bool = Field(default=True, alias="SHOUHU_CALLCENTER_WORKER")
     worker_concurrency: int = Field(default=16, alias="SHOUHU_CALLCENTER_WORKER_CONCURRENCY")
     worker_poll_interval_s: float = Field(default=1.0, alias="SHOUHU_WORKER_POLL_INTERVAL_S")
@@ -36,6 +40,19 @@ class CallcenterSettings(CommonSettings):
     SANDBOX_ACCOUNT_SID: ClassVar[str] = "AC" + "5a" * 16
     SANDBOX_AUTH_TOKEN: ClassVar[str] = "sandbox-auth-token"
     SANDBOX_FROM_NUMBER: ClassVar[str] = "+8657196110"
+
+    @field_validator("autodial_countries")
+    @classmethod
+    def _country_codes(cls, value: str) -> str:
+        entries = [c.strip() for c in value.split(",") if c.strip()]
+        bad = [c for c in entries if c != "*" and not (len(c) == 2 and c.isascii() and c.isalpha())]
+        if bad:
+            raise ValueError(f"CALLCENTER_AUTODIAL_COUNTRIES: {', '.join(bad)} is not a 2-letter country code")
+        return ",".join(c.upper() for c in entries)
+
+    def autodial_regions(self) -> frozenset[str]:
+        """The country codes whose numbers may be dialled automatically ("*": any)."""
+        return frozenset(self.autodial_countries.split(",")) - {""}
 
     @property
     def sandbox(self) -> bool:

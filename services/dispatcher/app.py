@@ -28,6 +28,7 @@ from services.dispatcher.visits.field import router as field_router
 from services.dispatcher.visits.views import router as visits_router
 from services.dispatcher.warnings.flows import IngestBatcher
 from services.dispatcher.warnings.views import router as warnings_router
+from shared.audit.keys import key_bytes
 from shared.auth.service import KeyCache, ensure_bootstrap_key
 from shared.clock import Clock
 from shared.db import open_database, transaction
@@ -63,7 +64,8 @@ def create_app(settings: DispatcherSettings | None = None, *, clock: Clock | Non
         batcher.start()
         app.state.sessionmaker = sessionmaker
         app.state.key_cache = KeyCache(ttl_s=settings.key_cache_ttl_s)
-        app.state.runtime = Runtime(sessionmaker=sessionmaker, store=store, clock=clock, batcher=batcher)
+        app.state.runtime = Runtime(sessionmaker=sessionmaker, store=store, clock=clock, batcher=batcher,
+                                    audit_key=key_bytes(settings.audit_secret()))
         worker = None
         worker_task = None
         if settings.run_worker:

@@ -23,6 +23,7 @@ class Runtime:
     store: PolicyStore
     clock: Clock
     batcher: IngestBatcher
+    audit_key: bytes  # checks the audit chain and checkpoints (shared/audit/keys.py)
 
 
 async def get_runtime(request: Request) -> Runtime:

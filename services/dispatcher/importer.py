@@ -1,9 +1,17 @@
-"""`shouhu import`: bulk-ingest warnings from CSV or JSON Lines, with a per-line error report."""
+"""`shouhu import`: bulk-ingest warnings from CSV or JSON Lines, with a per-line error report.
+
+Every line is validated as `POST /v1/warnings/batch` validates a record, and
+reported with the same field and reason. A line that cannot even be read
+(bytes that are not UTF-8, a CSV cell past the size limit, JSON nested too
+deep) is reported too, never the end of the import: files are read with
+`surrogateescape`, so undecodable bytes reach validation as characters it
+refuses, and JSON is parsed as the HTTP routes parse it
+(`shared.validation.parse_json`).
+"""
 
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +25,7 @@ from services.dispatcher.warnings.flows import run_ingest
 from services.dispatcher.warnings.schemas import Rejected, ValidRecord, parse_record
 from shared.clock import Clock
 from shared.db import make_engine, make_sessionmaker, transaction
+from shared.validation import escape_invalid, parse_json
 
 # CSV columns that fill the nested `subject` object.
 _SUBJECT_COLUMNS = {"subject.name": "name", "subject.age": "age", "subject.gender": "gender",
@@ -25,9 +34,16 @@ _SUBJECT_COLUMNS = {"subject.name": "name", "subject.age": "age", "subject.gende
 
 
 def _iter_csv(path: Path) -> Iterator[tuple[int, Any]]:
-    with path.open(newline="", encoding="utf-8-sig") as handle:
+    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
         reader = csv.DictReader(handle)
-        for row in reader:
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:  # e.g. a cell past the size limit: that line, not the import
+                yield reader.line_num + 1, f"not valid CSV ({exc})"
+                continue
             yield reader.line_num, _from_csv_row(row)
 
 
@@ -45,8 +61,8 @@ def _from_csv_row(row: dict[str, str | None]) -> dict[str, Any] | str:
             subject[_SUBJECT_COLUMNS[column]] = value
         elif column == "details":
             try:
-                record["details"] = json.loads(value)
-            except json.JSONDecodeError:
+                record["details"] = parse_json(value)
+            except ValueError:
                 return "details: not valid JSON"
         else:
             record[column] = value
@@ -56,14 +72,14 @@ def _from_csv_row(row: dict[str, str | None]) -> dict[str, Any] | str:
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    with path.open(encoding="utf-8-sig") as handle:
+    with path.open(encoding="utf-8-sig", errors="surrogateescape") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
-                yield number, json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield number, f"not valid JSON ({exc.msg} at column {exc.colno})"
+                yield number, parse_json(line)
+            except ValueError as exc:
+                yield number, str(exc)
 
 
 def read_records(path: Path) -> Iterator[tuple[int, Any]]:
@@ -82,7 +98,8 @@ async def run_import(path: Path, *, database_url: str, batch_size: int, errors_p
     console = Console(stderr=True)
     settings = DispatcherSettings()
     store = PolicyStore(load_policy(settings.policy_path))
-    engine = make_engine(database_url, pool_size=2, application_name="shouhu-import")
+    engine = make_engine(database_url, pool_size=2, application_name="shouhu-import",
+                         audit_key=settings.audit_secret())
     sessionmaker = make_sessionmaker(engine)
     clock = Clock()
     counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
@@ -99,7 +116,10 @@ async def run_import(path: Path, *, database_url: str, batch_size: int, errors_p
                 return
             results = await run_ingest(sessionmaker, batch, actor=actor, store=store, clock=clock)
             for record in batch:
-                counts[results[record.index]["status"]] += 1
+                answer = results[record.index]
+                counts[answer["status"]] += 1
+                # A record the database refused on its own (the others in its batch were stored).
+                problems.extend((lines[record.index], e["field"], e["reason"]) for e in answer.get("errors") or [])
             batch.clear()
 
         with Progress(TextColumn("[bold]importing[/]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -123,8 +143,12 @@ async def run_import(path: Path, *, database_url: str, batch_size: int, errors_p
             await flush()
     finally:
         await engine.dispose()
+    # In line order; undecodable bytes (surrogate-escaped) in a column name are shown as escapes, and text
+    # from the file is never read as rich markup.
+    problems = sorted(((line, escape_invalid(field), escape_invalid(reason)) for line, field, reason in problems),
+                      key=lambda p: p[0])
     for line, field, reason in problems:
-        console.print(f"line {line}: {field}: {reason}", highlight=False)
+        console.print(f"line {line}: {field}: {reason}", highlight=False, markup=False)
     if errors_path is not None:
         with errors_path.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)

@@ -38,12 +38,19 @@ class AuditEntry(Base):
 
 
 class AuditChainHead(Base):
-    """The last link of the chain. Its row lock serialises appends; it also exposes a deleted tail."""
+    """The last link of the chain. Its row lock serialises appends; its signature exposes a deleted tail.
+
+    A trigger (migration 0014) lets it only move forward, to an entry of the log.
+    """
 
     __tablename__ = "audit_chain_head"
 
     id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+    # HMAC of (seq, hash, keyed_from) under the audit key (shared.audit.keys.head_signature).
+    mac: Mapped[str | None] = mapped_column(String(64))
+    # The first entry hashed with the key; those before it have plain SHA-256 hashes (written before 0014).
+    keyed_from: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (CheckConstraint("id = 1", name="single_row"),)

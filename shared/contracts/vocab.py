@@ -66,6 +66,8 @@ ChannelResultKind = Literal[
     "busy", "no_answer", "machine", "canceled",
     "do_not_call",  # the number is on the do-not-call list: not dialled
     "capped",       # too many calls to this number in 24 h: not dialled
+    "operator_required",  # the number's country may not get automated calls (CALLCENTER_AUTODIAL_COUNTRIES):
+                          # not dialled; a person must call
     # either
     "failed",
     # a seat operator's disposition (see Disposition)

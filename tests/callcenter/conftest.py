@@ -70,14 +70,16 @@ class CallcenterHarness:
 
 
 @pytest.fixture
-async def callcenter(sandbox: Sandbox, dispatcher) -> AsyncIterator[CallcenterHarness]:  # noqa: ANN001
+async def callcenter(sandbox: Sandbox, dispatcher, request: pytest.FixtureRequest) -> AsyncIterator[CallcenterHarness]:  # noqa: ANN001
+    extra = request.node.get_closest_marker("callcenter_settings")
     phone = Phone(sandbox)
     await phone.call("POST", "/settings", time_scale=0.01)
     await phone.call("POST", "/limits", calls_per_s=100)
     sock = listening_socket()  # bound first: the public URL Twilio signs over must name our own port
     base = url_of(sock)
     settings = CallcenterSettings(DATABASE_URL=dispatcher.db_url, TWILIO_API_BASE=sandbox.base,
-                                  CALLCENTER_PUBLIC_URL=base, SHOUHU_CALLCENTER_WORKER=False, SHOUHU_CALLS_PER_S=50)
+                                  CALLCENTER_PUBLIC_URL=base, SHOUHU_CALLCENTER_WORKER=False, SHOUHU_CALLS_PER_S=50,
+                                  **(extra.kwargs if extra else {}))
     app = create_callcenter(settings, clock=dispatcher.clock)
     async with serve(app, sock):
         yield CallcenterHarness(app, phone, dispatcher, base)

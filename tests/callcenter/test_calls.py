@@ -184,6 +184,53 @@ async def test_do_not_call_numbers_are_never_dialled(callcenter) -> None:
     assert [e["detail"]["result"] for e in task["events"] if e["type"] == "task.channel_result"] == ["do_not_call"]
 
 
+FOREIGN = "+447400123456"  # a UK mobile
+
+
+async def test_a_foreign_number_is_stored_and_shown_but_goes_to_an_operator(callcenter) -> None:
+    """By default (CALLCENTER_AUTODIAL_COUNTRIES=CN) a +44 number gets no robocall: a seat operator calls it."""
+    answer = await warn(callcenter, phone="+44 7400 123456")
+    assert await callcenter.place_calls() == 1
+    assert await callcenter.phone.calls(FOREIGN) == []
+    task = await task_after(callcenter, answer["task_id"])
+    results = [e["detail"] for e in task["events"] if e["type"] == "task.channel_result"]
+    assert [r["result"] for r in results] == ["operator_required"] and "GB" in results[0]["detail"]
+    operator = await callcenter.dispatcher.jobs(task_id=answer["task_id"], kind="call.operator", status="queued")
+    assert len(operator) == 1 and operator[0]["payload"]["phone"] == FOREIGN  # stored in full, for the seat
+    assert operator[0]["run_at"] <= callcenter.dispatcher.clock.now()  # at once, not at the playbook's +180 min
+
+
+async def test_a_chinese_landline_is_still_dialled_automatically(callcenter) -> None:
+    """The default allows every number of China, landlines included."""
+    landline = "+8657187000099"
+    await callcenter.phone.script(landline, "answer", ["1"])
+    answer = await warn(callcenter, phone="0571-8700 0099")
+    assert await callcenter.place_calls() == 1
+    assert (await callcenter.phone.ended(landline))["status"] == "completed"
+    assert (await task_after(callcenter, answer["task_id"]))["outcome"] == "acknowledged"
+
+
+@pytest.mark.callcenter_settings(CALLCENTER_AUTODIAL_COUNTRIES="cn, GB")
+async def test_a_foreign_number_is_dialled_when_its_country_is_allowed(callcenter) -> None:
+    """With GB in CALLCENTER_AUTODIAL_COUNTRIES the +44 number gets the automated call."""
+    await callcenter.phone.script(FOREIGN, "answer", ["1"])
+    answer = await warn(callcenter, phone=FOREIGN)
+    assert await callcenter.place_calls() == 1
+    assert (await callcenter.phone.ended(FOREIGN))["status"] == "completed"
+    task = await task_after(callcenter, answer["task_id"])
+    assert task["status"] == "closed" and task["outcome"] == "acknowledged"
+
+
+def test_autodial_countries_must_be_country_codes() -> None:
+    """A typo in CALLCENTER_AUTODIAL_COUNTRIES stops the service at start, naming the bad entry."""
+    from services.callcenter.settings import CallcenterSettings
+
+    assert CallcenterSettings().autodial_regions() == frozenset({"CN"})
+    assert CallcenterSettings(CALLCENTER_AUTODIAL_COUNTRIES=" cn,hk ,").autodial_regions() == frozenset({"CN", "HK"})
+    with pytest.raises(ValueError, match="China is not a 2-letter country code"):
+        CallcenterSettings(CALLCENTER_AUTODIAL_COUNTRIES="CN,China")
+
+
 async def test_twilio_429_is_retried_and_the_call_still_placed(callcenter) -> None:
     """When Twilio refuses with 429 (code 20429), the call is retried with backoff and placed once."""
     await callcenter.phone.call("POST", "/limits", calls_per_s=1)

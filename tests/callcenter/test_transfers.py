@@ -226,10 +226,11 @@ async def test_the_call_back_message_is_in_the_citizens_language(callcenter) -> 
     assert "call you back within 10 minutes" in said(ended) and "10分钟" not in said(ended)
 
 
-async def test_the_seats_console_opens_the_task_with_the_call_timer(callcenter, api) -> None:
+@pytest.mark.slow
+async def test_the_seats_console_opens_the_task_with_the_call_timer(callcenter, api, page) -> None:  # noqa: ANN001
     """An idle desk polls its inbox; once the seat's phone picked up a citizen, the desk reloads to the task with
-    the time the call was connected (the timer counts from it)."""
-    from tests.conftest import console_sign_in
+    the time the call was connected (the timer counts from it, in the browser too: console.js, under the CSP)."""
+    from tests.conftest import console_sign_in, sign_in
 
     key = (await callcenter.dispatcher.headers("operator", "3301"))["Authorization"].removeprefix("Bearer ")
     await seat(callcenter, api, unit="3301", phone=LOCAL_DESK)
@@ -247,5 +248,7 @@ async def test_the_seats_console_opens_the_task_with_the_call_timer(callcenter, 
         assert (await browser.get("/console/inbox")).headers.get("hx-refresh") == "true"
         desk = (await browser.get("/console")).text
         assert f'data-task-id="{answer["task_id"]}"' in desk and 'id="live-call"' in desk and "data-since=" in desk
+    await sign_in(page, callcenter.base_url, key)
+    await page.wait_for_function("document.getElementById('call-timer').textContent !== '0:00'")
     await callcenter.phone.call("POST", f"/calls/{leg['sid']}/hangup")
     await callcenter.phone.ended(PHONE)

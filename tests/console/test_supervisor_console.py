@@ -75,6 +75,33 @@ async def test_supervisor_sees_a_breach_opens_the_case_and_reassigns_it(dispatch
     assert ("task.reassigned", f"key:{(await key_of(dispatcher)).split('_')[1]}:test-supervisor-33") in actions
 
 
+@pytest.mark.slow
+async def test_the_pages_scripts_still_work_under_the_content_security_policy(dispatcher, page) -> None:  # noqa: ANN001
+    """With scripts allowed from /console/static only: htmx loads the chain check, a period select submits itself."""
+    await breached_task(dispatcher)
+    async with serve(dispatcher.app, lifespan="off") as base:
+        await sign_in(page, base, await key_of(dispatcher))
+        response = await page.goto(f"{base}/console/audit")
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+        assert await page.evaluate("typeof window.htmx") == "object"  # the static script ran
+        await page.click("#chain-form button[type=submit]")
+        assert "✔" in await page.locator("#chain-result").inner_text()
+        assert page.url == f"{base}/console/audit"  # htmx swapped the result in; no navigation
+        await page.goto(f"{base}/console/ranking?days=7")
+        async with page.expect_navigation():
+            await page.select_option("select[name=days]", "30")
+        assert page.url.endswith("days=30")
+        # An inline script, were one injected into a page, is refused (and reported: the fixture expects that).
+        blocked = await page.evaluate("""() => new Promise(done => {
+            document.addEventListener('securitypolicyviolation', e => done(e.violatedDirective), {once: true});
+            const s = document.createElement('script'); s.textContent = 'window.injected = 1';
+            document.body.appendChild(s); setTimeout(() => done(null), 2000); })""")
+        assert blocked and blocked.startswith("script-src") and await page.evaluate("window.injected") is None
+        await page.wait_for_timeout(100)
+        assert page.csp_refused, "the refusal was not reported"
+        page.csp_refused.clear()  # provoked on purpose
+
+
 # ---- over HTTP --------------------------------------------------------------------------------------
 
 async def test_console_pages_need_a_session(dispatcher) -> None:  # noqa: ANN001

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TEST_AUDIT_KEY
 
 
 def shouhu(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -81,8 +81,8 @@ async def test_make_run_demo_keys_are_stable_and_open_their_consoles(dispatcher,
     """`shouhu up` makes one demo supervisor and one operator key per data directory; a restart reuses them."""
     from shouhu.cli import _demo_keys
 
-    first = await _demo_keys(dispatcher.db_url, tmp_path)
-    again = await _demo_keys(dispatcher.db_url, tmp_path)
+    first = await _demo_keys(dispatcher.db_url, tmp_path, audit_key=TEST_AUDIT_KEY)
+    again = await _demo_keys(dispatcher.db_url, tmp_path, audit_key=TEST_AUDIT_KEY)
     assert first == again and set(first) == {"supervisor", "operator"}
     state = dispatcher.app.state
     supervisor = await state.key_cache.authenticate(state.sessionmaker, first["supervisor"])

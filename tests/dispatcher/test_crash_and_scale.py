@@ -77,7 +77,7 @@ def _jobs_done(metrics: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-async def test_two_dispatcher_processes_share_the_work_without_doubling(dispatcher) -> None:
+async def test_two_dispatcher_processes_share_the_work_without_doubling(dispatcher, sessionmaker) -> None:  # noqa: ANN001
     """Two dispatcher servers on one database: one case per person, one record per key, each job done once."""
     ports = [free_port(), free_port()]
     env = {**os.environ, "DATABASE_URL": dispatcher.db_url, "SHOUHU_LOG_LEVEL": "WARNING",
@@ -117,6 +117,12 @@ async def test_two_dispatcher_processes_share_the_work_without_doubling(dispatch
                 await asyncio.sleep(0.1)
             assert await dispatcher.jobs(kind=RESULT_KIND) == []
             done = [_jobs_done((await client.get(f"http://127.0.0.1:{p}/metrics")).text) for p in ports]
+            # Both running servers connect as the services' role (not a superuser), though DATABASE_URL is the owner's.
+            async with sessionmaker() as session:
+                sessions = (await session.execute(text(
+                    "SELECT a.usename, r.rolsuper FROM pg_stat_activity a JOIN pg_roles r ON r.oid = a.usesysid"
+                    " WHERE a.datname = current_database() AND a.application_name = 'shouhu-dispatcher'"))).all()
+            assert len(sessions) >= 2 and {tuple(s) for s in sessions} == {("shouhu_service", False)}, sessions
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)

@@ -81,7 +81,8 @@ async def test_missing_field_and_future_time_are_named(dispatcher) -> None:
     resp = await dispatcher.client.post("/v1/warnings", json=warning(occurred_at="2027-01-01T00:00:00+08:00"),
                                         headers=headers)
     assert resp.status_code == 422
-    assert resp.json()["errors"] == [{"field": "occurred_at", "reason": "is in the future"}]
+    assert resp.json()["errors"] == [{"field": "occurred_at",
+                                      "reason": "must not be more than 5 minutes in the future"}]
 
 
 async def test_unknown_codes_are_accepted_as_other_with_a_warning(dispatcher) -> None:

@@ -66,18 +66,48 @@ async def test_overview_counts_open_work_and_lists_the_most_urgent_first(dispatc
 
 
 async def test_audit_exports_as_csv_with_the_hashed_body(dispatcher, known) -> None:
-    """The audit page exports to CSV; each row's body is the exact text its hash covers."""
-    from shared.audit.service import entry_hash
+    """An admin's audit export keeps each body as the exact text its keyed hash covers."""
+    from datetime import datetime as dt
 
-    resp = await dispatcher.client.get("/v1/audit", headers={**await dispatcher.headers("supervisor", ""),
+    from shared.audit.keys import key_bytes
+    from shared.audit.service import entry_hash
+    from tests.conftest import TEST_AUDIT_KEY
+
+    resp = await dispatcher.client.get("/v1/audit", headers={**await dispatcher.headers("admin", ""),
                                                               "Accept": "text/csv"})
     assert resp.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(resp.text)))
     assert rows and rows[0]["seq"] == "1"
     first = rows[0]
-    from datetime import datetime as dt
-
     assert entry_hash(seq=1, at=dt.fromisoformat(first["at"]), actor=first["actor"], action=first["action"],
                       task_id=first["task_id"] or None, case_id=first["case_id"] or None,
                       region_code=first["region_code"] or None, body=first["body"],
-                      prev_hash="0" * 64) == first["hash"]
+                      prev_hash="0" * 64, key=key_bytes(TEST_AUDIT_KEY)) == first["hash"]
+
+
+async def test_exports_mask_phone_and_id_numbers_for_supervisors(dispatcher) -> None:
+    """A supervisor's CSV (API and console) shows no phone or ID number in clear, of any country; an admin's does."""
+    from tests.conftest import warning
+    from tests.console.test_supervisor_console import key_of, signed_in
+
+    task = (await dispatcher.client.post("/v1/warnings", json=warning(phone="+852 9123 4567"),
+                                         headers=await dispatcher.headers())).json()
+    note = "家属电话 +44 20 7946 0958，座机 0571-8700 0001，身份证 330106199001011234"
+    resp = await dispatcher.client.post(f"/v1/tasks/{task['task_id']}/feedback",
+                                        json={"outcome": "dissuaded", "note": note},
+                                        headers=await dispatcher.headers("officer", "33"))
+    assert resp.status_code == 200, resp.text
+    clear = ("7946 0958", "8700 0001", "330106199001011234")
+
+    async def export(role: str) -> str:
+        return (await dispatcher.client.get("/v1/audit", params={"task_id": task["task_id"]}, headers={
+            **await dispatcher.headers(role, "33"), "Accept": "text/csv"})).text
+
+    supervisor = await export("supervisor")
+    assert "+4420****0958" in supervisor and "3301**********1234" in supervisor
+    assert not any(secret in supervisor for secret in clear)
+    admin = await export("admin")
+    assert all(secret in admin for secret in clear)
+    await signed_in(dispatcher.client, await key_of(dispatcher, "supervisor", "33"))
+    console = (await dispatcher.client.get(f"/console/audit.csv?task_id={task['task_id']}")).text
+    assert "+4420****0958" in console and not any(secret in console for secret in clear)

@@ -17,10 +17,11 @@ from services.dispatcher.policy.service import PolicyStore, load_policy
 from shared.clock import Clock
 from shared.db import make_engine, make_sessionmaker
 from shared.queue.worker import Handler, Worker
+from shared.settings import CommonSettings
 
 
 async def main(db_url: str, marker: Path, lease_s: float) -> None:
-    engine = make_engine(db_url, pool_size=2)
+    engine = make_engine(db_url, pool_size=2, audit_key=CommonSettings().audit_secret())
     sessionmaker = make_sessionmaker(engine)
     clock = Clock()
     handlers = make_handlers(store=PolicyStore(load_policy(None)), clock=clock)

@@ -1,8 +1,10 @@
 """Placing automated warning calls and turning Twilio's callbacks into results for the dispatcher.
 
 A `PlaceCall` job becomes at most one ringing phone: (1) a short transaction
-checks the task is still open, the number is not on the do-not-call list, the
-daily cap and the call window allow it, and reserves the attempt row (unique
+checks the task is still open, the number is not on the do-not-call list, its
+country may get automated calls (CALLCENTER_AUTODIAL_COUNTRIES; otherwise the
+result "operator_required" sends it to a seat), the daily cap and the call
+window allow it, and reserves the attempt row (unique
 per task, channel and attempt); (2) pacing, then the Twilio request, with no
 transaction open; (3) the call sid is stored. A rerun that finds the attempt
 already reserved never dials again: if the process died inside the Twilio
@@ -23,6 +25,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+import phonenumbers
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
@@ -62,9 +65,18 @@ def result_job(*, task_id: uuid.UUID, attempt: int, result: str, now: datetime, 
                                    live_transfer_until=live_transfer_until).to_job(now=now)
 
 
+def country_of(phone: str) -> str:
+    """The ISO country code of an E.164 number ("CN", "GB", "HK"), or "ZZ" when it belongs to none."""
+    try:
+        return phonenumbers.region_code_for_number(phonenumbers.parse(phone)) or "ZZ"
+    except phonenumbers.NumberParseException:
+        return "ZZ"
+
+
 class CallPlacer:
     def __init__(self, client: Client, sessionmaker: async_sessionmaker[AsyncSession], *, pacer: CallPacer,
-                 clock: Clock, from_number: str, public_url: str, daily_cap: int) -> None:
+                 clock: Clock, from_number: str, public_url: str, daily_cap: int,
+                 autodial_countries: frozenset[str] = frozenset({"CN"})) -> None:
         self.client = client
         self.sessionmaker = sessionmaker
         self.pacer = pacer
@@ -72,6 +84,17 @@ class CallPlacer:
         self.from_number = from_number
         self.public_url = public_url.rstrip("/")
         self.daily_cap = daily_cap
+        self.autodial_countries = autodial_countries
+
+    def may_autodial(self, phone: str) -> str | None:
+        """None when `phone` may get an automated call; else why not (its country is not allowed)."""
+        if "*" in self.autodial_countries:
+            return None
+        country = country_of(phone)
+        if country in self.autodial_countries:
+            return None
+        return (f"a number of {country}: automated calls go only to {', '.join(sorted(self.autodial_countries))}"
+                " (CALLCENTER_AUTODIAL_COUNTRIES); a seat operator calls instead")
 
     def url(self, path: str, attempt_id: int, **query: object) -> str:
         extra = "".join(f"&{k}={v}" for k, v in query.items())
@@ -180,6 +203,11 @@ class CallPlacer:
                                          {"p": phone})).scalar_one_or_none()
         if blocked is not None:
             await self._skip(session, task_id, attempt, phone, now, "do_not_call", blocked)
+            return None
+        foreign = self.may_autodial(phone)
+        if foreign is not None:
+            # Not dialled; the dispatcher turns this result into an operator call at once.
+            await self._skip(session, task_id, attempt, phone, now, "operator_required", foreign)
             return None
         allowed = next_call_time(call.call_window, now)
         if allowed > now:

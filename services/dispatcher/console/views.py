@@ -20,9 +20,10 @@ from services.dispatcher.emergencies import service as emergencies
 from services.dispatcher.emergencies.models import STATUSES as STOP_STATUSES
 from services.dispatcher.emergencies.schemas import PaymentStopIn, field_errors
 from services.dispatcher.reports import service as reports
-from services.dispatcher.reports.views import csv_response
+from services.dispatcher.reports.views import csv_response, masks_exports
 from services.dispatcher.tasks import service as tasks
 from shared import contracts
+from shared.audit.keys import Checkpoint
 from shared.audit.service import verify_chain
 from shared.clock import LOCAL_TZ
 from shared.console.sessions import ConsoleUser
@@ -220,7 +221,8 @@ async def ranking_csv(request: Request, user: Page, days: int = Query(default=7,
     start, end = _period(console.now(request), days)
     async with sessionmaker(request)() as session:
         report = await reports.ranking(session, unit=user.principal.unit, from_=start, to=end)
-    return csv_response(report["units"], f"ranking-{user.principal.unit or 'all'}.csv")
+    return csv_response(report["units"], f"ranking-{user.principal.unit or 'all'}.csv",
+                        mask_numbers=masks_exports(user.principal))
 
 
 # ---- audit log ----------------------------------------------------------------------------------------
@@ -265,22 +267,28 @@ async def audit_page(request: Request, user: Page, task_id: str = "", case_id: s
 @router.get("/audit.csv")
 async def audit_csv(request: Request, user: Page, task_id: str = "", case_id: str = "", actor: str = "",
                     action: str = "", from_: str = Query(default="", alias="from"), to: str = "") -> Response:
-    """The filtered log as CSV, bodies exactly as hashed (so an export can be checked entry by entry)."""
+    """The filtered log as CSV: numbers masked for supervisors; for admins, bodies exactly as hashed (checkable)."""
     filters = _audit_filters(task_id, case_id, actor, action, from_, to)
     filters.pop("invalid", None)
     async with sessionmaker(request)() as session:
         rows, _ = await audit_service.search(session, unit=user.principal.unit, limit=10_000, **filters)
     return csv_response([{"seq": r.seq, "at": r.at.isoformat(), "actor": r.actor, "action": r.action,
                           "task_id": r.task_id or "", "case_id": r.case_id or "", "region_code": r.region_code or "",
-                          "body": r.body, "hash": r.hash} for r in rows], "audit.csv")
+                          "body": r.body, "hash": r.hash} for r in rows], "audit.csv",
+                        mask_numbers=masks_exports(user.principal))
 
 
 @router.get("/audit/verify", response_class=HTMLResponse)
-async def audit_verify(request: Request, user: Page) -> HTMLResponse:
-    """Recompute the whole hash chain (loaded on demand: it reads every entry)."""
+async def audit_verify(request: Request, user: Page, checkpoint: str = "") -> HTMLResponse:
+    """Recompute the whole hash chain, against a checkpoint when one is given (loaded on demand: it reads every entry)."""
+    key = request.app.state.runtime.audit_key
+    try:
+        signed = Checkpoint.parse(checkpoint, key) if checkpoint.strip() else None
+    except ValueError as exc:
+        return console.render(request, "audit_verify.html", user, report=None, checkpoint_error=str(exc))
     async with sessionmaker(request)() as session:
-        report = await verify_chain(session)
-    return console.render(request, "audit_verify.html", user, report=report)
+        report = await verify_chain(session, key=key, checkpoint=signed)
+    return console.render(request, "audit_verify.html", user, report=report, checkpoint=signed)
 
 
 # ---- clue mailbox -------------------------------------------------------------------------------------
@@ -340,4 +348,5 @@ async def compliance_csv(request: Request, user: Page, days: int = Query(default
     start, end = _period(console.now(request), days)
     async with sessionmaker(request)() as session:
         report = await reports.compliance(session, unit=user.principal.unit, from_=start, to=end)
-    return csv_response(reports.compliance_rows(report), f"compliance-{user.principal.unit or 'all'}.csv")
+    return csv_response(reports.compliance_rows(report), f"compliance-{user.principal.unit or 'all'}.csv",
+                        mask_numbers=masks_exports(user.principal))

@@ -12,6 +12,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from services.dispatcher.deps import RuntimeDep, SupervisorKey
 from services.dispatcher.reports import service
 from shared.auth.service import Principal
+from shared.phone import mask_sensitive_text
 from shared.sql import dumps
 from shared.web import AwareTime, FieldErrors
 
@@ -39,11 +40,25 @@ def _wants_csv(request: Request) -> bool:
     return "text/csv" in request.headers.get("accept", "")
 
 
-def csv_response(rows: list[dict[str, Any]], filename: str) -> Response:
+# Who gets phone and ID numbers in clear in an exported file. An export leaves the system (mail, USB
+# sticks, spreadsheets): a supervisor ranks units and audits who did what, which the masked numbers
+# ('+86138****8000') still tell apart; an administrator checks exported audit entries against their
+# hashes, which needs the bodies exactly as hashed.
+ROLES_EXPORTING_NUMBERS = frozenset({"admin"})
+
+
+def masks_exports(principal: Principal) -> bool:
+    return principal.role not in ROLES_EXPORTING_NUMBERS
+
+
+def csv_response(rows: list[dict[str, Any]], filename: str, *, mask_numbers: bool) -> Response:
+    """Rows as a CSV download; with `mask_numbers`, every phone and ID number in a text cell masked."""
     out = io.StringIO()
     if rows:
         writer = csv.DictWriter(out, fieldnames=list(rows[0]))
         writer.writeheader()
+        if mask_numbers:
+            rows = [{k: mask_sensitive_text(v) if isinstance(v, str) else v for k, v in row.items()} for row in rows]
         writer.writerows(rows)
     return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
@@ -67,7 +82,7 @@ async def compliance(request: Request, principal: SupervisorKey, rt: RuntimeDep,
         report = await service.compliance(session, unit=scope, from_=start, to=end)
     if _wants_csv(request):
         rows = service.compliance_rows(report)
-        return csv_response(rows, f"compliance-{scope or 'all'}.csv")
+        return csv_response(rows, f"compliance-{scope or 'all'}.csv", mask_numbers=masks_exports(principal))
     return Response(dumps(report), media_type="application/json")
 
 
@@ -81,7 +96,8 @@ async def ranking(request: Request, principal: SupervisorKey, rt: RuntimeDep,
     async with rt.sessionmaker() as session:
         report = await service.ranking(session, unit=scope, from_=start, to=end)
     if _wants_csv(request):
-        return csv_response(report["units"], f"ranking-{scope or 'all'}.csv")
+        return csv_response(report["units"], f"ranking-{scope or 'all'}.csv",
+                            mask_numbers=masks_exports(principal))
     return Response(dumps(report), media_type="application/json")
 
 

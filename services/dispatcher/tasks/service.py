@@ -31,6 +31,8 @@ log = structlog.get_logger(__name__)
 # Outcomes that end the task. `loss_reported` first opens an emergency; see apply_feedback.
 FINAL_OUTCOMES = set(OUTCOMES) - {"loss_reported"}
 AUTOMATED_CHANNEL_KINDS = [contracts.SendAlert.KIND, contracts.PlaceCall.KIND]
+# In a task's plan state (attempts): why the callcenter may not robocall this citizen (their number's country).
+NO_AUTO_CALL = "no_auto_call"
 
 
 class TaskClosed(Exception):
@@ -336,6 +338,8 @@ async def run_due_steps(session: AsyncSession, task: Task, *, plan_seq: int, now
             channel = step.name.removeprefix("channel:")
             if channel == "bot_alert" and not state.has_chat:
                 continue
+            if channel == "auto_call" and state.attempts.get(NO_AUTO_CALL):
+                continue  # the callcenter said it may not robocall this number; an operator call was queued
             jobs.append(plans.channel_job(state, channel, run_at=plans.call_time(policy, state, channel, now),
                                           reason="nobody acknowledged yet", policy=policy))
             _record(session, task, at=now, actor="system:timer", action="task.channel_started",
@@ -408,14 +412,23 @@ async def apply_channel_result(session: AsyncSession, task: Task, result: contra
         store_state(task, state)
         return await _citizen_feedback(session, task, result, actor=actor, now=now, store=store)
     if channel == "bot_alert" and kind in ("no_channel", "blocked", "failed"):
-        # The bot could not reach them: move on to a call if none has started.
+        # The bot could not reach them: move on to a call if none has started (a person's, if no robocall may go).
         if not state.attempts.get("auto_call") and not state.attempts.get("operator_call"):
-            jobs.append(plans.channel_job(state, "auto_call", run_at=plans.call_time(policy, state, "auto_call", now),
+            call = "operator_call" if state.attempts.get(NO_AUTO_CALL) else "auto_call"
+            jobs.append(plans.channel_job(state, call, run_at=plans.call_time(policy, state, call, now),
                                           reason=f"bot alert {kind}", policy=policy))
-            state.steps_done.append("channel:auto_call")
+            state.steps_done.append(f"channel:{call}")
         if kind in ("no_channel", "blocked"):
             state.has_chat = False
             task.has_chat = False
+    elif channel == "auto_call" and kind == "operator_required":
+        # The callcenter may not robocall this number (its country): no more automated calls, a person calls now.
+        state.attempts[NO_AUTO_CALL] = result.detail or kind
+        if "channel:operator_call" not in state.steps_done and not state.attempts.get("operator_call"):
+            state.steps_done.append("channel:operator_call")
+            jobs.append(plans.channel_job(state, "operator_call",
+                                          run_at=plans.call_time(policy, state, "operator_call", now),
+                                          reason="no automated call to this number: an operator calls"))
     elif channel == "auto_call" and kind in CALL_FAILURES:
         retry = policy.playbook(state.tier).auto_call
         if int(state.attempts.get("auto_call", 0)) < retry.max_attempts:

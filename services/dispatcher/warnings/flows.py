@@ -9,6 +9,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.dispatcher.policy.service import PolicyStore
@@ -22,37 +23,114 @@ Answer = dict[str, Any]  # the shape of schemas.WarningResult
 
 # SQLSTATEs worth retrying the whole batch for: serialization failure, deadlock.
 _RETRYABLE_SQLSTATE = {"40001", "40P01"}
+# SQLSTATE classes that say nothing about the records: connection (08), the server's resources (53),
+# operator intervention such as a shutdown (57), the server's own system errors (58). Splitting a group
+# cannot help with these; any other database error is taken to be some record's fault (see run_ingest).
+_OPERATIONAL_SQLSTATE_CLASSES = {"08", "53", "57", "58"}
 MAX_TRIES = 5
 
 
-def _retryable(exc: DBAPIError) -> bool:
+class IngestUnavailable(Exception):
+    """The database cannot take records just now (unreachable, out of resources, contended): retry later."""
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
     orig = getattr(exc, "orig", None)
-    code = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
-    return code in _RETRYABLE_SQLSTATE
+    return getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
+
+
+def _retryable(exc: DBAPIError) -> bool:
+    return _sqlstate(exc) in _RETRYABLE_SQLSTATE
+
+
+def _operational(exc: BaseException) -> bool:
+    """True when the failure is the database's or the network's, not any record's."""
+    if isinstance(exc, IngestUnavailable | OSError | TimeoutError | SQLAlchemyTimeoutError):
+        return True
+    if isinstance(exc, DBAPIError):
+        code = _sqlstate(exc)
+        return exc.connection_invalidated or (code is not None and code[:2] in _OPERATIONAL_SQLSTATE_CLASSES)
+    return False
+
+
+def _refused(exc: Exception) -> Answer:
+    """The answer for one record that failed on its own: which rule (as the database says it), nothing stored."""
+    if isinstance(exc, DBAPIError):
+        cause = getattr(exc.orig, "__cause__", None) or exc.orig
+        message = (getattr(cause, "message", None) or str(cause)).splitlines()[0][:200]
+        reason = f"the database refused this record ({_sqlstate(exc) or 'no SQLSTATE'}: {message}); nothing stored"
+    else:
+        reason = "not stored because of an internal error (logged); the records beside it are not affected"
+    return {"status": "rejected", "errors": [{"field": "record", "reason": reason}]}
+
+
+async def _ingest_once(sessionmaker: async_sessionmaker[AsyncSession], records: Sequence[ValidRecord], *,
+                       actor: str, store: PolicyStore, clock: Clock) -> dict[int, Answer]:
+    """One group in one transaction, retried when a concurrent writer got there first."""
+    for attempt in range(1, MAX_TRIES + 1):
+        try:
+            async with sessionmaker() as session, session.begin():
+                try:
+                    await session.connection()
+                except Exception as exc:  # no record's SQL has run yet: the database's fault, whatever it says
+                    raise IngestUnavailable(f"no database connection ({type(exc).__name__})") from exc
+                return await ingest_batch(session, list(records), actor=actor, store=store, now=clock.now())
+        except RetryBatch as exc:
+            log.info("ingest.retry", attempt=attempt, why=str(exc))
+        except DBAPIError as exc:
+            if not _retryable(exc):
+                raise
+            log.info("ingest.retry", attempt=attempt, why="deadlock or serialization failure")
+        await asyncio.sleep(0.005 * attempt)
+    raise IngestUnavailable("ingest kept conflicting with concurrent writers; try again")
+
+
+async def _ingest_isolated(sessionmaker: async_sessionmaker[AsyncSession], records: Sequence[ValidRecord], *,
+                           actor: str, store: PolicyStore, clock: Clock) -> dict[int, Answer]:
+    """Commit the group; if one record makes it fail, split it in halves until that record stands alone.
+
+    Each half is its own transaction, in order, so warnings about one person
+    still meet in one case. k bad records among n cost about 2·k·log2(n) extra
+    transactions, not n. The record that fails alone is answered `rejected` with
+    its own error; every other record commits.
+    """
+    try:
+        return await _ingest_once(sessionmaker, records, actor=actor, store=store, clock=clock)
+    except Exception as exc:
+        if _operational(exc):
+            if isinstance(exc, IngestUnavailable):
+                raise
+            raise IngestUnavailable(f"the database cannot take records now ({type(exc).__name__})") from exc
+        if len(records) == 1:
+            if isinstance(exc, DBAPIError):
+                log.warning("ingest.record_refused", sqlstate=_sqlstate(exc), source=records[0].source)
+            else:
+                log.exception("ingest.record_failed", source=records[0].source)
+            return {records[0].index: _refused(exc)}
+        log.warning("ingest.isolating", records=len(records), error=type(exc).__name__,
+                    sqlstate=_sqlstate(exc) if isinstance(exc, DBAPIError) else None)
+    middle = len(records) // 2
+    results = await _ingest_isolated(sessionmaker, records[:middle], actor=actor, store=store, clock=clock)
+    results.update(await _ingest_isolated(sessionmaker, records[middle:], actor=actor, store=store, clock=clock))
+    return results
 
 
 async def run_ingest(sessionmaker: async_sessionmaker[AsyncSession], records: Sequence[ValidRecord], *,
                      actor: str, store: PolicyStore, clock: Clock) -> dict[int, Answer]:
-    """Ingest valid records in one transaction, retried when a concurrent writer got there first."""
-    for attempt in range(1, MAX_TRIES + 1):
-        try:
-            async with sessionmaker() as session, session.begin():
-                results = await ingest_batch(session, list(records), actor=actor, store=store, now=clock.now())
-            for answer in results.values():
-                WARNINGS_INGESTED.labels(answer["status"], answer.get("tier") or "none").inc()
-            statuses = [r["status"] for r in results.values()]
-            log.info("warnings.ingested", records=len(statuses), accepted=statuses.count("accepted"),
-                     duplicates=statuses.count("duplicate"),
-                     high=sum(r["tier"] == "high" and r["status"] == "accepted" for r in results.values()))
-            return results
-        except RetryBatch as exc:
-            log.info("ingest.retry", attempt=attempt, why=str(exc))
-        except DBAPIError as exc:
-            if not _retryable(exc) or attempt == MAX_TRIES:
-                raise
-            log.info("ingest.retry", attempt=attempt, why="deadlock or serialization failure")
-        await asyncio.sleep(0.005 * attempt)
-    raise RuntimeError("ingest kept conflicting with concurrent writers; try again")
+    """Ingest valid records, one transaction per group; one record's failure never costs the others theirs.
+
+    Every record gets an answer (accepted, duplicate, or rejected with its own
+    error). Raises IngestUnavailable only when the database itself cannot take
+    records (then nothing of the failing group was stored, and a retry is safe).
+    """
+    results = await _ingest_isolated(sessionmaker, records, actor=actor, store=store, clock=clock)
+    for answer in results.values():
+        WARNINGS_INGESTED.labels(answer["status"], answer.get("tier") or "none").inc()
+    statuses = [r["status"] for r in results.values()]
+    log.info("warnings.ingested", records=len(statuses), accepted=statuses.count("accepted"),
+             duplicates=statuses.count("duplicate"), rejected=statuses.count("rejected"),
+             high=sum(r.get("tier") == "high" and r["status"] == "accepted" for r in results.values()))
+    return results
 
 
 class IngestBatcher:
@@ -62,7 +140,9 @@ class IngestBatcher:
     transaction takes them all. Under light load a record goes alone (no added
     latency); under heavy load 32 clients share a few commits instead of 32,
     which is where single-record throughput comes from. Every caller still gets
-    its answer only after its record is committed.
+    its answer only after its record is committed, and its own answer: a record
+    that fails the group's transaction is split off and answered alone while the
+    others commit (`run_ingest`).
     """
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], *, store: PolicyStore, clock: Clock,
@@ -113,7 +193,7 @@ class IngestBatcher:
             for position, (_, future) in enumerate(batch):
                 if not future.done():
                     future.set_result(results[position])
-        except Exception as exc:  # noqa: BLE001 - every waiting request must hear about it
+        except Exception as exc:  # noqa: BLE001 - every waiting request must hear about it (IngestUnavailable)
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)

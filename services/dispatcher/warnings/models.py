@@ -39,10 +39,12 @@ class WarningRecord(Base):
     merged: Mapped[bool] = mapped_column(Boolean)
     notices: Mapped[list[str] | None] = mapped_column(JSONB)
     ingested_by: Mapped[str] = mapped_column(String(200))
+    # The sending key's unit ('' nationwide): the idempotency key and what its answers may show are scoped by it.
+    ingest_unit: Mapped[str] = mapped_column(String(6), server_default="")
 
     __table_args__ = (
-        # The idempotency key: the sender's own id, per sender.
-        UniqueConstraint("source", "source_ref", name="uq_warnings_source_ref"),
+        # The idempotency key: the sender's own id, per sender, per unit of the sending key (migration 0014).
+        UniqueConstraint("source", "source_ref", "ingest_unit", name="uq_warnings_source_ref_unit"),
         # A person's history: cases.phone (indexed) -> warnings.case_id. No index on
         # warnings.phone: it would cost every insert for a lookup the cases index serves.
         Index("ix_warnings_case_id", "case_id"),

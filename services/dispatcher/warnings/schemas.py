@@ -8,11 +8,11 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from shared.clock import LOCAL_TZ
 from shared.phone import InvalidPhone, normalize_phone
+from shared.validation import AwareDatetime, FiniteDecimal, FreeJson, SafeText, escape_invalid, not_in_future
 
 FRAUD_TYPES = (
     "task_brushing", "fake_investment", "pig_butchering", "impersonating_police", "fake_customer_service",
@@ -28,6 +28,8 @@ PROVINCE_CODES = frozenset(
     ["11", "12", "13", "14", "15", "21", "22", "23", "31", "32", "33", "34", "35", "36", "37", "41", "42", "43", "44", "45", "46", "50", "51", "52", "53", "54", "61", "62", "63", "64", "65", "71", "81", "82"]
 )
 MAX_DETAILS_BYTES = 16_384
+# Deeper than this, `details` is not a record an operator will read, and walking it costs the batch.
+MAX_DETAILS_DEPTH = 8
 # Upstream clocks drift; a warning stamped a little in the future is still taken.
 FUTURE_TOLERANCE = timedelta(minutes=5)
 
@@ -62,10 +64,10 @@ def birth_date_from_id(id_number: str) -> date:
 class SubjectIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    name: str | None = Field(default=None, max_length=64)
+    name: SafeText(64) | None = None
     age: int | None = Field(default=None, ge=0, le=130)
     gender: Literal["male", "female", "other", "unknown"] | None = None
-    id_number: str | None = Field(default=None, max_length=18)
+    id_number: SafeText(18) | None = None
 
     @field_validator("id_number")
     @classmethod
@@ -94,17 +96,27 @@ class WarningIn(BaseModel):
         },
     )
 
-    source: str = Field(min_length=1, max_length=64, description="The sending system's name")
-    source_ref: str = Field(min_length=1, max_length=128, description="The sender's own id for this record")
-    phone: str = Field(description="The person's phone number, any common format; stored as E.164")
-    fraud_type: str = Field(min_length=1, max_length=64)
-    signal: str = Field(min_length=1, max_length=64)
-    region_code: str = Field(description="6-digit administrative division code, e.g. 330106")
-    occurred_at: datetime
-    amount_at_risk: Decimal | None = Field(default=None, ge=0, le=Decimal("1e13"), decimal_places=2)
+    # Every text field: bounded, no control characters (shared/validation.py says why).
+    source: SafeText(64, min_length=1) = Field(description="The sending system's name")
+    source_ref: SafeText(128, min_length=1) = Field(
+        description="The sender's own id for this record; (source, source_ref) is the idempotency key,"
+                    " per unit of the sending key")
+    phone: SafeText(32, min_length=1) = Field(
+        description="The person's phone number, any common format; stored as E.164")
+    fraud_type: SafeText(64, min_length=1)
+    signal: SafeText(64, min_length=1)
+    region_code: SafeText(16, min_length=1) = Field(description="6-digit administrative division code, e.g. 330106")
+    # A time without an offset is read as China Standard Time (said in the answer's `warnings`).
+    occurred_at: AwareDatetime(assume_tz=LOCAL_TZ) = Field(
+        description="When it happened, ISO 8601 with an offset; from 2000-01-01 to 5 minutes after now")
+    amount_at_risk: FiniteDecimal(ge=0, le=Decimal("1e13"), decimal_places=2) | None = Field(
+        default=None, description="CNY at risk; a finite number, 0 to 10^13, at most 2 decimals")
     risk_score: int | None = Field(default=None, ge=0, le=100)
     subject: SubjectIn | None = None
-    details: dict[str, Any] | None = None
+    details: FreeJson(max_bytes=MAX_DETAILS_BYTES, max_depth=MAX_DETAILS_DEPTH) | None = Field(
+        default=None, description=f"Free JSON object: at most {MAX_DETAILS_BYTES} bytes encoded,"
+                                  f" {MAX_DETAILS_DEPTH} levels deep, no control characters in its strings,"
+                                  " finite numbers, integers within 64 bits")
 
     @field_validator("phone")
     @classmethod
@@ -119,11 +131,17 @@ class WarningIn(BaseModel):
     def _region(cls, value: str) -> str:
         return check_region_code(value)
 
-    @field_validator("details")
+    @field_validator("occurred_at")
     @classmethod
-    def _details_size(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and len(orjson.dumps(value, default=str)) > MAX_DETAILS_BYTES:
-            raise ValueError(f"larger than {MAX_DETAILS_BYTES} bytes once encoded")
+    def _not_in_future(cls, value: datetime, info: ValidationInfo) -> datetime:
+        # "Now" is the service's clock, given as validation context (tests freeze it), so that this
+        # error is reported together with every other field's, not after them.
+        now = (info.context or {}).get("now")
+        if now is not None:
+            future = not_in_future(value if value.tzinfo else value.replace(tzinfo=LOCAL_TZ), now=now,
+                                   tolerance=FUTURE_TOLERANCE)
+            if future:
+                raise ValueError(future)
         return value
 
 
@@ -146,6 +164,7 @@ class ValidRecord:
     details: dict[str, Any] | None
     notices: list[str] = field(default_factory=list)
     actor: str = ""  # who sent it, when records from several callers share one transaction
+    unit: str = ""  # the sending key's unit: scopes the idempotency key and what the answer may show
     case_warnings: int = 1  # warnings in its case with this one; set while grading (policy reads it)
 
 
@@ -159,8 +178,11 @@ def _age_at(birth: date, when: date) -> int:
     return when.year - birth.year - ((when.month, when.day) < (birth.month, birth.day))
 
 
-def to_valid_record(index: int, parsed: WarningIn, *, now: datetime) -> ValidRecord | Rejected:
-    """Normalise codes and times; unknown codes become `other` with a notice, never a rejection."""
+def to_valid_record(index: int, parsed: WarningIn) -> ValidRecord:
+    """Normalise codes and times; unknown codes become `other` with a notice, never a rejection.
+
+    Every refusal happened while parsing (`parse_record`), the time window included.
+    """
     notices: list[str] = []
     fraud_type = parsed.fraud_type.lower()
     if fraud_type not in FRAUD_TYPES:
@@ -174,8 +196,6 @@ def to_valid_record(index: int, parsed: WarningIn, *, now: datetime) -> ValidRec
     if occurred_at.tzinfo is None:
         occurred_at = occurred_at.replace(tzinfo=LOCAL_TZ)
         notices.append("occurred_at had no UTC offset; read as China Standard Time (+08:00)")
-    if occurred_at > now + FUTURE_TOLERANCE:
-        return Rejected(index, [{"field": "occurred_at", "reason": "is in the future"}])
     subject = parsed.subject.model_dump(exclude_none=True) if parsed.subject else None
     age = parsed.subject.age if parsed.subject else None
     if parsed.subject and parsed.subject.id_number:
@@ -200,19 +220,20 @@ def errors_of(exc: ValidationError) -> list[dict[str, str]]:
         for part in loc:
             name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
         reason = err.get("msg", "invalid").removeprefix("Value error, ")
-        out.append({"field": name or "record", "reason": reason})
+        # A key sent with a lone surrogate comes back escaped: the answer must stay valid JSON.
+        out.append({"field": escape_invalid(name or "record"), "reason": escape_invalid(reason)})
     return out
 
 
 def parse_record(index: int, raw: Any, *, now: datetime) -> ValidRecord | Rejected:
-    """Validate one raw record (a dict from JSON, CSV or JSON Lines)."""
+    """Validate one raw record (a dict from JSON, CSV or JSON Lines); `now` (the service's clock) bounds occurred_at."""
     if not isinstance(raw, dict):
         return Rejected(index, [{"field": "record", "reason": "must be a JSON object"}])
     try:
-        parsed = WarningIn.model_validate(raw)
+        parsed = WarningIn.model_validate(raw, context={"now": now})
     except ValidationError as exc:
         return Rejected(index, errors_of(exc))
-    return to_valid_record(index, parsed, now=now)
+    return to_valid_record(index, parsed)
 
 
 class Reasons(BaseModel):
@@ -221,19 +242,36 @@ class Reasons(BaseModel):
     why: str
 
 
+OTHER_UNIT_NOTICE = ("another unit already handles this person: this warning joined that unit's open case,"
+                     " so one team makes the calls; its case, task, tier and deadline are that unit's to see")
+
+
 class WarningResult(BaseModel):
-    """The answer for one record."""
+    """The answer for one record.
+
+    When the person already has an open case in a unit the sending key does not
+    cover, the warning joins that case (one team calls the citizen), and the
+    answer carries only what the sender may see: `warning_id` (its own record),
+    `merged: true`, `handled_elsewhere: true` and a notice in `warnings`;
+    `case_id`, `task_id`, `tier`, `due_at` and `reasons` are left out. The owning
+    unit's task shows a "warning.joined_from_other_unit" event naming the
+    sending unit and source.
+    """
 
     status: Literal["accepted", "duplicate", "rejected"]
     warning_id: uuid.UUID | None = None
-    case_id: uuid.UUID | None = None
-    task_id: uuid.UUID | None = None
-    tier: Literal["high", "medium", "low"] | None = None
-    due_at: datetime | None = None
-    reasons: list[Reasons] | None = None
+    case_id: uuid.UUID | None = Field(default=None, description="Left out when handled_elsewhere")
+    task_id: uuid.UUID | None = Field(default=None, description="Left out when handled_elsewhere")
+    tier: Literal["high", "medium", "low"] | None = Field(default=None, description="Left out when handled_elsewhere")
+    due_at: datetime | None = Field(default=None, description="Left out when handled_elsewhere")
+    reasons: list[Reasons] | None = Field(default=None, description="Left out when handled_elsewhere")
     merged: bool | None = None
+    handled_elsewhere: bool | None = Field(
+        default=None, description="True when the warning joined an open case of a unit outside the sending key's"
+                                  " (present only then)")
     warnings: list[str] = Field(default_factory=list, description="Notices: accepted, but read differently")
-    errors: list[dict[str, str]] | None = None
+    errors: list[dict[str, str]] | None = Field(
+        default=None, description="For a rejected record: each field and the rule it broke; nothing was stored")
 
 
 class BatchIn(BaseModel):

@@ -5,11 +5,17 @@ of statements (a few SELECTs, then one INSERT or UPDATE per table), so a batch
 of 1,000 costs about what a batch of 10 does in round trips.
 
 Concurrency, in the database rather than in Python:
-- `(source, source_ref)` is unique: a replay racing its original loses the
-  INSERT, and the batch is retried (it then answers "duplicate").
+- `(source, source_ref)` is unique per unit of the sending key: a replay racing
+  its original loses the INSERT, and the batch is retried (it then answers "duplicate").
 - One open case per phone (partial unique index): two warnings for one person
   at the same moment cannot open two cases; the loser retries and merges.
 - Open cases are locked in phone order, so two batches never deadlock.
+
+Units: one open case per person, whoever sends the warning, so the citizen never
+has two teams calling. A key sees only its unit's cases, so when a warning joins
+a case its key's unit does not cover, the answer carries only the warning's own
+id (`schemas.WarningResult` documents it) and the owning unit's task records a
+"warning.joined_from_other_unit" event instead of the usual "warning.merged".
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from services.dispatcher.policy.schemas import TIER_ORDER
 from services.dispatcher.policy.service import LoadedPolicy, PolicyStore, Reason
 from services.dispatcher.tasks import plans
 from services.dispatcher.tasks.service import sync_operator_jobs
-from services.dispatcher.warnings.schemas import ValidRecord
+from services.dispatcher.warnings.schemas import OTHER_UNIT_NOTICE, ValidRecord
 from shared.audit import service as audit
 from shared.contracts import bot as bot_contract
 from shared.ids import uuid7
@@ -68,20 +74,26 @@ class _CaseWork:
     notes: list[str] = field(default_factory=list)
 
 
-async def _existing_warnings(session: AsyncSession, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Any]:
+# The idempotency key: (unit of the sending key, source, source_ref).
+Key = tuple[str, str, str]
+
+
+async def _existing_warnings(session: AsyncSession, keys: list[Key]) -> dict[Key, Any]:
     if not keys:
         return {}
     rows = (
         await session.execute(
             sql(
-                "SELECT w.source, w.source_ref, w.id, w.case_id, w.task_id, w.tier, w.due_at, w.reasons, w.merged,"
-                " w.notices FROM warnings w JOIN unnest(CAST(:s AS text[]), CAST(:r AS text[])) AS k(s, r)"
-                " ON w.source = k.s AND w.source_ref = k.r"
+                "SELECT w.ingest_unit, w.source, w.source_ref, w.id, w.case_id, w.task_id, w.tier, w.due_at,"
+                " w.reasons, w.merged, w.notices, t.region_code AS task_region"
+                " FROM warnings w JOIN unnest(CAST(:u AS text[]), CAST(:s AS text[]), CAST(:r AS text[])) AS k(u, s, r)"
+                " ON w.source = k.s AND w.source_ref = k.r AND w.ingest_unit = k.u"
+                " JOIN tasks t ON t.id = w.task_id"
             ),
-            {"s": [k[0] for k in keys], "r": [k[1] for k in keys]},
+            {"u": [k[0] for k in keys], "s": [k[1] for k in keys], "r": [k[2] for k in keys]},
         )
     ).all()
-    return {(row.source, row.source_ref): row for row in rows}
+    return {(row.ingest_unit, row.source, row.source_ref): row for row in rows}
 
 
 async def _lock_open_cases(session: AsyncSession, phones: list[str]) -> list[Any]:
@@ -102,7 +114,16 @@ async def _lock_open_cases(session: AsyncSession, phones: list[str]) -> list[Any
     ).all()
 
 
-def _duplicate_result(row: Any) -> dict[str, Any]:
+def handled_elsewhere(status: str, warning_id: uuid.UUID, notices: list[str]) -> dict[str, Any]:
+    """The answer for a warning that joined another unit's case: its own id, nothing of that unit's."""
+    return {"status": status, "warning_id": warning_id, "merged": True, "handled_elsewhere": True,
+            "warnings": [*notices, OTHER_UNIT_NOTICE]}
+
+
+def _duplicate_result(row: Any, *, unit: str) -> dict[str, Any]:
+    # Visibility is decided again at each replay: the key's unit against the task's region now.
+    if not row.task_region.startswith(unit):
+        return handled_elsewhere("duplicate", row.id, row.notices or [])
     return {"status": "duplicate", "warning_id": row.id, "case_id": row.case_id, "task_id": row.task_id,
             "tier": row.tier, "due_at": row.due_at, "reasons": row.reasons, "merged": row.merged,
             "warnings": row.notices or []}
@@ -119,11 +140,11 @@ async def ingest_batch(session: AsyncSession, records: list[ValidRecord], *, act
     results: dict[int, dict[str, Any]] = {}
 
     # 1. Duplicates: within this batch, then against what is stored.
-    first_index: dict[tuple[str, str], int] = {}
-    repeats: list[tuple[int, tuple[str, str]]] = []
+    first_index: dict[Key, int] = {}
+    repeats: list[tuple[int, Key]] = []
     fresh: list[ValidRecord] = []
     for rec in records:
-        key = (rec.source, rec.source_ref)
+        key = (rec.unit, rec.source, rec.source_ref)
         if key in first_index:
             repeats.append((rec.index, key))
         else:
@@ -132,9 +153,9 @@ async def ingest_batch(session: AsyncSession, records: list[ValidRecord], *, act
     stored = await _existing_warnings(session, list(first_index))
     new_records = []
     for rec in fresh:
-        row = stored.get((rec.source, rec.source_ref))
+        row = stored.get((rec.unit, rec.source, rec.source_ref))
         if row is not None:
-            results[rec.index] = _duplicate_result(row)
+            results[rec.index] = _duplicate_result(row, unit=rec.unit)
         else:
             new_records.append(rec)
 
@@ -215,6 +236,20 @@ async def ingest_batch(session: AsyncSession, records: list[ValidRecord], *, act
         for position, g in enumerate(work.graded):
             rec = g.record
             merged = not (work.is_new and position == 0)
+            raised_here = work.raised and position == len(work.graded) - 1
+            if not work.state.region_code.startswith(rec.unit):
+                # Another unit's case: answer with this warning's id only; tell the owning unit who joined.
+                results[rec.index] = handled_elsewhere("accepted", g.warning_id, rec.notices)
+                joined: dict[str, Any] = {"from_unit": rec.unit, "source": rec.source,
+                                          "task_tier": work.state.tier, "due_at": work.state.due_at}
+                if raised_here:
+                    joined["before"] = {"tier": work.tier_before}
+                    joined["after"] = {"tier": work.state.tier, "due_at": work.state.due_at}
+                    joined["notes"] = work.notes
+                audit.record(session, at=now, actor=f"unit:{rec.unit}", action="warning.joined_from_other_unit",
+                             task_id=work.state.task_id, case_id=work.state.case_id,
+                             region_code=work.state.region_code, **joined)
+                continue
             reasons = [r.as_dict() for r in g.reasons]
             results[rec.index] = {
                 "status": "accepted", "warning_id": g.warning_id, "case_id": work.state.case_id,
@@ -232,7 +267,7 @@ async def ingest_batch(session: AsyncSession, records: list[ValidRecord], *, act
                 action = "task.created"
             else:
                 action = "warning.merged"
-                if work.raised and position == len(work.graded) - 1:
+                if raised_here:
                     body["before"] = {"tier": work.tier_before}
                     body["after"] = {"tier": work.state.tier, "due_at": work.state.due_at}
                     body["notes"] = work.notes
@@ -323,26 +358,26 @@ async def _write(session: AsyncSession, works: dict[str, _CaseWork], jobs: list[
                 "case_id": w.state.case_id, "task_id": w.state.task_id, "tier": w.state.tier,
                 "due_at": w.state.due_at, "reasons": [r.as_dict() for r in g.reasons],
                 "merged": not (w.is_new and i == 0), "notices": rec.notices or None,
-                "ingested_by": rec.actor or actor,
+                "ingested_by": rec.actor or actor, "ingest_unit": rec.unit,
             })
     if rows:
         inserted = await session.execute(
             sql(
                 "INSERT INTO warnings (id, source, source_ref, received_at, occurred_at, phone, fraud_type, signal,"
                 " region_code, amount_at_risk, risk_score, subject, details, case_id, task_id, tier, due_at,"
-                " reasons, merged, notices, ingested_by)"
+                " reasons, merged, notices, ingested_by, ingest_unit)"
                 " SELECT id, source, source_ref, CAST(:now AS timestamptz), occurred_at, phone, fraud_type, signal,"
                 " region_code, amount_at_risk, risk_score, subject, details, case_id, task_id, tier, due_at,"
-                " reasons, merged, notices, ingested_by"
+                " reasons, merged, notices, ingested_by, ingest_unit"
                 " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(id uuid, source text, source_ref text,"
                 " occurred_at timestamptz, phone text, fraud_type text, signal text, region_code text,"
                 " amount_at_risk numeric, risk_score smallint, subject jsonb, details jsonb, case_id uuid,"
                 " task_id uuid, tier text, due_at timestamptz, reasons jsonb, merged boolean, notices jsonb,"
-                " ingested_by text)"
-                " ON CONFLICT (source, source_ref) DO NOTHING RETURNING id"
+                " ingested_by text, ingest_unit text)"
+                " ON CONFLICT (source, source_ref, ingest_unit) DO NOTHING RETURNING id"
             ),
             {"rows": recordset(rows), "now": now},
         )
         if len(inserted.all()) != len(rows):
-            raise RetryBatch("a record was stored by a concurrent request with the same (source, source_ref)")
+            raise RetryBatch("a record was stored by a concurrent request with the same (source, source_ref) and unit")
     await enqueue(session, jobs, now=now)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, HTTPException, Request, Response, status
 
 from services.dispatcher.deps import IngestKey, RuntimeDep
-from services.dispatcher.warnings.flows import run_ingest
+from services.dispatcher.warnings.flows import IngestUnavailable, run_ingest
 from services.dispatcher.warnings.schemas import (
     BatchIn,
     BatchOut,
@@ -18,20 +17,76 @@ from services.dispatcher.warnings.schemas import (
     WarningIn,
     WarningResult,
     parse_record,
-    to_valid_record,
 )
 from services.dispatcher.warnings.service import YIELD_EVERY
 from shared.sql import dumps
+from shared.validation import escape_invalid, parse_json
 from shared.web import FieldErrors
 
 router = APIRouter(prefix="/v1/warnings", tags=["warnings"])
 MAX_BATCH = 1000
+# A record's fields are bounded (details 16 KiB encoded, the rest under 1 KiB); escaped as \uXXXX they
+# may take six times as many bytes. Past these sizes a body cannot hold valid records: it is not read.
+MAX_RECORD_BODY_BYTES = 128 * 1024
+MAX_BATCH_BODY_BYTES = 32 * 1024 * 1024
 
 _ERRORS = {
     401: {"description": "Missing or unknown API key"},
     403: {"description": "Not an ingest key, or the region is outside the key's unit"},
     422: {"description": "Invalid record: `errors` lists each field and the reason; nothing was stored"},
+    503: {"description": "The database cannot take records just now; nothing of this request's failing"
+                         " group was stored, and retrying is safe (Retry-After)"},
 }
+
+
+def _unavailable(exc: IngestUnavailable) -> HTTPException:
+    return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"{exc}; retry shortly", headers={"Retry-After": "1"})
+
+
+async def _json_body(request: Request, *, max_bytes: int) -> Any:
+    """The body as JSON (`shared.validation.parse_json`), or a 422 naming the body.
+
+    Parsed here rather than by FastAPI so that (1) the key is checked before the
+    body is read (401 before 422), (2) a body nested thousands deep is a 422, not
+    FastAPI's bare 400, (3) NaN or a lone surrogate in one record is refused by
+    field, in that record only, and (4) a body past `max_bytes` is refused
+    without being held in memory.
+    """
+    too_big = FieldErrors([{"field": "body", "reason": f"larger than {max_bytes} bytes"}])
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise too_big
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise too_big
+        chunks.append(chunk)
+    try:
+        return parse_json(b"".join(chunks))
+    except ValueError as exc:
+        raise FieldErrors([{"field": "body", "reason": str(exc)}]) from None
+
+
+def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic JSON schema with its `$defs` written in place (the OpenAPI document has no such section)."""
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    return resolve(schema)
+
+
+_WARNING_BODY = {"content": {"application/json": {"schema": _inline_refs(WarningIn.model_json_schema())}},
+                 "required": True}
 
 
 def _outside_unit(unit: str, region_code: str) -> str:
@@ -44,16 +99,27 @@ def _json(content: Any, status_code: int = 200) -> Response:
 
 @router.post("", status_code=201, response_model=WarningResult, response_model_exclude_none=True,
              responses={200: {"description": "A replay of a record already stored: the original answer",
-                              "model": WarningResult}, **_ERRORS})
-async def post_warning(body: WarningIn, principal: IngestKey, rt: RuntimeDep) -> Response:
-    """Take one warning record: 201 when new, 200 for a replay of the same (source, source_ref)."""
-    record = to_valid_record(0, body, now=rt.clock.now())
+                              "model": WarningResult}, **_ERRORS},
+             openapi_extra={"requestBody": _WARNING_BODY})
+async def post_warning(request: Request, principal: IngestKey, rt: RuntimeDep) -> Response:
+    """Take one warning record: 201 when new, 200 for a replay of the same (source, source_ref) from this unit.
+
+    A record the database refuses on its own is a 422 too (field `record`); the
+    records committed beside it in the same group are not affected.
+    """
+    record = parse_record(0, await _json_body(request, max_bytes=MAX_RECORD_BODY_BYTES), now=rt.clock.now())
     if isinstance(record, Rejected):
         raise FieldErrors(record.errors)
     if not principal.covers(record.region_code):
         raise HTTPException(status.HTTP_403_FORBIDDEN, _outside_unit(principal.unit, record.region_code))
     record.actor = principal.actor
-    result = await rt.batcher.submit(record)
+    record.unit = principal.unit
+    try:
+        result = await rt.batcher.submit(record)
+    except IngestUnavailable as exc:
+        raise _unavailable(exc) from None
+    if result["status"] == "rejected":
+        raise FieldErrors(result["errors"])
     return _json(result, 201 if result["status"] == "accepted" else 200)
 
 
@@ -66,19 +132,17 @@ _BATCH_BODY = {"content": {"application/json": {"schema": BatchIn.model_json_sch
 async def post_batch(request: Request, principal: IngestKey, rt: RuntimeDep) -> Response:
     """Take up to 1,000 records; one result per record, in order. A bad record never blocks the others.
 
-    The body is parsed with orjson and each record validated on its own (so one
-    bad record is reported, not fatal); the event loop gets a turn every 100
-    records, so a single urgent warning is not kept waiting behind a batch.
+    The body is parsed as JSON once (`_json_body`) and each record validated on
+    its own (so one bad record is reported, not fatal); the event loop gets a
+    turn every 50 records, so a single urgent warning is not kept waiting behind
+    a batch. A record the database refuses is split off and `rejected` alone.
     """
-    try:
-        body = orjson.loads(await request.body())
-    except orjson.JSONDecodeError as exc:
-        raise FieldErrors([{"field": "body", "reason": f"not valid JSON ({exc})"}]) from None
+    body = await _json_body(request, max_bytes=MAX_BATCH_BODY_BYTES)
     if not isinstance(body, dict) or not isinstance(body.get("warnings"), list):
         raise FieldErrors([{"field": "warnings", "reason": "required: a list of warning records"}])
     extra = sorted(set(body) - {"warnings"})
     if extra:
-        raise FieldErrors([{"field": extra[0], "reason": "Extra inputs are not permitted"}])
+        raise FieldErrors([{"field": escape_invalid(extra[0]), "reason": "Extra inputs are not permitted"}])
     raw_records: list[Any] = body["warnings"]
     if len(raw_records) > MAX_BATCH:
         raise FieldErrors([{"field": "warnings", "reason": f"at most {MAX_BATCH} records per batch"}])
@@ -95,9 +159,13 @@ async def post_batch(request: Request, principal: IngestKey, rt: RuntimeDep) -> 
             results[index] = {"status": "rejected", "errors": [
                 {"field": "region_code", "reason": _outside_unit(principal.unit, parsed.region_code)}]}
         else:
+            parsed.unit = principal.unit
             valid.append(parsed)
     if valid:
-        stored = await run_ingest(rt.sessionmaker, valid, actor=principal.actor, store=rt.store, clock=rt.clock)
+        try:
+            stored = await run_ingest(rt.sessionmaker, valid, actor=principal.actor, store=rt.store, clock=rt.clock)
+        except IngestUnavailable as exc:
+            raise _unavailable(exc) from None
         for index, result in stored.items():
             results[index] = result
     statuses = [r["status"] for r in results if r is not None]
