@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.auth.deps import BearerFirstMiddleware, current_principal, pool_exhausted
 from shared.security_headers import SecurityHeadersMiddleware
+from shared.validation import check_datetime_window, forbidden_character
 
 log = structlog.get_logger(__name__)
 
@@ -146,36 +147,21 @@ def _errors_from_detail(detail: str) -> list[dict[str, str]]:
     return [{"field": match.group(1), "reason": match.group(2)}] if match else [{"field": "body", "reason": detail}]
 
 
-# ---- times given as input: with an offset, in a plausible window ------------------------------------------
+# ---- times and text an API client sends (the rules are shared/validation.py's, as the ingest path's) ---------
 
-EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
-LATEST = datetime(2100, 1, 1, tzinfo=UTC)
-
-
-def _aware_in_window(value: datetime) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError("needs a time zone offset, e.g. 2026-11-21T15:00:00+08:00")
-    if not EARLIEST <= value < LATEST:
-        raise ValueError(f"must lie between {EARLIEST.date()} and {LATEST.date()}")
-    return value
-
-
-AwareTime = Annotated[datetime, AfterValidator(_aware_in_window),
-                      Field(description="ISO 8601 with a time zone offset, between 2000 and 2100")]
+AwareTime = Annotated[datetime, AfterValidator(check_datetime_window),
+                      Field(description="ISO 8601 with a UTC offset, between 2000 and 2100")]
 """A time an API client sends: naive (no offset) or outside 2000-2100 is refused with a 422 naming the field."""
 
-
-# ---- text an API client sends: no control characters (PostgreSQL refuses NUL outright) ---------------------
-
-# Tab, line feed and carriage return are text; every other C0 control and DEL is not.
-CONTROL_FREE = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# What Text refuses, as a JSON Schema pattern, so the OpenAPI states the rule: C0 controls but tab, line feed and
+# carriage return; DEL and C1 controls; bidirectional overrides and isolates (shared/validation.py, multi-line).
+CONTROL_FREE = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]*$"
 
 
 def _control_free(value: str) -> str:
-    found = _CONTROL_RE.search(value)
-    if found:
-        raise ValueError(f"must not contain control characters (U+{ord(found.group()):04X} at {found.start()})")
+    reason = forbidden_character(value, multiline=True)
+    if reason is not None:
+        raise ValueError(reason)
     return value
 
 
