@@ -33,15 +33,29 @@ async def count(dispatcher, table: str, where: str = "true") -> int:  # noqa: AN
 
 
 async def poison_source_ref(dispatcher, source_ref: str) -> None:  # noqa: ANN001
-    """Make PostgreSQL refuse, at INSERT, a warning that passes every check of the API (a real database error)."""
-    async with dispatcher.sessionmaker() as session, session.begin():
-        await session.execute(text(
-            "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-            f" IF NEW.source_ref = '{source_ref}' THEN"
-            "   RAISE EXCEPTION 'poisoned record refused by a test trigger' USING ERRCODE = 'check_violation';"
-            " END IF; RETURN NEW; END $$"))
-        await session.execute(text("CREATE TRIGGER refuse_poison BEFORE INSERT ON warnings FOR EACH ROW"
-                                   " EXECUTE FUNCTION refuse_poison()"))
+    """Make PostgreSQL refuse, at INSERT, a warning that passes every check of the API (a real database error).
+
+    DDL needs the database's owner (the services connect as a role that may not create triggers).
+    """
+    from shared.db import make_engine, make_sessionmaker
+    from tests.conftest import TEST_AUDIT_KEY
+
+    owner = make_engine(dispatcher.db_url, pool_size=1, audit_key=TEST_AUDIT_KEY)
+    try:
+        async with make_sessionmaker(owner)() as session, session.begin():
+            await _create_poison_trigger(session, source_ref)
+    finally:
+        await owner.dispose()
+
+
+async def _create_poison_trigger(session, source_ref: str) -> None:  # noqa: ANN001
+    await session.execute(text(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        f" IF NEW.source_ref = '{source_ref}' THEN"
+        "   RAISE EXCEPTION 'poisoned record refused by a test trigger' USING ERRCODE = 'check_violation';"
+        " END IF; RETURN NEW; END $$"))
+    await session.execute(text("CREATE TRIGGER refuse_poison BEFORE INSERT ON warnings FOR EACH ROW"
+                               " EXECUTE FUNCTION refuse_poison()"))
 
 
 @pytest.mark.parametrize("field", sorted(NUL_PLACES))

@@ -89,7 +89,7 @@ DECLARE
 BEGIN
     SELECT seq, hash, keyed_from INTO head_seq, head_hash, keyed FROM audit_chain_head WHERE id = 1 FOR UPDATE;
     IF keyed IS NULL THEN
-        RAISE EXCEPTION 'audit_chain_head has no keyed_from: migration 0014 did not finish';
+        RAISE EXCEPTION 'audit_chain_head has no keyed_from: migration 0015 did not finish';
     END IF;
     -- Rows written past the head (around this trigger) must not block every later commit on the primary
     -- key: number after them, linking to the real head; verify reports them as not part of the chain.
