@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -18,9 +17,11 @@ import structlog
 from aiogram import Bot, Dispatcher
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
+from aiogram.exceptions import TelegramAPIError
 from aiogram.fsm.storage.memory import MemoryStorage
-from aiogram.types import BotCommand, Update
+from aiogram.types import BotCommand
 from fastapi import FastAPI, HTTPException, Request
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
 from services.bot import notices
 from services.bot.alerts.delivery import AlertSender
@@ -28,6 +29,14 @@ from services.bot.alerts.limiter import LimitedSending, SendLimiter
 from services.bot.campaigns import delivery as campaigns
 from services.bot.handlers import make_router
 from services.bot.settings import BotSettings
+from services.bot.webhook import (
+    SECURITY_SCHEMES,
+    TELEGRAM_SECRET_SCHEME,
+    WEBHOOK_BODY,
+    WebhookAnswer,
+    parse_update,
+    secret_matches,
+)
 from shared import contracts
 from shared.auth.service import KeyCache
 from shared.clock import Clock
@@ -114,19 +123,36 @@ def create_app(settings: BotSettings | None = None, *, clock: Clock | None = Non
 
     app = FastAPI(title="Shouhu bot", version="0.1.0", lifespan=lifespan,
                   description="Telegram anti-fraud alerts and acknowledgements (守护 bot).")
-    install_common(app, service="bot")
+    install_common(app, service="bot", security_schemes=SECURITY_SCHEMES)
 
-    @app.post("/telegram/webhook", include_in_schema=False)
-    async def webhook(request: Request) -> dict[str, bool]:
-        """Telegram's webhook: refused (401) without the secret this bot registered."""
-        secret = settings.telegram_webhook_secret
-        presented = request.headers.get("x-telegram-bot-api-secret-token", "")
-        if not settings.telegram_webhook_url or not secret or not hmac.compare_digest(presented, secret):
+    @app.post("/telegram/webhook", tags=["telegram"], response_model=WebhookAnswer, responses={
+        401: {"description": "missing or wrong X-Telegram-Bot-Api-Secret-Token, or webhook mode is off: "
+                             "nothing is read or changed"},
+        422: {"description": "not a Telegram update: `errors` names the field (Telegram never sends one)"}},
+        openapi_extra={"requestBody": WEBHOOK_BODY, "security": [{TELEGRAM_SECRET_SCHEME: []}]})
+    async def webhook(request: Request) -> WebhookAnswer:
+        """Telegram's webhook: refused (401) without the secret this bot registered; an update of a kind this
+        bot does not know is answered 200 and ignored."""
+        if not secret_matches(request, settings):
             raise HTTPException(401, "missing or wrong X-Telegram-Bot-Api-Secret-Token")
         bot: Bot = request.app.state.bot
-        update = Update.model_validate(await request.json(), context={"bot": bot})
-        await request.app.state.dp.feed_update(bot, update)
-        return {"ok": True}
+        update = parse_update(await request.body(), bot)
+        if update is None:
+            return WebhookAnswer(ok=True, handled=False)
+        try:
+            await request.app.state.dp.feed_update(bot, update)
+        except SQLAlchemyTimeoutError:
+            raise  # 503: Telegram delivers the update again, when a connection may be free
+        except TelegramAPIError as exc:
+            # Telegram refused our reply (the chat is gone, the bot was blocked): nothing to retry.
+            log.warning("bot.update_failed", update_id=update.update_id, error=f"{type(exc).__name__}: {exc}")
+            return WebhookAnswer(ok=True, handled=False)
+        except Exception:  # noqa: BLE001
+            # As long polling does (aiogram logs a failed update and goes on): a 5xx here would make Telegram
+            # deliver this update again and again, holding back every update after it.
+            log.exception("bot.update_failed", update_id=update.update_id)
+            return WebhookAnswer(ok=True, handled=False)
+        return WebhookAnswer(ok=True, handled=True)
 
     return app
 

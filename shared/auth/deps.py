@@ -1,17 +1,35 @@
-"""FastAPI dependencies for authentication, roles and jurisdiction."""
+"""FastAPI dependencies for authentication, roles and jurisdiction; the key is checked before the body is read."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Annotated
 
+import structlog
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.auth.service import Principal
 
+log = structlog.get_logger(__name__)
 
-async def current_principal(request: Request) -> Principal:
-    """The caller behind `Authorization: Bearer <key>`; 401 when missing or unknown."""
+# Every route under this prefix takes `Authorization: Bearer <key>` (the contract's "API routes"); consoles,
+# webhooks, health and metrics live elsewhere.
+API_PREFIX = "/v1/"
+# Where BearerFirstMiddleware leaves the caller it authenticated, for current_principal to take.
+_PRINCIPAL_SCOPE_KEY = "shouhu.principal"
+
+
+def pool_exhausted() -> JSONResponse:
+    """Every database connection is busy: a retryable 503, not an unexplained 500."""
+    log.warning("db.pool_exhausted")
+    return JSONResponse(status_code=503, content={"detail": "busy: no database connection free; retry shortly"},
+                        headers={"Retry-After": "1"})
+
+
+async def _authenticate(request: Request) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, presented = header.partition(" ")
     if scheme.lower() != "bearer" or not presented.strip():
@@ -22,6 +40,37 @@ async def current_principal(request: Request) -> Principal:
     if principal is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown or revoked API key",
                             headers={"WWW-Authenticate": "Bearer"})
+    return principal
+
+
+class BearerFirstMiddleware:
+    """Answer 401 to an API request without a known key before anything reads its body.
+
+    FastAPI parses a JSON body before it runs a route's dependencies, so without this an unauthenticated
+    request with malformed JSON would learn 422 (and make the server parse whatever it sent) instead of 401.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(API_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        try:
+            scope[_PRINCIPAL_SCOPE_KEY] = await _authenticate(Request(scope))
+        except HTTPException as exc:
+            await JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)(scope, receive, send)
+            return
+        except SQLAlchemyTimeoutError:
+            await pool_exhausted()(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+async def current_principal(request: Request) -> Principal:
+    """The caller behind `Authorization: Bearer <key>`; 401 when missing or unknown."""
+    principal = request.scope.get(_PRINCIPAL_SCOPE_KEY) or await _authenticate(request)
     request.state.principal = principal
     return principal
 
@@ -39,4 +88,5 @@ def require_roles(*roles: str) -> Callable[..., Principal]:
                                 f"a '{principal.role}' key may not do this; needs one of: {', '.join(sorted(allowed))}")
         return principal
 
+    dependency.allowed_roles = frozenset(allowed)  # type: ignore[attr-defined]  # read by the OpenAPI pass
     return dependency

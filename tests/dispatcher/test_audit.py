@@ -367,7 +367,7 @@ async def test_entries_with_chinese_quotes_and_control_characters_verify(dispatc
     """The database's hashing and the verifier's agree on any text a note can hold."""
     headers = await dispatcher.headers()
     task_id = (await dispatcher.client.post("/v1/warnings", json=warning(), headers=headers)).json()["task_id"]
-    note = '已上门劝阻，老人说"再也不转账了"\n\x1f\ttab \\ backslash 🙂'
+    note = '已上门劝阻，老人说"再也不转账了"\n\ttab \\ backslash 🙂'  # \n, \t: the controls a note may hold
     resp = await dispatcher.client.post(f"/v1/tasks/{task_id}/feedback", json={"outcome": "dissuaded", "note": note},
                                         headers=await dispatcher.headers("officer", "33"))
     assert resp.status_code == 200

@@ -38,6 +38,10 @@ async def signed_form(request: Request) -> dict[str, str]:
 
 
 SignedForm = Annotated[dict[str, str], Depends(signed_form)]
+# Row ids in the URLs we give Twilio: refused (422) past bigint rather than failing in the database, should a
+# signed URL ever carry one.
+RowId = Annotated[int, Query(ge=0, le=2**63 - 1)]
+SeatKey = Annotated[str, Query(max_length=64, pattern=r"^[!-~]+$")]
 
 
 def _xml(body: str) -> Response:
@@ -51,7 +55,7 @@ def _links(request: Request, attempt_id: int, round_: int) -> dict[str, str]:
 
 
 @router.post("/voice")
-async def voice(request: Request, form: SignedForm, attempt: int = Query(), round: int = Query(default=1)) -> Response:  # noqa: A002
+async def voice(request: Request, form: SignedForm, attempt: RowId, round: int = Query(default=1)) -> Response:  # noqa: A002
     """The call is answered: the warning for the fraud type, then one key."""
     async with transaction(request.app.state.sessionmaker) as session:
         row = await load_attempt(session, attempt)
@@ -66,7 +70,7 @@ async def voice(request: Request, form: SignedForm, attempt: int = Query(), roun
 
 
 @router.post("/gather")
-async def gather(request: Request, form: SignedForm, attempt: int = Query(), round: int = Query(default=1)) -> Response:  # noqa: A002
+async def gather(request: Request, form: SignedForm, attempt: RowId, round: int = Query(default=1)) -> Response:  # noqa: A002
     """A key: 1 understood, 2 an officer now (the seats ring), 3 money already sent; anything else is said to be
     wrong and asked again."""
     digits = form.get("Digits", "")
@@ -114,7 +118,7 @@ def _transfer_step(request: Request, step: transfers.Step, *, attempt: int, firs
 
 
 @router.post("/transfer-leg")
-async def transfer_leg(request: Request, form: SignedForm, transfer: int = Query(), seat: str = Query()) -> Response:
+async def transfer_leg(request: Request, form: SignedForm, transfer: RowId, seat: SeatKey) -> Response:
     """A seat's phone, rung for a citizen who pressed 2, answered (it gets the citizen and the task) or ended."""
     async with transaction(request.app.state.sessionmaker) as session:
         what = await transfers.leg_status(session, transfer_id=transfer, seat=seat, form=form,
@@ -124,7 +128,7 @@ async def transfer_leg(request: Request, form: SignedForm, transfer: int = Query
 
 
 @router.post("/transfer-end")
-async def transfer_end(request: Request, form: SignedForm, attempt: int = Query(), transfer: int = Query()) -> Response:
+async def transfer_end(request: Request, form: SignedForm, attempt: RowId, transfer: RowId) -> Response:
     """A round of ringing is over (the Dial's action): goodbye after a conversation; otherwise ring other seats or
     hold while the minute lasts, then the call-back promise (an officer calls within 10 minutes)."""
     state = request.app.state
@@ -138,7 +142,7 @@ async def transfer_end(request: Request, form: SignedForm, attempt: int = Query(
 
 
 @router.post("/transfer-next")
-async def transfer_next(request: Request, form: SignedForm, attempt: int = Query(), transfer: int = Query()) -> Response:
+async def transfer_next(request: Request, form: SignedForm, attempt: RowId, transfer: RowId) -> Response:
     """The citizen held for a moment (every seat was busy): look for a free seat again."""
     state = request.app.state
     async with transaction(state.sessionmaker) as session:
@@ -150,7 +154,7 @@ async def transfer_next(request: Request, form: SignedForm, attempt: int = Query
 
 
 @router.post("/silence")
-async def silence(request: Request, form: SignedForm, attempt: int = Query(), round: int = Query(default=1)) -> Response:  # noqa: A002
+async def silence(request: Request, form: SignedForm, attempt: RowId, round: int = Query(default=1)) -> Response:  # noqa: A002
     """No key pressed: ask once more, then say goodbye."""
     async with request.app.state.sessionmaker() as session:
         row = await load_attempt(session, attempt)
@@ -162,7 +166,7 @@ async def silence(request: Request, form: SignedForm, attempt: int = Query(), ro
 
 
 @router.post("/status")
-async def status(request: Request, form: SignedForm, attempt: int = Query()) -> Response:
+async def status(request: Request, form: SignedForm, attempt: RowId) -> Response:
     """Call progress: initiated, ringing, in-progress, and the final status (busy, no-answer, completed...)."""
     async with transaction(request.app.state.sessionmaker) as session:
         row = await load_attempt(session, attempt)
@@ -174,7 +178,7 @@ async def status(request: Request, form: SignedForm, attempt: int = Query()) -> 
 
 
 @router.post("/bridge")
-async def bridge(request: Request, form: SignedForm, attempt: int = Query()) -> Response:
+async def bridge(request: Request, form: SignedForm, attempt: RowId) -> Response:
     """Click-to-call, first leg answered (the seat's phone): now dial the citizen."""
     async with request.app.state.sessionmaker() as session:
         row = await load_attempt(session, attempt)
@@ -188,7 +192,7 @@ async def bridge(request: Request, form: SignedForm, attempt: int = Query()) -> 
 
 
 @router.post("/dial-status")
-async def dial_status(request: Request, form: SignedForm, attempt: int = Query()) -> Response:
+async def dial_status(request: Request, form: SignedForm, attempt: RowId) -> Response:
     """The bridged leg ended: note how (answered, busy, no answer) and close the seat's leg."""
     async with transaction(request.app.state.sessionmaker) as session:
         await session.execute(sql("UPDATE call_attempts SET answered_by = :s, updated_at = :now WHERE id = :id"),

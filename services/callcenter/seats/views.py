@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.callcenter.seats import service
@@ -17,7 +17,7 @@ from shared.auth.deps import require_roles
 from shared.auth.service import Principal
 from shared.db import transaction
 from shared.phone import InvalidPhone, normalize_phone
-from shared.web import FieldErrors
+from shared.web import AwareTime, FieldErrors, Text
 
 router = APIRouter(tags=["seat operators"])
 OperatorKey = Annotated[Principal, Depends(require_roles("operator"))]
@@ -28,7 +28,7 @@ class SeatIn(BaseModel):
         {"state": "available", "phone": "+8657187000001"}, {"state": "paused", "reason": "培训 (training)"}]})
 
     state: Literal["available", "paused", "offline"]
-    reason: str | None = Field(default=None, max_length=200, description="why paused")
+    reason: Text | None = Field(default=None, max_length=200, description="why paused")
     phone: str | None = Field(default=None, description="the seat's own phone, rung first by click-to-call")
 
     @field_validator("phone")
@@ -63,10 +63,83 @@ class Claimed(BaseModel):
     claim_expires_at: datetime
 
 
+class CallOut(BaseModel):
+    call_sid: str
+    rings: str = Field(description="my seat's phone, rung first")
+    then_bridges_to: str = Field(description="the citizen's phone, dialled when I answer")
+
+
+class LiveCall(BaseModel):
+    connected_at: datetime | None
+    ended_at: datetime | None
+
+
+class MyTask(BaseModel):
+    task_id: str
+    tier: str
+    status: str
+    due_at: datetime
+    region_code: str
+    fraud_type: str
+    claim_expires_at: datetime | None
+    live_call: LiveCall | None = Field(description="key 2: the citizen was put through to this seat")
+
+
+class MyTasksOut(BaseModel):
+    items: list[MyTask]
+
+
+class HistoryCase(BaseModel):
+    case_id: str
+    task_id: str
+    opened_at: datetime
+    status: str | None
+    tier: str | None
+    region_code: str | None
+    outcome: str | None
+    closed_at: datetime | None
+
+
+class HistoryWarning(BaseModel):
+    case_id: str
+    source: str
+    signal: str
+    fraud_type: str
+    tier: str | None
+    occurred_at: datetime
+
+
+class HistoryCall(BaseModel):
+    task_id: str
+    channel: str
+    attempt: int
+    status: str
+    outcome: str | None
+    at: datetime
+    duration_s: int | None
+
+
+class HistoryOut(BaseModel):
+    phone: str
+    cases: list[HistoryCase]
+    warnings: list[HistoryWarning]
+    calls: list[HistoryCall]
+
+
+class DispositionOut(BaseModel):
+    task_id: str
+    disposition: str
+    recorded: bool
+
+
 class LossIn(contracts.LossDetails):
     """What the citizen said about the transfer (every field optional: record what you learnt)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    bank: Text | None = Field(default=None, min_length=1, max_length=100)
+    account: Text | None = Field(default=None, min_length=1, max_length=64)
+    transferred_at: AwareTime | None = None
 
 
 class DispositionIn(BaseModel):
@@ -78,18 +151,21 @@ class DispositionIn(BaseModel):
                   "transferred_at": "2026-11-21T10:05:00+08:00"}}]})
 
     disposition: Literal["dissuaded", "loss_reported", "unreachable", "wrong_number", "refused", "callback"]
-    note: str | None = Field(default=None, max_length=2000)
-    callback_at: datetime | None = Field(default=None, description="required for `callback`: when to call again")
+    note: Text | None = Field(default=None, max_length=2000)
+    callback_at: AwareTime | None = Field(default=None, description="required for `callback`: when to call again")
     loss: LossIn | None = Field(default=None, description="with loss_reported: what the citizen said about the"
                                                           " transfer, for the payment stop (保护性止付)")
 
 
 @contextmanager
 def answered_as_http() -> Iterator[None]:
-    """A seat action the service refused becomes the HTTP error it names (409 or 422)."""
+    """A seat action the service refused becomes the HTTP error it names (409, or 422 naming the field)."""
     try:
         yield
     except service.SeatRefused as exc:
+        if exc.status == 422:
+            field, _, reason = exc.detail.partition(": ")
+            raise FieldErrors.one(field, reason) from None
         raise HTTPException(exc.status, exc.detail) from None
 
 
@@ -103,7 +179,9 @@ async def put_seat(body: SeatIn, principal: OperatorKey, request: Request) -> An
     return dict(row._mapping)
 
 
-@router.post("/v1/queue/next", response_model=Claimed, responses={204: {"description": "nothing waiting"}})
+@router.post("/v1/queue/next", response_model=Claimed, responses={
+    204: {"description": "nothing waiting"},
+    409: {"description": "my seat is not available: PUT /v1/seat {\"state\": \"available\"} first"}})
 async def next_task(principal: OperatorKey, request: Request) -> Any:
     """Claim the next task for my unit (highest tier, then earliest deadline); 204 when none waits."""
     with answered_as_http():
@@ -117,8 +195,9 @@ async def next_task(principal: OperatorKey, request: Request) -> Any:
                    claim_expires_at=claimed.expires_at)
 
 
-@router.post("/v1/tasks/{task_id}/call")
-async def click_to_call(task_id: uuid.UUID, principal: OperatorKey, request: Request) -> dict[str, Any]:
+@router.post("/v1/tasks/{task_id}/call", response_model=CallOut, responses={
+    409: {"description": "the task is not claimed by my seat, my seat has no phone, or a call is already on"}})
+async def click_to_call(task_id: uuid.UUID, principal: OperatorKey, request: Request) -> Any:
     """Ring my seat's phone, then bridge it to the citizen."""
     state = request.app.state
     with answered_as_http():
@@ -127,11 +206,10 @@ async def click_to_call(task_id: uuid.UUID, principal: OperatorKey, request: Req
     return {"call_sid": sid, "rings": plan.seat_phone, "then_bridges_to": plan.citizen_phone}
 
 
-@router.post("/v1/tasks/{task_id}/disposition", status_code=202,
+@router.post("/v1/tasks/{task_id}/disposition", status_code=202, response_model=DispositionOut,
              responses={409: {"description": "not claimed by my seat, or dissuaded on an emergency (the reason says)"},
                         422: {"description": "bad input: the field is named"}})
-async def disposition(task_id: uuid.UUID, body: DispositionIn, principal: OperatorKey,
-                      request: Request) -> dict[str, Any]:
+async def disposition(task_id: uuid.UUID, body: DispositionIn, principal: OperatorKey, request: Request) -> Any:
     """Record what happened on the call; the dispatcher closes, escalates or reschedules the task.
 
     On an emergency (the citizen already sent money) record `loss_reported` with what they said (`loss`):
@@ -139,8 +217,6 @@ async def disposition(task_id: uuid.UUID, body: DispositionIn, principal: Operat
     """
     if body.loss is not None and body.disposition != "loss_reported":
         raise FieldErrors([{"field": "loss", "reason": "only with disposition loss_reported"}])
-    if body.loss is not None and body.loss.transferred_at is not None and body.loss.transferred_at.tzinfo is None:
-        raise FieldErrors([{"field": "loss.transferred_at", "reason": "needs a time zone, e.g. +08:00"}])
     with answered_as_http():
         async with transaction(request.app.state.sessionmaker) as session:
             await service.dispose(session, principal, task_id, disposition=body.disposition, note=body.note,
@@ -149,11 +225,11 @@ async def disposition(task_id: uuid.UUID, body: DispositionIn, principal: Operat
     return {"task_id": str(task_id), "disposition": body.disposition, "recorded": True}
 
 
-@router.get("/v1/tasks")
-async def list_my_tasks(principal: OperatorKey, request: Request, mine: bool = True) -> dict[str, Any]:
+@router.get("/v1/tasks", response_model=MyTasksOut)
+async def list_my_tasks(principal: OperatorKey, request: Request, mine: bool = True) -> Any:
     """The tasks my seat holds now (mine=true; the unit's task list is the dispatcher's GET /v1/tasks)."""
     if not mine:
-        raise HTTPException(422, "mine: only mine=true is served here; the dispatcher lists the unit's tasks")
+        raise FieldErrors.one("mine", "only mine=true is served here; the dispatcher lists the unit's tasks")
     async with transaction(request.app.state.sessionmaker) as session:
         rows = await service.my_tasks(session, principal, now=request.app.state.clock.now())
     return {"items": [{"task_id": str(r.id), "tier": r.tier, "status": r.status, "due_at": r.due_at,
@@ -164,13 +240,14 @@ async def list_my_tasks(principal: OperatorKey, request: Request, mine: bool = T
                        if r.connected_at else None} for r in rows]}
 
 
-@router.get("/v1/subjects/{phone}/history")
-async def subject_history(phone: str, principal: OperatorKey, request: Request) -> dict[str, Any]:
+@router.get("/v1/subjects/{phone}/history", response_model=HistoryOut,
+            responses={404: {"description": "no history for this number in your unit"}})
+async def subject_history(phone: str = Path(max_length=40), *, principal: OperatorKey, request: Request) -> Any:
     """A citizen's earlier warnings, calls and outcomes, within my unit only (404 otherwise)."""
     try:
         e164 = normalize_phone(phone)
     except InvalidPhone as exc:
-        raise HTTPException(422, f"phone: {str(exc).removeprefix('phone ')}") from None
+        raise FieldErrors.one("phone", str(exc).removeprefix("phone ")) from None
     async with request.app.state.sessionmaker() as session:
         found = await service.history(session, principal, phone=e164)
     if found is None:

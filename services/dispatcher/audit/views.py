@@ -18,7 +18,7 @@ from services.dispatcher.reports.views import masks_exports
 from shared.audit.keys import Checkpoint
 from shared.audit.service import verify_chain
 from shared.phone import mask_sensitive_text
-from shared.web import FieldErrors
+from shared.web import AwareTime, FieldErrors, Text
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -47,18 +47,21 @@ class VerifyOut(BaseModel):
     reason: str | None = None
 
 
-@router.get("", response_model=AuditPage, responses={200: {"content": {"text/csv": {}}}})
+@router.get("", response_model=AuditPage, responses={
+    200: {"description": "A page of entries as JSON, or as CSV with `Accept: text/csv` (the next cursor in "
+                         "`X-Next-Cursor`)", "content": {"text/csv": {"schema": {"type": "string"}}}},
+    403: {"description": "Not a supervisor key"}})
 async def list_audit(
     request: Request,
     principal: SupervisorKey,
     rt: RuntimeDep,
     task_id: uuid.UUID | None = None,
     case_id: uuid.UUID | None = None,
-    actor: str | None = Query(default=None, max_length=200),
-    action: str | None = Query(default=None, max_length=64),
-    from_: datetime | None = Query(default=None, alias="from"),
-    to: datetime | None = None,
-    cursor: int | None = Query(default=None, ge=0, description="next_cursor from the previous page"),
+    actor: Text | None = Query(default=None, max_length=200),
+    action: Text | None = Query(default=None, max_length=64),
+    from_: AwareTime | None = Query(default=None, alias="from"),
+    to: AwareTime | None = None,
+    cursor: int | None = Query(default=None, ge=0, le=2**63 - 1, description="next_cursor from the previous page"),
     limit: int = Query(default=100, ge=1, le=1000),
 ) -> AuditPage | Response:
     """Entries in your unit, oldest first. Entries with no region are visible to nationwide keys only."""

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from services.dispatcher.warnings.schemas import FRAUD_TYPES
 from shared.i18n import Catalog
+from shared.web import Text
 
 HERE = Path(__file__).parent
 # Telegram takes 4,096 characters; a publicity message that needs more than a few lines is not read.
@@ -38,7 +39,7 @@ class SegmentIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     region_prefix: str | None = Field(
-        default=None, pattern=r"^\d{0,6}$",
+        default=None, pattern=r"^[0-9]{0,6}$",
         description="Administrative division code prefix (33, 3301, 330106); inside your key's unit. "
                     "Default: your unit. A citizen's region is that of their latest warning.")
     age_min: int | None = Field(default=None, ge=0, le=130)
@@ -70,10 +71,10 @@ class CampaignIn(BaseModel):
         "name": "老年人保健品提醒 (Xihu)", "segment": {"region_prefix": "330106", "age_min": 60},
         "template": "elderly_health"}]})
 
-    name: str = Field(min_length=1, max_length=100)
+    name: Text = Field(min_length=1, max_length=100)
     segment: SegmentIn = Field(default_factory=SegmentIn)
-    template: str | None = Field(default=None, max_length=40, description="A key of GET /v1/campaigns/templates")
-    text: str | None = Field(default=None, max_length=MAX_TEXT, validate_default=True,
+    template: Text | None = Field(default=None, max_length=40, description="A key of GET /v1/campaigns/templates")
+    text: Text | None = Field(default=None, max_length=MAX_TEXT, validate_default=True,
                              description="Your own text instead of a template; the 96110 line is added.")
     lang: Literal["zh", "en"] = Field(default="zh", description="The language of your own text")
     send_at: datetime | None = Field(default=None, description="Default: now. Naive times are Beijing time.")

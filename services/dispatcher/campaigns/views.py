@@ -17,6 +17,7 @@ from services.dispatcher.campaigns.schemas import (
 )
 from services.dispatcher.deps import RuntimeDep, SupervisorKey
 from shared.db import transaction
+from shared.web import Text
 
 router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])
 
@@ -31,7 +32,8 @@ async def list_templates(principal: SupervisorKey) -> list[TemplateOut]:
     return service.templates()
 
 
-@router.post("/preview", response_model=PreviewOut)
+@router.post("/preview", response_model=PreviewOut,
+             responses={403: {"description": "Not a supervisor key, or the segment's region lies outside your unit"}})
 async def preview(body: PreviewIn, principal: SupervisorKey, rt: RuntimeDep) -> PreviewOut:
     """How many bound, active chats the segment matches now (the same query that picks the recipients)."""
     try:
@@ -60,7 +62,7 @@ async def create_campaign(body: CampaignIn, principal: SupervisorKey, rt: Runtim
 
 @router.get("", response_model=CampaignList)
 async def list_campaigns(principal: SupervisorKey, rt: RuntimeDep,
-                         status: str | None = Query(default=None, max_length=10),
+                         status: Text | None = Query(default=None, max_length=10),
                          limit: int = Query(default=50, ge=1, le=500)) -> CampaignList:
     """Campaigns targeting inside your unit, newest first."""
     async with rt.sessionmaker() as session:
@@ -68,7 +70,8 @@ async def list_campaigns(principal: SupervisorKey, rt: RuntimeDep,
     return CampaignList(items=[service.out(r) for r in rows])
 
 
-@router.get("/{campaign_id}", response_model=CampaignOut)
+@router.get("/{campaign_id}", response_model=CampaignOut,
+            responses={404: {"description": "no such campaign in your unit"}})
 async def get_campaign(campaign_id: uuid.UUID, principal: SupervisorKey, rt: RuntimeDep) -> CampaignOut:
     """One campaign with its progress and delivery report (404 for another unit's campaign)."""
     async with rt.sessionmaker() as session:
@@ -79,7 +82,8 @@ async def get_campaign(campaign_id: uuid.UUID, principal: SupervisorKey, rt: Run
     return service.out(row, errors)
 
 
-@router.post("/{campaign_id}/cancel", response_model=CampaignOut)
+@router.post("/{campaign_id}/cancel", response_model=CampaignOut, responses={
+    404: {"description": "no such campaign in your unit"}, 409: {"description": "it is done or already cancelled"}})
 async def cancel_campaign(campaign_id: uuid.UUID, principal: SupervisorKey, rt: RuntimeDep) -> CampaignOut:
     """Stop it: chats not yet sent to will not get it. 409 once it is done or already cancelled."""
     try:

@@ -15,7 +15,7 @@ from services.dispatcher.clues.models import Clue
 from services.dispatcher.deps import RuntimeDep, SupervisorKey
 from shared.db import transaction
 from shared.phone import mask_phone
-from shared.web import FieldErrors
+from shared.web import FieldErrors, Text
 
 router = APIRouter(prefix="/v1/clues", tags=["clues"])
 
@@ -51,8 +51,8 @@ def clue_out(clue: Clue, now: datetime) -> ClueOut:
                    overdue=service.is_overdue(clue, now))
 
 
-@router.get("", response_model=CluePage)
-async def list_clues(principal: SupervisorKey, rt: RuntimeDep, status: str | None = Query(default=None, max_length=12),
+@router.get("", response_model=CluePage, responses={403: {"description": "Not a supervisor key"}})
+async def list_clues(principal: SupervisorKey, rt: RuntimeDep, status: Text | None = Query(default=None, max_length=12),
                      cursor: uuid.UUID | None = None, limit: int = Query(default=50, ge=1, le=500)) -> CluePage:
     """Clues in your unit, newest first. Clues not yet routed to a unit are visible to nationwide keys only."""
     query = select(Clue).order_by(Clue.id.desc()).limit(limit + 1)
@@ -79,8 +79,8 @@ class ClueStepIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     step: Literal["route", "answer", "close"]
-    unit: str | None = Field(default=None, pattern=r"^(\d{2}|\d{4}|\d{6})$", description="with step=route")
-    answer: str | None = Field(default=None, min_length=1, max_length=2000, description="with step=answer")
+    unit: str | None = Field(default=None, pattern=r"^([0-9]{2}|[0-9]{4}|[0-9]{6})$", description="with step=route")
+    answer: Text | None = Field(default=None, min_length=1, max_length=2000, description="with step=answer")
 
 
 @router.post("/{clue_id}/steps", response_model=ClueOut, responses={404: {"description": "not in your unit"},

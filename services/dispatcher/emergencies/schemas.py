@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.dispatcher.emergencies.models import LossVia, PaymentStop, PaymentStopStatus
+from shared.web import AwareTime, Text
 
 CNY = dict(ge=0, le=Decimal("1e13"), decimal_places=2)
 
@@ -66,13 +67,13 @@ class PaymentStopIn(BaseModel):
     status: PaymentStopStatus | None = Field(
         default=None, description="the next status: requested → sent → confirmed | failed; omit to add details only")
     amount_stopped: Decimal | None = Field(default=None, description="CNY the bank held back; with confirmed", **CNY)
-    reference: str | None = Field(default=None, min_length=1, max_length=100,
-                                  description="the bank's reference; required with confirmed")
-    note: str | None = Field(default=None, max_length=2000)
-    bank: str | None = Field(default=None, min_length=1, max_length=100)
-    account: str | None = Field(default=None, min_length=1, max_length=64)
+    reference: Text | None = Field(default=None, min_length=1, max_length=100,
+                                   description="the bank's reference; required with confirmed")
+    note: Text | None = Field(default=None, max_length=2000)
+    bank: Text | None = Field(default=None, min_length=1, max_length=100)
+    account: Text | None = Field(default=None, min_length=1, max_length=64)
     amount_lost: Decimal | None = Field(default=None, description="CNY the citizen says they sent", **CNY)
-    transferred_at: datetime | None = None
+    transferred_at: AwareTime | None = None
 
 
 def field_errors(body: PaymentStopIn) -> list[dict[str, str]]:
@@ -85,8 +86,6 @@ def field_errors(body: PaymentStopIn) -> list[dict[str, str]]:
             errors.append({"field": "reference", "reason": "required with status confirmed: the bank's reference"})
     elif body.amount_stopped is not None and not (body.status == "failed" and body.amount_stopped == 0):
         errors.append({"field": "amount_stopped", "reason": "only with status confirmed (a failed stop held back 0)"})
-    if body.transferred_at is not None and body.transferred_at.tzinfo is None:
-        errors.append({"field": "transferred_at", "reason": "needs a time zone, e.g. 2026-11-21T10:05:00+08:00"})
     if body.status is None and not body.model_fields_set - {"status"}:
         errors.append({"field": "status", "reason": "required unless the body fills in details"})
     return errors

@@ -14,6 +14,7 @@ from services.dispatcher.reports import service
 from shared.auth.service import Principal
 from shared.phone import mask_sensitive_text
 from shared.sql import dumps
+from shared.web import AwareTime, FieldErrors
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
 
@@ -31,7 +32,7 @@ def _period(rt: RuntimeDep, from_: datetime | None, to: datetime | None) -> tupl
     to = to or rt.clock.now()
     from_ = from_ or to - timedelta(days=7)
     if from_ >= to:
-        raise HTTPException(422, "from: must be before to")
+        raise FieldErrors.one("from", "must be before to")
     return from_, to
 
 
@@ -63,10 +64,17 @@ def csv_response(rows: list[dict[str, Any]], filename: str, *, mask_numbers: boo
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
-@router.get("/compliance")
+_REPORT_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The report as JSON, or as CSV with `Accept: text/csv`",
+          "content": {"application/json": {"schema": {"type": "object"}}, "text/csv": {"schema": {"type": "string"}}}},
+    403: {"description": "Not a supervisor key, or `unit` lies outside the key's unit"},
+}
+
+
+@router.get("/compliance", responses=_REPORT_ANSWERS)
 async def compliance(request: Request, principal: SupervisorKey, rt: RuntimeDep,
-                     unit: str | None = Query(default=None, pattern=r"^\d{2,6}$"),
-                     from_: datetime | None = Query(default=None, alias="from"), to: datetime | None = None) -> Response:
+                     unit: str | None = Query(default=None, pattern=r"^[0-9]{2,6}$"),
+                     from_: AwareTime | None = Query(default=None, alias="from"), to: AwareTime | None = None) -> Response:
     """Deadline compliance per tier for tasks due in [from, to) (default: the last 7 days), in your unit."""
     scope = _scope(principal, unit)
     start, end = _period(rt, from_, to)
@@ -78,10 +86,10 @@ async def compliance(request: Request, principal: SupervisorKey, rt: RuntimeDep,
     return Response(dumps(report), media_type="application/json")
 
 
-@router.get("/ranking")
+@router.get("/ranking", responses=_REPORT_ANSWERS)
 async def ranking(request: Request, principal: SupervisorKey, rt: RuntimeDep,
-                  unit: str | None = Query(default=None, pattern=r"^\d{2,6}$"),
-                  from_: datetime | None = Query(default=None, alias="from"), to: datetime | None = None) -> Response:
+                  unit: str | None = Query(default=None, pattern=r"^[0-9]{2,6}$"),
+                  from_: AwareTime | None = Query(default=None, alias="from"), to: AwareTime | None = None) -> Response:
     """Units one level below yours, worst compliance first, with the change since the period before."""
     scope = _scope(principal, unit)
     start, end = _period(rt, from_, to)
@@ -93,9 +101,11 @@ async def ranking(request: Request, principal: SupervisorKey, rt: RuntimeDep,
     return Response(dumps(report), media_type="application/json")
 
 
-@router.get("/overview")
+@router.get("/overview", responses={
+    200: {"content": {"application/json": {"schema": {"type": "object"}}}},
+    403: {"description": "Not a supervisor key, or `unit` lies outside the key's unit"}})
 async def overview(principal: SupervisorKey, rt: RuntimeDep,
-                   unit: str | None = Query(default=None, pattern=r"^\d{2,6}$"),
+                   unit: str | None = Query(default=None, pattern=r"^[0-9]{2,6}$"),
                    limit: int = Query(default=20, ge=1, le=200)) -> Response:
     """Open work in your unit by tier and status, and the tasks nearest to or past their deadline first."""
     scope = _scope(principal, unit)

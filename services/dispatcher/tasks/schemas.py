@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.web import Text
+
 Outcome = Literal["acknowledged", "dissuaded", "loss_reported", "unreachable", "false_positive", "refused"]
 
 
@@ -58,7 +60,7 @@ class FeedbackIn(BaseModel):
                                                                            "note": "上门劝阻，已停止转账"}]}}
 
     outcome: Outcome
-    note: str | None = Field(default=None, max_length=2000)
+    note: Text | None = Field(default=None, max_length=2000)
 
 
 class FeedbackOut(BaseModel):
@@ -73,9 +75,9 @@ class ReassignIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     to: Literal["seats", "unit"] = Field(description="seats: the seats of its unit call now; unit: hand it over")
-    unit: str | None = Field(default=None, pattern=r"^(\d{2}|\d{4}|\d{6})$",
+    unit: str | None = Field(default=None, pattern=r"^([0-9]{2}|[0-9]{4}|[0-9]{6})$",
                              description="the unit taking it over (with to=unit), inside your own")
-    note: str | None = Field(default=None, max_length=500)
+    note: Text | None = Field(default=None, max_length=500)
 
     @model_validator(mode="after")
     def _unit_with_unit(self) -> ReassignIn:

@@ -74,16 +74,17 @@ async def get_task(task_id: uuid.UUID, principal: TaskReader, rt: RuntimeDep) ->
         return await _detail(session, rt, task)
 
 
-@router.get("", response_model=TaskPage)
+@router.get("", response_model=TaskPage,
+            responses={403: {"description": "Not a key that reads tasks, or `region` lies outside the key's unit"}})
 async def list_tasks(
     principal: TaskReader,
     rt: RuntimeDep,
     status: str | None = Query(default=None, pattern="^(open|in_progress|closed)$"),
     tier: str | None = Query(default=None, pattern="^(high|medium|low)$"),
-    region: str | None = Query(default=None, pattern=r"^\d{2,6}$", description="region-code prefix"),
+    region: str | None = Query(default=None, pattern=r"^[0-9]{2,6}$", description="region-code prefix"),
     breached: bool | None = None,
     escalated: bool | None = None,
-    cursor: str | None = Query(default=None, description="next_cursor from the previous page"),
+    cursor: str | None = Query(default=None, max_length=36, description="next_cursor from the previous page"),
     limit: int = Query(default=50, ge=1, le=500),
 ) -> TaskPage:
     """Tasks in your unit, oldest first, filtered; follow `next_cursor` for the next page."""
@@ -105,7 +106,7 @@ async def list_tasks(
         try:
             query = query.where(Task.id > uuid.UUID(cursor))
         except ValueError:
-            raise HTTPException(422, "cursor is not one this API gave out") from None
+            raise FieldErrors.one("cursor", "is not one this API gave out") from None
     async with rt.sessionmaker() as session:
         rows = list((await session.execute(query)).scalars())
     more = len(rows) > limit
@@ -114,7 +115,8 @@ async def list_tasks(
 
 
 @router.post("/{task_id}/feedback", response_model=FeedbackOut,
-             responses={404: {"description": NOT_FOUND}, 409: {"description": "closed with another outcome"}})
+             responses={404: {"description": NOT_FOUND}, 409: {
+                 "description": "closed with another outcome, or an outcome an emergency refuses"}})
 async def post_feedback(task_id: uuid.UUID, body: FeedbackIn, principal: FeedbackKey, rt: RuntimeDep) -> FeedbackOut:
     """Record an outcome from an officer, operator or supervisor; it closes the task or opens an emergency."""
     now: datetime = rt.clock.now()

@@ -7,9 +7,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.contracts import VisitOutcome
+from shared.web import AwareTime, Text
 
 VisitStatus = Literal["open", "claimed", "reported", "cancelled"]
 
@@ -78,7 +79,7 @@ class VisitRequestIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"note": "她现在在银行柜台"}]})
 
-    note: str | None = Field(default=None, max_length=500)
+    note: Text | None = Field(default=None, max_length=500)
 
 
 class VisitReportIn(BaseModel):
@@ -88,8 +89,8 @@ class VisitReportIn(BaseModel):
         {"outcome": "dissuaded", "note": "已上门劝阻，当事人停止转账", "met_at": "2026-11-21T10:50:00+08:00"}]})
 
     outcome: VisitOutcome
-    note: str | None = Field(default=None, max_length=2000)
-    met_at: AwareDatetime | None = Field(default=None, description="when you met the citizen (default: now); "
+    note: Text | None = Field(default=None, max_length=2000)
+    met_at: AwareTime | None = Field(default=None, description="when you met the citizen (default: now); "
                                                                    "not with outcome not_found")
 
 

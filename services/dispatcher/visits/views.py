@@ -107,6 +107,7 @@ async def claim_visit(visit_id: uuid.UUID, principal: FieldKey, rt: RuntimeDep) 
 async def report_visit(visit_id: uuid.UUID, body: VisitReportIn, principal: FieldKey, rt: RuntimeDep,
                        idempotency_key: str | None = Header(
                            default=None, alias="Idempotency-Key", min_length=1, max_length=128,
+                           pattern=r"^[!-~]+$",
                            description="the same key again (a retried submit) answers the first result and "
                                        "records nothing")) -> VisitReportOut:
     """Report what you found: dissuaded, refused and false_positive close the task; loss_reported opens the
