@@ -222,16 +222,9 @@ def _seed(client: Any, keys: dict[tuple[str, str], str]) -> dict[str, list[str]]
     return {"task_id": tasks, "visit_id": [visit], "campaign_id": [campaign["campaign_id"]]}
 
 
-# The ingest path's own rules (services/dispatcher/warnings/schemas.py, issue 11's ingest part) still coerce
-# some mistyped values, e.g. `"subject": {"age": false}` is read as age 0: the negative-data check would report
-# it; every other check runs on the ingest routes too. Empty this set once the ingest schema is strict.
-LENIENT_INGEST = {"/v1/warnings", "/v1/warnings/batch"}
-
-
 def _check(services: Services, service: str, case: schemathesis.Case) -> None:
     services.aim(case)
-    excluded = [schemathesis.checks.negative_data_rejection] if case.operation.path in LENIENT_INGEST else []
-    case.call_and_validate(headers=services.headers(case), excluded_checks=excluded)
+    case.call_and_validate(headers=services.headers(case))
 
 
 @DISPATCHER.parametrize()

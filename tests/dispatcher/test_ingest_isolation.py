@@ -299,3 +299,16 @@ async def test_a_body_too_big_to_hold_valid_records_is_refused_unread(dispatcher
     resp = await dispatcher.client.post("/v1/warnings/batch", content=chunks(), headers=headers)
     assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "body"
     assert await count(dispatcher, "warnings") == 0
+
+
+async def test_true_or_false_is_not_a_number_anywhere_in_a_warning(dispatcher) -> None:
+    """`"age": false` was read as age 0 (and graded as a child); booleans in numeric fields are refused by field."""
+    from tests.conftest import warning
+
+    headers = await dispatcher.headers()
+    for record, field in ((warning(subject={"age": False}), "subject.age"), (warning(risk_score=True), "risk_score"),
+                          (warning(amount_at_risk=True), "amount_at_risk")):
+        resp = await dispatcher.client.post("/v1/warnings", json=record, headers=headers)
+        assert resp.status_code == 422, resp.text
+        assert [e["field"] for e in resp.json()["errors"]] == [field]
+    assert await count(dispatcher, "warnings") == 0

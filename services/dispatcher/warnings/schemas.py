@@ -61,6 +61,13 @@ def birth_date_from_id(id_number: str) -> date:
         raise ValueError("birth date inside the ID number is not a real date") from None
 
 
+def _no_bool(value: object) -> object:
+    """JSON true/false is not a number: pydantic would read `"age": false` as 0 and grade on it."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true or false")
+    return value
+
+
 class SubjectIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -68,6 +75,11 @@ class SubjectIn(BaseModel):
     age: int | None = Field(default=None, ge=0, le=130)
     gender: Literal["male", "female", "other", "unknown"] | None = None
     id_number: SafeText(18) | None = None
+
+    @field_validator("age", mode="before")
+    @classmethod
+    def _age_not_a_flag(cls, value: object) -> object:
+        return _no_bool(value)
 
     @field_validator("id_number")
     @classmethod
@@ -117,6 +129,11 @@ class WarningIn(BaseModel):
         default=None, description=f"Free JSON object: at most {MAX_DETAILS_BYTES} bytes encoded,"
                                   f" {MAX_DETAILS_DEPTH} levels deep, no control characters in its strings,"
                                   " finite numbers, integers within 64 bits")
+
+    @field_validator("risk_score", "amount_at_risk", mode="before")
+    @classmethod
+    def _numbers_not_flags(cls, value: object) -> object:
+        return _no_bool(value)
 
     @field_validator("phone")
     @classmethod
