@@ -1,4 +1,4 @@
-"""`shouhu bench`: the benchmarks, one module each (ingest, bot, calls, consoles), outside the services they measure."""
+"""`shouhu bench`: the benchmarks, one module each (ingest, bot, calls, consoles, faults), outside the services they measure."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ def registry() -> dict[str, Benchmark]:
     from bench.bot import bench_bot
     from bench.calls import bench_calls
     from bench.consoles import bench_consoles
+    from bench.faults import bench_faults
     from bench.ingest import bench_ingest
 
-    return {"ingest": bench_ingest, "bot": bench_bot, "calls": bench_calls, "consoles": bench_consoles}
+    return {"ingest": bench_ingest, "bot": bench_bot, "calls": bench_calls, "consoles": bench_consoles,
+            "faults": bench_faults}
 
 
 async def run_benchmarks(names: list[str], *, as_json: bool, quick: bool) -> int:
