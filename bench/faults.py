@@ -13,10 +13,11 @@ The set-up, all on 127.0.0.1 and all started (and stopped) by this benchmark:
   session, so ``kill -9`` is real and cleanup can take its whole group) on its own port, with the services'
   default settings except: SHOUHU_CALLS_PER_S=10, SHOUHU_DB_POOL_SIZE=5, and a drill policy (the built-in one
   with the high tier's operator call after 15 s and its automated-call retries after 15 s, so the seats and the
-  retries have work within minutes). The bots long-poll the sandbox with the same token (one poll wins at a
-  time, as with two replicas against Telegram). The callcenters share one public URL, a round-robin TCP proxy
-  in this process that skips a replica refusing connections (what a load balancer or DNS round robin in front
-  of two replicas does): Twilio's webhooks go there.
+  retries have work within minutes). Each pair shares one public address, a round-robin TCP proxy in this
+  process that skips a replica refusing connections (what a load balancer or DNS round robin in front of two
+  replicas does): Twilio's webhooks go to the callcenters' (CALLCENTER_PUBLIC_URL), Telegram's updates to the
+  bots' (TELEGRAM_WEBHOOK_URL: two bots cannot both long-poll one token; Telegram answers one of them 409
+  Conflict, and aiogram backs off for up to 5 s each time, so button presses wait seconds).
 
 The load, while the drills run (``LOAD_S``: 150 s, 60 s with --quick):
 
@@ -145,13 +146,18 @@ class PrivatePostgres:
         self.user = "postgres" if os.geteuid() == 0 else None
         if self.user:
             shutil.chown(self.dir, self.user)
+            (self.dir / "pg_ctl.out").touch()
+            shutil.chown(self.dir / "pg_ctl.out", self.user)
 
-    def _run(self, *args: str, timeout_s: float = 120) -> str:
-        done = subprocess.run([str(PG_BIN / args[0]), *args[1:]], user=self.user, capture_output=True, text=True,
-                              timeout=timeout_s, cwd=self.dir, check=False)
+    def _run(self, *args: str, timeout_s: float = 120) -> None:
+        # Output to a file, not a pipe: the server pg_ctl starts inherits it and would hold a pipe open for ever.
+        out = self.dir / "pg_ctl.out"
+        with out.open("w") as sink:
+            done = subprocess.run([str(PG_BIN / args[0]), *args[1:]], user=self.user, stdout=sink,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=timeout_s, cwd=self.dir,
+                                  check=False)
         if done.returncode != 0:
-            raise FaultsBenchError(f"{args[0]} failed ({done.returncode}): {done.stderr[-2000:]}{done.stdout[-500:]}")
-        return done.stdout
+            raise FaultsBenchError(f"{args[0]} failed ({done.returncode}): {out.read_text(errors='replace')[-2000:]}")
 
     def start(self) -> None:
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
@@ -164,7 +170,8 @@ class PrivatePostgres:
     def restart(self) -> float:
         """pg_ctl restart -m fast (what an operator does): seconds until it accepts connections again."""
         t0 = time.perf_counter()
-        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "restart")
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "server.log"), "-m", "fast", "-w", "-t", "60",
+                  "restart")
         return time.perf_counter() - t0
 
     def stop(self) -> None:
@@ -438,7 +445,7 @@ async def _ingest(ports: list[int], key: str, sandbox_port: int, seen: _Seen, ta
     clients = [asyncio.create_task(client(i)) for i in range(INGEST_CLIENTS)]
     try:
         n = 0
-        while not seen.stopping and seen.now() < plan.load_s:
+        while not seen.stopping:
             due = int(seen.now() * RATE_PER_S)
             while n < due:
                 queue.put_nowait(n)
@@ -610,16 +617,23 @@ async def _track_reclaim(db: _Db, pid: int, job_ids: list[int], drill: dict[str,
 
 
 async def _kill(proc: Proc, db: _Db, seen: _Seen, drill: dict[str, Any], trackers: list[asyncio.Task[None]]) -> None:
+    """kill -9 while the process holds jobs (waiting up to 10 s for it to hold some); restarted 4 s later."""
     pid = proc.pid
-    held = await _held_jobs(db, pid)
+    t0 = time.perf_counter()
+    while not (held := await _held_jobs(db, pid)) and time.perf_counter() - t0 < 10:
+        await asyncio.sleep(0.05)
     proc.kill9()
     killed_at = seen.now()
-    drill.update(pid=pid, reclaim_done=False, reclaim_s=0.0)
+    drill.update(pid=pid, killed_at_s=round(killed_at, 2), reclaim_done=False, reclaim_s=0.0)
     trackers.append(asyncio.create_task(_track_reclaim(db, pid, held, drill, killed_at, seen)))
-    await asyncio.sleep(RESTART_AFTER_S)
-    proc.spawn()
-    drill["ready_after_restart_s"] = round(await proc.wait_ready(), 2)
-    drill["down_s"] = round(seen.now() - killed_at, 2)
+
+    async def restart() -> None:
+        await asyncio.sleep(RESTART_AFTER_S)
+        proc.spawn()
+        drill["ready_after_restart_s"] = round(await proc.wait_ready(), 2)
+        drill["down_s"] = round(seen.now() - killed_at, 2)
+
+    trackers.append(asyncio.create_task(restart()))  # the next drill does not wait for it
 
 
 async def _drills(plan: _Plan, procs: dict[str, list[Proc]], pg: PrivatePostgres, db: _Db, sandbox_port: int,
@@ -843,6 +857,7 @@ async def bench_faults(quick: bool) -> dict[str, float]:
     procs: dict[str, list[Proc]] = {}
     everything: list[Proc] = []
     proxy: _Proxy | None = None
+    proxies: list[_Proxy] = []
     db = _Db(pg.url)
     seen = _Seen()
     trackers: list[asyncio.Task[None]] = []
@@ -866,13 +881,20 @@ async def bench_faults(quick: bool) -> dict[str, float]:
                  "SHOUHU_SANDBOX_URL": f"http://127.0.0.1:{sandbox_port}",
                  "TELEGRAM_API_BASE": f"http://127.0.0.1:{sandbox_port}",
                  "TWILIO_API_BASE": f"http://127.0.0.1:{sandbox_port}",
-                 "SHOUHU_CALLS_PER_S": str(CALLCENTER_CALLS_PER_S), "SHOUHU_BOT_POLLING": "true"}
+                 "SHOUHU_CALLS_PER_S": str(CALLCENTER_CALLS_PER_S)}
         sandbox = Proc("sandbox", ["sandbox"], sandbox_port, base, "/healthz")
         everything.append(sandbox)
         sandbox.spawn()
         proxy = _Proxy(ports[5:7])
         await proxy.start()
-        env = base | {"CALLCENTER_PUBLIC_URL": f"http://127.0.0.1:{proxy.port}"}
+        bot_proxy = _Proxy(ports[3:5])
+        await bot_proxy.start()
+        proxies = [proxy, bot_proxy]
+        # Two bots cannot both long-poll one token (Telegram answers the other 409 Conflict, and each backs off
+        # for seconds): two replicas take updates by webhook, behind one address, as they would in production.
+        env = base | {"CALLCENTER_PUBLIC_URL": f"http://127.0.0.1:{proxy.port}",
+                      "TELEGRAM_WEBHOOK_URL": f"http://127.0.0.1:{bot_proxy.port}/telegram/webhook",
+                      "TELEGRAM_WEBHOOK_SECRET": secrets.token_urlsafe(24)}
         for i, (service, port) in enumerate(zip(("dispatcher", "dispatcher", "bot", "bot", "callcenter",
                                                  "callcenter"), ports[1:], strict=True)):
             proc = Proc(f"{service} {i % 2}", ["serve", service], port, env, "/readyz")
@@ -897,7 +919,8 @@ async def bench_faults(quick: bool) -> dict[str, float]:
         report.notes.append(
             f"set-up {time.perf_counter() - t_setup:.1f} s: private PostgreSQL :{pg.port} ({pg.dir}), sandbox"
             f" :{sandbox_port}, " + ", ".join(f"{p.name} :{p.port}" for ps in procs.values() for p in ps)
-            + f", callcenter public URL (proxy) :{proxy.port}; {len(chat_ids)} chats bound")
+            + f", callcenter public URL (proxy) :{proxy.port}, bot webhook (proxy) :{bot_proxy.port};"
+            f" {len(chat_ids)} chats bound")
 
         # -- load and drills --
         tag = secrets.token_hex(3)
@@ -911,12 +934,12 @@ async def bench_faults(quick: bool) -> dict[str, float]:
                 asyncio.create_task(_call_logger(sandbox_port, calls, seen, stop_log)),
                 *(asyncio.create_task(_seat(i, callcenter_ports, key, seen)) for i, key in enumerate(operator_keys))]
         drills = asyncio.create_task(_drills(plan, procs, pg, db, sandbox_port, chat_ids, seen, trackers))
-        while seen.now() < plan.load_s:
-            for task in [*load, drills]:
-                if task.done() and task.exception() is not None:
+        # The load runs its planned time, and at least 10 s past the last drill's start (a drill may start late).
+        while not drills.done() or seen.now() < max(plan.load_s, seen.drills[-1]["at_s"] + 10):
+            for task in [*load, drills, *trackers]:
+                if task.done() and not task.cancelled() and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
             await asyncio.sleep(0.5)
-        await drills
         seen.stopping = True
         load_s = seen.now()
         await asyncio.wait_for(asyncio.gather(*load[:2], *load[3:]), 120)
@@ -930,6 +953,8 @@ async def bench_faults(quick: bool) -> dict[str, float]:
         stop_log.set()
         await asyncio.wait_for(load[2], 60)
         for task in trackers:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]  # a replica that did not come back
             task.cancel()
         await asyncio.gather(*trackers, return_exceptions=True)
         figures, count_notes = await _count(db, seen, calls, sandbox_port, chat_ids, final_states)
@@ -966,8 +991,10 @@ async def bench_faults(quick: bool) -> dict[str, float]:
             f" {tw_stats['status_callbacks_failed']}); alerts sent {tg_stats['sent']} (429 {tg_stats['rejected_429']},"
             f" 403 {tg_stats['blocked_403']}); buttons pressed {seen.presses}; seat claims {seen.claims},"
             f" dispositions {seen.dispositions}, empty claims {seen.empty_claims}")
-        report.notes.append(f"sandbox faults: Telegram {tg_faults}; Twilio {tw_faults}; proxy refused"
-                            f" {proxy.refused} connections (failed over)")
+        report.notes.append(f"sandbox faults: Telegram {tg_faults}; Twilio {tw_faults}; proxies failed over"
+                            f" {proxy.refused} callcenter and {bot_proxy.refused} bot connections; webhook"
+                            f" deliveries {tg_stats['webhook_delivered']}, failed attempts"
+                            f" {tg_stats['webhook_failed_attempts']}, dropped {tg_stats['webhook_dropped']}")
         bounds = [d["at_s"] for d in seen.drills] + [load_s + settle_s + 1]
         for d, end in zip(seen.drills, bounds[1:], strict=True):
             e5 = Counter(f"{what} {status}" for t, what, status in seen.errors_5xx if d["at_s"] <= t < end)
@@ -1002,8 +1029,8 @@ async def bench_faults(quick: bool) -> dict[str, float]:
             task.cancel()
         await asyncio.gather(*load, *trackers, return_exceptions=True)
         await db.close()
-        if proxy is not None:
-            await proxy.close()
+        for each in proxies:
+            await each.close()
         for proc in reversed(everything):
             await asyncio.to_thread(proc.stop)
         if failed:
