@@ -103,6 +103,7 @@ PHONE_TIME_SCALE = 0.05
 TWILIO_CALLS_PER_S = 20
 CALLCENTER_CALLS_PER_S = 10
 RESTART_AFTER_S = 4.0
+MAX_STARTS = 10  # starts of a killed replica before the drill gives up on it
 DB_WINDOW_BEFORE_S, DB_WINDOW_AFTER_S = 1.0, 10.0
 # Settings that would change what is measured if inherited from the caller's environment.
 ENV_DROPPED = ("DATABASE_URL", "TELEGRAM_BOT_TOKEN", "TELEGRAM_WEBHOOK_URL", "TELEGRAM_WEBHOOK_SECRET",
@@ -313,11 +314,18 @@ class _Proxy:
 
 
 class _Db:
+    """One connection of the bench's own, shared by its tasks one query at a time (asyncpg allows no more)."""
+
     def __init__(self, url: str) -> None:
         self.url = url
         self.conn: Any = None
+        self.lock = asyncio.Lock()
 
     async def fetch(self, query: str, *args: Any, tries: int = 40) -> list[Any]:
+        async with self.lock:
+            return await self._fetch(query, *args, tries=tries)
+
+    async def _fetch(self, query: str, *args: Any, tries: int) -> list[Any]:
         """The rows, reconnecting (bounded) while the server restarts."""
         import asyncpg
 
@@ -628,9 +636,21 @@ async def _kill(proc: Proc, db: _Db, seen: _Seen, drill: dict[str, Any], tracker
     trackers.append(asyncio.create_task(_track_reclaim(db, pid, held, drill, killed_at, seen)))
 
     async def restart() -> None:
+        # As a supervisor does (compose's restart: unless-stopped): start it again until it stays up.
         await asyncio.sleep(RESTART_AFTER_S)
-        proc.spawn()
-        drill["ready_after_restart_s"] = round(await proc.wait_ready(), 2)
+        failed: list[str] = drill.setdefault("failed_starts", [])
+        for _ in range(MAX_STARTS):
+            proc.spawn()
+            try:
+                drill["ready_after_restart_s"] = round(await proc.wait_ready(), 2)
+                break
+            except FaultsBenchError:
+                lines = [ln for ln in proc.log_tail(60).splitlines() if "Error" in ln or "error" in ln]
+                failed.append(_short_error(lines[-1] if lines else proc.log_tail(1)))
+                proc.stop()
+                await asyncio.sleep(2.0)
+        else:
+            drill["never_came_back"] = True
         drill["down_s"] = round(seen.now() - killed_at, 2)
 
     trackers.append(asyncio.create_task(restart()))  # the next drill does not wait for it
@@ -667,6 +687,14 @@ async def _drills(plan: _Plan, procs: dict[str, list[Proc]], pg: PrivatePostgres
                 drill.update(status="500 for 3 s, then 503 for 3 s")
     finally:
         control.close()
+
+
+def _short_error(line: str) -> str:
+    """The gist of a logged exception: its last `Name: message` part."""
+    import re
+
+    found = re.findall(r"([A-Za-z_.]+(?:Error|Exception|RetryAfter)[A-Za-z]*: [^\\]{0,160})", line)
+    return found[-1] if found else line[-200:]
 
 
 async def _twilio_burst(control: _Http, status: int, window_s: float) -> None:
@@ -1037,7 +1065,11 @@ async def bench_faults(quick: bool) -> dict[str, float]:
             for proc in everything:
                 print(f"--- {proc.name} (last lines) ---\n{proc.log_tail()}", file=sys.stderr)
             print(f"--- private PostgreSQL (last lines) ---\n{pg.log_tail()}", file=sys.stderr)
+        keep = os.environ.get("SHOUHU_BENCH_KEEP_LOGS")  # for a reader who wants the services' own words
         for proc in everything:
-            proc.log_path.unlink(missing_ok=True)
+            if keep:
+                print(f"{proc.name} log kept: {proc.log_path}", file=sys.stderr)
+            else:
+                proc.log_path.unlink(missing_ok=True)
         await asyncio.to_thread(pg.stop)
         report.print()
