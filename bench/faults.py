@@ -332,7 +332,7 @@ class _Db:
         from shared.db import raw_connect
 
         gone = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.AdminShutdownError,
-                asyncpg.CannotConnectNowError)
+                asyncpg.CannotConnectNowError, asyncpg.InternalClientError)  # the last: a connection cut mid-query
         last: BaseException | None = None
         for attempt in range(tries):
             try:
