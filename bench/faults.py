@@ -665,7 +665,8 @@ async def _drills(plan: _Plan, procs: dict[str, list[Proc]], pg: PrivatePostgres
     try:
         for at, name in plan.drills:
             await asyncio.sleep(max(0.0, at - seen.now()))
-            drill: dict[str, Any] = {"drill": name, "at_s": round(seen.now(), 2)}
+            drill: dict[str, Any] = {"drill": name, "at_s": round(seen.now(), 2),
+                                     "sandbox_before": await _sandbox_counters(control)}
             seen.drills.append(drill)
             if name.startswith("kill "):
                 await _kill(procs[name.split()[1]][0], db, seen, drill, trackers)
@@ -699,6 +700,21 @@ def _short_error(text: str) -> str:
     if found:
         return found[-1]
     return text.strip().splitlines()[-1][-200:] if text.strip() else "no output"
+
+
+# What the sandboxes saw the services do, counted per drill (differences between drills' starts).
+SANDBOX_COUNTERS = {"twilio": ("created", "application_errors", "status_callbacks_failed", "twiml_fetches"),
+                    "telegram": ("sent", "rejected_429", "blocked_403", "webhook_failed_attempts", "webhook_dropped")}
+
+
+async def _sandbox_counters(control: _Http) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for name, path in (("twilio", f"{TW}/stats"), ("telegram", f"{TG}/stats")):
+        status, data = await control.request("GET", path)
+        if status == 200:
+            stats = orjson.loads(data)
+            found |= {f"{name} {k}": int(stats.get(k) or 0) for k in SANDBOX_COUNTERS[name]}
+    return found
 
 
 async def _twilio_burst(control: _Http, status: int, window_s: float) -> None:
@@ -1031,12 +1047,22 @@ async def bench_faults(quick: bool) -> dict[str, float]:
                             f" deliveries {tg_stats['webhook_delivered']}, failed attempts"
                             f" {tg_stats['webhook_failed_attempts']}, dropped {tg_stats['webhook_dropped']}")
         bounds = [d["at_s"] for d in seen.drills] + [load_s + settle_s + 1]
-        for d, end in zip(seen.drills, bounds[1:], strict=True):
+        control = _Http(sandbox_port)
+        try:
+            counters = [d["sandbox_before"] for d in seen.drills] + [await _sandbox_counters(control)]
+        finally:
+            control.close()
+        for i, (d, end) in enumerate(zip(seen.drills, bounds[1:], strict=True)):
             e5 = Counter(f"{what} {status}" for t, what, status in seen.errors_5xx if d["at_s"] <= t < end)
             cut = Counter(what for t, what in seen.cut if d["at_s"] <= t < end)
-            details = {k: v for k, v in d.items() if k not in ("drill", "at_s")}
-            report.notes.append(f"drill {d['drill']} at {d['at_s']:.1f} s: {details}; until the next: 5xx"
-                                f" {dict(e5) or 0}, cut connections {dict(cut) or 0}")
+            sandbox_delta = {k: v - counters[i].get(k, 0) for k, v in counters[i + 1].items()
+                             if v - counters[i].get(k, 0)}
+            details = {k: v for k, v in d.items() if k not in ("drill", "at_s", "sandbox_before")}
+            report.notes.append(f"drill {d['drill']} at {d['at_s']:.1f} s: {details}; until the next drill (or the"
+                                f" count): 5xx {dict(e5) or 0}, cut connections {dict(cut) or 0}, the sandbox saw"
+                                f" {sandbox_delta}")
+        first = seen.drills[0]["sandbox_before"] if seen.drills else {}
+        report.notes.append(f"the sandbox before the first drill: {first}")
         before = Counter(f"{w} {s}" for t, w, s in seen.errors_5xx if t < (seen.drills[0]["at_s"] if seen.drills else 0))
         report.notes.append(f"5xx before the first drill: {dict(before) or 0}; around the restart"
                             f" [{lo:.1f}, {hi:.1f}] s: {figures['faults_db_restart_5xx']:.0f} 5xx, {restart_cut}"
