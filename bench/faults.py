@@ -52,15 +52,18 @@ queues (bounded: ``SETTLE_S``). Then it is counted:
 - ``faults_double_alerts``: from the Telegram sandbox's own conversations: alert messages (those with the
   alert's feedback buttons, whose data names the task) per chat and task, beyond the number of bot_alert
   attempts the dispatcher made for that task (``tasks.attempts``).
-- ``faults_reclaim_s``: for each ``kill -9``, the jobs running under the killed process just before it (the pid
-  in ``locked_by``) are noted; polled every 0.25 s until each is gone (finished or cancelled by another worker),
+- ``faults_reclaim_s``: for each ``kill -9`` (made while the process holds jobs: the drill waits up to 10 s for
+  it to hold some, then freezes it with SIGSTOP, reads what it holds, and kills it with SIGKILL), the jobs
+  running under the killed process (the pid in ``locked_by``) are noted; polled every 0.25 s until each is gone (finished or cancelled by another worker),
   running under another process, or dead-lettered. The worst over the three kills; a kill whose jobs were not
   all moved on when the counting starts counts as its elapsed time (a lower bound, said in the notes).
 - ``faults_db_restart_5xx``: 5xx answers the load generator got (ingest and seats) from 1 s before the restart
   began to 10 s after it ended. Cut connections in the same window are printed beside it.
 
 Nothing is asserted. The load actually achieved, and per-drill details (5xx and cut connections while each
-drill was the latest, restart-to-ready times, the sandboxes' fault counters) are printed. Every process started
+drill was the latest, restart-to-ready times and failed starts of a killed replica, and what the sandboxes saw
+meanwhile: calls, application errors heard, failed status callbacks, 429s, 403s, failed webhook deliveries) are
+printed. ``SHOUHU_BENCH_KEEP_LOGS=1`` keeps the services' logs and prints where. Every process started
 here is stopped, and the private PostgreSQL stopped and deleted, even when the run fails.
 """
 
@@ -631,8 +634,11 @@ async def _kill(proc: Proc, db: _Db, seen: _Seen, drill: dict[str, Any], tracker
     """kill -9 while the process holds jobs (waiting up to 10 s for it to hold some); restarted 4 s later."""
     pid = proc.pid
     t0 = time.perf_counter()
-    while not (held := await _held_jobs(db, pid)) and time.perf_counter() - t0 < 10:
+    while not await _held_jobs(db, pid) and time.perf_counter() - t0 < 10:
         await asyncio.sleep(0.05)
+    # Frozen first, so what it holds cannot change between reading it and the kill; then killed (no clean-up runs).
+    os.kill(pid, signal.SIGSTOP)
+    held = await _held_jobs(db, pid)
     proc.kill9()
     killed_at = seen.now()
     drill.update(pid=pid, killed_at_s=round(killed_at, 2), reclaim_done=False, reclaim_s=0.0)
