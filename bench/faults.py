@@ -127,7 +127,7 @@ class _Plan:
         names = ("kill dispatcher", "kill bot", "kill callcenter", "restart postgres", "telegram storm",
                  "twilio 429", "twilio 5xx")
         offsets = (6, 13, 20, 28, 38, 44, 51) if quick else (15, 35, 55, 80, 100, 118, 130)
-        return cls(load_s=60 if quick else 150, settle_s=40 if quick else 90, drills=tuple(zip(offsets, names, strict=True)))
+        return cls(load_s=60 if quick else 150, settle_s=40 if quick else 60, drills=tuple(zip(offsets, names, strict=True)))
 
 
 class FaultsBenchError(BenchError):
