@@ -19,7 +19,7 @@ The set-up, all on 127.0.0.1 and all started (and stopped) by this benchmark:
   bots' (TELEGRAM_WEBHOOK_URL: two bots cannot both long-poll one token; Telegram answers one of them 409
   Conflict, and aiogram backs off for up to 5 s each time, so button presses wait seconds).
 
-The load, while the drills run (``LOAD_S``: 150 s, 60 s with --quick):
+The load, while the drills run (150 s, 60 s with --quick; longer if a drill starts late):
 
 - ingest: 50 warnings/s through POST /v1/warnings (one record per request, an ingest key, alternating between
   the dispatcher replicas; a request answered 5xx or cut off is retried after 0.5 s on the other replica with
@@ -36,7 +36,7 @@ callcenter (each restarted 4 s later); ``pg_ctl restart -m fast`` of the private
 storm (every Bot API method, 10 s, retry_after 3) together with a 403 wave (5% of the chats block the bot);
 Twilio 429 (20429) for 6 s, then 500 for 3 s and 503 for 3 s on the REST API. Then the load stops, and the
 system is left to settle: until no call attempt is in flight, no job runs and none is due on the workers'
-queues (bounded: ``SETTLE_S``). Then it is counted:
+queues (bounded: 60 s, 40 s with --quick). Then it is counted:
 
 - ``faults_warnings_lost``: source_refs the API acknowledged (200/201) that are not in ``warnings``.
 - ``faults_tasks_without_jobs``: open tasks (``status <> 'closed'``) with no live job: no row in ``jobs`` in
