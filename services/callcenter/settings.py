@@ -38,6 +38,8 @@ class CallcenterSettings(CommonSettings):
     # Reconciliation with Twilio (calls/reconcile.py): how often attempts whose end never reached us are looked
     # up, and when an attempt counts as overdue: the ring timeout we give Twilio, plus the longest script (the
     # warning, two Gathers, a key-2 transfer ringing the seats), plus a margin for callbacks still on their way.
+    # Unset: reconcile where the worker runs (tests that run jobs by hand drive the reconciler by hand too).
+    run_reconciler: bool | None = Field(default=None, alias="SHOUHU_CALLCENTER_RECONCILER")
     reconcile_interval_s: float = Field(default=30.0, gt=0, alias="SHOUHU_RECONCILE_INTERVAL_S")
     ring_timeout_s: int = Field(default=30, ge=5, le=600, alias="SHOUHU_CALL_RING_TIMEOUT_S")
     longest_script_s: int = Field(default=150, ge=0, alias="SHOUHU_CALL_LONGEST_SCRIPT_S")
@@ -67,6 +69,9 @@ class CallcenterSettings(CommonSettings):
     def autodial_regions(self) -> frozenset[str]:
         """The country codes whose numbers may be dialled automatically ("*": any)."""
         return frozenset(self.autodial_countries.split(",")) - {""}
+
+    def reconciles(self) -> bool:
+        return self.run_worker if self.run_reconciler is None else self.run_reconciler
 
     def expected_call_s(self) -> float:
         """How long an automated call can last, ringing and script included: unfinished after this is overdue."""
