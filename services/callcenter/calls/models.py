@@ -13,7 +13,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from shared.models import Base
 
 # Attempt states. "dialing" is written before the Twilio request: a rerun that finds
-# it without a call sid does not dial again (it cannot know whether the phone rang).
+# it without a call sid asks Twilio whether the call exists before it dials (calls/service.py).
+# "uncertain" is no longer written; older rows may carry it.
 DIALING = "dialing"
 PLACED = "placed"
 FINAL_STATES = ("completed", "busy", "no-answer", "failed", "canceled", "skipped", "uncertain")

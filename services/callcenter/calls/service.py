@@ -7,10 +7,14 @@ result "operator_required" sends it to a seat), the daily cap and the call
 window allow it, and reserves the attempt row (unique
 per task, channel and attempt); (2) pacing, then the Twilio request, with no
 transaction open; (3) the call sid is stored. A rerun that finds the attempt
-already reserved never dials again: if the process died inside the Twilio
-request we cannot know whether the phone rang, so the attempt is reported
-"uncertain" (the dispatcher retries with a new attempt number) rather than
-risk ringing the citizen twice for the same attempt.
+already placed never dials again. One that finds it reserved without a call
+sid (the process died inside the Twilio request) does not guess: once no
+create request can still be in flight (`dial_in_flight_s`), it asks Twilio's
+call list whether the call exists; if so it adopts the sid and reconciles the
+call (calls/reconcile.py), if not it dials now for the same attempt (no phone
+rang for it). While Twilio cannot be asked it retries later, never dialling
+blind. (It used to report such an attempt "uncertain", and the dispatcher
+called again 5 minutes later.)
 
 A stop order (StopCalls, see stops.py) can arrive at any point of this: before
 step 1 it means no call (the order covers every job due when it was decided);
@@ -221,7 +225,9 @@ class CallPlacer:
             log.info("call.skipped", why="task closed")
             return None
         if existing is not None:
-            await self._rerun(session, existing, task_id, attempt, now)
+            # The job ran before and the call was placed (or skipped): never dial again for this attempt; its
+            # outcome comes by callback, or by reconciliation (calls/reconcile.py).
+            log.info("call.already_placed", attempt=attempt, status=existing.status)
             return None
         stopped_by = await stops.stop_applies(session, task_id=task_id, attempt=attempt, due_at=job.run_at)
         if stopped_by is not None:
