@@ -47,6 +47,9 @@ class CallAttempt(Base):
     __table_args__ = (
         UniqueConstraint("task_id", "channel", "attempt", name="uq_call_attempts_task_channel_attempt"),
         Index("ix_call_attempts_to_created", "to_number", "created_at"),
+        # The few attempts not yet final, which reconciliation sweeps (calls/reconcile.py).
+        Index("ix_call_attempts_unfinished", "created_at",
+              postgresql_where=text("status NOT IN ('" + "', '".join(FINAL_STATES) + "')")),
     )
 
 
