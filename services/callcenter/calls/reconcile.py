@@ -199,37 +199,51 @@ class Reconciler:
                 await asyncio.sleep(0.5)  # let a returning database settle, and gather the gaps noted meanwhile
 
     async def sweep(self, *, everything: bool = False) -> Counter[str]:
-        """One pass: every unfinished attempt (`everything`) or those overdue, looked up at Twilio at once."""
+        """One pass: every unfinished attempt (`everything`) or those overdue, looked up at Twilio `concurrency` at
+        a time, page by page (oldest first)."""
         now = self.clock.now()
         cutoff = now if everything else now - timedelta(seconds=self.overdue_s)
-        async with self.sessionmaker() as session:
-            rows = (await session.execute(
-                sql("SELECT id, task_id, attempt, channel, call_sid, status, to_number, from_number, created_at,"
-                    " updated_at FROM call_attempts WHERE status NOT IN " + _FINAL +
-                    " AND created_at <= :cutoff ORDER BY created_at LIMIT :n"),
-                {"cutoff": cutoff, "n": self.batch})).all()
         counts: Counter[str] = Counter()
-        if not rows:
-            self.sweeps += 1
-            return counts
         slots = asyncio.Semaphore(self.concurrency)
 
         async def one(row: Any) -> None:
             async with slots:
                 if row.call_sid is not None:
                     counts[await self.reconcile(row.id, row.call_sid) or "live"] += 1
-                elif row.status == m.DIALING:
+                elif row.status == m.DIALING and row.channel == "auto_call":  # a seat's own call is the seat's
                     counts[await self.resolve_unplaced(Unplaced(
                         row.id, row.task_id, row.attempt, row.channel, row.to_number, row.from_number,
                         row.created_at, row.updated_at)) or "unresolved"] += 1
 
-        results = await asyncio.gather(*(one(r) for r in rows), return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        counts["errors"] += len(errors)
+        after: tuple[datetime, int] | None = None
+        seen = 0
+        while True:
+            async with self.sessionmaker() as session:
+                rows = (await session.execute(
+                    sql("SELECT id, task_id, attempt, channel, call_sid, status, to_number, from_number, created_at,"
+                        " updated_at FROM call_attempts WHERE status NOT IN " + _FINAL +
+                        " AND created_at <= :cutoff AND (CAST(:after_at AS timestamptz) IS NULL"
+                        " OR (created_at, id) > (CAST(:after_at AS timestamptz), :after_id))"
+                        " ORDER BY created_at, id LIMIT :n"),
+                    {"cutoff": cutoff, "after_at": after[0] if after else None, "after_id": after[1] if after else 0,
+                     "n": self.batch})).all()
+            if not rows:
+                break
+            seen += len(rows)
+            after = (rows[-1].created_at, rows[-1].id)
+            results = await asyncio.gather(*(one(r) for r in rows), return_exceptions=True)
+            errors = [r for r in results if isinstance(r, BaseException)]
+            counts["errors"] += len(errors)
+            if errors:
+                log.warning("reconcile.lookup_failed", errors=len(errors),
+                            first=f"{type(errors[0]).__name__}: {errors[0]}"[:300])
+                if any(database_unavailable(e) for e in errors):
+                    raise errors[0]  # the database went away mid-sweep: the next sweep is a full one
+            if len(rows) < self.batch:
+                break
         self.sweeps += 1
-        log.info("reconcile.swept", everything=everything, attempts=len(rows), **counts)
-        if errors and any(database_unavailable(e) for e in errors):
-            raise errors[0]  # the database went away mid-sweep: the next sweep is a full one
+        if seen:
+            log.info("reconcile.swept", everything=everything, attempts=seen, **counts)
         return counts
 
     async def reconcile(self, attempt_id: int, call_sid: str) -> str | None:
