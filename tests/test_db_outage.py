@@ -239,3 +239,34 @@ async def test_under_load_a_database_restart_gives_only_503s_and_recovers_in_sec
     counts = collections.Counter(status for _, status in answers)  # typically a few 503s in the restart's second
     late = [status for at, status in answers if at > back_at + 2]
     assert late and all(status in (200, 201) for status in late), (counts, late[:20])
+
+
+async def test_the_bot_webhook_answers_503_during_an_outage_so_telegram_delivers_the_update_again(
+        private_pg, sandbox) -> None:
+    """An update the bot cannot store while the database is down gets 503 (Telegram retries it), not 200 and
+    lost; readyz says not ready; once the database is back the same update is handled."""
+    from services.bot.app import create_app as create_bot
+    from services.bot.settings import BotSettings
+
+    settings = BotSettings(DATABASE_URL=private_pg.url, TELEGRAM_API_BASE=sandbox.base, SHOUHU_BOT_WORKER=False,
+                           TELEGRAM_WEBHOOK_URL="http://127.0.0.1:9/telegram/webhook",
+                           TELEGRAM_WEBHOOK_SECRET="s3cret-token_value")
+    app = create_bot(settings)
+    chat_id = await sandbox.citizen()
+    update = {"update_id": 434343, "message": {
+        "message_id": 1, "date": 1700000000, "chat": {"id": chat_id, "type": "private"},
+        "from": {"id": chat_id, "is_bot": False, "first_name": "测试"}, "text": "/start",
+        "entities": [{"type": "bot_command", "offset": 0, "length": 6}]}}
+    secret = {"X-Telegram-Bot-Api-Secret-Token": "s3cret-token_value"}
+    async with serve(app) as base, httpx.AsyncClient(base_url=base, timeout=30) as http:
+        await private_pg.stop()
+        assert (await http.get("/readyz")).status_code == 503
+        assert_unavailable(await http.post("/telegram/webhook", json=update, headers=secret))
+        await private_pg.start()
+
+        async def handled() -> bool:
+            resp = await http.post("/telegram/webhook", json=update, headers=secret)
+            assert resp.status_code in (200, 503), resp.text
+            return resp.status_code == 200 and resp.json()["handled"]
+
+        assert await until(handled) < 10
