@@ -201,3 +201,43 @@ async def test_a_rerun_dials_when_twilio_has_no_call_and_never_blind(callcenter)
     row = await attempt_row(callcenter, answer["task_id"])
     assert row.call_sid == call["sid"] and row.outcome == "acknowledged"
     assert await results(callcenter, answer["task_id"]) == ["answered"]
+
+
+async def test_an_attempt_its_job_left_unresolved_is_closed_as_failed_once_and_never_dialled(callcenter) -> None:
+    """The first run died before Twilio took the call and its job did not come back in time: reconciliation finds
+    no call at Twilio and reports "failed" once; the job's late rerun then places no call."""
+    await callcenter.phone.script(PHONE, "answer", ["1"])
+    placer = callcenter.app.state.placer
+    die_inside_the_request(placer, after_twilio_took_it=False)
+    answer = await warn(callcenter)
+    await callcenter.place_calls()
+    del placer._create_call
+    reconciler: Reconciler = callcenter.app.state.reconciler
+    assert (await reconciler.sweep(everything=True))["failed"] == 0  # its job may still resolve it
+    settings = callcenter.app.state.settings
+    callcenter.dispatcher.clock.advance(seconds=settings.dial_in_flight_s() + settings.expected_call_s() + 1)
+    assert (await reconciler.sweep())["failed"] == 1
+    row = await attempt_row(callcenter, answer["task_id"])
+    assert (row.status, row.outcome, row.call_sid) == ("failed", "failed", None)
+    await callcenter.place_calls()  # the job's late rerun
+    assert await callcenter.phone.calls(PHONE) == []
+    assert await result_jobs(callcenter, answer["task_id"]) == ["failed"]
+
+
+async def test_a_sweep_pages_through_every_unfinished_attempt(callcenter) -> None:
+    """More lost calls than one page: the sweep goes on page by page until each is closed."""
+    callcenter.app.state.placer.public_url = DEAD_URL
+    phones = ["+8613800138001", "+8613800138002", "+8613800138003"]
+    tasks = []
+    for phone in phones:
+        await callcenter.phone.script(phone, "busy")
+        tasks.append((await warn(callcenter, phone=phone))["task_id"])
+    assert await callcenter.place_calls() == 3
+    for phone in phones:
+        await callcenter.phone.ended(phone)
+    state = callcenter.app.state
+    reconciler = Reconciler(state.twilio, state.sessionmaker, clock=callcenter.dispatcher.clock, interval_s=30,
+                            overdue_s=210, in_flight_s=105, batch=2)
+    assert (await reconciler.sweep(everything=True))["busy"] == 3
+    for task_id in tasks:
+        assert await result_jobs(callcenter, task_id) == ["busy"]
