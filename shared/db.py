@@ -93,7 +93,7 @@ def database_unavailable(exc: BaseException) -> bool:
         if e is None or id(e) in seen or len(seen) > 12:
             continue
         seen.add(id(e))
-        if isinstance(e, PoolTimeoutError | asyncio.TimeoutError | OSError):
+        if isinstance(e, PoolTimeoutError | asyncio.TimeoutError | OSError | DatabaseUnavailable):
             return True  # no connection free in time, a connect timeout, refused/reset connections
         if isinstance(e, DBAPIError) and e.connection_invalidated:
             return True
@@ -104,8 +104,14 @@ def database_unavailable(exc: BaseException) -> bool:
         sqlstate = getattr(e, "sqlstate", None)
         if isinstance(sqlstate, str) and (sqlstate.startswith("08") or sqlstate in _UNAVAILABLE_SQLSTATES):
             return True
-        todo.extend((getattr(e, "orig", None), e.__cause__, e.__context__))
+        # Explicit chaining only (SQLAlchemy's `.orig`, `raise ... from`): an unrelated error raised while some
+        # network error was being handled is not an outage.
+        todo.extend((getattr(e, "orig", None), e.__cause__))
     return False
+
+
+class DatabaseUnavailable(Exception):
+    """Raise (from the original error) where a route catches errors broadly: shared/web.py answers 503."""
 
 
 def make_engine(url: str, *, pool_size: int = 10, application_name: str = "shouhu",

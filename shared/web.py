@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.auth.deps import BearerFirstMiddleware, current_principal, database_unreachable
-from shared.db import database_unavailable
+from shared.db import DatabaseUnavailable, database_unavailable
 from shared.security_headers import SecurityHeadersMiddleware
 from shared.validation import check_datetime_window, forbidden_character
 
@@ -311,6 +311,7 @@ def install_common(app: FastAPI, *, service: str,
 
     # The database away or restarting, however it surfaces: a refused or reset connection (OSError, which
     # includes TimeoutError) or asyncpg's own connection errors when they escape SQLAlchemy's wrapping.
+    @app.exception_handler(DatabaseUnavailable)
     @app.exception_handler(OSError)
     @app.exception_handler(asyncpg.PostgresConnectionError)
     @app.exception_handler(asyncpg.InterfaceError)

@@ -39,7 +39,7 @@ from services.bot.webhook import (
 from shared import contracts
 from shared.auth.service import KeyCache
 from shared.clock import Clock
-from shared.db import database_unavailable, open_database
+from shared.db import DatabaseUnavailable, database_unavailable, open_database
 from shared.queue.worker import Handler, Worker
 from shared.web import install_common
 
@@ -148,7 +148,7 @@ def create_app(settings: BotSettings | None = None, *, clock: Clock | None = Non
             if database_unavailable(exc):
                 # 503 (shared/web.py): Telegram delivers the update again once a connection is free or the
                 # database is back, rather than losing it.
-                raise
+                raise DatabaseUnavailable from exc
             # As long polling does (aiogram logs a failed update and goes on): a 5xx here would make Telegram
             # deliver this update again and again, holding back every update after it.
             log.exception("bot.update_failed", update_id=update.update_id)
