@@ -16,16 +16,18 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
 from shared.auth.service import create_key
-from shared.db import make_engine, make_sessionmaker, transaction
+from shared.db import database_unavailable, make_engine, make_sessionmaker, transaction
 from shared.migrate import migrate
 from tests.conftest import TEST_AUDIT_KEY, free_port, listening_socket, serve, warning
 
 PG_BIN = Path(os.environ.get("SHOUHU_PG_BIN", "/usr/lib/postgresql/15/bin"))
-pytestmark = pytest.mark.skipif(not (PG_BIN / "pg_ctl").exists(), reason=f"no PostgreSQL binaries in {PG_BIN}")
 
 
 class PrivatePostgres:
@@ -71,6 +73,8 @@ class PrivatePostgres:
 
 @pytest.fixture
 async def private_pg() -> AsyncIterator[PrivatePostgres]:
+    if not (PG_BIN / "pg_ctl").exists():
+        pytest.skip(f"no PostgreSQL binaries in {PG_BIN} (SHOUHU_PG_BIN)")
     server = PrivatePostgres()
     try:
         await asyncio.to_thread(server.init)
@@ -79,6 +83,38 @@ async def private_pg() -> AsyncIterator[PrivatePostgres]:
         yield server
     finally:
         await asyncio.to_thread(server.remove)
+
+
+def _wrapped(orig: BaseException, *, invalidated: bool = False) -> DBAPIError:
+    try:
+        raise orig
+    except BaseException as exc:  # noqa: BLE001
+        return DBAPIError("SELECT 1", None, exc, connection_invalidated=invalidated)
+
+
+def _while_handling(error: BaseException, context: BaseException) -> BaseException:
+    error.__context__ = context
+    return error
+
+
+@pytest.mark.parametrize(("error", "unavailable"), [
+    (ConnectionRefusedError(111, "Connect call failed"), True),
+    (TimeoutError(), True),
+    (SQLAlchemyTimeoutError("QueuePool limit reached"), True),
+    (asyncpg.exceptions.CannotConnectNowError("the database system is starting up"), True),
+    (asyncpg.exceptions.AdminShutdownError("terminating connection due to administrator command"), True),
+    (asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation"), True),
+    (asyncpg.InterfaceError("cannot perform operation: another operation is in progress"), True),
+    (_wrapped(ValueError("the connection is gone"), invalidated=True), True),
+    (_wrapped(asyncpg.exceptions.CannotConnectNowError("the database system is shutting down")), True),
+    (asyncpg.exceptions.DataError("invalid input for query argument $1"), False),
+    (_wrapped(asyncpg.exceptions.UniqueViolationError("duplicate key")), False),
+    (_wrapped(asyncpg.exceptions.SerializationError("could not serialize access")), False),
+    (_while_handling(ValueError("bad value"), ConnectionResetError()), False),
+])
+def test_what_counts_as_the_database_being_unavailable(error: BaseException, unavailable: bool) -> None:
+    """Lost or refused connections, restarts and pool timeouts are an outage (503); a bad statement is not."""
+    assert database_unavailable(error) is unavailable
 
 
 async def new_key(url: str, role: str, unit: str) -> dict[str, str]:

@@ -10,6 +10,7 @@ citizen holds (calls/transfers.py). Without TWILIO_* credentials it calls the sa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -88,7 +89,11 @@ def create_app(settings: CallcenterSettings | None = None, *, clock: Clock | Non
             for worker in workers:
                 worker.stop()
             reconciler.stop()
-            await asyncio.gather(*tasks, *([reconciling] if reconciling else []), return_exceptions=True)
+            if reconciling is not None:
+                # A sweep waiting on Twilio is cut short: nothing it left undone is lost (the next start sweeps).
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(reconciling, timeout=2)
+            await asyncio.gather(*tasks, return_exceptions=True)
             await client.http_client.close()  # the aiohttp session inside AsyncTwilioHttpClient
             await engine.dispose()
 

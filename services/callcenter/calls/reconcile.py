@@ -53,6 +53,9 @@ log = structlog.get_logger(__name__)
 # Twilio's final call statuses (CallInstance.Status): the call is over, its outcome is known.
 TWILIO_FINAL = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
 _FINAL = "('" + "', '".join(m.FINAL_STATES) + "')"
+# One lookup at Twilio waits at most this long (the HTTP client has no timeout of its own): a hung request
+# neither holds a sweep nor a PlaceCall job.
+LOOKUP_TIMEOUT_S = 15.0
 # How far a Twilio timestamp may be before our reservation (clock skew) and still be the call we asked for.
 _SKEW = timedelta(minutes=2)
 
@@ -70,7 +73,8 @@ def callback_form(call: Any) -> dict[str, str]:
 async def fetch_call(client: Client, call_sid: str) -> Any | None:
     """Twilio's call resource now, or None when Twilio no longer knows the call (404)."""
     try:
-        return await client.calls(call_sid).fetch_async()
+        async with asyncio.timeout(LOOKUP_TIMEOUT_S):
+            return await client.calls(call_sid).fetch_async()
     except TwilioRestException as exc:
         if exc.status == 404:
             return None
@@ -82,7 +86,8 @@ async def placed_calls(client: Client, *, to: str, from_: str, not_before: datet
 
     `not_before`: the reservation's time, when our clock is the wall clock (a simulation's is not).
     """
-    calls = await client.calls.list_async(to=to, from_=from_, limit=50, page_size=50)
+    async with asyncio.timeout(LOOKUP_TIMEOUT_S):
+        calls = await client.calls.list_async(to=to, from_=from_, limit=50, page_size=50)
     out = [c for c in calls if not c.parent_call_sid and (c.direction in (None, "outbound-api"))
            and (not_before is None or c.date_created is None or c.date_created >= not_before - _SKEW)]
     return sorted(out, key=lambda c: c.date_created or datetime.min.replace(tzinfo=UTC))
