@@ -241,3 +241,21 @@ async def test_a_sweep_pages_through_every_unfinished_attempt(callcenter) -> Non
     assert (await reconciler.sweep(everything=True))["busy"] == 3
     for task_id in tasks:
         assert await result_jobs(callcenter, task_id) == ["busy"]
+
+
+async def test_the_calls_own_callbacks_adopt_its_sid_when_the_placer_never_stored_it(callcenter) -> None:
+    """The first run died after Twilio took the call but its callbacks still reach us: they store the sid and the
+    outcome, and the job's rerun places no second call and reports nothing more."""
+    await callcenter.phone.script(PHONE, "busy")
+    placer = callcenter.app.state.placer
+    die_inside_the_request(placer, after_twilio_took_it=True)
+    answer = await warn(callcenter)
+    await callcenter.place_calls()
+    call = await callcenter.phone.ended(PHONE)
+    del placer._create_call
+    row = await attempt_row(callcenter, answer["task_id"])
+    assert (row.call_sid, row.status, row.outcome) == (call["sid"], "busy", "busy")
+    callcenter.dispatcher.clock.advance(minutes=10)
+    await callcenter.place_calls()
+    assert len(await callcenter.phone.calls(PHONE)) == 1
+    assert await result_jobs(callcenter, answer["task_id"]) == ["busy"]

@@ -412,12 +412,15 @@ async def record_status(session: AsyncSession, attempt: Any, form: dict[str, str
         return None
     if _progress(status) < _progress(attempt.status):
         status = attempt.status  # a late "ringing" after "in-progress": keep the furthest state
-    # The call's sid, when we never stored it (the process died inside the create request): the callback adopts it.
+    # An automated call's sid, when we never stored it (the process died inside the create request): its own
+    # callback adopts it (unless some attempt has it already: the unique sid must never fail a callback).
+    adopt_sid = sid if attempt.channel == "auto_call" and getattr(attempt, "call_sid", None) is None else None
     await session.execute(
         sql("UPDATE call_attempts SET status = :s, answered_by = :ab, duration_s = COALESCE(:dur, duration_s),"
-            " call_sid = COALESCE(call_sid, CAST(:sid AS varchar)), updated_at = :now WHERE id = :id"),
-        {"s": status[:16], "ab": answered_by, "dur": dur, "sid": sid if getattr(attempt, "call_sid", None) is None
-         else None, "now": now, "id": attempt.id})
+            " call_sid = COALESCE(call_sid, (SELECT CAST(:sid AS varchar) WHERE NOT EXISTS"
+            " (SELECT 1 FROM call_attempts o WHERE o.call_sid = CAST(:sid AS varchar)))), updated_at = :now"
+            " WHERE id = :id"),
+        {"s": status[:16], "ab": answered_by, "dur": dur, "sid": adopt_sid, "now": now, "id": attempt.id})
     if attempt.channel == "operator_call":
         return None  # the seat's own leg: what happened is the operator's disposition, not this status
     final = status in FINAL_RESULTS or status == "completed"
