@@ -1,6 +1,6 @@
 """Unfinished call attempts, indexed for reconciliation with Twilio (issue 12).
 
-Revision ID: 0017
+Revision ID: 0016
 Revises: 0015
 Create Date: 2026-12-03
 
@@ -8,15 +8,13 @@ Every callcenter replica sweeps the attempts not yet in a final state every
 30 s (services/callcenter/calls/reconcile.py). They are few (the calls live
 now, and any whose end never reached us) among every attempt ever made, so a
 partial index over them keeps the sweep from scanning the whole table.
-
-down_revision is 0015 for now: the queue branch's 0016 comes first when merged.
 """
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0017"
+revision = "0016"
 down_revision = "0015"
 branch_labels = None
 depends_on = None
