@@ -11,7 +11,9 @@ The set-up, all on 127.0.0.1 and all started (and stopped) by this benchmark:
   Telegram's limits (30 messages/s per bot, 1/s per chat), 20 calls/s per account;
 - two replicas of each service (``shouhu serve dispatcher|bot|callcenter``), each its own process (its own
   session, so ``kill -9`` is real and cleanup can take its whole group) on its own port, with the services'
-  default settings except: SHOUHU_CALLS_PER_S=10, SHOUHU_DB_POOL_SIZE=5, and a drill policy (the built-in one
+  default settings except: SHOUHU_CALLS_PER_S=10, SHOUHU_DB_POOL_SIZE=5, the call durations scaled to the
+  sandbox's phone time (``PHONE_TIME_SETTINGS``: longest script 8 s, transfer ring 5 s, reconciliation sweep
+  every 10 s; they exist once calls are reconciled with Twilio), and a drill policy (the built-in one
   with the high tier's operator call after 15 s and its automated-call retries after 15 s, so the seats and the
   retries have work within minutes). Each pair shares one public address, a round-robin TCP proxy in this
   process that skips a replica refusing connections (what a load balancer or DNS round robin in front of two
@@ -36,7 +38,7 @@ callcenter (each restarted 4 s later); ``pg_ctl restart -m fast`` of the private
 storm (every Bot API method, 10 s, retry_after 3) together with a 403 wave (5% of the chats block the bot);
 Twilio 429 (20429) for 6 s, then 500 for 3 s and 503 for 3 s on the REST API. Then the load stops, and the
 system is left to settle: until no call attempt is in flight, no job runs and none is due on the workers'
-queues (bounded: 60 s, 40 s with --quick). Then it is counted:
+queues (bounded: 90 s, 60 s with --quick). Then it is counted:
 
 - ``faults_warnings_lost``: source_refs the API acknowledged (200/201) that are not in ``warnings``.
 - ``faults_tasks_without_jobs``: open tasks (``status <> 'closed'``) with no live job: no row in ``jobs`` in
@@ -106,6 +108,12 @@ PHONE_TIME_SCALE = 0.05
 TWILIO_CALLS_PER_S = 20
 CALLCENTER_CALLS_PER_S = 10
 RESTART_AFTER_S = 4.0
+# The callcenter's idea of how long a call can last, in the sandbox's phone time (20x faster): its longest script
+# (150 phone s) takes 7.5 s here, and its transfers ring seats for 5 s at least (the setting's floor). Without
+# this, reconciliation would wait 4.5 minutes of wall time for calls that end in seconds. The sweep runs every
+# 10 s instead of 30; the ring timeout (30 s) and the margin for callbacks on their way (30 s) stay as they are.
+PHONE_TIME_SETTINGS = {"SHOUHU_CALL_LONGEST_SCRIPT_S": "8", "SHOUHU_TRANSFER_RING_S": "5",
+                       "SHOUHU_RECONCILE_INTERVAL_S": "10"}
 MAX_STARTS = 10  # starts of a killed replica before the drill gives up on it
 DB_WINDOW_BEFORE_S, DB_WINDOW_AFTER_S = 1.0, 10.0
 # Settings that would change what is measured if inherited from the caller's environment.
@@ -127,7 +135,7 @@ class _Plan:
         names = ("kill dispatcher", "kill bot", "kill callcenter", "restart postgres", "telegram storm",
                  "twilio 429", "twilio 5xx")
         offsets = (6, 13, 20, 28, 38, 44, 51) if quick else (15, 35, 55, 80, 100, 118, 130)
-        return cls(load_s=60 if quick else 150, settle_s=40 if quick else 60, drills=tuple(zip(offsets, names, strict=True)))
+        return cls(load_s=60 if quick else 150, settle_s=60 if quick else 90, drills=tuple(zip(offsets, names, strict=True)))
 
 
 class FaultsBenchError(BenchError):
@@ -940,7 +948,7 @@ async def bench_faults(quick: bool) -> dict[str, float]:
                  "SHOUHU_SANDBOX_URL": f"http://127.0.0.1:{sandbox_port}",
                  "TELEGRAM_API_BASE": f"http://127.0.0.1:{sandbox_port}",
                  "TWILIO_API_BASE": f"http://127.0.0.1:{sandbox_port}",
-                 "SHOUHU_CALLS_PER_S": str(CALLCENTER_CALLS_PER_S)}
+                 "SHOUHU_CALLS_PER_S": str(CALLCENTER_CALLS_PER_S), **PHONE_TIME_SETTINGS}
         sandbox = Proc("sandbox", ["sandbox"], sandbox_port, base, "/healthz")
         everything.append(sandbox)
         sandbox.spawn()
