@@ -882,6 +882,12 @@ async def _count(db: _Db, seen: _Seen, calls: _CallLog, sandbox_port: int, chat_
         "SELECT id, COALESCE((attempts->>'bot_alert')::int, 0) AS n FROM tasks WHERE id = ANY($1::uuid[])",
         list({uuid.UUID(t) for _, t in alerts}))} if alerts else {}
     double_alerts = sum(max(0, n - max(made.get(task, 1), 1)) for (_, task), n in alerts.items())
+    doubled = [(cid, task) for (cid, task), n in alerts.items() if n > max(made.get(task, 1), 1)]
+    for cid, task in doubled[:3]:  # what the bot recorded for them, to see why
+        rows = await db.fetch("SELECT attempt, status, error, created_at, sent_at FROM bot_deliveries"
+                              " WHERE task_id = $1 AND chat_id = $2 ORDER BY attempt", uuid.UUID(task), cid)
+        notes.append(f"alerted {alerts[(cid, task)]}x: chat {cid}, task {task}; bot_deliveries:"
+                     f" {[dict(r) for r in rows]}")
 
     figures = {
         "faults_warnings_lost": float(len(lost)),
