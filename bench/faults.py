@@ -34,7 +34,7 @@ The load, while the drills run (150 s, 60 s with --quick; longer if a drill star
   disposition, alternating replicas when one does not answer.
 
 The drills, in turn (offsets in ``_Plan``): ``kill -9`` of one replica of the dispatcher, the bot, the
-callcenter (each restarted 4 s later); ``pg_ctl restart -m fast`` of the private PostgreSQL; a Telegram 429
+callcenter (each restarted 4 s later, and again every 2 s until it stays up, as a supervisor would); ``pg_ctl restart -m fast`` of the private PostgreSQL; a Telegram 429
 storm (every Bot API method, 10 s, retry_after 3) together with a 403 wave (5% of the chats block the bot);
 Twilio 429 (20429) for 6 s, then 500 for 3 s and 503 for 3 s on the REST API. Then the load stops, and the
 system is left to settle: until no call attempt is in flight, no job runs and none is due on the workers'
@@ -56,11 +56,16 @@ queues (bounded: 90 s, 60 s with --quick). Then it is counted:
   attempts the dispatcher made for that task (``tasks.attempts``).
 - ``faults_reclaim_s``: for each ``kill -9`` (made while the process holds jobs: the drill waits up to 10 s for
   it to hold some, then freezes it with SIGSTOP, reads what it holds, and kills it with SIGKILL), the jobs
-  running under the killed process (the pid in ``locked_by``) are noted; polled every 0.25 s until each is gone (finished or cancelled by another worker),
-  running under another process, or dead-lettered. The worst over the three kills; a kill whose jobs were not
-  all moved on when the counting starts counts as its elapsed time (a lower bound, said in the notes).
+  running under the killed process (the pid in ``locked_by``) are noted; polled every 0.25 s until each is
+  gone (finished or cancelled by another worker), running under another process, or dead-lettered. The worst
+  over the three kills; a kill whose jobs were not all moved on when the counting starts counts as its elapsed
+  time (a lower bound, said in the notes; ``faults_reclaim_unfinished``: how many jobs were still held).
 - ``faults_db_restart_5xx``: 5xx answers the load generator got (ingest and seats) from 1 s before the restart
-  began to 10 s after it ended. Cut connections in the same window are printed beside it.
+  began to 10 s after it ended; ``faults_db_restart_5xx_without_retry_after``: those that were not a 503 with
+  ``Retry-After``. Cut connections in the same window are printed beside it.
+- ``faults_load_warnings_per_s`` (acknowledged within the load, per second of it), ``faults_load_calls``
+  (created in the Twilio sandbox), ``faults_load_alerts`` (sent in the Telegram sandbox), ``faults_load_claims``
+  (seat claims): the load actually achieved.
 
 Nothing is asserted. The load actually achieved, and per-drill details (5xx and cut connections while each
 drill was the latest, restart-to-ready times and failed starts of a killed replica, and what the sandboxes saw
