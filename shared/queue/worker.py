@@ -53,6 +53,11 @@ ExternalHandler = Callable[[q.ClaimedJob], Awaitable[None]]
 class Handler:
     fn: TransactionalHandler | ExternalHandler
     transactional: bool = True
+    # Transactional handlers only: run the round's jobs of this kind in one transaction, a SAVEPOINT
+    # each (a failing job rolls back alone and is failed on its own; the others commit together).
+    # One commit per batch instead of per job, but the batch's row locks are held until the last job
+    # ends and its jobs run one after another: for light, short handlers.
+    batch: bool = False
 
 
 def default_worker_name(queue: str) -> str:
@@ -60,6 +65,16 @@ def default_worker_name(queue: str) -> str:
 
 
 class Worker:
+    """Claims a batch, runs it, finishes it; heartbeats keep the batch's leases while it runs.
+
+    Lease and heartbeat: a claim leases its jobs for `lease_s` (seconds, sized to
+    notice a dead worker quickly); while they run, one statement every
+    `heartbeat_s` (lease/3) pushes out the leases of all jobs this worker holds,
+    so a handler running past `lease_s` is never taken by another worker. A
+    worker that dies stops beating; the reclaim sweep (every `reclaim_every_s`)
+    puts its jobs back in their place within about lease + sweep seconds.
+    """
+
     def __init__(
         self,
         sessionmaker: async_sessionmaker[AsyncSession],
@@ -71,7 +86,10 @@ class Worker:
         name: str | None = None,
         batch_size: int = 20,
         concurrency: int = 8,
-        lease_s: float = 60.0,
+        lease_s: float = 10.0,
+        heartbeat_s: float | None = None,
+        reclaim_every_s: float | None = None,
+        grace_s: float = 8.0,
         poll_interval_s: float = 1.0,
         max_backoff_s: float = 300.0,
     ) -> None:
@@ -83,19 +101,29 @@ class Worker:
         self.name = name or default_worker_name(queue)
         self.batch_size = batch_size
         self.lease_s = lease_s
+        # Three beats per lease: two may be lost (a slow database) before the lease runs out.
+        self.heartbeat_s = heartbeat_s if heartbeat_s is not None else lease_s / 3
+        self.reclaim_every_s = reclaim_every_s if reclaim_every_s is not None else min(lease_s / 4, 2.5)
+        self.grace_s = grace_s
         self.poll_interval_s = poll_interval_s
         self.max_backoff_s = max_backoff_s
         self._slots = asyncio.Semaphore(concurrency)
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._last_reclaim = 0.0
+        self._last_reclaim = float("-inf")
+        # The jobs this worker has claimed and not yet finished, given back or lost (heartbeat, release).
+        self._held: dict[int, q.ClaimedJob] = {}
+        # External handlers' jobs that ran and wait for the round's one DELETE.
+        self._finished: list[q.ClaimedJob] = []
+        # Jobs a heartbeat found taken by someone else: their completion must not count.
+        self._lost: set[int] = set()
 
     # ---- one round (tests call this directly) -------------------------------------------------
     async def run_once(self) -> int:
         """Reclaim expired leases, claim one batch, run it; return how many jobs ran."""
         now = self.clock.now()
         loop_now = asyncio.get_running_loop().time()
-        if loop_now - self._last_reclaim >= min(self.lease_s / 4, 5.0):
+        if loop_now - self._last_reclaim >= self.reclaim_every_s:
             self._last_reclaim = loop_now
             async with self.sessionmaker() as session, session.begin():
                 back = await q.reclaim_expired(session, now=now)
@@ -104,9 +132,42 @@ class Worker:
         async with self.sessionmaker() as session, session.begin():
             jobs = await q.claim(session, queue=self.queue, worker=self.name, now=now,
                                  lease_s=self.lease_s, limit=self.batch_size, kinds=list(self.handlers))
+        if not jobs:
+            return 0
+        self._held.update((job.id, job) for job in jobs)
         for job in jobs:
             JOB_LAG_SECONDS.labels(self.queue).observe(max(0.0, (now - job.run_at).total_seconds()))
-        await asyncio.gather(*(self._run_job(job) for job in jobs))
+        heartbeat = asyncio.create_task(self._heartbeat(), name=f"heartbeat-{self.name}")
+        try:
+            batched: dict[str, list[q.ClaimedJob]] = {}
+            singles: list[q.ClaimedJob] = []
+            for job in jobs:
+                handler = self.handlers[job.kind]
+                if handler.transactional and handler.batch:
+                    batched.setdefault(job.kind, []).append(job)
+                else:
+                    singles.append(job)
+            # return_exceptions: one job's failure to record its outcome must not end the round while
+            # the others still run.
+            outcomes = await asyncio.gather(*(self._run_job(job) for job in singles),
+                                            *(self._run_batch(group) for group in batched.values()),
+                                            return_exceptions=True)
+            await self._complete_finished()
+            errors = [o for o in outcomes if isinstance(o, BaseException)]
+            if errors:
+                raise errors[0]
+        except asyncio.CancelledError:
+            raise  # shutting down: run() releases what is still held
+        except BaseException:
+            # An outcome that could not be written (the database went away): stop holding those jobs,
+            # so their leases expire and the sweep returns them.
+            for job in jobs:
+                self._held.pop(job.id, None)
+                self._lost.discard(job.id)
+            raise
+        finally:
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
         return len(jobs)
 
     async def drain(self, max_rounds: int = 100) -> int:
@@ -129,26 +190,89 @@ class Worker:
                     if handler.transactional:
                         async with self.sessionmaker() as session, session.begin():
                             await handler.fn(session, job)  # type: ignore[call-arg]
+                            self._check_held(job)
                             await q.complete(session, job_id=job.id, worker=self.name)
+                        self._done(job)
                     else:
                         await handler.fn(job)  # type: ignore[call-arg]
-                        async with self.sessionmaker() as session, session.begin():
-                            await q.complete(session, job_id=job.id, worker=self.name)
-                JOBS_DONE.labels(self.queue, job.kind, "done").inc()
-            except q.LeaseLost:
-                # Another worker owns it now; our transaction rolled back, so nothing we did counts.
-                JOBS_DONE.labels(self.queue, job.kind, "lease_lost").inc()
-                log.warning("job.lease_lost")
-            except RetryLater as exc:
-                await self._give_back(job, str(exc), exc.delay_s, counts_as_error=False)
-            except PermanentJobError as exc:
-                await self._give_back(job, f"permanent: {exc}", None)
+                        # Deleted with the round's other finished jobs in one statement (_complete_finished).
+                        self._finished.append(job)
             except Exception as exc:  # noqa: BLE001 - a failing job must never stop the worker
-                delay = min(self.max_backoff_s, 2 ** min(job.attempts, 10)) * (0.8 + random.random() * 0.4)
-                log.exception("job.error", attempts=job.attempts, retry_in_s=round(delay, 1))
-                await self._give_back(job, f"{type(exc).__name__}: {exc}", delay)
+                await self._failed(job, exc)
             finally:
                 structlog.contextvars.unbind_contextvars("job_id", "job_kind", "task_id")
+
+    async def _run_batch(self, jobs: list[q.ClaimedJob]) -> None:
+        """Transactional jobs of one kind in one transaction, a savepoint each; failures handled one by one after."""
+        handler = self.handlers[jobs[0].kind]
+        done: list[q.ClaimedJob] = []
+        failed: list[tuple[q.ClaimedJob, Exception]] = []
+        try:
+            async with self._slots, self.sessionmaker() as session, session.begin():
+                for job in jobs:
+                    structlog.contextvars.bind_contextvars(job_id=job.id, job_kind=job.kind,
+                                                           task_id=str(job.task_id) if job.task_id else None)
+                    try:
+                        with JOB_SECONDS.labels(self.queue, job.kind).time():
+                            async with session.begin_nested():
+                                await handler.fn(session, job)  # type: ignore[call-arg]
+                                self._check_held(job)
+                                await q.complete(session, job_id=job.id, worker=self.name)
+                        done.append(job)
+                    except Exception as exc:  # noqa: BLE001 - its savepoint rolled back; the others go on
+                        failed.append((job, exc))
+                    finally:
+                        structlog.contextvars.unbind_contextvars("job_id", "job_kind", "task_id")
+        except Exception:  # noqa: BLE001 - the batch's commit failed: nothing of it counted; run each on its own
+            log.warning("jobs.batch_failed", queue=self.queue, kind=jobs[0].kind, count=len(jobs), exc_info=True)
+            await asyncio.gather(*(self._run_job(job) for job in jobs))
+            return
+        for job in done:
+            self._done(job)
+        for job, exc in failed:
+            await self._failed(job, exc)
+
+    def _check_held(self, job: q.ClaimedJob) -> None:
+        if job.id in self._lost:
+            raise q.LeaseLost(f"job {job.id}: a heartbeat found its lease taken over")
+
+    def _done(self, job: q.ClaimedJob) -> None:
+        self._held.pop(job.id, None)
+        JOBS_DONE.labels(self.queue, job.kind, "done").inc()
+
+    async def _complete_finished(self) -> None:
+        """Delete the round's finished external jobs in one statement (their handlers' effects are already out)."""
+        if not self._finished:
+            return
+        finished, self._finished = self._finished, []
+        ids = [j.id for j in finished if j.id not in self._lost]
+        async with self.sessionmaker() as session, session.begin():
+            deleted = await q.complete_many(session, job_ids=ids, worker=self.name)
+        for job in finished:
+            if job.id in deleted:
+                self._done(job)
+            else:
+                self._lost_job(job)
+
+    def _lost_job(self, job: q.ClaimedJob) -> None:
+        # Another worker owns it now; what this run did must not count (a transaction rolled back).
+        self._held.pop(job.id, None)
+        self._lost.discard(job.id)
+        JOBS_DONE.labels(self.queue, job.kind, "lease_lost").inc()
+        log.warning("job.lease_lost", job_id=job.id, job_kind=job.kind)
+
+    async def _failed(self, job: q.ClaimedJob, exc: Exception) -> None:
+        if isinstance(exc, q.LeaseLost):
+            self._lost_job(job)
+        elif isinstance(exc, RetryLater):
+            await self._give_back(job, str(exc), exc.delay_s, counts_as_error=False)
+        elif isinstance(exc, PermanentJobError):
+            await self._give_back(job, f"permanent: {exc}", None)
+        else:
+            delay = min(self.max_backoff_s, 2 ** min(job.attempts, 10)) * (0.8 + random.random() * 0.4)
+            log.error("job.error", job_id=job.id, job_kind=job.kind, attempts=job.attempts,
+                      retry_in_s=round(delay, 1), exc_info=exc)
+            await self._give_back(job, f"{type(exc).__name__}: {exc}", delay)
 
     async def _give_back(self, job: q.ClaimedJob, error: str, retry_in_s: float | None,
                          counts_as_error: bool = True) -> None:
@@ -158,34 +282,96 @@ class Worker:
                 await session.execute(text("UPDATE jobs SET attempts = attempts - 1 WHERE id = :id"), {"id": job.id})
             status = await q.fail(session, job_id=job.id, worker=self.name, now=self.clock.now(),
                                   error=error, retry_in_s=retry_in_s)
+        self._held.pop(job.id, None)
+        self._lost.discard(job.id)
         JOBS_DONE.labels(self.queue, job.kind, "dead" if status == "failed" else "retry").inc()
         if status == "failed":
-            log.error("job.dead_lettered", error=error)
+            log.error("job.dead_lettered", job_id=job.id, job_kind=job.kind, error=error)
+
+    async def _heartbeat(self) -> None:
+        """Every heartbeat_s, extend the leases of all jobs this worker holds (one statement)."""
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            ids = [i for i in self._held if i not in self._lost]
+            if not ids:
+                continue
+            try:
+                async with self.sessionmaker() as session, session.begin():
+                    kept = await q.extend_leases(session, job_ids=ids, worker=self.name, now=self.clock.now(),
+                                                 lease_s=self.lease_s)
+            except Exception:  # noqa: BLE001 - the database may be restarting: the next beat tries again
+                log.warning("worker.heartbeat_failed", queue=self.queue, exc_info=True)
+                continue
+            # Jobs finished meanwhile are gone from the table but not lost.
+            lost = [i for i in ids if i not in kept and i in self._held]
+            if lost:
+                self._lost.update(lost)
+                log.warning("worker.leases_lost", queue=self.queue, job_ids=lost)
+
+    async def _release_held(self) -> None:
+        """On shutdown: delete what finished, give the rest back in place (run_at, priority kept, attempt not counted)."""
+        try:
+            await self._complete_finished()
+        except Exception:  # noqa: BLE001 - their leases expire; they run again (external handlers tolerate it)
+            log.warning("worker.complete_on_stop_failed", queue=self.queue, exc_info=True)
+        ids = [i for i in self._held if i not in self._lost]
+        if not ids:
+            return
+        try:
+            async with self.sessionmaker() as session, session.begin():
+                back = await q.release(session, job_ids=ids, worker=self.name)
+            self._held.clear()
+            log.info("worker.released", queue=self.queue, count=back)
+        except Exception:  # noqa: BLE001 - the database is gone: the leases expire and the sweep returns them
+            log.warning("worker.release_failed", queue=self.queue, count=len(ids), exc_info=True)
 
     # ---- the long-running loop --------------------------------------------------------------
     async def run(self) -> None:
-        """Work until `stop()`; NOTIFY wakes us early, polling covers lost notifications and delayed jobs."""
+        """Work until `stop()`; NOTIFY wakes us early, polling covers lost notifications and delayed jobs.
+
+        After `stop()` no new batch is claimed; the running one gets `grace_s`
+        to finish, then its handlers are cancelled and what is still held is
+        released back to the queue in its place. Cancelling `run()` itself
+        releases the same way.
+        """
         listener = asyncio.create_task(self._listen())
+        stopping = asyncio.create_task(self._stopping.wait())
+        current: asyncio.Task[int] | None = None
         log.info("worker.started", queue=self.queue, worker=self.name, kinds=sorted(self.handlers))
         try:
             while not self._stopping.is_set():
+                # Cleared before the round, not after: a NOTIFY arriving while the round runs must
+                # start the next round at once, not wait for the poll.
+                self._wake.clear()
+                current = asyncio.create_task(self.run_once())
+                await asyncio.wait({current, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not current.done():  # stop() mid-round: the handlers get their grace
+                    await asyncio.wait({current}, timeout=self.grace_s)
+                    break
                 try:
-                    ran = await self.run_once()
+                    ran = current.result()
                 except Exception:  # noqa: BLE001 - the database may be restarting: wait and go on
                     log.exception("worker.round_failed")
                     ran = 0
-                    await asyncio.sleep(self.poll_interval_s)
+                    await asyncio.wait({stopping}, timeout=self.poll_interval_s)
+                current = None
                 if ran >= self.batch_size:
                     continue  # more is probably waiting
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):  # no NOTIFY came: poll anyway (lost wake-ups, delays)
                     await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval_s)
         finally:
-            listener.cancel()
-            await asyncio.gather(listener, return_exceptions=True)
+            if current is not None:
+                current.cancel()  # a no-op if the round ended within its grace
+                await asyncio.gather(current, return_exceptions=True)
+            # Shielded: a cancelled run() still gives its jobs back rather than leaving them to the sweep.
+            await asyncio.shield(self._release_held())
+            for task in (listener, stopping):
+                task.cancel()
+            await asyncio.gather(listener, stopping, return_exceptions=True)
             log.info("worker.stopped", queue=self.queue, worker=self.name)
 
     def stop(self) -> None:
+        """Stop claiming now; the running batch gets `grace_s` before it is cancelled and released."""
         self._stopping.set()
         self._wake.set()
 
