@@ -117,6 +117,8 @@ class Worker:
         self._finished: list[q.ClaimedJob] = []
         # Jobs a heartbeat found taken by someone else: their completion must not count.
         self._lost: set[int] = set()
+        # Set while the LISTEN connection is up (tests wait for it before relying on a wake-up).
+        self.listening = asyncio.Event()
 
     # ---- one round (tests call this directly) -------------------------------------------------
     async def run_once(self) -> int:
@@ -388,6 +390,7 @@ class Worker:
                         self._wake.set()
 
                 await conn.add_listener(q.NOTIFY_CHANNEL, on_notify)
+                self.listening.set()
                 while not self._stopping.is_set() and not conn.is_closed():
                     await asyncio.sleep(5)
             except asyncio.CancelledError:
@@ -396,5 +399,6 @@ class Worker:
                 log.warning("worker.listen_failed", exc_info=True)
                 await asyncio.sleep(2)
             finally:
+                self.listening.clear()
                 if conn is not None and not conn.is_closed():
                     await conn.close()
