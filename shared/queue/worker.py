@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import structlog
 from prometheus_client import Counter, Histogram
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.clock import Clock
 from shared.db import raw_connect
@@ -94,6 +94,13 @@ class Worker:
         max_backoff_s: float = 300.0,
     ) -> None:
         self.sessionmaker = sessionmaker
+        # The queue's own writes (claim, finish, heartbeat, sweep, release) are one statement each: run
+        # them in autocommit, one round trip apiece instead of BEGIN, statement, COMMIT. Same pool.
+        bind = sessionmaker.kw.get("bind")
+        self._one_statement = (
+            async_sessionmaker(bind.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False,
+                               autoflush=False)
+            if isinstance(bind, AsyncEngine) else sessionmaker)
         self.queue = queue
         self.handlers = handlers
         self.clock = clock
@@ -127,11 +134,11 @@ class Worker:
         loop_now = asyncio.get_running_loop().time()
         if loop_now - self._last_reclaim >= self.reclaim_every_s:
             self._last_reclaim = loop_now
-            async with self.sessionmaker() as session, session.begin():
+            async with self._one_statement() as session:
                 back = await q.reclaim_expired(session, now=now)
             if back:
                 log.warning("jobs.lease_expired", queue=self.queue, count=back)
-        async with self.sessionmaker() as session, session.begin():
+        async with self._one_statement() as session:
             jobs = await q.claim(session, queue=self.queue, worker=self.name, now=now,
                                  lease_s=self.lease_s, limit=self.batch_size, kinds=list(self.handlers))
         if not jobs:
@@ -248,7 +255,7 @@ class Worker:
             return
         finished, self._finished = self._finished, []
         ids = [j.id for j in finished if j.id not in self._lost]
-        async with self.sessionmaker() as session, session.begin():
+        async with self._one_statement() as session:
             deleted = await q.complete_many(session, job_ids=ids, worker=self.name)
         for job in finished:
             if job.id in deleted:
@@ -298,7 +305,7 @@ class Worker:
             if not ids:
                 continue
             try:
-                async with self.sessionmaker() as session, session.begin():
+                async with self._one_statement() as session:
                     kept = await q.extend_leases(session, job_ids=ids, worker=self.name, now=self.clock.now(),
                                                  lease_s=self.lease_s)
             except Exception:  # noqa: BLE001 - the database may be restarting: the next beat tries again
@@ -320,7 +327,7 @@ class Worker:
         if not ids:
             return
         try:
-            async with self.sessionmaker() as session, session.begin():
+            async with self._one_statement() as session:
                 back = await q.release(session, job_ids=ids, worker=self.name)
             self._held.clear()
             log.info("worker.released", queue=self.queue, count=back)
