@@ -207,3 +207,21 @@ async def test_a_cancelled_worker_still_gives_its_jobs_back(sessionmaker) -> Non
     await asyncio.gather(task, return_exceptions=True)
     (row,) = await _rows(sessionmaker, "SELECT status, locked_by, attempts FROM jobs")
     assert tuple(row) == ("queued", None, 0)
+
+
+async def test_a_batch_with_a_job_taken_over_commits_the_others_once(sessionmaker, clock) -> None:
+    """A lease lost inside a savepoint batch rolls the batch back; rerun one by one, the others commit exactly once."""
+    async def handler(session, claimed) -> None:  # noqa: ANN001
+        await q.enqueue(session, [job(queue="out", kind="effect", payload=claimed.payload)])
+        if claimed.payload["n"] == 1:
+            async with sessionmaker() as other, other.begin():  # its lease expired and another worker took it
+                await other.execute(text("UPDATE jobs SET locked_by = 'thief' WHERE id = :id"), {"id": claimed.id})
+
+    async with sessionmaker() as session, session.begin():
+        await q.enqueue(session, [job(payload={"n": n}) for n in range(5)])
+    worker = Worker(sessionmaker, queue="test", clock=clock, handlers={"k": Handler(handler, batch=True)})
+    assert await worker.run_once() == 5
+    effects = await _rows(sessionmaker, "SELECT payload FROM jobs WHERE queue = 'out' ORDER BY id")
+    assert sorted(r.payload["n"] for r in effects) == [0, 2, 3, 4]
+    (left,) = await _rows(sessionmaker, "SELECT payload, locked_by FROM jobs WHERE queue = 'test'")
+    assert left.payload == {"n": 1} and left.locked_by == "thief"

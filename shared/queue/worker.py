@@ -226,12 +226,16 @@ class Worker:
                             async with session.begin_nested():
                                 await handler.fn(session, job)  # type: ignore[call-arg]
                                 self._check_held(job)
-                                await q.complete(session, job_id=job.id, worker=self.name)
                         done.append(job)
                     except Exception as exc:  # noqa: BLE001 - its savepoint rolled back; the others go on
                         failed.append((job, exc))
                     finally:
                         structlog.contextvars.unbind_contextvars("job_id", "job_kind", "task_id")
+                # The batch's jobs leave in one DELETE, in the transaction of their handlers' writes. If
+                # one was taken over meanwhile, nothing commits and each job runs again on its own.
+                deleted = await q.complete_many(session, job_ids=[j.id for j in done], worker=self.name)
+                if len(deleted) != len(done):
+                    raise q.LeaseLost(f"{len(done) - len(deleted)} of the batch's jobs are no longer leased")
         except Exception:  # noqa: BLE001 - the batch's commit failed: nothing of it counted; run each on its own
             log.warning("jobs.batch_failed", queue=self.queue, kind=jobs[0].kind, count=len(jobs), exc_info=True)
             await asyncio.gather(*(self._run_job(job) for job in jobs))
