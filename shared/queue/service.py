@@ -12,6 +12,11 @@ Why our own module and not pgqueuer (which we evaluated, v1.6):
 What we keep from pgqueuer/River/Oban: one-statement claim with
 `FOR UPDATE SKIP LOCKED`, leases that expire back to the queue, NOTIFY as a
 wake-up hint with polling as the fallback, and finished rows deleted.
+Like pgqueuer's heartbeats, a worker keeps short leases (seconds) alive while
+its jobs run (`extend_leases`, one statement for all it holds), so a dead
+worker's jobs return within seconds and a long job is never run twice; a
+returned job keeps its run_at and priority (its place in the queue).
+`shouhu bench queue` measures both queues side by side.
 """
 
 from __future__ import annotations
