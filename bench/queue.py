@@ -104,7 +104,7 @@ async def _ours_drain(db_url: str, n: int, *, transactional: bool) -> tuple[floa
 
 
 async def _ours_latency(db_url: str, total: int) -> tuple[list[float], float]:
-    engine, producer_engine = _engine(db_url), _engine(db_url, pool_size=2)
+    engine, producer_engine = _engine(db_url), _engine(db_url, pool_size=4)
     sessionmaker, producer = make_sessionmaker(engine), make_sessionmaker(producer_engine)
     sent: dict[int, float] = {}
     started: dict[int, float] = {}
@@ -187,7 +187,7 @@ async def _peer_drain(db_url: str, n: int) -> tuple[float, float]:
 async def _peer_latency(db_url: str, total: int) -> tuple[list[float], float]:
     from pgqueuer import Queries, QueueManager
 
-    producer, consumer = await raw_connect(db_url), await raw_connect(db_url)
+    producer, consumer = await _pool(db_url), await raw_connect(db_url)
     sent: dict[int, float] = {}
     started: dict[int, float] = {}
     all_in = asyncio.Event()
@@ -202,11 +202,9 @@ async def _peer_latency(db_url: str, total: int) -> tuple[list[float], float]:
     task = asyncio.create_task(qm.run(batch_size=BATCH))
     try:
         await asyncio.sleep(1.0)  # its listener is set up inside run()
-        queries = Queries.from_asyncpg_connection(producer)
-
         async def enqueue_one(i: int) -> None:
-            async with producer.transaction():
-                await queries.enqueue("lat", str(i).encode())
+            async with producer.acquire() as conn, conn.transaction():
+                await Queries.from_asyncpg_connection(conn).enqueue("lat", str(i).encode())
                 sent[i] = time.perf_counter()
 
         rate = await _steady(enqueue_one, total)
@@ -219,17 +217,31 @@ async def _peer_latency(db_url: str, total: int) -> tuple[list[float], float]:
     return [(started[i] - sent[i]) * 1000 for i in range(WARMUP_JOBS, total)], rate
 
 
+async def _pool(db_url: str) -> Any:
+    import asyncpg
+
+    from shared.db import plain_url
+
+    return await asyncpg.create_pool(plain_url(db_url), min_size=4, max_size=4)
+
+
 # ---- shared phases -------------------------------------------------------------------------------
 
 
 async def _steady(enqueue_one: Callable[[int], Awaitable[None]], total: int) -> float:
-    """Enqueue `total` jobs at RATE_PER_S, one transaction each, on schedule (late ones go at once); return the rate."""
+    """Enqueue `total` jobs at RATE_PER_S, one transaction each, on schedule; return the rate achieved.
+
+    Each enqueue is started at its time on its own task (the producers' pools
+    have 4 connections), so one slow commit does not hold back the next.
+    """
     began = time.perf_counter()
+    sends = []
     for i in range(total):
         delay = began + i / RATE_PER_S - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        await enqueue_one(i)
+        sends.append(asyncio.create_task(enqueue_one(i)))
+    await asyncio.gather(*sends)
     return total / (time.perf_counter() - began)
 
 
