@@ -9,6 +9,7 @@ import random
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 import structlog
 from prometheus_client import Counter, Histogram
@@ -122,6 +123,7 @@ class Worker:
         self._held: dict[int, q.ClaimedJob] = {}
         # External handlers' jobs that ran and wait for the round's one DELETE.
         self._finished: list[q.ClaimedJob] = []
+        self._finishing: asyncio.Task[None] | None = None
         # Jobs a heartbeat found taken by someone else: their completion must not count.
         self._lost: set[int] = set()
         # Set while the LISTEN connection is up (tests wait for it before relying on a wake-up).
@@ -129,15 +131,22 @@ class Worker:
 
     # ---- one round (tests call this directly) -------------------------------------------------
     async def run_once(self) -> int:
-        """Reclaim expired leases, claim one batch, run it; return how many jobs ran."""
+        """Reclaim expired leases, claim one batch, run it, finish it; return how many jobs ran."""
+        return await self._round(sweep=True, finish_now=True)
+
+    async def _sweep(self, now: datetime) -> None:
+        self._last_reclaim = asyncio.get_running_loop().time()
+        async with self._one_statement() as session:
+            back = await q.reclaim_expired(session, now=now)
+        if back:
+            log.warning("jobs.lease_expired", queue=self.queue, count=back)
+
+    async def _round(self, *, sweep: bool, finish_now: bool) -> int:
+        """One batch. `finish_now=False` (run, drain): the finished external jobs' DELETE goes on in the
+        background while the next batch is claimed, off the path from a wake-up to a handler."""
         now = self.clock.now()
-        loop_now = asyncio.get_running_loop().time()
-        if loop_now - self._last_reclaim >= self.reclaim_every_s:
-            self._last_reclaim = loop_now
-            async with self._one_statement() as session:
-                back = await q.reclaim_expired(session, now=now)
-            if back:
-                log.warning("jobs.lease_expired", queue=self.queue, count=back)
+        if sweep and asyncio.get_running_loop().time() - self._last_reclaim >= self.reclaim_every_s:
+            await self._sweep(now)
         async with self._one_statement() as session:
             jobs = await q.claim(session, queue=self.queue, worker=self.name, now=now,
                                  lease_s=self.lease_s, limit=self.batch_size, kinds=list(self.handlers))
@@ -161,7 +170,10 @@ class Worker:
             outcomes = await asyncio.gather(*(self._run_job(job) for job in singles),
                                             *(self._run_batch(group) for group in batched.values()),
                                             return_exceptions=True)
-            await self._complete_finished()
+            if finish_now:
+                await self._complete_finished()
+            else:
+                await self._finish_in_background()
             errors = [o for o in outcomes if isinstance(o, BaseException)]
             if errors:
                 raise errors[0]
@@ -182,11 +194,14 @@ class Worker:
     async def drain(self, max_rounds: int = 100) -> int:
         """Run rounds until nothing is runnable (tests, benchmarks)."""
         total = 0
-        for _ in range(max_rounds):
-            ran = await self.run_once()
-            total += ran
-            if not ran:
-                break
+        try:
+            for _ in range(max_rounds):
+                ran = await self._round(sweep=True, finish_now=False)
+                total += ran
+                if not ran:
+                    break
+        finally:
+            await self._settle_finishing()
         return total
 
     async def _run_job(self, job: q.ClaimedJob) -> None:
@@ -253,11 +268,12 @@ class Worker:
         self._held.pop(job.id, None)
         JOBS_DONE.labels(self.queue, job.kind, "done").inc()
 
-    async def _complete_finished(self) -> None:
+    async def _complete_finished(self, finished: list[q.ClaimedJob] | None = None) -> None:
         """Delete the round's finished external jobs in one statement (their handlers' effects are already out)."""
-        if not self._finished:
+        if finished is None:
+            finished, self._finished = self._finished, []
+        if not finished:
             return
-        finished, self._finished = self._finished, []
         ids = [j.id for j in finished if j.id not in self._lost]
         async with self._one_statement() as session:
             deleted = await q.complete_many(session, job_ids=ids, worker=self.name)
@@ -266,6 +282,27 @@ class Worker:
                 self._done(job)
             else:
                 self._lost_job(job)
+
+    async def _finish_in_background(self) -> None:
+        """Start this round's DELETE as a task (one at a time: the previous one is awaited first)."""
+        await self._settle_finishing()
+        if self._finished:
+            finished, self._finished = self._finished, []
+            self._finishing = asyncio.create_task(self._finish_quietly(finished))
+
+    async def _finish_quietly(self, finished: list[q.ClaimedJob]) -> None:
+        try:
+            await self._complete_finished(finished)
+        except Exception:  # noqa: BLE001 - not finished: their leases expire and they run again (idempotent)
+            log.warning("jobs.finish_failed", queue=self.queue, count=len(finished), exc_info=True)
+            for job in finished:
+                self._held.pop(job.id, None)
+                self._lost.discard(job.id)
+
+    async def _settle_finishing(self) -> None:
+        if self._finishing is not None:
+            await asyncio.gather(self._finishing, return_exceptions=True)
+            self._finishing = None
 
     def _lost_job(self, job: q.ClaimedJob) -> None:
         # Another worker owns it now; what this run did must not count (a transaction rolled back).
@@ -324,6 +361,7 @@ class Worker:
     async def _release_held(self) -> None:
         """On shutdown: delete what finished, give the rest back in place (run_at, priority kept, attempt not counted)."""
         try:
+            await self._settle_finishing()
             await self._complete_finished()
         except Exception:  # noqa: BLE001 - their leases expire; they run again (external handlers tolerate it)
             log.warning("worker.complete_on_stop_failed", queue=self.queue, exc_info=True)
@@ -348,6 +386,7 @@ class Worker:
         releases the same way.
         """
         listener = asyncio.create_task(self._listen())
+        sweeper = asyncio.create_task(self._sweep_every())
         stopping = asyncio.create_task(self._stopping.wait())
         current: asyncio.Task[int] | None = None
         log.info("worker.started", queue=self.queue, worker=self.name, kinds=sorted(self.handlers))
@@ -356,7 +395,7 @@ class Worker:
                 # Cleared before the round, not after: a NOTIFY arriving while the round runs must
                 # start the next round at once, not wait for the poll.
                 self._wake.clear()
-                current = asyncio.create_task(self.run_once())
+                current = asyncio.create_task(self._round(sweep=False, finish_now=False))
                 await asyncio.wait({current, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 if not current.done():  # stop() mid-round: the handlers get their grace
                     await asyncio.wait({current}, timeout=self.grace_s)
@@ -378,10 +417,19 @@ class Worker:
                 await asyncio.gather(current, return_exceptions=True)
             # Shielded: a cancelled run() still gives its jobs back rather than leaving them to the sweep.
             await asyncio.shield(self._release_held())
-            for task in (listener, stopping):
+            for task in (listener, sweeper, stopping):
                 task.cancel()
-            await asyncio.gather(listener, stopping, return_exceptions=True)
+            await asyncio.gather(listener, sweeper, stopping, return_exceptions=True)
             log.info("worker.stopped", queue=self.queue, worker=self.name)
+
+    async def _sweep_every(self) -> None:
+        """The reclaim sweep on its own timer, off the path from a wake-up to a handler."""
+        while True:
+            try:
+                await self._sweep(self.clock.now())
+            except Exception:  # noqa: BLE001 - the database may be restarting: the next sweep tries again
+                log.warning("worker.sweep_failed", queue=self.queue, exc_info=True)
+            await asyncio.sleep(self.reclaim_every_s)
 
     def stop(self) -> None:
         """Stop claiming now; the running batch gets `grace_s` before it is cancelled and released."""
