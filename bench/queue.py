@@ -11,9 +11,10 @@ from other processes falls on both:
   external no-op handler, finished in one DELETE per batch; pgqueuer:
   `QueueManager.run(mode=drain)` over one asyncpg connection, as its README
   sets it up). Also ours with a transactional handler in savepoint batches.
-- latency: jobs enqueued steadily at 500 jobs/s, one transaction each, into a
-  running worker; latency from just before the enqueuing COMMIT is sent to the
-  handler starting (so it includes the commit itself). The first 50 are warm-up.
+- latency: jobs enqueued steadily at 500 jobs/s, one transaction each, by a
+  producer in a process of its own, into a running worker; latency from just
+  before the enqueuing COMMIT is sent to the handler starting (wall clock, same
+  machine; it includes the commit itself). The first 50 are warm-up.
 - reclaim: a worker in a subprocess takes 10 jobs and hangs in them; it is
   killed with SIGKILL; the figure is the time from the kill to the last of its
   jobs starting on a worker that was already running. Ours with the services'
@@ -35,6 +36,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from bench.ingest import _percentile, _Report, _with_admin, bench_audit_key, bench_database, machine_idle_note
 from shared.clock import Clock
 from shared.db import make_engine, make_sessionmaker, raw_connect
@@ -46,6 +49,8 @@ BATCH = 10  # pgqueuer's default batch size; ours gets the same
 RATE_PER_S = 500
 WARMUP_JOBS = 50
 HELD = 10
+# Enough for 500 commits/s on a busy machine (each enqueue on its own task, one connection each).
+PRODUCER_CONNECTIONS = 16
 
 
 def _now() -> datetime:
@@ -104,14 +109,13 @@ async def _ours_drain(db_url: str, n: int, *, transactional: bool) -> tuple[floa
 
 
 async def _ours_latency(db_url: str, total: int) -> tuple[list[float], float]:
-    engine, producer_engine = _engine(db_url), _engine(db_url, pool_size=4)
-    sessionmaker, producer = make_sessionmaker(engine), make_sessionmaker(producer_engine)
-    sent: dict[int, float] = {}
+    engine = _engine(db_url)
+    sessionmaker = make_sessionmaker(engine)
     started: dict[int, float] = {}
     all_in = asyncio.Event()
 
     async def record(job: q.ClaimedJob) -> None:
-        started[job.payload["i"]] = time.perf_counter()
+        started[job.payload["i"]] = time.time()
         if len(started) == total:
             all_in.set()
 
@@ -121,23 +125,32 @@ async def _ours_latency(db_url: str, total: int) -> tuple[list[float], float]:
     try:
         await asyncio.wait_for(worker.listening.wait(), 10)
         await asyncio.sleep(1.0)  # as for the peer
-
-        async def enqueue_one(i: int) -> None:
-            async with producer() as session:
-                await session.begin()
-                now = _now()
-                await q.enqueue(session, [q.NewJob(queue=QUEUE, kind="lat", payload={"i": i}, run_at=now)], now=now)
-                sent[i] = time.perf_counter()
-                await session.commit()
-
-        rate = await _steady(enqueue_one, total)
-        await asyncio.wait_for(all_in.wait(), 30)
+        sent, rate = await _produce("ours", db_url, total)
+        await asyncio.wait_for(all_in.wait(), 60)
     finally:
         worker.stop()
         await asyncio.gather(task, return_exceptions=True)
         await engine.dispose()
-        await producer_engine.dispose()
     return [(started[i] - sent[i]) * 1000 for i in range(WARMUP_JOBS, total)], rate
+
+
+async def _ours_producer(db_url: str, total: int) -> tuple[dict[int, float], float]:
+    engine = _engine(db_url, pool_size=PRODUCER_CONNECTIONS)
+    producer = make_sessionmaker(engine)
+    sent: dict[int, float] = {}
+
+    async def enqueue_one(i: int) -> None:
+        async with producer() as session:
+            await session.begin()
+            now = _now()
+            await q.enqueue(session, [q.NewJob(queue=QUEUE, kind="lat", payload={"i": i}, run_at=now)], now=now)
+            sent[i] = time.time()
+            await session.commit()
+
+    try:
+        return sent, await _steady(enqueue_one, total)
+    finally:
+        await engine.dispose()
 
 
 # ---- pgqueuer ------------------------------------------------------------------------------------
@@ -187,34 +200,61 @@ async def _peer_drain(db_url: str, n: int) -> tuple[float, float]:
 async def _peer_latency(db_url: str, total: int) -> tuple[list[float], float]:
     from pgqueuer import Queries, QueueManager
 
-    producer, consumer = await _pool(db_url), await raw_connect(db_url)
-    sent: dict[int, float] = {}
+    consumer = await raw_connect(db_url)
     started: dict[int, float] = {}
     all_in = asyncio.Event()
     qm = QueueManager(Queries.from_asyncpg_connection(consumer))
 
     @qm.entrypoint("lat")
     async def record(job: Any) -> None:
-        started[int(job.payload)] = time.perf_counter()
+        started[int(job.payload)] = time.time()
         if len(started) == total:
             all_in.set()
 
     task = asyncio.create_task(qm.run(batch_size=BATCH))
     try:
         await asyncio.sleep(1.0)  # its listener is set up inside run()
-        async def enqueue_one(i: int) -> None:
-            async with producer.acquire() as conn, conn.transaction():
-                await Queries.from_asyncpg_connection(conn).enqueue("lat", str(i).encode())
-                sent[i] = time.perf_counter()
-
-        rate = await _steady(enqueue_one, total)
+        sent, rate = await _produce("peer", db_url, total)
         await asyncio.wait_for(all_in.wait(), 60)
     finally:
         qm.shutdown.set()
         await asyncio.gather(task, return_exceptions=True)
-        await producer.close()
         await consumer.close()
     return [(started[i] - sent[i]) * 1000 for i in range(WARMUP_JOBS, total)], rate
+
+
+async def _peer_producer(db_url: str, total: int) -> tuple[dict[int, float], float]:
+    from pgqueuer import Queries
+
+    pool = await _pool(db_url)
+    sent: dict[int, float] = {}
+
+    async def enqueue_one(i: int) -> None:
+        async with pool.acquire() as conn, conn.transaction():
+            await Queries.from_asyncpg_connection(conn).enqueue("lat", str(i).encode())
+            sent[i] = time.time()
+
+    try:
+        return sent, await _steady(enqueue_one, total)
+    finally:
+        await pool.close()
+
+
+async def _produce(which: str, db_url: str, total: int) -> tuple[dict[int, float], float]:
+    """Run the steady producer in a process of its own (so its work does not slow the measured worker)."""
+    child = await asyncio.create_subprocess_exec(sys.executable, "-m", "bench.queue", "produce", which, db_url,
+                                                 str(total), stdout=asyncio.subprocess.PIPE,
+                                                 env={**os.environ, "SHOUHU_LOG_LEVEL": "WARNING"})
+    out, _ = await child.communicate()
+    if child.returncode != 0:
+        raise RuntimeError(f"the {which} producer failed ({child.returncode})")
+    answer = orjson.loads(out.strip().splitlines()[-1])
+    return {int(k): v for k, v in answer["sent"].items()}, answer["rate"]
+
+
+async def _run_producer(which: str, db_url: str, total: int) -> None:
+    sent, rate = await (_ours_producer if which == "ours" else _peer_producer)(db_url, total)
+    print(orjson.dumps({"sent": {str(k): v for k, v in sent.items()}, "rate": rate}).decode(), flush=True)
 
 
 async def _pool(db_url: str) -> Any:
@@ -222,7 +262,7 @@ async def _pool(db_url: str) -> Any:
 
     from shared.db import plain_url
 
-    return await asyncpg.create_pool(plain_url(db_url), min_size=4, max_size=4)
+    return await asyncpg.create_pool(plain_url(db_url), min_size=PRODUCER_CONNECTIONS, max_size=PRODUCER_CONNECTIONS)
 
 
 # ---- shared phases -------------------------------------------------------------------------------
@@ -232,7 +272,7 @@ async def _steady(enqueue_one: Callable[[int], Awaitable[None]], total: int) -> 
     """Enqueue `total` jobs at RATE_PER_S, one transaction each, on schedule; return the rate achieved.
 
     Each enqueue is started at its time on its own task (the producers' pools
-    have 4 connections), so one slow commit does not hold back the next.
+    have PRODUCER_CONNECTIONS), so one slow commit does not hold back the next.
     """
     began = time.perf_counter()
     sends = []
@@ -421,3 +461,5 @@ async def bench_queue(quick: bool) -> dict[str, float]:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["hold"]:
         asyncio.run(_hold(sys.argv[2], sys.argv[3]))
+    elif sys.argv[1:2] == ["produce"]:
+        asyncio.run(_run_producer(sys.argv[2], sys.argv[3], int(sys.argv[4])))

@@ -7,14 +7,15 @@ import contextlib
 import os
 import random
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import structlog
 from prometheus_client import Counter, Histogram
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.clock import Clock
 from shared.db import raw_connect
@@ -97,11 +98,14 @@ class Worker:
         self.sessionmaker = sessionmaker
         # The queue's own writes (claim, finish, heartbeat, sweep, release) are one statement each: run
         # them in autocommit, one round trip apiece instead of BEGIN, statement, COMMIT. Same pool.
+        # In run() and drain() they go through one connection the worker keeps (_OwnConnection): no pool
+        # checkout per statement (with pool_pre_ping, a checkout costs a ping of three round trips).
         bind = sessionmaker.kw.get("bind")
-        self._one_statement = (
-            async_sessionmaker(bind.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False,
-                               autoflush=False)
-            if isinstance(bind, AsyncEngine) else sessionmaker)
+        self._autocommit = bind.execution_options(isolation_level="AUTOCOMMIT") if isinstance(bind, AsyncEngine) else None
+        self._pooled = (
+            async_sessionmaker(self._autocommit, expire_on_commit=False, autoflush=False)
+            if self._autocommit is not None else sessionmaker)
+        self._one_statement: Callable[[], contextlib.AbstractAsyncContextManager[Any]] = self._pooled
         self.queue = queue
         self.handlers = handlers
         self.clock = clock
@@ -194,6 +198,7 @@ class Worker:
     async def drain(self, max_rounds: int = 100) -> int:
         """Run rounds until nothing is runnable (tests, benchmarks)."""
         total = 0
+        own = self._own_connection()
         try:
             for _ in range(max_rounds):
                 ran = await self._round(sweep=True, finish_now=False)
@@ -202,6 +207,7 @@ class Worker:
                     break
         finally:
             await self._settle_finishing()
+            await self._drop_own_connection(own)
         return total
 
     async def _run_job(self, job: q.ClaimedJob) -> None:
@@ -385,6 +391,7 @@ class Worker:
         released back to the queue in its place. Cancelling `run()` itself
         releases the same way.
         """
+        own = self._own_connection()
         listener = asyncio.create_task(self._listen())
         sweeper = asyncio.create_task(self._sweep_every())
         stopping = asyncio.create_task(self._stopping.wait())
@@ -420,6 +427,7 @@ class Worker:
             for task in (listener, sweeper, stopping):
                 task.cancel()
             await asyncio.gather(listener, sweeper, stopping, return_exceptions=True)
+            await self._drop_own_connection(own)
             log.info("worker.stopped", queue=self.queue, worker=self.name)
 
     async def _sweep_every(self) -> None:
@@ -430,6 +438,18 @@ class Worker:
             except Exception:  # noqa: BLE001 - the database may be restarting: the next sweep tries again
                 log.warning("worker.sweep_failed", queue=self.queue, exc_info=True)
             await asyncio.sleep(self.reclaim_every_s)
+
+    def _own_connection(self) -> _OwnConnection | None:
+        if self._autocommit is None:
+            return None
+        own = _OwnConnection(self._autocommit)
+        self._one_statement = own
+        return own
+
+    async def _drop_own_connection(self, own: _OwnConnection | None) -> None:
+        if own is not None:
+            self._one_statement = self._pooled
+            await own.close()
 
     def stop(self) -> None:
         """Stop claiming now; the running batch gets `grace_s` before it is cancelled and released."""
@@ -460,4 +480,44 @@ class Worker:
             finally:
                 self.listening.clear()
                 if conn is not None and not conn.is_closed():
+                    await conn.close()
+
+
+class _OwnConnection:
+    """A worker's own autocommit connection for the queue's one-statement writes, one at a time.
+
+    Taken from the pool on first use and kept; a statement that fails (or is
+    cancelled) drops it, so the next one starts on a fresh connection (the
+    database may have restarted).
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.conn: AsyncConnection | None = None
+        self.lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def __call__(self) -> AsyncIterator[AsyncConnection]:
+        async with self.lock:
+            if self.conn is None:
+                self.conn = await self.engine.connect()
+            try:
+                yield self.conn
+            except BaseException:
+                await asyncio.shield(self._drop())
+                raise
+
+    async def _drop(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.invalidate()
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def close(self) -> None:
+        async with self.lock:
+            conn, self.conn = self.conn, None
+            if conn is not None:
+                with contextlib.suppress(Exception):
                     await conn.close()
