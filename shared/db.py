@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -9,6 +10,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import structlog
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
@@ -67,8 +70,52 @@ def resolve_database_url(configured: str | None, data_dir: Path) -> str:
     return asyncpg_url(start_embedded_postgres(data_dir / "pgdata"))
 
 
+# SQLSTATEs that say the server cannot serve us now, not that the statement is wrong: class 08 (connection
+# exception), admin/crash shutdown and "the database system is starting up" (57P01-57P03), too many connections.
+_UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+# asyncpg's InterfaceError also covers bad query arguments (DataError): only these messages mean a lost connection.
+_LOST_CONNECTION = ("connection is closed", "connection was closed", "another operation is in progress",
+                    "pool is closing", "connection has been released")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` means the database cannot be reached or is restarting (retry shortly), not a bad statement.
+
+    Reads the whole chain: SQLAlchemy wraps asyncpg's error (`.orig`, whose `__cause__` is asyncpg's own), and a
+    refused connection surfaces as a bare OSError from inside the pool.
+    """
+    import asyncpg
+
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen or len(seen) > 12:
+            continue
+        seen.add(id(e))
+        if isinstance(e, PoolTimeoutError | asyncio.TimeoutError | OSError | DatabaseUnavailable):
+            return True  # no connection free in time, a connect timeout, refused/reset connections
+        if isinstance(e, DBAPIError) and e.connection_invalidated:
+            return True
+        if isinstance(e, asyncpg.PostgresConnectionError | asyncpg.exceptions.ConnectionDoesNotExistError):
+            return True
+        if isinstance(e, asyncpg.InterfaceError) and any(m in str(e) for m in _LOST_CONNECTION):
+            return True
+        sqlstate = getattr(e, "sqlstate", None)
+        if isinstance(sqlstate, str) and (sqlstate.startswith("08") or sqlstate in _UNAVAILABLE_SQLSTATES):
+            return True
+        # Explicit chaining only (SQLAlchemy's `.orig`, `raise ... from`): an unrelated error raised while some
+        # network error was being handled is not an outage.
+        todo.extend((getattr(e, "orig", None), e.__cause__))
+    return False
+
+
+class DatabaseUnavailable(Exception):
+    """Raise (from the original error) where a route catches errors broadly: shared/web.py answers 503."""
+
+
 def make_engine(url: str, *, pool_size: int = 10, application_name: str = "shouhu",
-                audit_key: str | None = None) -> AsyncEngine:
+                audit_key: str | None = None, connect_timeout_s: float = 5.0) -> AsyncEngine:
     """An engine whose connections carry the audit key (`audit_key`) when given.
 
     A transaction that records audit entries commits only on a connection with
@@ -83,14 +130,18 @@ def make_engine(url: str, *, pool_size: int = 10, application_name: str = "shouh
     server_settings = {"application_name": application_name}
     if audit_key:
         server_settings[AUDIT_KEY_SETTING] = audit_connection_value(audit_key)
-    connect_args: dict[str, object] = {"server_settings": server_settings}
+    # A short connect timeout: while the database is away a request waits this long at most, then answers 503.
+    connect_args: dict[str, object] = {"server_settings": server_settings, "timeout": connect_timeout_s}
     if host:
         connect_args["host"] = host
     return create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=False,
+        # Ping each pooled connection as it is handed out: after a database restart every pooled connection is
+        # dead, and without the ping each would fail one request (or confuse asyncpg: "another operation is in
+        # progress"). A failed ping reconnects at once; a disconnect seen anywhere invalidates the whole pool.
+        pool_pre_ping=True,
         # Wait at most 10 s for a free connection, then answer 503 (shared/web.py) rather than hang.
         pool_timeout=10,
         connect_args=connect_args,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
+import asyncpg
 import orjson
 import structlog
 from fastapi import FastAPI, Request
@@ -24,12 +26,15 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.auth.deps import BearerFirstMiddleware, current_principal, pool_exhausted
+from shared.auth.deps import BearerFirstMiddleware, current_principal, database_unreachable
+from shared.db import DatabaseUnavailable, database_unavailable
 from shared.security_headers import SecurityHeadersMiddleware
 from shared.validation import check_datetime_window, forbidden_character
 
 log = structlog.get_logger(__name__)
 
+# How long /readyz waits for the database before it says "not ready".
+READYZ_TIMEOUT_S = 2.0
 HTTP_REQUESTS = Counter("shouhu_http_requests_total", "HTTP requests", ["service", "method", "route", "status"])
 HTTP_SECONDS = Histogram("shouhu_http_request_seconds", "HTTP request time", ["service", "route"])
 
@@ -189,8 +194,12 @@ COMMON_RESPONSES: dict[str, str] = {
     "401": "Missing, unknown or revoked API key (checked before the body is read)",
     "403": "This key's role may not do this",
     "422": "Invalid input: `errors` names each field and the reason; nothing was changed",
-    "503": "Busy: no database connection free; retry after `Retry-After` seconds",
+    "503": "The database is busy (no connection free) or unavailable (restarting): nothing was changed; retry"
+           " after `Retry-After` seconds",
 }
+# Every 503 carries Retry-After (seconds).
+_RETRY_AFTER_HEADER = {"Retry-After": {"description": "Seconds to wait before retrying",
+                                       "schema": {"type": "integer", "minimum": 1}}}
 
 
 def _dependency_calls(dependant: Any) -> Iterator[Any]:
@@ -237,7 +246,9 @@ def document_api(app: FastAPI, schema: dict[str, Any], *,
 
     Every operation under /v1/ needs a key (401, checked first by BearerFirstMiddleware) and, when it checks a
     role, answers 403; every operation with parameters or a body answers 422 in ValidationErrorBody; every
-    operation may answer 503 when the database pool is exhausted. Every other error answer is an ErrorBody.
+    operation may answer 503 (with Retry-After) when the database pool is exhausted or the database cannot be
+    reached: every documented operation reads the database (its key, or its data). Every other error answer is
+    an ErrorBody.
     """
     components = schema.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
@@ -266,6 +277,8 @@ def document_api(app: FastAPI, schema: dict[str, Any], *,
                 wanted.append("422")
             for status in wanted:
                 responses.setdefault(status, {"description": COMMON_RESPONSES[status]})
+            if "503" in responses:
+                responses["503"].setdefault("headers", _RETRY_AFTER_HEADER)
             for status, response in responses.items():
                 if status == "422":
                     response["content"] = {"application/json": {"schema": _INVALID_REF}}
@@ -284,9 +297,28 @@ def install_common(app: FastAPI, *, service: str,
                    security_schemes: dict[str, dict[str, Any]] | None = None) -> None:
     """Error handlers, the health/readiness/metrics routes, and the documented error model every service has."""
 
+    def _unavailable(request: Request, exc: BaseException) -> JSONResponse:
+        # A webhook refused now is a callback lost for good (Twilio does not resend): the callcenter's
+        # reconciler sweeps for it once the database is back.
+        hook = getattr(request.app.state, "on_database_unavailable", None)
+        if hook is not None:
+            hook()
+        return database_unreachable(exc)
+
     @app.exception_handler(SQLAlchemyTimeoutError)
-    async def _pool_exhausted(_request: Request, _exc: SQLAlchemyTimeoutError) -> JSONResponse:
-        return pool_exhausted()
+    async def _pool_exhausted(request: Request, exc: SQLAlchemyTimeoutError) -> JSONResponse:
+        return _unavailable(request, exc)
+
+    # The database away or restarting, however it surfaces: a refused or reset connection (OSError, which
+    # includes TimeoutError) or asyncpg's own connection errors when they escape SQLAlchemy's wrapping.
+    @app.exception_handler(DatabaseUnavailable)
+    @app.exception_handler(OSError)
+    @app.exception_handler(asyncpg.PostgresConnectionError)
+    @app.exception_handler(asyncpg.InterfaceError)
+    async def _connection_lost(request: Request, exc: Exception) -> JSONResponse:
+        if not database_unavailable(exc):
+            raise exc
+        return _unavailable(request, exc)
 
     @app.exception_handler(FieldErrors)
     async def _fields(_request: Request, exc: FieldErrors) -> JSONResponse:
@@ -297,7 +329,10 @@ def install_common(app: FastAPI, *, service: str,
         return _unprocessable(validation_errors(exc))
 
     @app.exception_handler(DBAPIError)
-    async def _refused_by_database(_request: Request, exc: DBAPIError) -> JSONResponse:
+    async def _refused_by_database(request: Request, exc: DBAPIError) -> JSONResponse:
+        # The database gone or restarting (connection lost, "shutting down", "starting up"): retry shortly.
+        if database_unavailable(exc):
+            return _unavailable(request, exc)
         # The last line for text PostgreSQL cannot store (a NUL, in text or JSON) that no field check caught:
         # the client's input, so a 422; any other database error stays a server error.
         if _sqlstate(exc) in _UNSTORABLE_TEXT:
@@ -340,7 +375,8 @@ def install_common(app: FastAPI, *, service: str,
         from shared.migrate import current_revision, head_revision
 
         try:
-            async with request.app.state.sessionmaker() as session:
+            # Briefly: a probe that waits out a connect or pool timeout would itself time out, not say "not ready".
+            async with asyncio.timeout(READYZ_TIMEOUT_S), request.app.state.sessionmaker() as session:
                 await session.execute(text("SELECT 1"))
                 current = await current_revision(session)
         except Exception as exc:  # noqa: BLE001

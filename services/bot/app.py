@@ -21,7 +21,6 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.fsm.storage.memory import MemoryStorage
 from aiogram.types import BotCommand
 from fastapi import FastAPI, HTTPException, Request
-from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
 from services.bot import notices
 from services.bot.alerts.delivery import AlertSender
@@ -40,7 +39,7 @@ from services.bot.webhook import (
 from shared import contracts
 from shared.auth.service import KeyCache
 from shared.clock import Clock
-from shared.db import open_database
+from shared.db import DatabaseUnavailable, database_unavailable, open_database
 from shared.queue.worker import Handler, Worker
 from shared.web import install_common
 
@@ -143,13 +142,15 @@ def create_app(settings: BotSettings | None = None, *, clock: Clock | None = Non
             return WebhookAnswer(ok=True, handled=False)
         try:
             await request.app.state.dp.feed_update(bot, update)
-        except SQLAlchemyTimeoutError:
-            raise  # 503: Telegram delivers the update again, when a connection may be free
         except TelegramAPIError as exc:
             # Telegram refused our reply (the chat is gone, the bot was blocked): nothing to retry.
             log.warning("bot.update_failed", update_id=update.update_id, error=f"{type(exc).__name__}: {exc}")
             return WebhookAnswer(ok=True, handled=False)
-        except Exception:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001
+            if database_unavailable(exc):
+                # 503 (shared/web.py): Telegram delivers the update again once a connection is free or the
+                # database is back, rather than losing it.
+                raise DatabaseUnavailable from exc
             # As long polling does (aiogram logs a failed update and goes on): a 5xx here would make Telegram
             # deliver this update again and again, holding back every update after it.
             log.exception("bot.update_failed", update_id=update.update_id)

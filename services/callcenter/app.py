@@ -10,6 +10,7 @@ citizen holds (calls/transfers.py). Without TWILIO_* credentials it calls the sa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -19,6 +20,7 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
 from services.callcenter.calls.pacing import CallPacer
+from services.callcenter.calls.reconcile import Reconciler
 from services.callcenter.calls.service import CallPlacer
 from services.callcenter.calls.stops import CallStopper, make_stop_worker
 from services.callcenter.calls.views import router as twilio_router
@@ -53,11 +55,21 @@ def create_app(settings: CallcenterSettings | None = None, *, clock: Clock | Non
         placer = CallPlacer(client, sessionmaker, clock=clock,
                             pacer=CallPacer(settings.calls_per_s), from_number=settings.from_number(),
                             public_url=settings.public_url, daily_cap=settings.daily_attempt_cap,
-                            autodial_countries=settings.autodial_regions())
+                            autodial_countries=settings.autodial_regions(), ring_timeout_s=settings.ring_timeout_s,
+                            dial_deadline_s=settings.dial_deadline_s, dial_in_flight_s=settings.dial_in_flight_s())
         app.state.settings, app.state.clock = settings, clock
         app.state.sessionmaker, app.state.key_cache = sessionmaker, KeyCache()
         stopper = CallStopper(client, sessionmaker, clock=clock)
         app.state.twilio, app.state.placer, app.state.stopper = client, placer, stopper
+        # Calls whose end never reached us are asked about at Twilio (calls/reconcile.py): on start, after a gap
+        # (a webhook that could not reach the database: shared/web.py calls on_database_unavailable), periodically.
+        reconciler = Reconciler(client, sessionmaker, clock=clock, interval_s=settings.reconcile_interval_s,
+                                overdue_s=settings.expected_call_s(), in_flight_s=settings.dial_in_flight_s(),
+                                concurrency=settings.reconcile_concurrency)
+        app.state.reconciler = reconciler
+        app.state.on_database_unavailable = reconciler.note_gap
+        reconciling = (asyncio.create_task(reconciler.run(), name="callcenter-reconciler")
+                       if settings.reconciles() else None)
         workers: list[Worker] = []
         if settings.run_worker:
             # Only automated calls are taken here; operator calls wait for the seats to claim them.
@@ -78,6 +90,11 @@ def create_app(settings: CallcenterSettings | None = None, *, clock: Clock | Non
         finally:
             for worker in workers:
                 worker.stop()
+            reconciler.stop()
+            if reconciling is not None:
+                # A sweep waiting on Twilio is cut short: nothing it left undone is lost (the next start sweeps).
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(reconciling, timeout=2)
             await asyncio.gather(*tasks, return_exceptions=True)
             await client.http_client.close()  # the aiohttp session inside AsyncTwilioHttpClient
             await engine.dispose()

@@ -40,6 +40,22 @@ class CallcenterSettings(CommonSettings):
     # released back to the queue in their place.
     worker_lease_s: float = Field(default=10.0, alias="SHOUHU_WORKER_LEASE_S")
     worker_grace_s: float = Field(default=8.0, alias="SHOUHU_WORKER_GRACE_S")
+    # Reconciliation with Twilio (calls/reconcile.py): how often attempts whose end never reached us are looked
+    # up, and when an attempt counts as overdue: the ring timeout we give Twilio, plus the longest script (the
+    # warning, two Gathers, a key-2 transfer ringing the seats), plus a margin for callbacks still on their way.
+    # Unset: reconcile where the worker runs (tests that run jobs by hand drive the reconciler by hand too).
+    run_reconciler: bool | None = Field(default=None, alias="SHOUHU_CALLCENTER_RECONCILER")
+    reconcile_interval_s: float = Field(default=30.0, gt=0, alias="SHOUHU_RECONCILE_INTERVAL_S")
+    ring_timeout_s: int = Field(default=30, ge=5, le=600, alias="SHOUHU_CALL_RING_TIMEOUT_S")
+    longest_script_s: int = Field(default=150, ge=0, alias="SHOUHU_CALL_LONGEST_SCRIPT_S")
+    reconcile_margin_s: int = Field(default=30, ge=0, alias="SHOUHU_RECONCILE_MARGIN_S")
+    # Twilio lookups at once during a sweep (Twilio's REST API allows 100 concurrent requests per account).
+    reconcile_concurrency: int = Field(default=8, ge=1, le=100, alias="SHOUHU_RECONCILE_CONCURRENCY")
+    # The whole create-call request, retries and pacing included, is abandoned after this; a rerun that finds the
+    # attempt reserved without a call sid asks Twilio only once this (plus a margin for Twilio to list the call)
+    # has passed since the dial began, so it never races a create request still in flight.
+    dial_deadline_s: float = Field(default=90.0, gt=0, alias="SHOUHU_CALL_DIAL_DEADLINE_S")
+    dial_settle_s: float = Field(default=15.0, ge=0, alias="SHOUHU_CALL_DIAL_SETTLE_S")
 
     # The Twilio sandbox's default account (infra/sandbox/twilio.py) and a 96110-style caller ID.
     SANDBOX_ACCOUNT_SID: ClassVar[str] = "AC" + "5a" * 16
@@ -58,6 +74,17 @@ class CallcenterSettings(CommonSettings):
     def autodial_regions(self) -> frozenset[str]:
         """The country codes whose numbers may be dialled automatically ("*": any)."""
         return frozenset(self.autodial_countries.split(",")) - {""}
+
+    def reconciles(self) -> bool:
+        return self.run_worker if self.run_reconciler is None else self.run_reconciler
+
+    def expected_call_s(self) -> float:
+        """How long an automated call can last, ringing and script included: unfinished after this is overdue."""
+        return self.ring_timeout_s + self.longest_script_s + self.transfer_ring_s + self.reconcile_margin_s
+
+    def dial_in_flight_s(self) -> float:
+        """After this long since a dial began, no create request for it can still be on its way to Twilio."""
+        return self.dial_deadline_s + self.dial_settle_s
 
     @property
     def sandbox(self) -> bool:

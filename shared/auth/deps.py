@@ -12,6 +12,7 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.auth.service import Principal
+from shared.db import database_unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -27,6 +28,23 @@ def pool_exhausted() -> JSONResponse:
     log.warning("db.pool_exhausted")
     return JSONResponse(status_code=503, content={"detail": "busy: no database connection free; retry shortly"},
                         headers={"Retry-After": "1"})
+
+
+# While the database restarts (seconds): ask clients back soon, not at once.
+UNAVAILABLE_RETRY_AFTER_S = 2
+
+
+def database_unreachable(exc: BaseException | None = None) -> JSONResponse:
+    """The database cannot be reached or is restarting: the same retryable 503, never a 500 or a dropped request.
+
+    The answer names no host or role (anyone may see it); the reason is logged.
+    """
+    if isinstance(exc, SQLAlchemyTimeoutError):
+        return pool_exhausted()
+    log.warning("db.unavailable", error=f"{type(exc).__name__}: {exc}"[:300] if exc is not None else None)
+    return JSONResponse(status_code=503,
+                        content={"detail": "the database is unavailable (restarting?); retry shortly"},
+                        headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)})
 
 
 async def _authenticate(request: Request) -> Principal:
@@ -62,8 +80,10 @@ class BearerFirstMiddleware:
         except HTTPException as exc:
             await JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)(scope, receive, send)
             return
-        except SQLAlchemyTimeoutError:
-            await pool_exhausted()(scope, receive, send)
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            await database_unreachable(exc)(scope, receive, send)
             return
         await self.app(scope, receive, send)
 

@@ -13,7 +13,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from shared.models import Base
 
 # Attempt states. "dialing" is written before the Twilio request: a rerun that finds
-# it without a call sid does not dial again (it cannot know whether the phone rang).
+# it without a call sid asks Twilio whether the call exists before it dials (calls/service.py).
+# "uncertain" is no longer written; older rows may carry it.
 DIALING = "dialing"
 PLACED = "placed"
 FINAL_STATES = ("completed", "busy", "no-answer", "failed", "canceled", "skipped", "uncertain")
@@ -46,6 +47,9 @@ class CallAttempt(Base):
     __table_args__ = (
         UniqueConstraint("task_id", "channel", "attempt", name="uq_call_attempts_task_channel_attempt"),
         Index("ix_call_attempts_to_created", "to_number", "created_at"),
+        # The few attempts not yet final, which reconciliation sweeps (calls/reconcile.py).
+        Index("ix_call_attempts_unfinished", "created_at",
+              postgresql_where=text("status NOT IN ('" + "', '".join(FINAL_STATES) + "')")),
     )
 
 

@@ -7,10 +7,14 @@ result "operator_required" sends it to a seat), the daily cap and the call
 window allow it, and reserves the attempt row (unique
 per task, channel and attempt); (2) pacing, then the Twilio request, with no
 transaction open; (3) the call sid is stored. A rerun that finds the attempt
-already reserved never dials again: if the process died inside the Twilio
-request we cannot know whether the phone rang, so the attempt is reported
-"uncertain" (the dispatcher retries with a new attempt number) rather than
-risk ringing the citizen twice for the same attempt.
+already placed never dials again. One that finds it reserved without a call
+sid (the process died inside the Twilio request) does not guess: once no
+create request can still be in flight (`dial_in_flight_s`), it asks Twilio's
+call list whether the call exists; if so it adopts the sid and reconciles the
+call (calls/reconcile.py), if not it dials now for the same attempt (no phone
+rang for it). While Twilio cannot be asked it retries later, never dialling
+blind. (It used to report such an attempt "uncertain", and the dispatcher
+called again 5 minutes later.)
 
 A stop order (StopCalls, see stops.py) can arrive at any point of this: before
 step 1 it means no call (the order covers every job due when it was decided);
@@ -21,7 +25,9 @@ cancels the call it has just placed, at once.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -52,6 +58,17 @@ STATUS_EVENTS = ["initiated", "ringing", "answered", "completed"]
 FINAL_RESULTS = {"busy": "busy", "no-answer": "no_answer", "failed": "failed", "canceled": "canceled"}
 
 
+@dataclass(frozen=True)
+class Unresolved:
+    """An attempt a job reserved and began dialling, with no call sid stored: did Twilio take the call?"""
+
+    id: int
+    to_number: str
+    from_number: str
+    created_at: datetime
+    updated_at: datetime  # when the last dial began
+
+
 def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, TwilioRestException) and (exc.status == 429 or exc.status >= 500)
 
@@ -76,7 +93,8 @@ def country_of(phone: str) -> str:
 class CallPlacer:
     def __init__(self, client: Client, sessionmaker: async_sessionmaker[AsyncSession], *, pacer: CallPacer,
                  clock: Clock, from_number: str, public_url: str, daily_cap: int,
-                 autodial_countries: frozenset[str] = frozenset({"CN"})) -> None:
+                 autodial_countries: frozenset[str] = frozenset({"CN"}), ring_timeout_s: int = 30,
+                 dial_deadline_s: float = 90.0, dial_in_flight_s: float = 105.0) -> None:
         self.client = client
         self.sessionmaker = sessionmaker
         self.pacer = pacer
@@ -85,6 +103,9 @@ class CallPlacer:
         self.public_url = public_url.rstrip("/")
         self.daily_cap = daily_cap
         self.autodial_countries = autodial_countries
+        self.ring_timeout_s = ring_timeout_s
+        self.dial_deadline_s = dial_deadline_s
+        self.dial_in_flight_s = dial_in_flight_s
 
     def may_autodial(self, phone: str) -> str | None:
         """None when `phone` may get an automated call; else why not (its country is not allowed)."""
@@ -103,7 +124,6 @@ class CallPlacer:
     async def place(self, job: ClaimedJob) -> None:
         """The automated call job handler."""
         call = contracts.PlaceCall.of(job)
-        task_id, attempt, phone = call.task_id, call.attempt, call.phone
         now = self.clock.now()
 
         # 1. Checks and the reservation.
@@ -112,9 +132,16 @@ class CallPlacer:
         if isinstance(attempt_id, tuple):  # a rerun with a stop order left unfinished: finish it now
             await self._stop_placed(*attempt_id)
             return
+        if isinstance(attempt_id, Unresolved):  # a rerun: the first run died inside the Twilio request
+            await self._resolve(call, job, attempt_id)
+            return
         if attempt_id is None:
             return
+        await self._dial(call, job, attempt_id)
 
+    async def _dial(self, call: contracts.PlaceCall, job: ClaimedJob, attempt_id: int) -> None:
+        """Steps 2 and 3 for a reserved attempt: ask Twilio for the call, then store its sid."""
+        task_id, attempt, phone = call.task_id, call.attempt, call.phone
         # 2. Pace, then ask Twilio (no transaction open).
         try:
             placed = await self._create_call(phone, attempt_id)
@@ -140,8 +167,10 @@ class CallPlacer:
                 sql("SELECT stop_requested_at FROM call_attempts WHERE id = :id FOR NO KEY UPDATE"),
                 {"id": attempt_id})).scalar_one()
             await session.execute(
-                sql("UPDATE call_attempts SET call_sid = :sid, status = :s, updated_at = :now WHERE id = :id"),
-                {"sid": placed.sid, "s": m.PLACED, "now": self.clock.now(), "id": attempt_id})
+                # A fast call's callbacks may have come first (and stored the sid and a later, even final, status).
+                sql("UPDATE call_attempts SET call_sid = :sid, status = CASE WHEN status = :dialing THEN :s"
+                    " ELSE status END, updated_at = :now WHERE id = :id"),
+                {"sid": placed.sid, "s": m.PLACED, "dialing": m.DIALING, "now": self.clock.now(), "id": attempt_id})
             why = await self._stop_reason(session, task_id, attempt, job.run_at, marked=marked is not None)
             if why is not None:
                 await session.execute(
@@ -171,20 +200,24 @@ class CallPlacer:
         log.info("call.stopped_at_once", call_sid=call_sid, why=why, twilio_status=after)
 
     async def _reserve(self, session: AsyncSession, call: contracts.PlaceCall, job: ClaimedJob,
-                       now: datetime) -> int | tuple[int, str, str, str] | None:
+                       now: datetime) -> int | tuple[int, str, str, str] | Unresolved | None:
         """Step 1: the attempt row to dial for, or None when no call is to be made (said why to the dispatcher).
 
         A rerun whose stop order is unfinished returns what `_stop_placed` needs instead.
         """
         task_id, attempt, phone = call.task_id, call.attempt, call.phone
         existing = (await session.execute(
-            sql("SELECT id, status, call_sid, outcome, stop_requested_at FROM call_attempts"
-                " WHERE task_id = :t AND channel = 'auto_call' AND attempt = :a"),
+            sql("SELECT id, status, call_sid, outcome, stop_requested_at, to_number, from_number, created_at,"
+                " updated_at FROM call_attempts WHERE task_id = :t AND channel = 'auto_call' AND attempt = :a"),
             {"t": task_id, "a": attempt})).first()
         if (existing is not None and existing.stop_requested_at is not None and existing.call_sid is not None
                 and existing.outcome is None and existing.status not in m.FINAL_STATES):
             # This job placed the call, then failed to cancel it: the task may have closed since, cancel anyway.
             return existing.id, existing.call_sid, existing.status, "a stop order came while the call was being placed"
+        if existing is not None and existing.status == m.DIALING and existing.call_sid is None:
+            # Reserved, no sid: the first run died inside the create request. Twilio is asked (`_resolve`).
+            return Unresolved(existing.id, existing.to_number, existing.from_number, existing.created_at,
+                              existing.updated_at)
         task = await dispatcher_contract.task_brief(session, task_id)
         if task is None:
             raise PermanentJobError(f"no task {task_id}")
@@ -192,7 +225,9 @@ class CallPlacer:
             log.info("call.skipped", why="task closed")
             return None
         if existing is not None:
-            await self._rerun(session, existing, task_id, attempt, now)
+            # The job ran before and the call was placed (or skipped): never dial again for this attempt; its
+            # outcome comes by callback, or by reconciliation (calls/reconcile.py).
+            log.info("call.already_placed", attempt=attempt, status=existing.status)
             return None
         stopped_by = await stops.stop_applies(session, task_id=task_id, attempt=attempt, due_at=job.run_at)
         if stopped_by is not None:
@@ -231,6 +266,12 @@ class CallPlacer:
              "ft": call.fraud_type, "s": m.DIALING, "now": now})).scalar_one()
 
     async def _create_call(self, to: str, attempt_id: int) -> Any:
+        # The whole request, pacing and retries included, ends by the deadline: a rerun waits that long (plus a
+        # margin) before it asks Twilio whether the call exists, so it never races a request still in flight.
+        async with asyncio.timeout(self.dial_deadline_s):
+            return await self._create_call_retrying(to, attempt_id)
+
+    async def _create_call_retrying(self, to: str, attempt_id: int) -> Any:
         async for retry in AsyncRetrying(retry=retry_if_exception(_retryable), stop=stop_after_attempt(5),
                                          wait=wait_exponential_jitter(initial=1, max=30), reraise=True):
             with retry:
@@ -240,21 +281,63 @@ class CallPlacer:
                     url=self.url("/twilio/voice", attempt_id, round=1),
                     status_callback=self.url("/twilio/status", attempt_id),
                     status_callback_method="POST", status_callback_event=STATUS_EVENTS,
-                    machine_detection="Enable", timeout=30)
+                    machine_detection="Enable", timeout=self.ring_timeout_s)
         raise AssertionError("unreachable")
 
-    async def _rerun(self, session: AsyncSession, existing: Any, task_id: uuid.UUID, attempt: int,
-                     now: datetime) -> None:
-        """The job ran before: never dial again for this attempt."""
-        if existing.status == m.DIALING and existing.call_sid is None:
-            await session.execute(
-                sql("UPDATE call_attempts SET status = 'uncertain', outcome = 'failed', updated_at = :now,"
-                    " error = 'the process stopped while placing the call; not dialled again' WHERE id = :id"),
-                {"now": now, "id": existing.id})
-            await enqueue(session, [result_job(task_id=task_id, attempt=attempt, result="failed", now=now,
-                                               detail="uncertain whether the call was placed; not dialled again")],
-                          now=now)
-        log.info("call.already_placed", attempt=attempt, status=existing.status)
+    async def _resolve(self, call: contracts.PlaceCall, job: ClaimedJob, unresolved: Unresolved) -> None:
+        """A rerun found the attempt reserved without a sid: ask Twilio whether the call exists, never dial blind.
+
+        Once no create request can still be in flight, the call list (To, From, after the reservation, a sid no
+        attempt has) says: a call exists -> adopt its sid and reconcile it; none -> dial now for the same
+        attempt (no phone rang for it). Twilio cannot be asked -> retried later, still unresolved.
+        """
+        from services.callcenter.calls import reconcile  # it builds on this module's record_status
+
+        now = self.clock.now()
+        wait_s = (unresolved.updated_at + timedelta(seconds=self.dial_in_flight_s) - now).total_seconds()
+        if wait_s > 0:
+            raise RetryLater(wait_s, "the first dial may still be on its way to Twilio")
+        try:
+            calls = await reconcile.placed_calls(self.client, to=unresolved.to_number, from_=unresolved.from_number,
+                                                 not_before=reconcile.wall_time(self.clock, unresolved.created_at))
+        except Exception as exc:  # noqa: BLE001 - Twilio unreachable or refusing: never dial without knowing
+            log.warning("call.unresolved", attempt=call.attempt, error=f"{type(exc).__name__}: {exc}"[:200])
+            raise RetryLater(30, "Twilio cannot say whether the call exists; not dialled blind") from exc
+        async with transaction(self.sessionmaker) as session:
+            sid = await reconcile.adopt(session, attempt_id=unresolved.id, candidates=calls, now=self.clock.now())
+            if sid is None:
+                # No call exists: take the reservation for a new dial (conditional: a concurrent run or the
+                # reconciler that moved it on first wins) unless the task closed or a stop order came.
+                row = (await session.execute(
+                    sql("UPDATE call_attempts SET updated_at = :now WHERE id = :id AND status = :dialing"
+                        " AND call_sid IS NULL AND updated_at = :seen RETURNING stop_requested_at"),
+                    {"now": self.clock.now(), "id": unresolved.id, "dialing": m.DIALING,
+                     "seen": unresolved.updated_at})).first()
+                if row is None:
+                    log.info("call.resolved_elsewhere", attempt=call.attempt)
+                    return
+                why = await self._stop_reason(session, call.task_id, call.attempt, job.run_at,
+                                              marked=row.stop_requested_at is not None)
+                if why is not None:
+                    await session.execute(
+                        sql("UPDATE call_attempts SET status = 'canceled', error = :e WHERE id = :id"),
+                        {"e": f"not dialled again: {why}"[:500], "id": unresolved.id})
+                    await stops.report_stopped(session, attempt_id=unresolved.id, now=self.clock.now(),
+                                               detail=f"{why}; Twilio had no call for it, none was placed")
+                    return
+        if sid is None:
+            log.info("call.redial", attempt=call.attempt, why="Twilio has no call for this attempt")
+            await self._dial(call, job, unresolved.id)
+            return
+        log.info("call.adopted", attempt=call.attempt, call_sid=sid)
+        found = await reconcile.fetch_call(self.client, sid)
+        async with transaction(self.sessionmaker) as session:
+            row = await load_attempt(session, unresolved.id)
+            why = await self._stop_reason(session, call.task_id, call.attempt, job.run_at,
+                                          marked=row.stop_requested_at is not None)
+            await reconcile.apply_outcome(session, attempt_id=unresolved.id, call=found, now=self.clock.now())
+        if why is not None and found is not None and str(found.status) not in reconcile.TWILIO_FINAL:
+            await self._stop_placed(unresolved.id, sid, str(found.status), why)
 
     async def _skip(self, session: AsyncSession, task_id: uuid.UUID, attempt: int, phone: str, now: datetime,
                     result: str, why: str) -> None:
@@ -279,7 +362,7 @@ async def load_attempt(session: AsyncSession, attempt_id: int) -> Any:
     """
     return (await session.execute(
         sql("SELECT id, task_id, attempt, channel, lang, digits, answered_by, status, outcome, stop_requested_at,"
-            " COALESCE(fraud_type, 'other') AS fraud_type FROM call_attempts WHERE id = :id FOR NO KEY UPDATE"),
+            " call_sid, COALESCE(fraud_type, 'other') AS fraud_type FROM call_attempts WHERE id = :id FOR NO KEY UPDATE"),
         {"id": attempt_id})).first()
 
 
@@ -299,16 +382,45 @@ async def record_key(session: AsyncSession, attempt: Any, *, digits: str, feedba
                                            live_transfer_until=live_transfer_until)], now=now)
 
 
-async def record_status(session: AsyncSession, attempt: Any, form: dict[str, str], *, now: datetime) -> str | None:
-    """A status callback: update the attempt; on a final status, tell the dispatcher what happened."""
+# How far a call has got: a status callback never moves an attempt back (Twilio may deliver them out of order),
+# and a final status is recorded once (a duplicate or late callback, or reconciliation, adds nothing).
+_PROGRESS = {m.DIALING: 0, m.PLACED: 1, "queued": 1, "initiated": 2, "ringing": 3, "in-progress": 4}
+
+
+def _progress(status: str) -> int:
+    return 5 if status in m.FINAL_STATES else _PROGRESS.get(status, 1)
+
+
+async def record_status(session: AsyncSession, attempt: Any, form: dict[str, str], *, now: datetime,
+                        via: str = "callback", detail: str | None = None) -> str | None:
+    """A status callback (or what reconciliation learnt from Twilio): update the attempt; on its first final
+    status, tell the dispatcher what happened. The caller holds the attempt's row lock (`load_attempt`).
+
+    Idempotent: once the attempt is final, a duplicate or late final status reports nothing again (only fills
+    in what was missing), so the callback and reconciliation, in either order, give one result.
+    """
     status = form.get("CallStatus", "")
     answered_by = form.get("AnsweredBy") or attempt.answered_by
     duration = form.get("CallDuration") or form.get("Duration")
+    dur = int(duration) if duration and duration.isdigit() else None
+    sid = form.get("CallSid") or None
+    if attempt.status in m.FINAL_STATES:
+        await session.execute(
+            sql("UPDATE call_attempts SET answered_by = COALESCE(answered_by, :ab),"
+                " duration_s = COALESCE(duration_s, :dur) WHERE id = :id"),
+            {"ab": answered_by, "dur": dur, "id": attempt.id})
+        return None
+    if _progress(status) < _progress(attempt.status):
+        status = attempt.status  # a late "ringing" after "in-progress": keep the furthest state
+    # An automated call's sid, when we never stored it (the process died inside the create request): its own
+    # callback adopts it (unless some attempt has it already: the unique sid must never fail a callback).
+    adopt_sid = sid if attempt.channel == "auto_call" and getattr(attempt, "call_sid", None) is None else None
     await session.execute(
         sql("UPDATE call_attempts SET status = :s, answered_by = :ab, duration_s = COALESCE(:dur, duration_s),"
-            " updated_at = :now WHERE id = :id"),
-        {"s": status[:16], "ab": answered_by, "dur": int(duration) if duration and duration.isdigit() else None,
-         "now": now, "id": attempt.id})
+            " call_sid = COALESCE(call_sid, (SELECT CAST(:sid AS varchar) WHERE NOT EXISTS"
+            " (SELECT 1 FROM call_attempts o WHERE o.call_sid = CAST(:sid AS varchar)))), updated_at = :now"
+            " WHERE id = :id"),
+        {"s": status[:16], "ab": answered_by, "dur": dur, "sid": adopt_sid, "now": now, "id": attempt.id})
     if attempt.channel == "operator_call":
         return None  # the seat's own leg: what happened is the operator's disposition, not this status
     final = status in FINAL_RESULTS or status == "completed"
@@ -327,10 +439,11 @@ async def record_status(session: AsyncSession, attempt: Any, form: dict[str, str
         elif not attempt.digits:
             result = "answered"  # a person picked up but pressed nothing: reached, no answer recorded
     if result:
+        said = detail or (f"Twilio CallStatus={status}" + (f", AnsweredBy={answered_by}" if answered_by else "")
+                          + (" (found by reconciliation: its status callback never came)"
+                             if via == "reconciliation" else ""))
         await session.execute(sql("UPDATE call_attempts SET outcome = COALESCE(outcome, :o) WHERE id = :id"),
                               {"o": result, "id": attempt.id})
         await enqueue(session, [result_job(task_id=attempt.task_id, attempt=attempt.attempt, result=result,
-                                           now=now, channel=attempt.channel,
-                                           detail=f"Twilio CallStatus={status}"
-                                           + (f", AnsweredBy={answered_by}" if answered_by else ""))], now=now)
+                                           now=now, channel=attempt.channel, detail=said)], now=now)
     return result

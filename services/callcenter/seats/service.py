@@ -161,9 +161,13 @@ async def my_tasks(session: AsyncSession, principal: Principal, *, now: datetime
     live: dict[uuid.UUID, transfers.LiveTransfer] = {}
     if now is not None:
         await transfers.settle_claims(session, now=now, seat=principal.key_id)
+    # The claims first, then the transfers: a claim a transfer gave this seat commits with (or after) the
+    # transfer's answer, so reading in this order never shows the task without its live call.
+    claims = await q.held(session, worker=seat_worker(principal), kinds=OPERATOR_KINDS)
+    if now is not None:
         live = await transfers.seat_transfers(session, seat=principal.key_id, since=now - timedelta(hours=4))
     tasks = []
-    for claim in await q.held(session, worker=seat_worker(principal), kinds=OPERATOR_KINDS):
+    for claim in claims:
         brief = await dispatcher_contract.task_brief(session, contracts.OperatorCall.of(claim).task_id)
         if brief is not None:  # a seat holds one or two tasks at a time: one read each is fine
             transfer = live.get(brief.id)
