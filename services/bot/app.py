@@ -90,11 +90,13 @@ def create_app(settings: BotSettings | None = None, *, clock: Clock | None = Non
                                       notices.KIND: Handler(notices.NoticeSender(sender).deliver,
                                                             transactional=False)},
                             concurrency=settings.worker_concurrency, batch_size=settings.worker_concurrency,
-                            poll_interval_s=settings.worker_poll_interval_s, lease_s=300)
+                            poll_interval_s=settings.worker_poll_interval_s, lease_s=settings.worker_lease_s,
+                            grace_s=settings.worker_grace_s)
             background.append(asyncio.create_task(worker.run(), name="bot-alert-worker"))
             # Publicity in a worker of its own, so a round of campaign chunks never delays an alert's claim.
             campaign_worker = campaigns.make_worker(app.state.campaigns, sessionmaker, clock=clock, database_url=url,
-                                                    poll_interval_s=settings.worker_poll_interval_s)
+                                                    poll_interval_s=settings.worker_poll_interval_s,
+                                                    lease_s=settings.worker_lease_s, grace_s=settings.worker_grace_s)
             background.append(asyncio.create_task(campaign_worker.run(), name="bot-campaign-worker"))
         if settings.telegram_webhook_url:
             await bot.set_webhook(settings.telegram_webhook_url, secret_token=settings.telegram_webhook_secret)
