@@ -82,6 +82,7 @@ def create_app(settings: BotSettings | None = None, *, clock: Clock | None = Non
         app.state.key_cache = KeyCache()
         app.state.bot, app.state.dp, app.state.sender = bot, dp, sender
         background: list[asyncio.Task[object]] = []
+        workers: list[asyncio.Task[object]] = []
         worker = campaign_worker = None
         if settings.run_worker:
             worker = Worker(sessionmaker, queue="bot", clock=clock, database_url=url,
@@ -90,12 +91,14 @@ def create_app(settings: BotSettings | None = None, *, clock: Clock | None = Non
                                       notices.KIND: Handler(notices.NoticeSender(sender).deliver,
                                                             transactional=False)},
                             concurrency=settings.worker_concurrency, batch_size=settings.worker_concurrency,
-                            poll_interval_s=settings.worker_poll_interval_s, lease_s=300)
-            background.append(asyncio.create_task(worker.run(), name="bot-alert-worker"))
+                            poll_interval_s=settings.worker_poll_interval_s, lease_s=settings.worker_lease_s,
+                            grace_s=settings.worker_grace_s)
+            workers.append(asyncio.create_task(worker.run(), name="bot-alert-worker"))
             # Publicity in a worker of its own, so a round of campaign chunks never delays an alert's claim.
             campaign_worker = campaigns.make_worker(app.state.campaigns, sessionmaker, clock=clock, database_url=url,
-                                                    poll_interval_s=settings.worker_poll_interval_s)
-            background.append(asyncio.create_task(campaign_worker.run(), name="bot-campaign-worker"))
+                                                    poll_interval_s=settings.worker_poll_interval_s,
+                                                    lease_s=settings.worker_lease_s, grace_s=settings.worker_grace_s)
+            workers.append(asyncio.create_task(campaign_worker.run(), name="bot-campaign-worker"))
         if settings.telegram_webhook_url:
             await bot.set_webhook(settings.telegram_webhook_url, secret_token=settings.telegram_webhook_secret)
             log.info("bot.webhook_set", url=settings.telegram_webhook_url)
@@ -114,9 +117,13 @@ def create_app(settings: BotSettings | None = None, *, clock: Clock | None = Non
             # running, so polling is stopped through its own signal first.
             with contextlib.suppress(RuntimeError):  # "Polling is not started"
                 await asyncio.wait_for(dp.stop_polling(), timeout=10)
-            for task in background:
+            # The workers finish the alerts they are sending within their grace and give the rest back in
+            # place; cancelling them at once would cut an alert mid-send and have another replica resend it.
+            if workers:
+                await asyncio.wait(workers, timeout=settings.worker_grace_s + 1)
+            for task in (*workers, *background):
                 task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            await asyncio.gather(*workers, *background, return_exceptions=True)
             await bot.session.close()
             await engine.dispose()
 

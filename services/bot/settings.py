@@ -24,6 +24,11 @@ class BotSettings(CommonSettings):
     run_worker: bool = Field(default=True, alias="SHOUHU_BOT_WORKER")
     worker_concurrency: int = Field(default=64, alias="SHOUHU_BOT_WORKER_CONCURRENCY")
     worker_poll_interval_s: float = Field(default=1.0, alias="SHOUHU_WORKER_POLL_INTERVAL_S")
+    # Job leases: short, so a crashed worker's jobs run elsewhere within ~lease + 2.5 s; heartbeats
+    # (every lease/3) keep a long job's lease alive. On stop, running jobs get the grace, then are
+    # released back to the queue in their place.
+    worker_lease_s: float = Field(default=10.0, alias="SHOUHU_WORKER_LEASE_S")
+    worker_grace_s: float = Field(default=8.0, alias="SHOUHU_WORKER_GRACE_S")
     # Telegram's limits (about 30 messages/s overall, 1 per chat per second); split the global one across replicas.
     global_per_s: float = Field(default=30, alias="SHOUHU_BOT_GLOBAL_PER_S")
     per_chat_interval_s: float = Field(default=1.0, alias="SHOUHU_BOT_PER_CHAT_INTERVAL_S")

@@ -76,10 +76,12 @@ def create_app(settings: CallcenterSettings | None = None, *, clock: Clock | Non
             workers.append(Worker(sessionmaker, queue="callcenter", clock=clock, database_url=url,
                                   handlers={contracts.PlaceCall.KIND: Handler(placer.place, transactional=False)},
                                   concurrency=settings.worker_concurrency,
-                                  poll_interval_s=settings.worker_poll_interval_s, lease_s=300))
+                                  poll_interval_s=settings.worker_poll_interval_s, lease_s=settings.worker_lease_s,
+                                  grace_s=settings.worker_grace_s))
             # Stop orders in a worker of their own: never behind paced calls (calls/stops.py).
             workers.append(make_stop_worker(stopper, sessionmaker, clock=clock, database_url=url,
-                                            poll_interval_s=settings.worker_poll_interval_s))
+                                            poll_interval_s=settings.worker_poll_interval_s,
+                                            lease_s=settings.worker_lease_s, grace_s=settings.worker_grace_s))
         tasks = [asyncio.create_task(w.run(), name=f"callcenter-worker-{i}") for i, w in enumerate(workers)]
         log.info("callcenter.started", api_base=settings.api_base(), sandbox=settings.sandbox,
                  public_url=settings.public_url)

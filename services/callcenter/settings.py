@@ -35,6 +35,11 @@ class CallcenterSettings(CommonSettings):
     run_worker: bool = Field(default=True, alias="SHOUHU_CALLCENTER_WORKER")
     worker_concurrency: int = Field(default=16, alias="SHOUHU_CALLCENTER_WORKER_CONCURRENCY")
     worker_poll_interval_s: float = Field(default=1.0, alias="SHOUHU_WORKER_POLL_INTERVAL_S")
+    # Job leases: short, so a crashed worker's jobs run elsewhere within ~lease + 2.5 s; heartbeats
+    # (every lease/3) keep a long job's lease alive. On stop, running jobs get the grace, then are
+    # released back to the queue in their place.
+    worker_lease_s: float = Field(default=10.0, alias="SHOUHU_WORKER_LEASE_S")
+    worker_grace_s: float = Field(default=8.0, alias="SHOUHU_WORKER_GRACE_S")
     # Reconciliation with Twilio (calls/reconcile.py): how often attempts whose end never reached us are looked
     # up, and when an attempt counts as overdue: the ring timeout we give Twilio, plus the longest script (the
     # warning, two Gathers, a key-2 transfer ringing the seats), plus a margin for callbacks still on their way.

@@ -71,6 +71,7 @@ def create_app(settings: DispatcherSettings | None = None, *, clock: Clock | Non
         if settings.run_worker:
             worker = make_worker(sessionmaker, store=store, clock=clock, database_url=url,
                                  concurrency=settings.worker_concurrency, lease_s=settings.worker_lease_s,
+                                 grace_s=settings.worker_grace_s,
                                  poll_interval_s=settings.worker_poll_interval_s)
             worker_task = asyncio.create_task(worker.run(), name="dispatcher-worker")
         app.state.worker = worker

@@ -14,7 +14,11 @@ class DispatcherSettings(CommonSettings):
     # Run the dispatcher's own job worker (timers, channel results) inside the API process.
     run_worker: bool = Field(default=True, alias="SHOUHU_DISPATCHER_WORKER")
     worker_concurrency: int = Field(default=8, alias="SHOUHU_WORKER_CONCURRENCY")
-    worker_lease_s: float = Field(default=60.0, alias="SHOUHU_WORKER_LEASE_S")
+    # Job leases: short, so a crashed worker's jobs run elsewhere within ~lease + 2.5 s; heartbeats
+    # (every lease/3) keep a long job's lease alive. On stop, running jobs get the grace, then are
+    # released back to the queue in their place.
+    worker_lease_s: float = Field(default=10.0, alias="SHOUHU_WORKER_LEASE_S")
+    worker_grace_s: float = Field(default=8.0, alias="SHOUHU_WORKER_GRACE_S")
     worker_poll_interval_s: float = Field(default=1.0, alias="SHOUHU_WORKER_POLL_INTERVAL_S")
     ingest_max_batch: int = Field(default=250, alias="SHOUHU_INGEST_MAX_BATCH")
     # Group-commit transactions in flight at once for single-record POSTs.

@@ -12,6 +12,11 @@ Why our own module and not pgqueuer (which we evaluated, v1.6):
 What we keep from pgqueuer/River/Oban: one-statement claim with
 `FOR UPDATE SKIP LOCKED`, leases that expire back to the queue, NOTIFY as a
 wake-up hint with polling as the fallback, and finished rows deleted.
+Like pgqueuer's heartbeats, a worker keeps short leases (seconds) alive while
+its jobs run (`extend_leases`, one statement for all it holds), so a dead
+worker's jobs return within seconds and a long job is never run twice; a
+returned job keeps its run_at and priority (its place in the queue).
+`shouhu bench queue` measures both queues side by side.
 """
 
 from __future__ import annotations
@@ -274,12 +279,69 @@ async def fail(
     return row.status if row else "lost"
 
 
+async def extend_leases(session: AsyncSession, *, job_ids: Sequence[int], worker: str, now: datetime,
+                        lease_s: float) -> set[int]:
+    """A worker's heartbeat: push out the leases of all the jobs it runs in one statement; return those it still holds.
+
+    Rows locked by another transaction (the job's own handler deleting it, a
+    task update) are skipped rather than waited for: an extension stuck behind
+    a long handler transaction would not be visible to the reclaim sweep
+    anyway. They count as held if this worker still holds them; the next beat
+    extends them. A job missing from the answer was reclaimed: its lease is lost.
+    """
+    if not job_ids:
+        return set()
+    rows = (await session.execute(
+        sql("WITH mine AS (SELECT id FROM jobs WHERE id = ANY(CAST(:ids AS bigint[])) AND status = 'running'"
+            " AND locked_by = :worker),"
+            " extended AS (UPDATE jobs SET lease_expires_at = CAST(:now AS timestamptz) + make_interval(secs => :lease)"
+            "  FROM (SELECT id FROM jobs WHERE id = ANY(CAST(:ids AS bigint[])) AND status = 'running'"
+            "   AND locked_by = :worker FOR UPDATE SKIP LOCKED) AS p WHERE jobs.id = p.id RETURNING jobs.id)"
+            " SELECT id FROM mine UNION SELECT id FROM extended"),
+        {"ids": list(job_ids), "worker": worker, "now": now, "lease": lease_s})).all()
+    return {r.id for r in rows}
+
+
+async def complete_many(session: AsyncSession, *, job_ids: Sequence[int], worker: str) -> set[int]:
+    """Finish many jobs of external handlers in one statement; return the ids deleted (the others' leases were lost)."""
+    if not job_ids:
+        return set()
+    rows = (await session.execute(
+        sql("DELETE FROM jobs WHERE id = ANY(CAST(:ids AS bigint[])) AND status = 'running' AND locked_by = :worker"
+            " RETURNING id"), {"ids": list(job_ids), "worker": worker})).all()
+    return {r.id for r in rows}
+
+
+async def release(session: AsyncSession, *, job_ids: Sequence[int], worker: str) -> int:
+    """Give jobs back untouched (a worker shutting down): queued again in their place, the attempt not counted.
+
+    run_at and priority are kept, so they are taken before anything queued
+    after them; other workers of the queue are woken at commit.
+    """
+    if not job_ids:
+        return 0
+    row = (await session.execute(
+        sql("WITH back AS (UPDATE jobs SET status = 'queued', locked_by = NULL, lease_expires_at = NULL,"
+            " attempts = GREATEST(attempts - 1, 0)"
+            " WHERE id = ANY(CAST(:ids AS bigint[])) AND status = 'running' AND locked_by = :worker"
+            " RETURNING queue),"
+            " woken AS (SELECT pg_notify(:channel, q) FROM (SELECT DISTINCT queue AS q FROM back) AS d)"
+            " SELECT (SELECT count(*) FROM back) AS back, (SELECT count(*) FROM woken) AS woken"),
+        {"ids": list(job_ids), "worker": worker, "channel": NOTIFY_CHANNEL})).one()
+    return int(row.back)
+
+
 async def reclaim_expired(session: AsyncSession, *, now: datetime) -> int:
-    """Put jobs whose worker died (lease expired) back in the queue; dead-letter those out of attempts."""
+    """Put jobs whose worker died (lease expired) back in the queue; dead-letter those out of attempts.
+
+    A reclaimed job keeps its run_at and priority: it goes back to its place,
+    ahead of what was queued after it, not behind the whole queue. The sweep
+    reads only ix_jobs_leased (running rows), so workers run it every few seconds.
+    """
     result = await session.execute(
         sql(
             f"UPDATE jobs SET status = CASE WHEN attempts >= max_attempts THEN '{FAILED}' ELSE '{QUEUED}' END,"
-            " run_at = :now, locked_by = NULL, lease_expires_at = NULL,"
+            " locked_by = NULL, lease_expires_at = NULL,"
             " last_error = 'lease expired: the worker stopped before finishing'"
             f" WHERE status = '{RUNNING}' AND lease_expires_at < :now"
         ),

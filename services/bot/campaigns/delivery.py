@@ -247,8 +247,10 @@ async def _progress(session: AsyncSession, campaign_id: uuid.UUID, *, now: Any) 
 
 
 def make_worker(sender: CampaignSender, sessionmaker: async_sessionmaker[AsyncSession], *, clock: Clock,
-                database_url: str | None, poll_interval_s: float = 1.0, concurrency: int = 2) -> Worker:
+                database_url: str | None, poll_interval_s: float = 1.0, concurrency: int = 2, lease_s: float = 10.0,
+                grace_s: float = 8.0) -> Worker:
     """The bot's second worker: campaign chunks only, two at a time (the pacer is the real limit)."""
     return Worker(sessionmaker, queue="bot", clock=clock, database_url=database_url,
                   handlers={SEND_KIND: Handler(sender.deliver, transactional=False)},
-                  concurrency=concurrency, batch_size=concurrency, poll_interval_s=poll_interval_s, lease_s=300)
+                  concurrency=concurrency, batch_size=concurrency, poll_interval_s=poll_interval_s, lease_s=lease_s,
+                  grace_s=grace_s)

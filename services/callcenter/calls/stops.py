@@ -187,8 +187,10 @@ class CallStopper:
 
 
 def make_stop_worker(stopper: CallStopper, sessionmaker: async_sessionmaker[AsyncSession], *, clock: Clock,
-                     database_url: str | None, poll_interval_s: float = 1.0, concurrency: int = 8) -> Worker:
+                     database_url: str | None, poll_interval_s: float = 1.0, concurrency: int = 8,
+                     lease_s: float = 10.0, grace_s: float = 8.0) -> Worker:
     """The callcenter's second worker: stop orders only, so none waits behind paced calls."""
     return Worker(sessionmaker, queue=contracts.CALLCENTER_QUEUE, clock=clock, database_url=database_url,
                   handlers={contracts.StopCalls.KIND: Handler(stopper.stop, transactional=False)},
-                  concurrency=concurrency, batch_size=concurrency, poll_interval_s=poll_interval_s, lease_s=60)
+                  concurrency=concurrency, batch_size=concurrency, poll_interval_s=poll_interval_s, lease_s=lease_s,
+                  grace_s=grace_s)
