@@ -286,6 +286,7 @@ class _Http:
         self.auth = f"Authorization: Bearer {key}\r\n" if key else ""
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.last_head = b""
 
     async def open(self) -> None:
         self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
@@ -320,6 +321,7 @@ class _Http:
             self.writer.write(body)
         await self.writer.drain()
         raw = await self.reader.readuntil(b"\r\n\r\n")
+        self.last_head = raw  # the status line and headers of the last answer (bench/faults.py reads Retry-After)
         status = int(raw[9:12])
         length: int | None = None
         chunked = close = False

@@ -6,7 +6,9 @@ One in-memory state, two faces:
   wording, long polling, webhook delivery, and Telegram's send limits (30 messages/s per bot,
   1 message/s per chat, https://core.telegram.org/bots/faq#my-bot-is-hitting-limits-how-do-i-avoid-this);
 - the control API, `/sandbox/telegram/...`, which tests, benchmarks and the sandbox page use to play
-  citizens: create chats, send text and contacts, press inline buttons, block the bot, read what it sent.
+  citizens: create chats, send text and contacts, press inline buttons, block the bot, read what it sent;
+  and to inject faults for crash drills (`/sandbox/telegram/faults`: a 429 storm with `retry_after` on every
+  method, a wave of chats blocking the bot at once).
 
 How aiogram 3 encodes a call (aiogram/client/session/aiohttp.py `build_form_data` and base.py
 `prepare_value`): a POST whose body is `application/x-www-form-urlencoded` (multipart/form-data only
@@ -400,6 +402,37 @@ class Stats:
         return dict(self.__dict__)
 
 
+@dataclass
+class TelegramFaults:
+    """Injected faults (crash drills, tests): a 429 storm on the Bot API, and counts of what it refused.
+
+    During a storm every Bot API method (or only those in `methods`) answers 429 with
+    `parameters.retry_after`, as Telegram's flood control does, whatever the send limits say.
+    """
+
+    storm_until: float = 0.0  # time.monotonic() when the storm ends
+    retry_after_s: int | None = None  # None: the seconds left in the storm, rounded up
+    methods: frozenset[str] | None = None  # lower-case method names; None: every method
+    storm_429: int = 0
+    blocked_by_wave: int = 0
+
+    def storm_left_s(self) -> float:
+        return max(0.0, self.storm_until - time.monotonic())
+
+    def check(self, method: str) -> None:
+        left_s = self.storm_left_s()
+        if left_s <= 0 or (self.methods is not None and method.lower() not in self.methods):
+            return
+        retry_after = self.retry_after_s if self.retry_after_s is not None else max(1, math.ceil(left_s))
+        self.storm_429 += 1
+        raise TelegramError(429, f"Too Many Requests: retry after {retry_after}", retry_after=retry_after)
+
+    def public(self) -> dict[str, Any]:
+        return {"storm_left_s": round(self.storm_left_s(), 3), "retry_after_s": self.retry_after_s,
+                "methods": sorted(self.methods) if self.methods is not None else None,
+                "storm_429": self.storm_429, "blocked_by_wave": self.blocked_by_wave}
+
+
 class BotState:
     """Everything one bot id has: its update queue, chats, webhook, commands and counters."""
 
@@ -465,6 +498,7 @@ class TelegramSandbox:
         self.citizens: dict[int, Citizen] = {}
         self.bots: dict[int, BotState] = {}
         self.limits = Limits()
+        self.faults = TelegramFaults()
         self.last_bot_id: int | None = None
         self._user_ids = itertools.count(FIRST_USER_ID)
 
@@ -810,6 +844,7 @@ class TelegramSandbox:
         handler = METHODS.get(method.lower())
         if handler is None:
             raise TelegramError(404, "Not Found")
+        self.faults.check(method)
         return await handler(self, self.api_bot(int(match.group(1))), params)
 
 
@@ -1137,6 +1172,15 @@ class LimitsIn(BaseModel):
     per_chat_per_s: int | None = Field(None, ge=0, description="messages per second per chat; 0 = no limit")
 
 
+class FaultsIn(BaseModel):
+    storm_s: float | None = Field(None, ge=0, le=3600, description="answer 429 to the Bot API for this long (0 ends it)")
+    retry_after_s: int | None = Field(None, ge=1, le=3600,
+                                      description="parameters.retry_after (default: the storm's seconds left)")
+    methods: list[str] | None = Field(None, description="only these Bot API methods (default: all)")
+    block_chat_ids: list[int] = Field(default_factory=list, max_length=100_000,
+                                      description="a 403 wave: these citizens block the bot at once")
+
+
 def _chat_summary(sandbox: TelegramSandbox, bot: BotState, citizen: Citizen) -> dict[str, Any]:
     conv = bot.conversations.get(citizen.user_id)
     messages = conv.messages if conv else []
@@ -1274,6 +1318,32 @@ def telegram_router(sandbox: TelegramSandbox) -> APIRouter:
                 total.first_send_at = min(total.first_send_at or s.first_send_at, s.first_send_at)
                 total.last_send_at = max(total.last_send_at or 0.0, s.last_send_at or 0.0)
         return {**total.public(), "limits": sandbox.limits.public(), "bots": per_bot}
+
+    @router.get(prefix + "/faults", tags=tags)
+    async def get_faults() -> dict[str, Any]:
+        """The injected faults in force, and what they refused so far."""
+        return sandbox.faults.public()
+
+    @router.post(prefix + "/faults", tags=tags)
+    async def set_faults(body: FaultsIn, bot_id: int | None = BotId) -> dict[str, Any]:
+        """Inject faults: a 429 storm (every Bot API method, for `storm_s`), and/or a wave of chats blocking the bot."""
+        faults = sandbox.faults
+        if body.storm_s is not None:
+            faults.storm_until = time.monotonic() + body.storm_s
+            faults.retry_after_s = body.retry_after_s
+            faults.methods = frozenset(m.lower() for m in body.methods) if body.methods is not None else None
+        if body.block_chat_ids:
+            bot = sandbox.target(bot_id)
+            unknown = [c for c in body.block_chat_ids if c not in sandbox.citizens]
+            if unknown:
+                raise HTTPException(404, f"no chat {unknown[0]}")
+            for chat_id in body.block_chat_ids:
+                conv = sandbox.citizen_conversation(bot, chat_id)
+                if not conv.blocked:
+                    faults.blocked_by_wave += 1
+                sandbox._set_blocked(bot, conv, True)
+            bot.notify()
+        return faults.public()
 
     @router.post(prefix + "/reset", tags=tags)
     async def reset() -> dict[str, bool]:

@@ -381,6 +381,7 @@ class TwilioSandbox:
         self.calls: dict[str, Call] = {}  # in creation order
         self.outcomes: Counter[str] = Counter()  # final statuses of REST-created calls
         self.counters: Counter[str] = Counter()
+        self.faults = FaultPlan()
 
     # -- waiting --
 
@@ -419,6 +420,7 @@ class TwilioSandbox:
         if account is None or user != account_sid or not hmac.compare_digest(account.token.encode(),
                                                                               password.encode()):
             raise denied
+        self.faults.check()  # an injected burst answers every authenticated REST request (see "faults" below)
         return account
 
     def script_for(self, number: str) -> NumberScript:
@@ -1181,6 +1183,52 @@ def _number(raw: str) -> str:
     return raw.strip().replace(" ", "+") if raw.startswith(" ") else raw.strip()
 
 
+# --- faults (crash drills, tests) -------------------------------------------------------------------------------
+# Twilio answers 429 with code 20429 when an account sends more requests than its concurrency allows, and 5xx
+# (20500, 20503) when it is in trouble. A fault plan makes every authenticated REST request (create, fetch,
+# list, update) answer so for a window, whatever the calls-per-second limit says; the calls already running
+# carry on (the phone network is not the REST API).
+
+FAULT_ERRORS = {429: (20429, "Too Many Requests"), 500: (20500, "Internal Server Error"),
+                502: (20502, "Bad Gateway"), 503: (20503, "Service Unavailable")}
+
+
+@dataclass
+class FaultPlan:
+    status: int = 0
+    until: float = 0.0  # time.monotonic() when the burst ends
+    answered: Counter[int] = field(default_factory=Counter)  # faulted answers, by HTTP status
+
+    def check(self) -> None:
+        if self.status and time.monotonic() < self.until:
+            self.answered[self.status] += 1
+            code, message = FAULT_ERRORS[self.status]
+            raise TwilioError(self.status, code, message)
+
+    def public(self) -> dict[str, Any]:
+        return {"status": self.status, "left_s": round(max(0.0, self.until - time.monotonic()), 3),
+                "answered": {str(k): v for k, v in sorted(self.answered.items())}}
+
+
+class FaultIn(BaseModel):
+    status: Literal[429, 500, 502, 503] = Field(description="the answer: 429 (code 20429) or a 5xx (205xx)")
+    window_s: float = Field(ge=0, le=3600, description="for this long from now (0 ends a burst)")
+
+
+def fault_routes(router: APIRouter, sandbox: TwilioSandbox, prefix: str) -> None:
+    @router.get(prefix + "/faults", tags=["twilio sandbox control"])
+    async def get_faults() -> dict[str, Any]:
+        """The burst in force (if any) and how many REST answers each injected status made."""
+        return sandbox.faults.public()
+
+    @router.post(prefix + "/faults", tags=["twilio sandbox control"])
+    async def set_faults(body: FaultIn) -> dict[str, Any]:
+        """A burst: every authenticated REST request answers `status` for `window_s` seconds."""
+        sandbox.faults.status = body.status
+        sandbox.faults.until = time.monotonic() + body.window_s
+        return sandbox.faults.public()
+
+
 def twilio_router(sandbox: TwilioSandbox) -> APIRouter:
     """The REST API and the control API of one sandbox, as one router."""
     router = APIRouter()
@@ -1268,6 +1316,7 @@ def twilio_router(sandbox: TwilioSandbox) -> APIRouter:
 
     prefix = "/sandbox/twilio"
     tags = ["twilio sandbox control"]
+    fault_routes(router, sandbox, prefix)
 
     def find(sid: str) -> Call:
         call = sandbox.calls.get(sid)
