@@ -115,7 +115,8 @@ class DatabaseUnavailable(Exception):
 
 
 def make_engine(url: str, *, pool_size: int = 10, application_name: str = "shouhu",
-                audit_key: str | None = None, connect_timeout_s: float = 5.0) -> AsyncEngine:
+                audit_key: str | None = None, connect_timeout_s: float = 5.0,
+                connect_wait_s: float = 4.0) -> AsyncEngine:
     """An engine whose connections carry the audit key (`audit_key`) when given.
 
     A transaction that records audit entries commits only on a connection with
@@ -130,12 +131,14 @@ def make_engine(url: str, *, pool_size: int = 10, application_name: str = "shouh
     server_settings = {"application_name": application_name}
     if audit_key:
         server_settings[AUDIT_KEY_SETTING] = audit_connection_value(audit_key)
-    # A short connect timeout: while the database is away a request waits this long at most, then answers 503.
     connect_args: dict[str, object] = {"server_settings": server_settings, "timeout": connect_timeout_s}
     if host:
         connect_args["host"] = host
     return create_async_engine(
         url,
+        # New connections ride out a database restart (refused, "starting up") for up to `connect_wait_s`,
+        # then the request answers 503 with Retry-After (shared/web.py).
+        async_creator=_patient_connect(url, connect_args, wait_s=connect_wait_s),
         pool_size=pool_size,
         max_overflow=pool_size,
         # Ping each pooled connection as it is handed out: after a database restart every pooled connection is
@@ -146,6 +149,34 @@ def make_engine(url: str, *, pool_size: int = 10, application_name: str = "shouh
         pool_timeout=10,
         connect_args=connect_args,
     )
+
+
+def _patient_connect(url: str, connect_args: dict[str, object], *, wait_s: float):  # noqa: ANN202
+    """An asyncpg connect that retries what a restarting database answers, for up to `wait_s`.
+
+    A `pg_ctl restart` or a failover refuses connections (or says "the database system is starting up")
+    for a second or two. A request that needs a new connection then waits that out rather than answering
+    503 at once; `connect_timeout_s` still bounds each attempt (a host that does not answer at all).
+    """
+    import asyncpg
+
+    retryable = (OSError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError,
+                 asyncpg.ConnectionDoesNotExistError, asyncpg.PostgresConnectionError)
+
+    async def connect():  # noqa: ANN202
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + wait_s
+        pause_s = 0.05
+        while True:
+            try:
+                return await raw_connect(url, **connect_args)
+            except retryable:
+                if loop.time() + pause_s >= give_up_at:
+                    raise
+                await asyncio.sleep(pause_s)
+                pause_s = min(pause_s * 2, 0.5)
+
+    return connect
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
