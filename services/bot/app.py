@@ -17,7 +17,7 @@ import structlog
 from aiogram import Bot, Dispatcher
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
-from aiogram.exceptions import TelegramAPIError
+from aiogram.exceptions import TelegramAPIError, TelegramNetworkError, TelegramRetryAfter, TelegramServerError
 from aiogram.fsm.storage.memory import MemoryStorage
 from aiogram.types import BotCommand
 from fastapi import FastAPI, HTTPException, Request
@@ -100,8 +100,11 @@ def create_app(settings: BotSettings | None = None, *, clock: Clock | None = Non
                                                     lease_s=settings.worker_lease_s, grace_s=settings.worker_grace_s)
             workers.append(asyncio.create_task(campaign_worker.run(), name="bot-campaign-worker"))
         if settings.telegram_webhook_url:
-            await bot.set_webhook(settings.telegram_webhook_url, secret_token=settings.telegram_webhook_secret)
-            log.info("bot.webhook_set", url=settings.telegram_webhook_url)
+            # In the background, retried: a replica restarting during a 429 storm must still start and serve
+            # (its workers send alerts; another replica's registration of the same URL delivers updates).
+            background.append(asyncio.create_task(
+                _register_webhook(bot, settings.telegram_webhook_url, settings.telegram_webhook_secret),
+                name="bot-set-webhook"))
         elif settings.polling:
             background.append(asyncio.create_task(_poll(bot, dp), name="bot-polling"))
         log.info("bot.started", api_base=settings.api_base(), sandbox=settings.sandbox,
@@ -163,6 +166,24 @@ def create_app(settings: BotSettings | None = None, *, clock: Clock | None = Non
         return WebhookAnswer(ok=True, handled=True)
 
     return app
+
+
+async def _register_webhook(bot: Bot, url: str, secret: str | None) -> None:
+    """setWebhook until Telegram takes it: waits out 429 `retry_after`, retries network and server errors."""
+    pause_s = 1.0
+    while True:
+        try:
+            await bot.set_webhook(url, secret_token=secret)
+        except TelegramRetryAfter as exc:
+            log.warning("bot.set_webhook_rate_limited", retry_after_s=exc.retry_after)
+            await asyncio.sleep(exc.retry_after)
+        except (TelegramNetworkError, TelegramServerError):
+            log.warning("bot.set_webhook_failed", retry_in_s=pause_s, exc_info=True)
+            await asyncio.sleep(pause_s)
+            pause_s = min(pause_s * 2, 30.0)
+        else:
+            log.info("bot.webhook_set", url=url)
+            return
 
 
 async def _poll(bot: Bot, dp: Dispatcher) -> None:

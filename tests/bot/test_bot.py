@@ -365,8 +365,10 @@ async def test_webhook_with_the_right_secret_is_handled_and_a_wrong_one_refused(
                            TELEGRAM_WEBHOOK_SECRET="s3cret-token_value")
     app = create_bot(settings, clock=dispatcher.clock)
     async with app.router.lifespan_context(app):
-        info = await app.state.bot.get_webhook_info()
-        assert info.url == settings.telegram_webhook_url
+        async def registered() -> bool:
+            return (await app.state.bot.get_webhook_info()).url == settings.telegram_webhook_url
+
+        await eventually(registered)
         chat_id = await sandbox.citizen()
         update = {"update_id": 424242, "message": {
             "message_id": 1, "date": 1700000000, "chat": {"id": chat_id, "type": "private"},
@@ -381,3 +383,32 @@ async def test_webhook_with_the_right_secret_is_handled_and_a_wrong_one_refused(
         assert (wrong.status_code, missing.status_code, right.status_code) == (401, 401, 200)
         replies = await eventually(lambda: sandbox.messages(chat_id))
         assert "96110" in replies[-1]["text"] and len(replies) == 1
+
+
+async def test_a_bot_starting_during_a_429_storm_starts_and_registers_its_webhook_when_it_ends(sandbox,
+                                                                                               dispatcher) -> None:
+    """A replica restarted while Telegram answers 429 still starts (it does not crash on setWebhook) and
+    registers its webhook once the storm is over, having waited out retry_after."""
+    from aiogram.exceptions import TelegramRetryAfter
+
+    from services.bot.app import create_app as create_bot
+    from services.bot.settings import BotSettings
+
+    settings = BotSettings(DATABASE_URL=dispatcher.db_url, TELEGRAM_API_BASE=sandbox.base, SHOUHU_BOT_WORKER=False,
+                           TELEGRAM_WEBHOOK_URL="http://127.0.0.1:9/telegram/webhook",
+                           TELEGRAM_WEBHOOK_SECRET="s3cret-token_value")
+    await sandbox.call("POST", "/faults", storm_s=1.5, retry_after_s=1)
+    app = create_bot(settings, clock=dispatcher.clock)
+    async with app.router.lifespan_context(app):  # started although every method answers 429
+        async def stormed() -> int:
+            return (await sandbox.call("GET", "/faults"))["storm_429"]
+
+        await eventually(stormed)  # its setWebhook met the storm
+
+        async def registered() -> bool:
+            try:
+                return (await app.state.bot.get_webhook_info()).url == settings.telegram_webhook_url
+            except TelegramRetryAfter:  # our own question meets the storm too
+                return False
+
+        await eventually(registered, timeout_s=10)
