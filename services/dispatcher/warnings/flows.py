@@ -16,6 +16,7 @@ from services.dispatcher.policy.service import PolicyStore
 from services.dispatcher.warnings.schemas import ValidRecord
 from services.dispatcher.warnings.service import RetryBatch, ingest_batch
 from shared.clock import Clock
+from shared.db import database_unavailable
 from shared.metrics import GROUP_COMMIT_RECORDS, GROUP_COMMIT_SECONDS, WARNINGS_INGESTED
 
 log = structlog.get_logger(__name__)
@@ -28,6 +29,8 @@ _RETRYABLE_SQLSTATE = {"40001", "40P01"}
 # cannot help with these; any other database error is taken to be some record's fault (see run_ingest).
 _OPERATIONAL_SQLSTATE_CLASSES = {"08", "53", "57", "58"}
 MAX_TRIES = 5
+# How long a group waits for a restarting database before the request answers 503 with Retry-After.
+OUTAGE_RETRY_S = 4.0
 
 
 class IngestUnavailable(Exception):
@@ -66,8 +69,13 @@ def _refused(exc: Exception) -> Answer:
 
 async def _ingest_once(sessionmaker: async_sessionmaker[AsyncSession], records: Sequence[ValidRecord], *,
                        actor: str, store: PolicyStore, clock: Clock) -> dict[int, Answer]:
-    """One group in one transaction, retried when a concurrent writer got there first."""
-    for attempt in range(1, MAX_TRIES + 1):
+    """One group in one transaction, retried when a concurrent writer got there first, and through a database
+    restart's few seconds: a transaction the restart cut off committed nothing (or, cut during COMMIT, did
+    commit, and then the retry answers its records as duplicates: stored once either way)."""
+    outage_until = asyncio.get_running_loop().time() + OUTAGE_RETRY_S
+    attempt = 0
+    while attempt < MAX_TRIES:
+        attempt += 1
         try:
             async with sessionmaker() as session, session.begin():
                 try:
@@ -77,8 +85,13 @@ async def _ingest_once(sessionmaker: async_sessionmaker[AsyncSession], records: 
                 return await ingest_batch(session, list(records), actor=actor, store=store, now=clock.now())
         except RetryBatch as exc:
             log.info("ingest.retry", attempt=attempt, why=str(exc))
-        except DBAPIError as exc:
-            if not _retryable(exc):
+        except Exception as exc:
+            if database_unavailable(exc) and asyncio.get_running_loop().time() < outage_until:
+                log.info("ingest.retry", why=f"database unavailable ({type(exc).__name__})")
+                attempt -= 1  # not a conflict: wait for the database, within OUTAGE_RETRY_S
+                await asyncio.sleep(0.25)
+                continue
+            if not isinstance(exc, DBAPIError) or not _retryable(exc):
                 raise
             log.info("ingest.retry", attempt=attempt, why="deadlock or serialization failure")
         await asyncio.sleep(0.005 * attempt)
