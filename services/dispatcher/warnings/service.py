@@ -288,20 +288,22 @@ async def _write(session: AsyncSession, works: dict[str, _CaseWork], jobs: list[
     if new_cases:
         inserted = await session.execute(
             sql(
-                "INSERT INTO cases (id, phone, status, tier, region_code, warning_count, first_warning_at,"
-                " last_warning_at, created_at)"
+                "WITH inserted AS (INSERT INTO cases (id, phone, status, tier, region_code, warning_count,"
+                " first_warning_at, last_warning_at, created_at)"
                 " SELECT id, phone, 'open', tier, region_code, n, first_at, CAST(:now AS timestamptz),"
                 " CAST(:now AS timestamptz)"
                 " FROM jsonb_to_recordset(CAST(:rows AS jsonb))"
                 " AS r(id uuid, phone text, tier text, region_code text, n int, first_at timestamptz)"
                 " ORDER BY phone"
-                " ON CONFLICT (phone) WHERE status = 'open' DO NOTHING RETURNING id"
+                # A count, not the ids: reading 1,000 ids back cost more than the check needs.
+                " ON CONFLICT (phone) WHERE status = 'open' DO NOTHING RETURNING 1)"
+                " SELECT count(*) FROM inserted"
             ),
             {"rows": recordset({"id": w.state.case_id, "phone": w.phone, "tier": w.state.tier,
                                 "region_code": w.state.region_code, "n": w.warning_count,
                                 "first_at": w.first_warning_at} for w in new_cases), "now": now},
         )
-        if len(inserted.all()) != len(new_cases):
+        if inserted.scalar_one() != len(new_cases):
             raise RetryBatch("another transaction opened a case for the same person")
         await session.execute(
             sql(
@@ -363,8 +365,8 @@ async def _write(session: AsyncSession, works: dict[str, _CaseWork], jobs: list[
     if rows:
         inserted = await session.execute(
             sql(
-                "INSERT INTO warnings (id, source, source_ref, received_at, occurred_at, phone, fraud_type, signal,"
-                " region_code, amount_at_risk, risk_score, subject, details, case_id, task_id, tier, due_at,"
+                "WITH inserted AS (INSERT INTO warnings (id, source, source_ref, received_at, occurred_at, phone,"
+                " fraud_type, signal, region_code, amount_at_risk, risk_score, subject, details, case_id, task_id, tier, due_at,"
                 " reasons, merged, notices, ingested_by, ingest_unit)"
                 " SELECT id, source, source_ref, CAST(:now AS timestamptz), occurred_at, phone, fraud_type, signal,"
                 " region_code, amount_at_risk, risk_score, subject, details, case_id, task_id, tier, due_at,"
@@ -374,10 +376,11 @@ async def _write(session: AsyncSession, works: dict[str, _CaseWork], jobs: list[
                 " amount_at_risk numeric, risk_score smallint, subject jsonb, details jsonb, case_id uuid,"
                 " task_id uuid, tier text, due_at timestamptz, reasons jsonb, merged boolean, notices jsonb,"
                 " ingested_by text, ingest_unit text)"
-                " ON CONFLICT (source, source_ref, ingest_unit) DO NOTHING RETURNING id"
+                " ON CONFLICT (source, source_ref, ingest_unit) DO NOTHING RETURNING 1)"
+                " SELECT count(*) FROM inserted"
             ),
             {"rows": recordset(rows), "now": now},
         )
-        if len(inserted.all()) != len(rows):
+        if inserted.scalar_one() != len(rows):
             raise RetryBatch("a record was stored by a concurrent request with the same (source, source_ref) and unit")
     await enqueue(session, jobs, now=now)
