@@ -29,14 +29,17 @@ def _compiled(descs: tuple[object, ...]) -> list[_Desc]:
 
 
 _CN_GENERAL = _compiled((_CN_META.general_desc,)) if _CN_META else []
-_CN_TYPES = _compiled((_CN_META.premium_rate, _CN_META.toll_free, _CN_META.shared_cost, _CN_META.voip,
-                       _CN_META.personal_number, _CN_META.pager, _CN_META.uan, _CN_META.voicemail,
-                       _CN_META.fixed_line, _CN_META.mobile)) if _CN_META else []
+# Valid means "some type matches", so the order is free: mobile first, what these numbers nearly always are.
+_CN_TYPES = _compiled((_CN_META.mobile, _CN_META.premium_rate, _CN_META.toll_free, _CN_META.shared_cost,
+                       _CN_META.voip, _CN_META.personal_number, _CN_META.pager, _CN_META.uan, _CN_META.voicemail,
+                       _CN_META.fixed_line)) if _CN_META else []
 
 
 def _matches(national: str, descs: list[_Desc]) -> bool:
-    return any((not lengths or len(national) in lengths) and pattern.fullmatch(national) is not None
-               for lengths, pattern in descs)
+    for lengths, pattern in descs:
+        if (not lengths or len(national) in lengths) and pattern.fullmatch(national) is not None:
+            return True
+    return False
 
 
 def _cn_valid(national: str) -> bool:
