@@ -43,6 +43,16 @@ log = structlog.get_logger(__name__)
 # automatic, just rarer (a few per batch); what start-up built is frozen out of them (`gc.freeze`).
 GC_GEN0_THRESHOLD = 50_000
 
+
+def _tune_gc() -> None:
+    """Once per process (tests start many apps in one): freeze what start-up built, then raise the threshold."""
+    if gc.get_threshold()[0] >= GC_GEN0_THRESHOLD:
+        return
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
+
+
 DESCRIPTION = """
 守护 Shouhu dispatcher: upstream systems post **warning records** about people who
 are probably being defrauded right now; each is deduplicated, merged into the
@@ -81,9 +91,7 @@ def create_app(settings: DispatcherSettings | None = None, *, clock: Clock | Non
                                  poll_interval_s=settings.worker_poll_interval_s)
             worker_task = asyncio.create_task(worker.run(), name="dispatcher-worker")
         app.state.worker = worker
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
+        _tune_gc()
         log.info("dispatcher.started", policy_version=store.current.version, policy=store.current.doc.name)
         try:
             yield
