@@ -3,14 +3,74 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import phonenumbers
+from phonenumbers.phonemetadata import PhoneMetadata
 
 DEFAULT_REGION = "CN"
+# The common shape of what senders post: a Chinese mobile number, 11 digits from 1, maybe after +86 or 0086,
+# grouped by spaces or hyphens. libphonenumber's parse() is ~40 us a number, a quarter of batched ingest's
+# CPU; for this shape its answer is known without it (see `_fast_cn_mobile`).
+_CN_MOBILE_SHAPE = re.compile(r"(?:\+86|0086)?(1[0-9]{10})")  # ASCII digits only: others take the full path
+_CN_META = PhoneMetadata.metadata_for_region(DEFAULT_REGION)
+# parse() would try to strip a national or carrier-selection prefix that starts this way (CN: 0, 1[12]xx,
+# 179xx); such numbers take the full path.
+_CN_STRIPPABLE = re.compile(_CN_META.national_prefix_for_parsing) if _CN_META else None
+
+
+_Desc = tuple[frozenset[int], re.Pattern[str]]
+
+
+def _compiled(descs: tuple[object, ...]) -> list[_Desc]:
+    """Number descriptions from the metadata as (possible lengths, pattern), as libphonenumber reads them."""
+    return [(frozenset(d.possible_length), re.compile(d.national_number_pattern))  # type: ignore[attr-defined]
+            for d in descs if d is not None and d.national_number_pattern]  # type: ignore[attr-defined]
+
+
+_CN_GENERAL = _compiled((_CN_META.general_desc,)) if _CN_META else []
+# Valid means "some type matches", so the order is free: mobile first, what these numbers nearly always are.
+_CN_TYPES = _compiled((_CN_META.mobile, _CN_META.premium_rate, _CN_META.toll_free, _CN_META.shared_cost,
+                       _CN_META.voip, _CN_META.personal_number, _CN_META.pager, _CN_META.uan, _CN_META.voicemail,
+                       _CN_META.fixed_line)) if _CN_META else []
+
+
+def _matches(national: str, descs: list[_Desc]) -> bool:
+    for lengths, pattern in descs:
+        if (not lengths or len(national) in lengths) and pattern.fullmatch(national) is not None:
+            return True
+    return False
+
+
+def _cn_valid(national: str) -> bool:
+    """is_valid_number for +86 `national`: it matches the general description and some number type's
+    (libphonenumber's _number_type_helper is not UNKNOWN), each with its possible lengths."""
+    return bool(_CN_GENERAL) and _matches(national, _CN_GENERAL) and _matches(national, _CN_TYPES)
 
 
 class InvalidPhone(ValueError):
     pass
+
+
+def _fast_cn_mobile(text: str) -> str | None:
+    """The E.164 form of a valid Chinese mobile number in its common written shapes, or None (take the full path).
+
+    Same answer as parse + is_valid_number + format (tests/test_phone.py compares them): parse() would
+    drop the spaces and hyphens, read +86 or 0086 (CN's international prefix 00) as the country code, and
+    keep the 11 digits as the national number, since none of CN's national prefixes starts them
+    (`_CN_STRIPPABLE`). Validity is libphonenumber's rule on its own metadata (`_cn_valid`).
+    """
+    if _CN_STRIPPABLE is None:
+        return None
+    match = _CN_MOBILE_SHAPE.fullmatch(text.replace(" ", "").replace("-", ""))
+    if match is None:
+        return None
+    national = match.group(1)
+    if _CN_STRIPPABLE.match(national):
+        return None
+    if not _cn_valid(national):
+        return None  # the full path says why
+    return "+86" + national
 
 
 def normalize_phone(raw: str, default_region: str = DEFAULT_REGION) -> str:
@@ -19,7 +79,18 @@ def normalize_phone(raw: str, default_region: str = DEFAULT_REGION) -> str:
     `138 0013 8000`, `+86-138-0013-8000` and `008613800138000` all give the same
     string, so warnings about one person from different senders meet in one case.
     """
-    text = (raw or "").strip()
+    raw = raw or ""
+    # Repeat warnings about one person usually carry the same written number: answered from a cache
+    # (bounded in entries, and only short keys are kept).
+    return _normalize_cached(raw, default_region) if len(raw) <= 64 else _normalize(raw, default_region)
+
+
+def _normalize(raw: str, default_region: str) -> str:
+    text = raw.strip()
+    if default_region == DEFAULT_REGION and len(text) <= 32:
+        fast = _fast_cn_mobile(text)
+        if fast is not None:
+            return fast
     if not text:
         raise InvalidPhone("phone is empty")
     if len(text) > 32:
@@ -31,6 +102,9 @@ def normalize_phone(raw: str, default_region: str = DEFAULT_REGION) -> str:
     if not phonenumbers.is_valid_number(number):
         raise InvalidPhone("phone is not a valid telephone number")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+_normalize_cached = lru_cache(maxsize=16_384)(_normalize)
 
 
 def mask_phone(e164: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -35,6 +36,22 @@ from shared.db import open_database, transaction
 from shared.web import install_common
 
 log = structlog.get_logger(__name__)
+
+# Batched ingest allocates a few hundred objects per record, nearly all freed by reference counting. At the
+# default generation-0 threshold (700) the cycle collector ran hundreds of times per 1,000-record batch,
+# each time walking the batch's live objects: 15-20% of ingest's CPU in the profile. Collections stay
+# automatic, just rarer (a few per batch); what start-up built is frozen out of them (`gc.freeze`).
+GC_GEN0_THRESHOLD = 50_000
+
+
+def _tune_gc() -> None:
+    """Once per process (tests start many apps in one): freeze what start-up built, then raise the threshold."""
+    if gc.get_threshold()[0] >= GC_GEN0_THRESHOLD:
+        return
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
+
 
 DESCRIPTION = """
 守护 Shouhu dispatcher: upstream systems post **warning records** about people who
@@ -75,6 +92,7 @@ def create_app(settings: DispatcherSettings | None = None, *, clock: Clock | Non
                                  poll_interval_s=settings.worker_poll_interval_s)
             worker_task = asyncio.create_task(worker.run(), name="dispatcher-worker")
         app.state.worker = worker
+        _tune_gc()
         log.info("dispatcher.started", policy_version=store.current.version, policy=store.current.doc.name)
         try:
             yield

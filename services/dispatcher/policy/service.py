@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -108,7 +109,7 @@ class LoadedPolicy:
     def call_window(self, tier: str) -> CallWindow | None:
         """The tier's call window as the callcenter reads it (None: calls at any hour)."""
         window = self.playbook(tier).call_window
-        return None if window is None else CallWindow(start=window.start, end=window.end, timezone=self.tz.key)
+        return None if window is None else _call_window(window.start, window.end, self.tz.key)
 
     def grade(self, g: GradeInput | Any) -> tuple[str, list[Reason]]:
         """The tier for one warning and every rule that decided it, in the order they applied."""
@@ -227,4 +228,16 @@ def within_call_window(playbook: Playbook, when: datetime, tz: ZoneInfo) -> date
     window = playbook.call_window
     if window is None:
         return when
-    return next_call_time(CallWindow(start=window.start, end=window.end, timezone=tz.key), when)
+    return _next_call_time(window.start, window.end, tz.key, when, when.tzinfo)
+
+
+# Ingest asks these for every record of a batch with the same `now`: each answer is worked out once.
+# (The tzinfo is part of the key: equal instants in two zones compare equal, and the answer keeps the zone.)
+@lru_cache(maxsize=16)
+def _call_window(start: str, end: str, tz_key: str) -> CallWindow:
+    return CallWindow(start=start, end=end, timezone=tz_key)
+
+
+@lru_cache(maxsize=256)
+def _next_call_time(start: str, end: str, tz_key: str, when: datetime, _zone: object) -> datetime:
+    return next_call_time(_call_window(start, end, tz_key), when)

@@ -55,6 +55,7 @@ class _Graded:
     warning_id: uuid.UUID
     tier: str
     reasons: list[Reason]
+    reason_dicts: list[dict[str, str]] | None = None  # as stored and answered (made once, in _write)
 
 
 @dataclass(slots=True)
@@ -250,7 +251,7 @@ async def ingest_batch(session: AsyncSession, records: list[ValidRecord], *, act
                              task_id=work.state.task_id, case_id=work.state.case_id,
                              region_code=work.state.region_code, **joined)
                 continue
-            reasons = [r.as_dict() for r in g.reasons]
+            reasons = g.reason_dicts
             results[rec.index] = {
                 "status": "accepted", "warning_id": g.warning_id, "case_id": work.state.case_id,
                 "task_id": work.state.task_id, "tier": work.state.tier, "due_at": work.state.due_at,
@@ -280,46 +281,50 @@ async def ingest_batch(session: AsyncSession, records: list[ValidRecord], *, act
     return results
 
 
+# New cases, their tasks and every warning of the batch in one statement (one round trip instead of
+# three; single-record ingest is bound by round trips under group commit). The data-modifying CTEs share
+# one snapshot, and foreign keys are checked at the end of the statement, when the new cases and tasks
+# exist. A case another transaction opened first is not inserted (ON CONFLICT), so neither are its task
+# and its new warnings (the joins below): the counts tell, and the batch is retried (RetryBatch). The
+# same for a warning a concurrent request stored first.
+_INSERT_CASES_TASKS_WARNINGS = (
+    "WITH nc AS (SELECT * FROM jsonb_to_recordset(CAST(:cases AS jsonb))"
+    " AS r(id uuid, task_id uuid, phone text, tier text, region_code text, n int, first_at timestamptz,"
+    " fraud_type text, policy_version text, steps_done text[], due_at timestamptz, has_chat boolean,"
+    " attempts jsonb)),"
+    " c AS (INSERT INTO cases (id, phone, status, tier, region_code, warning_count, first_warning_at,"
+    " last_warning_at, created_at)"
+    " SELECT id, phone, 'open', tier, region_code, n, first_at, CAST(:now AS timestamptz), CAST(:now AS timestamptz)"
+    " FROM nc ORDER BY phone"
+    " ON CONFLICT (phone) WHERE status = 'open' DO NOTHING RETURNING id),"
+    " t AS (INSERT INTO tasks (id, case_id, phone, region_code, fraud_type, tier, status, policy_version,"
+    " created_at, plan_started_at, plan_seq, steps_done, due_at, has_chat, attempts)"
+    " SELECT nc.task_id, nc.id, nc.phone, nc.region_code, nc.fraud_type, nc.tier, 'open', nc.policy_version,"
+    " CAST(:now AS timestamptz), CAST(:now AS timestamptz), 1, nc.steps_done, nc.due_at, nc.has_chat, nc.attempts"
+    " FROM nc JOIN c ON c.id = nc.id RETURNING 1),"
+    " w AS (INSERT INTO warnings (id, source, source_ref, received_at, occurred_at, phone, fraud_type, signal,"
+    " region_code, amount_at_risk, risk_score, subject, details, case_id, task_id, tier, due_at,"
+    " reasons, merged, notices, ingested_by, ingest_unit)"
+    " SELECT r.id, r.source, r.source_ref, CAST(:now AS timestamptz), r.occurred_at, r.phone, r.fraud_type,"
+    " r.signal, r.region_code, r.amount_at_risk, r.risk_score, r.subject, r.details, r.case_id, r.task_id, r.tier,"
+    " r.due_at, r.reasons, r.merged, r.notices, r.ingested_by, r.ingest_unit"
+    " FROM jsonb_to_recordset(CAST(:warnings AS jsonb)) AS r(id uuid, source text, source_ref text,"
+    " occurred_at timestamptz, phone text, fraud_type text, signal text, region_code text,"
+    " amount_at_risk numeric, risk_score smallint, subject jsonb, details jsonb, case_id uuid,"
+    " task_id uuid, tier text, due_at timestamptz, reasons jsonb, merged boolean, notices jsonb,"
+    " ingested_by text, ingest_unit text, new_case boolean)"
+    " WHERE NOT r.new_case OR r.case_id IN (SELECT id FROM c)"
+    " ON CONFLICT (source, source_ref, ingest_unit) DO NOTHING RETURNING 1)"
+    " SELECT (SELECT count(*) FROM c) AS cases, (SELECT count(*) FROM t) AS tasks,"
+    " (SELECT count(*) FROM w) AS warnings"
+)
+
+
 async def _write(session: AsyncSession, works: dict[str, _CaseWork], jobs: list[NewJob], *, actor: str,
                  now: datetime) -> None:
     new_cases = sorted((w for w in works.values() if w.is_new and w.graded), key=lambda w: w.phone)
     old_cases = [w for w in works.values() if not w.is_new and w.graded]
 
-    if new_cases:
-        inserted = await session.execute(
-            sql(
-                "INSERT INTO cases (id, phone, status, tier, region_code, warning_count, first_warning_at,"
-                " last_warning_at, created_at)"
-                " SELECT id, phone, 'open', tier, region_code, n, first_at, CAST(:now AS timestamptz),"
-                " CAST(:now AS timestamptz)"
-                " FROM jsonb_to_recordset(CAST(:rows AS jsonb))"
-                " AS r(id uuid, phone text, tier text, region_code text, n int, first_at timestamptz)"
-                " ORDER BY phone"
-                " ON CONFLICT (phone) WHERE status = 'open' DO NOTHING RETURNING id"
-            ),
-            {"rows": recordset({"id": w.state.case_id, "phone": w.phone, "tier": w.state.tier,
-                                "region_code": w.state.region_code, "n": w.warning_count,
-                                "first_at": w.first_warning_at} for w in new_cases), "now": now},
-        )
-        if len(inserted.all()) != len(new_cases):
-            raise RetryBatch("another transaction opened a case for the same person")
-        await session.execute(
-            sql(
-                "INSERT INTO tasks (id, case_id, phone, region_code, fraud_type, tier, status, policy_version,"
-                " created_at, plan_started_at, plan_seq, steps_done, due_at, has_chat, attempts)"
-                " SELECT id, case_id, phone, region_code, fraud_type, tier, 'open', policy_version,"
-                " CAST(:now AS timestamptz), CAST(:now AS timestamptz), 1, steps_done, due_at, has_chat, attempts"
-                " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(id uuid, case_id uuid, phone text,"
-                " region_code text, fraud_type text, tier text, policy_version text, steps_done text[],"
-                " due_at timestamptz, has_chat boolean, attempts jsonb)"
-            ),
-            {"rows": recordset({"id": w.state.task_id, "case_id": w.state.case_id, "phone": w.phone,
-                                "region_code": w.state.region_code, "fraud_type": w.state.fraud_type,
-                                "tier": w.state.tier, "policy_version": w.policy_version,
-                                "steps_done": w.state.steps_done, "due_at": w.state.due_at,
-                                "has_chat": w.state.has_chat, "attempts": w.state.attempts} for w in new_cases),
-             "now": now},
-        )
     if old_cases:
         await session.execute(
             sql(
@@ -349,6 +354,7 @@ async def _write(session: AsyncSession, works: dict[str, _CaseWork], jobs: list[
     for w in works.values():
         for i, g in enumerate(w.graded):
             rec = g.record
+            g.reason_dicts = [r.as_dict() for r in g.reasons]
             rows.append({
                 "id": g.warning_id, "source": rec.source, "source_ref": rec.source_ref,
                 "occurred_at": rec.occurred_at, "phone": rec.phone, "fraud_type": rec.fraud_type,
@@ -356,28 +362,23 @@ async def _write(session: AsyncSession, works: dict[str, _CaseWork], jobs: list[
                 "amount_at_risk": None if rec.amount_at_risk is None else str(rec.amount_at_risk),
                 "risk_score": rec.risk_score, "subject": rec.subject, "details": rec.details,
                 "case_id": w.state.case_id, "task_id": w.state.task_id, "tier": w.state.tier,
-                "due_at": w.state.due_at, "reasons": [r.as_dict() for r in g.reasons],
+                "due_at": w.state.due_at, "reasons": g.reason_dicts,
                 "merged": not (w.is_new and i == 0), "notices": rec.notices or None,
-                "ingested_by": rec.actor or actor, "ingest_unit": rec.unit,
+                "ingested_by": rec.actor or actor, "ingest_unit": rec.unit, "new_case": w.is_new,
             })
     if rows:
-        inserted = await session.execute(
-            sql(
-                "INSERT INTO warnings (id, source, source_ref, received_at, occurred_at, phone, fraud_type, signal,"
-                " region_code, amount_at_risk, risk_score, subject, details, case_id, task_id, tier, due_at,"
-                " reasons, merged, notices, ingested_by, ingest_unit)"
-                " SELECT id, source, source_ref, CAST(:now AS timestamptz), occurred_at, phone, fraud_type, signal,"
-                " region_code, amount_at_risk, risk_score, subject, details, case_id, task_id, tier, due_at,"
-                " reasons, merged, notices, ingested_by, ingest_unit"
-                " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(id uuid, source text, source_ref text,"
-                " occurred_at timestamptz, phone text, fraud_type text, signal text, region_code text,"
-                " amount_at_risk numeric, risk_score smallint, subject jsonb, details jsonb, case_id uuid,"
-                " task_id uuid, tier text, due_at timestamptz, reasons jsonb, merged boolean, notices jsonb,"
-                " ingested_by text, ingest_unit text)"
-                " ON CONFLICT (source, source_ref, ingest_unit) DO NOTHING RETURNING id"
-            ),
-            {"rows": recordset(rows), "now": now},
-        )
-        if len(inserted.all()) != len(rows):
+        counts = (await session.execute(
+            sql(_INSERT_CASES_TASKS_WARNINGS),
+            {"cases": recordset({"id": w.state.case_id, "task_id": w.state.task_id, "phone": w.phone,
+                                 "tier": w.state.tier, "region_code": w.state.region_code, "n": w.warning_count,
+                                 "first_at": w.first_warning_at, "fraud_type": w.state.fraud_type,
+                                 "policy_version": w.policy_version, "steps_done": w.state.steps_done,
+                                 "due_at": w.state.due_at, "has_chat": w.state.has_chat,
+                                 "attempts": w.state.attempts} for w in new_cases),
+             "warnings": recordset(rows), "now": now},
+        )).one()
+        if counts.cases != len(new_cases):
+            raise RetryBatch("another transaction opened a case for the same person")
+        if counts.warnings != len(rows):
             raise RetryBatch("a record was stored by a concurrent request with the same (source, source_ref) and unit")
     await enqueue(session, jobs, now=now)
