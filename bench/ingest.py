@@ -108,7 +108,7 @@ from shared.ids import uuid7
 from shared.queue.service import NOTIFY_CHANNEL, claim
 from shared.settings import CommonSettings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 BATCH_SIZE = 1000
 # Batch requests in flight at once (also used for the baseline and for the
 # first-job phase's load). Tried 2, 3 and 4 with full runs against PostgreSQL 15
