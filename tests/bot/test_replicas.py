@@ -113,3 +113,18 @@ async def test_one_replica_polls_and_another_takes_over_when_it_stops(sandbox, d
 
 async def _leaders(replicas: list[BotHarness]) -> list[BotHarness]:
     return [r for r in replicas if r.app.state.leader.leading]
+
+
+async def test_concurrent_updates_of_one_dialogue_keep_every_key(sandbox, dispatcher) -> None:  # noqa: ANN001
+    """update_data is one upsert: twenty concurrent updates of one dialogue lose none of each other's keys."""
+    from aiogram.fsm.storage.base import StorageKey
+
+    from services.bot.dialogues.storage import PostgresStorage
+
+    async with running_bot(sandbox, dispatcher, SHOUHU_BOT_POLLING=False) as bot:
+        storage = PostgresStorage(bot.app.state.sessionmaker)
+        key = StorageKey(bot_id=1, chat_id=42, user_id=42)
+        await asyncio.gather(*(storage.update_data(key, {f"k{i}": i}) for i in range(20)))
+        assert await storage.get_data(key) == {f"k{i}": i for i in range(20)}
+        await storage.set_state(key, "Report:value")
+        assert await storage.get_state(key) == "Report:value"
