@@ -203,6 +203,7 @@ class PollingLeader:
     def __init__(self, bot: Bot, dp: Dispatcher, database_url: str, *, retry_s: float) -> None:
         self.bot, self.dp, self.database_url, self.retry_s = bot, dp, database_url, retry_s
         self.leading = False
+        self.backend_pid: int | None = None  # the lock connection's server process while leading (tests, logs)
 
     async def run(self) -> None:
         while True:
@@ -221,12 +222,13 @@ class PollingLeader:
                 log.warning("bot.polling_leader_lost", exc_info=True)
                 await asyncio.sleep(self.retry_s)
             finally:
-                self.leading = False
+                self.leading, self.backend_pid = False, None
                 if conn is not None:
                     conn.terminate()  # frees the lock at once, without waiting on a dead server
 
     async def _lead(self, conn) -> None:  # noqa: ANN001 - an asyncpg connection
-        log.info("bot.polling_leader", bot_id=self.bot.id)
+        self.backend_pid = conn.get_server_pid()
+        log.info("bot.polling_leader", bot_id=self.bot.id, backend_pid=self.backend_pid)
         self.leading = True
         polling = asyncio.create_task(_poll(self.bot, self.dp), name="bot-polling-leader")
         try:

@@ -128,3 +128,23 @@ async def test_concurrent_updates_of_one_dialogue_keep_every_key(sandbox, dispat
         assert await storage.get_data(key) == {f"k{i}": i for i in range(20)}
         await storage.set_state(key, "Report:value")
         assert await storage.get_state(key) == "Report:value"
+
+
+async def test_a_leader_whose_lock_connection_dies_gives_way(sandbox, dispatcher, sessionmaker) -> None:  # noqa: ANN001
+    """The lock's connection killed under the polling replica: polling resumes under a fresh lock, one poller."""
+    async with AsyncExitStack() as stack:
+        replicas = [await stack.enter_async_context(running_bot(sandbox, dispatcher)) for _ in range(2)]
+        chat_id = await sandbox.citizen("+8613800138000")
+        [leader] = await eventually(lambda: _leaders(replicas))
+        killed_pid = leader.app.state.leader.backend_pid
+        async with sessionmaker() as session:  # the owner's connection, which may end a service backend
+            assert (await session.execute(text("SELECT pg_terminate_backend(:p)"), {"p": killed_pid})).scalar()
+
+        async def new_leader() -> list[BotHarness]:
+            leaders = await _leaders(replicas)
+            return leaders if leaders and leaders[0].app.state.leader.backend_pid not in (None, killed_pid) else []
+
+        await eventually(new_leader)
+        await sandbox.say(chat_id, "/help")
+        await eventually(lambda: last_text(sandbox, chat_id, HELP_NEEDLE))
+        assert len(await _leaders(replicas)) == 1
