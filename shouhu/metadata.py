@@ -16,6 +16,7 @@ def all_metadata() -> MetaData:
     import services.bot.alerts.models  # noqa: F401
     import services.bot.campaigns.models  # noqa: F401
     import services.bot.chats.models  # noqa: F401
+    import services.bot.dialogues.models  # noqa: F401
     import services.callcenter.calls.models  # noqa: F401
     import services.callcenter.seats.models  # noqa: F401
     import services.dispatcher.campaigns.models  # noqa: F401

@@ -397,6 +397,8 @@ class Stats:
     webhook_delivered: int = 0
     webhook_failed_attempts: int = 0
     webhook_dropped: int = 0
+    # getUpdates calls ended by a newer getUpdates of the same bot: two pollers fighting over one token.
+    polls_conflicted_409: int = 0
 
     def public(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -887,6 +889,7 @@ async def get_updates(sandbox: TelegramSandbox, bot: BotState, params: Params) -
         if bot.webhook_url:
             raise TelegramError(409, GET_UPDATES_WHILE_WEBHOOK)
         if bot.poll_generation != generation:
+            bot.stats.polls_conflicted_409 += 1
             raise TelegramError(409, GET_UPDATES_TERMINATED)
         if bot.updates:
             return bot.updates[:limit]

@@ -18,7 +18,7 @@ from aiogram import Bot, Dispatcher
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import TelegramAPIError, TelegramNetworkError, TelegramRetryAfter, TelegramServerError
-from aiogram.fsm.storage.memory import MemoryStorage
+from aiogram.fsm.storage.base import BaseStorage
 from aiogram.types import BotCommand
 from fastapi import FastAPI, HTTPException, Request
 
@@ -26,6 +26,7 @@ from services.bot import notices
 from services.bot.alerts.delivery import AlertSender
 from services.bot.alerts.limiter import LimitedSending, SendLimiter
 from services.bot.campaigns import delivery as campaigns
+from services.bot.dialogues.storage import PostgresStorage, sweep
 from services.bot.handlers import make_router
 from services.bot.settings import BotSettings
 from services.bot.webhook import (
@@ -39,7 +40,7 @@ from services.bot.webhook import (
 from shared import contracts
 from shared.auth.service import KeyCache
 from shared.clock import Clock
-from shared.db import DatabaseUnavailable, database_unavailable, open_database
+from shared.db import DatabaseUnavailable, database_unavailable, open_database, raw_connect, transaction
 from shared.queue.worker import Handler, Worker
 from shared.web import install_common
 
@@ -57,9 +58,9 @@ def make_bot(settings: BotSettings) -> Bot:
     return Bot(settings.token(), session=session)
 
 
-def make_dispatcher(**context: object) -> Dispatcher:
-    # MemoryStorage: the /report dialogue lives in this process (a restart asks the citizen to start again).
-    dp = Dispatcher(storage=MemoryStorage())
+def make_dispatcher(storage: BaseStorage, **context: object) -> Dispatcher:
+    # The /report dialogue's state in PostgreSQL (services/bot/dialogues): a restart or another replica continues it.
+    dp = Dispatcher(storage=storage)
     dp.include_router(make_router())
     for key, value in context.items():
         dp[key] = value
@@ -74,7 +75,8 @@ def create_app(settings: BotSettings | None = None, *, clock: Clock | None = Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url, engine, sessionmaker = await open_database(settings, application_name="shouhu-bot")
         bot = make_bot(settings)
-        dp = make_dispatcher(sessionmaker=sessionmaker, clock=clock)
+        dp = make_dispatcher(PostgresStorage(sessionmaker, ttl_s=settings.dialogue_ttl_s),
+                             sessionmaker=sessionmaker, clock=clock)
         sender = AlertSender(bot, sessionmaker, clock=clock)
         app.state.campaigns = campaigns.CampaignSender(bot, sessionmaker, clock=clock,
                                                        global_per_s=settings.global_per_s)
@@ -106,7 +108,10 @@ def create_app(settings: BotSettings | None = None, *, clock: Clock | None = Non
                 _register_webhook(bot, settings.telegram_webhook_url, settings.telegram_webhook_secret),
                 name="bot-set-webhook"))
         elif settings.polling:
-            background.append(asyncio.create_task(_poll(bot, dp), name="bot-polling"))
+            app.state.leader = PollingLeader(bot, dp, url, retry_s=settings.polling_leader_retry_s)
+            background.append(asyncio.create_task(app.state.leader.run(), name="bot-polling"))
+        background.append(asyncio.create_task(_sweep_dialogues(sessionmaker, ttl_s=settings.dialogue_ttl_s),
+                                               name="bot-dialogue-sweep"))
         log.info("bot.started", api_base=settings.api_base(), sandbox=settings.sandbox,
                  mode="webhook" if settings.telegram_webhook_url else ("polling" if settings.polling else "off"))
         try:
@@ -184,6 +189,75 @@ async def _register_webhook(bot: Bot, url: str, secret: str | None) -> None:
         else:
             log.info("bot.webhook_set", url=url)
             return
+
+
+class PollingLeader:
+    """Long polling by one replica at a time: the holder of a PostgreSQL session-level advisory lock polls.
+
+    Telegram answers 409 Conflict to a second getUpdates on the same token, so replicas that all polled would
+    cut each other's long polls. The lock is held on a connection of its own: when the leader stops or dies,
+    its connection closes, the lock frees, and another replica takes it within `retry_s`. A leader that loses
+    its connection stops polling at its next check (within `retry_s`; until then two may overlap briefly).
+    """
+
+    def __init__(self, bot: Bot, dp: Dispatcher, database_url: str, *, retry_s: float) -> None:
+        self.bot, self.dp, self.database_url, self.retry_s = bot, dp, database_url, retry_s
+        self.leading = False
+        self.backend_pid: int | None = None  # the lock connection's server process while leading (tests, logs)
+
+    async def run(self) -> None:
+        while True:
+            conn = None
+            try:
+                conn = await raw_connect(self.database_url, server_settings={"application_name": "shouhu-bot-leader"})
+                # One lock per bot token's id: two different bots on one database each have their leader.
+                while not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))",
+                                              f"shouhu-bot-polling:{self.bot.id}"):
+                    await asyncio.sleep(self.retry_s)
+                await self._lead(conn)
+                return  # polling ended through dp.stop_polling(): the app is stopping
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the database may be briefly away: try again
+                log.warning("bot.polling_leader_lost", exc_info=True)
+                await asyncio.sleep(self.retry_s)
+            finally:
+                self.leading, self.backend_pid = False, None
+                if conn is not None:
+                    conn.terminate()  # frees the lock at once, without waiting on a dead server
+
+    async def _lead(self, conn) -> None:  # noqa: ANN001 - an asyncpg connection
+        self.backend_pid = conn.get_server_pid()
+        log.info("bot.polling_leader", bot_id=self.bot.id, backend_pid=self.backend_pid)
+        self.leading = True
+        polling = asyncio.create_task(_poll(self.bot, self.dp), name="bot-polling-leader")
+        try:
+            while not polling.done():
+                await asyncio.wait({polling}, timeout=self.retry_s)
+                if not polling.done():
+                    await asyncio.wait_for(conn.fetchval("SELECT 1"), timeout=self.retry_s)
+        finally:
+            if not polling.done():
+                # aiogram's own stop signal: cancelling the task would leave its polling tasks running.
+                with contextlib.suppress(RuntimeError):  # "Polling is not started"
+                    await asyncio.wait_for(self.dp.stop_polling(), timeout=10)
+                polling.cancel()
+            await asyncio.gather(polling, return_exceptions=True)
+
+
+async def _sweep_dialogues(sessionmaker, *, ttl_s: float, every_s: float = 3600.0) -> None:  # noqa: ANN001
+    """Delete dialogues left unfinished for ttl_s (they already read as finished); every replica, hourly."""
+    while True:
+        try:
+            async with transaction(sessionmaker) as session:
+                swept = await sweep(session, ttl_s=ttl_s)
+            if swept:
+                log.info("bot.dialogues_swept", count=swept)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - housekeeping: the next round tries again
+            log.warning("bot.dialogue_sweep_failed", exc_info=True)
+        await asyncio.sleep(every_s)
 
 
 async def _poll(bot: Bot, dp: Dispatcher) -> None:

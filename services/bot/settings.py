@@ -20,6 +20,9 @@ class BotSettings(CommonSettings):
     sandbox_url: str = Field(default="http://127.0.0.1:8090", alias="SHOUHU_SANDBOX_URL")
     # Long polling for updates (when no webhook URL is set); tests switch it off.
     polling: bool = Field(default=True, alias="SHOUHU_BOT_POLLING")
+    # Long polling is led by one replica at a time (a PostgreSQL advisory lock): the others try to take the
+    # lock this often, and the leader checks its lock's connection as often.
+    polling_leader_retry_s: float = Field(default=5.0, alias="SHOUHU_BOT_POLLING_LEADER_RETRY_S")
     # Run the alert-delivery worker in this process.
     run_worker: bool = Field(default=True, alias="SHOUHU_BOT_WORKER")
     worker_concurrency: int = Field(default=64, alias="SHOUHU_BOT_WORKER_CONCURRENCY")
@@ -32,6 +35,8 @@ class BotSettings(CommonSettings):
     # Telegram's limits (about 30 messages/s overall, 1 per chat per second); split the global one across replicas.
     global_per_s: float = Field(default=30, alias="SHOUHU_BOT_GLOBAL_PER_S")
     per_chat_interval_s: float = Field(default=1.0, alias="SHOUHU_BOT_PER_CHAT_INTERVAL_S")
+    # A dialogue (/report) untouched this long reads as finished, and the sweep deletes it.
+    dialogue_ttl_s: float = Field(default=24 * 3600.0, alias="SHOUHU_BOT_DIALOGUE_TTL_S")
 
     # Without a real token the bot talks to the sandbox with this one (any token the sandbox accepts).
     SANDBOX_TOKEN: ClassVar[str] = "1000000001:SHOUHUsandboxTOKENforLOCALuse0000000"
