@@ -98,7 +98,17 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 import yaml
 
-from bench.ingest import CST, BenchError, _free_ports, _Http, _Report, _verbatim, machine_idle_note
+from bench.ingest import (
+    CST,
+    BenchError,
+    _free_ports,
+    _Http,
+    _Report,
+    _verbatim,
+    error_lines_of,
+    machine_idle_note,
+    wait_until_ready,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_BIN = Path(os.environ.get("SHOUHU_PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -229,23 +239,7 @@ class Proc:
 
     async def wait_ready(self, timeout_s: float = 90.0) -> float:
         """Seconds until `ready_path` answers 200."""
-        t0 = time.perf_counter()
-        last = "no answer"
-        while time.perf_counter() - t0 < timeout_s:
-            if self.proc is None or self.proc.poll() is not None:
-                raise FaultsBenchError(f"the {self.name} exited:\n{self.log_tail()}")
-            http = _Http(self.port)
-            try:
-                status, data = await asyncio.wait_for(http.request("GET", self.ready_path), 5)
-                if status == 200:
-                    return time.perf_counter() - t0
-                last = _verbatim(status, data)
-            except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
-                last = repr(exc)
-            finally:
-                http.close()
-            await asyncio.sleep(0.1)
-        raise FaultsBenchError(f"the {self.name} was not ready after {timeout_s:.0f} s ({last}):\n{self.log_tail()}")
+        return await wait_until_ready(self, timeout_s=timeout_s, pause_s=0.1, error=FaultsBenchError)
 
     def kill9(self) -> None:
         assert self.proc is not None
@@ -272,9 +266,7 @@ class Proc:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def error_lines(self, limit: int = 5) -> list[str]:
-        found = [line for line in self.log_path.read_text(errors="replace").splitlines()
-                 if '"error"' in line or '"critical"' in line or "Traceback" in line]
-        return found[:limit]
+        return error_lines_of(self.log_path.read_text(errors="replace"), limit)
 
 
 class _Proxy:

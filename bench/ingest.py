@@ -454,6 +454,39 @@ def _free_ports(count: int) -> list[int]:
             sock.close()
 
 
+async def wait_until_ready(server: Any, *, timeout_s: float, pause_s: float,
+                           error: type[Exception]) -> float:
+    """Seconds until `server.ready_path` answers 200 on `server.port`; `error` if its process exits or time runs out.
+
+    `server` is a bench's process wrapper: `name`, `proc` (a Popen), `port`, `ready_path` and `log_tail()`.
+    """
+    t0 = time.monotonic()
+    last = "no answer"
+    while time.monotonic() - t0 < timeout_s:
+        if server.proc is None or server.proc.poll() is not None:
+            code = server.proc.returncode if server.proc is not None else None
+            raise error(f"the {server.name} exited with {code}:\n{server.log_tail()}")
+        http = _Http(server.port)
+        try:
+            status, data = await asyncio.wait_for(http.request("GET", server.ready_path), 5)
+            if status == 200:
+                return time.monotonic() - t0
+            last = _verbatim(status, data)
+        except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
+            last = repr(exc)
+        finally:
+            http.close()
+        await asyncio.sleep(pause_s)
+    raise error(f"the {server.name} was not ready after {timeout_s:.0f} s ({last}):\n{server.log_tail()}")
+
+
+def error_lines_of(log_text: str, limit: int) -> list[str]:
+    """A server log's error lines (structlog JSON levels, tracebacks, uvicorn's ERROR), the first `limit`."""
+    found = [line for line in log_text.splitlines()
+             if '"error"' in line or '"critical"' in line or "Traceback" in line or "ERROR" in line]
+    return found[:limit]
+
+
 class ServerProcess:
     """`shouhu <args>` as a subprocess, its output in a temporary log, ready when `ready_path` answers 200."""
 
@@ -478,32 +511,14 @@ class ServerProcess:
                                      env=self.env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
 
     async def wait_ready(self, timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
         assert self.proc is not None
-        last = "no answer"
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BenchError(f"the {self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
-            http = _Http(self.port)
-            try:
-                status, data = await asyncio.wait_for(http.request("GET", self.ready_path), 5)
-                if status == 200:
-                    return
-                last = _verbatim(status, data)
-            except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
-                last = repr(exc)
-            finally:
-                http.close()
-            await asyncio.sleep(0.2)
-        raise BenchError(f"the {self.name} was not ready after {timeout_s:.0f} s ({last}):\n{self.log_tail()}")
+        await wait_until_ready(self, timeout_s=timeout_s, pause_s=0.2, error=BenchError)
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(Path(self.log.name).read_text(errors="replace").splitlines()[-lines:])
 
     def error_lines(self, limit: int = 10) -> list[str]:
-        found = [line for line in Path(self.log.name).read_text(errors="replace").splitlines()
-                 if '"error"' in line or '"critical"' in line or "Traceback" in line or "ERROR" in line]
-        return found[:limit]
+        return error_lines_of(Path(self.log.name).read_text(errors="replace"), limit)
 
     async def __aenter__(self) -> ServerProcess:
         self.spawn()
