@@ -18,6 +18,8 @@ from shared.models import Base
 DIALING = "dialing"
 PLACED = "placed"
 FINAL_STATES = ("completed", "busy", "no-answer", "failed", "canceled", "skipped", "uncertain")
+# Twilio's own final CallStatus values (a call, or a <Dial> leg, that has ended).
+TWILIO_FINAL = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
 
 
 class CallAttempt(Base):

@@ -50,8 +50,7 @@ from shared.sql import sql
 
 log = structlog.get_logger(__name__)
 
-# Twilio's final call statuses (CallInstance.Status): the call is over, its outcome is known.
-TWILIO_FINAL = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
+# Our attempt states that need no lookup, as an SQL list.
 _FINAL = "('" + "', '".join(m.FINAL_STATES) + "')"
 # One lookup at Twilio waits at most this long (the HTTP client has no timeout of its own): a hung request
 # neither holds a sweep nor a PlaceCall job.
@@ -134,7 +133,7 @@ async def apply_outcome(session: AsyncSession, *, attempt_id: int, call: Any | N
     if call is None:
         form = {"CallStatus": "failed"}
         detail = "Twilio no longer knows this call; closed by reconciliation"
-    elif str(call.status) in TWILIO_FINAL:
+    elif str(call.status) in m.TWILIO_FINAL:
         form = callback_form(call)
         detail = None
     else:

@@ -336,7 +336,7 @@ class CallPlacer:
             why = await self._stop_reason(session, call.task_id, call.attempt, job.run_at,
                                           marked=row.stop_requested_at is not None)
             await reconcile.apply_outcome(session, attempt_id=unresolved.id, call=found, now=self.clock.now())
-        if why is not None and found is not None and str(found.status) not in reconcile.TWILIO_FINAL:
+        if why is not None and found is not None and str(found.status) not in m.TWILIO_FINAL:
             await self._stop_placed(unresolved.id, sid, str(found.status), why)
 
     async def _skip(self, session: AsyncSession, task_id: uuid.UUID, attempt: int, phone: str, now: datetime,
@@ -423,7 +423,7 @@ async def record_status(session: AsyncSession, attempt: Any, form: dict[str, str
         {"s": status[:16], "ab": answered_by, "dur": dur, "sid": adopt_sid, "now": now, "id": attempt.id})
     if attempt.channel == "operator_call":
         return None  # the seat's own leg: what happened is the operator's disposition, not this status
-    final = status in FINAL_RESULTS or status == "completed"
+    final = status in m.TWILIO_FINAL
     if final:
         await transfers.call_ended(session, attempt_id=attempt.id, now=now)
     if attempt.stop_requested_at is not None or attempt.outcome == "stopped":

@@ -67,7 +67,7 @@ WRAP_UP_LEASE_S = 10 * 60
 # or another seat took the call): a later call of the same task is not the one this seat answered.
 UNCLAIMED_WINDOW_S = 10 * 60
 OPERATOR_KINDS = [contracts.OperatorCall.KIND]
-FINAL_LEG_STATUSES = ("completed", "busy", "no-answer", "failed", "canceled")
+FINAL_LEG_STATUSES = m.TWILIO_FINAL
 ON_DUTY = ("available", "on_call", "wrap_up")  # seats that are, or soon will be, free to take a citizen
 
 
