@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import asyncpg
@@ -293,6 +294,24 @@ def document_api(app: FastAPI, schema: dict[str, Any], *,
     return schema
 
 
+def _console_error_page(request: Request, status_code: int, detail: str | None) -> Response | None:
+    """A browser on a console page gets an error page in words (shared/console), an API client keeps the JSON.
+
+    Only for a person's browser navigating: not for HTMX fragments (the page shows those errors in place) nor
+    for clients that do not ask for HTML.
+    """
+    if request.headers.get("hx-request") or "text/html" not in request.headers.get("accept", ""):
+        return None
+    for console in getattr(request.app.state, "consoles", ()):
+        if console.owns(request.url.path):
+            return console.error_page(request, status_code, detail)
+    return None
+
+
+# One icon for every service, so a browser's request for it is not a 404 in the logs (the consoles also link it).
+FAVICON_SVG = (Path(__file__).parent / "console" / "static" / "favicon.svg").read_bytes()
+
+
 def install_common(app: FastAPI, *, service: str,
                    security_schemes: dict[str, dict[str, Any]] | None = None) -> None:
     """Error handlers, the health/readiness/metrics routes, and the documented error model every service has."""
@@ -325,8 +344,10 @@ def install_common(app: FastAPI, *, service: str,
         return _unprocessable(exc.errors)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _unprocessable(validation_errors(exc))
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        errors = validation_errors(exc)
+        page = _console_error_page(request, 422, "; ".join(f"{e['field']}: {e['reason']}" for e in errors[:5]))
+        return page or _unprocessable(errors)
 
     @app.exception_handler(DBAPIError)
     async def _refused_by_database(request: Request, exc: DBAPIError) -> JSONResponse:
@@ -342,7 +363,10 @@ def install_common(app: FastAPI, *, service: str,
         raise exc
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        page = _console_error_page(request, exc.status_code, str(exc.detail))
+        if page is not None:
+            return page
         if exc.status_code == 422:
             return _unprocessable(_errors_from_detail(str(exc.detail)))
         if exc.status_code == 400 and exc.detail == _BODY_UNREADABLE:
@@ -359,6 +383,10 @@ def install_common(app: FastAPI, *, service: str,
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        return Response(FAVICON_SVG, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -13,7 +13,9 @@ import contextlib
 import hashlib
 import os
 import re
+import shutil
 import socket
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -393,6 +395,15 @@ async def console_sign_in(client: httpx.AsyncClient, api_key: str) -> tuple[http
     return resp, re.search(r'<meta name="csrf-token" content="([^"]+)"', page.text).group(1)
 
 
+def cjk_fonts() -> list[str] | None:
+    """The font families fontconfig knows for Chinese; None when fontconfig itself is missing."""
+    fc_list = shutil.which("fc-list")
+    if fc_list is None:
+        return None
+    found = subprocess.run([fc_list, ":lang=zh", "family"], capture_output=True, text=True, check=False)
+    return [line for line in found.stdout.splitlines() if line.strip()]
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     # Read from the reports, which xdist forwards from every worker to this process.
     skipped = [r for r in terminalreporter.stats.get("skipped", []) if BROWSER_SKIP_REASON in str(r.longrepr)]
@@ -400,3 +411,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(
             f"BROWSER TESTS DID NOT RUN ({len(skipped)} skipped): Chromium is not installed at {CHROMIUM}. "
             "Install Debian's 'chromium' package (.ci/run does) to run the console tests.", red=True, bold=True)
+    elif Path(CHROMIUM).exists() and not cjk_fonts():
+        # The tests read text, so they pass; but screenshots and anyone looking at the pages see boxes.
+        terminalreporter.write_line(
+            "WARNING: no Chinese (CJK) font is installed: Chromium draws the consoles' Chinese as empty boxes in"
+            " screenshots. Install Debian's 'fonts-wqy-microhei' (.ci/run does).", yellow=True, bold=True)

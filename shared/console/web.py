@@ -177,9 +177,28 @@ class Console:
         # 303: the browser follows a POST with a GET (POST-redirect-GET, no re-submission on reload).
         return RedirectResponse(path, status_code=303)
 
+    # What a browser gets instead of a JSON error on a console page: words, and the way back home.
+    ERROR_KEYS = {400: "error.bad_request", 403: "error.forbidden", 404: "error.not_found", 405: "error.method",
+                  422: "error.bad_request"}
+
+    def owns(self, path: str) -> bool:
+        """Whether `path` is one of this console's pages (under its base or its home)."""
+        return any(path == root or path.startswith(root.rstrip("/") + "/") for root in {self.base, self.home})
+
+    def error_page(self, request: Request, status_code: int, detail: str | None) -> HTMLResponse:
+        """An error as a page in the reader's language; the technical detail folded away beneath it."""
+        key = self.ERROR_KEYS.get(status_code, "error.other")
+        return self.render(request, "error_page.html", None, status_code=status_code, headline_key=key,
+                           help_key=f"{key}.help", status=status_code, detail=detail)
+
     # ---- mounting -------------------------------------------------------------------------------
 
     def install(self, app: FastAPI) -> None:
+        # shared.web's error handlers answer a browser on these paths with error_page rather than JSON.
+        consoles = getattr(app.state, "consoles", None)
+        if consoles is None:
+            consoles = app.state.consoles = []
+        consoles.append(self)
         # The static files are the same for every console: mounted once, by the first console installed.
         if not any(getattr(route, "path", None) == STATIC_PATH for route in app.routes):
             app.mount(STATIC_PATH, StaticFiles(directory=str(HERE / "static")), name="console-static")

@@ -141,7 +141,8 @@ function renderReplyKeyboard(keyboard) {
       const b = el("button", { type: "button", textContent: text });
       if (button.request_contact) {
         b.className = "contact";
-        b.textContent = `📱 ${text} (分享我的联系方式 / share my contact)`;
+        // The button's text as the bot wrote it (Telegram adds no icon of its own): a hint on hover only.
+        b.title = "分享我的联系方式 (shares this chat's phone number) / share my contact";
         b.addEventListener("click", shareOwnContact);
       } else {
         b.addEventListener("click", () => sendText(text));
