@@ -61,10 +61,17 @@ def readout_text(task: Readout, lang: str) -> str:
     if left < 0:
         parts.append(t.text("task.overdue", lang, minutes=-left))
     elif left >= 60:
-        parts.append(t.text("task.left_hours", lang, hours=left // 60, minutes=left % 60))
+        hours, minutes = divmod(left, 60)
+        parts.append(t.text("task.left_hours", lang, hours=hours, minutes=minutes) if minutes
+                     else t.text("task.left_hours_only", lang, hours=hours))
     else:
         parts.append(t.text("task.left_minutes", lang, minutes=left))
     return ("" if zh else " ").join(parts)
+
+
+def _joined(sentences: list[str], lang: str) -> str:
+    """Sentences as one prompt: Chinese runs on after its full stops, English needs a space."""
+    return ("" if lang == "zh" else " ").join(s for s in sentences if s)
 
 
 def _gather(response: VoiceResponse, action_url: str, **options: object) -> Gather:
@@ -88,11 +95,11 @@ def present(home: Home, *, lang: str | None, menu_url: str, task_url: str, home_
     response = VoiceResponse()
     if home.task is not None:
         gather = _gather(response, task_url, num_digits=1)
-        _say(gather, " ".join([*before, readout_text(home.task, lang), t.text("task.menu", lang)]).strip(), lang)
+        _say(gather, _joined([*before, readout_text(home.task, lang), t.text("task.menu", lang)], lang), lang)
     else:
         gather = _gather(response, menu_url, num_digits=1)
         menu = t.text(f"menu.{home.kind}", lang, seconds=home.wrap_up_left_s)
-        _say(gather, " ".join([*before, menu]).strip(), lang)
+        _say(gather, _joined([*before, menu], lang), lang)
     response.redirect(home_url, method="POST")
     return str(response)
 
@@ -120,7 +127,7 @@ def dispose_menu(*, lang: str | None, action_url: str, again_url: str, before: l
     response = VoiceResponse()
     gather = _gather(response, action_url, num_digits=1)
     spoken = [*before, readout_text(task, lang) if task is not None else "", menu]
-    _say(gather, " ".join(s for s in spoken if s), lang)
+    _say(gather, _joined(spoken, lang), lang)
     response.redirect(again_url, method="POST")
     return str(response)
 
@@ -130,7 +137,7 @@ def ask_callback(*, lang: str | None, action_url: str, again_url: str, before: l
     lang = lang_of(lang)
     response = VoiceResponse()
     gather = _gather(response, action_url, num_digits=CALLBACK_DIGITS, finish_on_key="#")
-    _say(gather, " ".join([*before, texts().text("callback.ask", lang)]), lang)
+    _say(gather, _joined([*before, texts().text("callback.ask", lang)], lang), lang)
     response.redirect(again_url, method="POST")
     return str(response)
 
