@@ -169,6 +169,25 @@ async def test_a_callback_keyed_in_minutes_reschedules_the_task(callcenter, api)
     assert (await task_of(callcenter, task_id))["status"] != "closed"
 
 
+async def test_star_switches_the_desk_phone_to_english_and_2_pauses(callcenter, api) -> None:
+    """Key * at the menu: the menus and the task are in English; key 2 pauses the seat, which is then told so."""
+    key_id, _ = await seat(callcenter, api)
+    await seat_line(callcenter)
+    await waiting_task(callcenter, phone=CITIZEN, subject={"name": "Li", "age": 30})
+    desk = await dial_in(callcenter)
+    await desk.hears("下一条任务请按1")
+    await desk.press("*")
+    await desk.hears("To hear the next task, press 1.")
+    await desk.press("2")
+    assert "Paused." in await desk.hears("You are paused.")
+    assert (await seat_row(callcenter, key_id)).state == "paused"
+    await desk.press("1")
+    heard = await desk.hears("To call the citizen, press 1.")
+    assert "Citizen Li, aged 30" in heard and "Fraud type: fake investment" in heard
+    assert not any("\u4e00" <= ch <= "\u9fff" for ch in heard)
+    await callcenter.phone.call("POST", f"/calls/{desk.sid}/hangup")
+
+
 async def test_a_phone_that_is_no_seats_is_refused_politely_and_claims_nothing(callcenter, api) -> None:
     """An unregistered number hears that it is not a seat phone and the line closes; the waiting task stays
     in the queue, unclaimed."""

@@ -109,9 +109,13 @@ async def home(session: AsyncSession, principal: Principal, *, now: datetime) ->
 
 async def next_task(session: AsyncSession, principal: Principal, *, now: datetime) -> Readout | None:
     """Key 1 at the menu: ready for work (this ends a pause, or a wrap-up early, as PUT available does), then the
-    next task exactly as the API claims it; None when nothing waits."""
+    next task exactly as the API claims it; None when nothing waits.
+
+    The menu is only heard with no task in hand, so a seat still marked on a call (a line that dropped during a
+    call whose claim has since ended) is not on one: ready too.
+    """
     seat = await seats.get_seat(session, principal)
-    if seat is None or seat.state in ("paused", "offline", "wrap_up"):
+    if seat is None or seat.state != "available":
         await seats.change_state(session, principal, state="available", reason=None, phone=None, now=now)
     claimed = await seats.take_next(session, principal, now=now)
     return None if claimed is None else await readout(session, claimed.task.id, now=now)

@@ -107,6 +107,7 @@ async def menu(request: Request, form: SignedForm, seat: SeatKey, lang: Lang = "
             log.info("desk.next", seat=seat, task_id=str(task.task_id) if task else None)
             if task is None:
                 before.append(say.say("empty", lang))
+            # A task claimed is read by _present: the seat holds it now.
         elif digit == "2":
             await desk.pause(session, principal, reason=say.say("pause_reason", "zh"), now=now)
             before.append(say.say("paused", lang))
