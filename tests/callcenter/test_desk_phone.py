@@ -145,7 +145,7 @@ async def test_a_desk_phone_hears_the_task_calls_the_citizen_and_keys_the_dispos
 
 async def test_a_callback_keyed_in_minutes_reschedules_the_task(callcenter, api) -> None:
     """Key 6 then minutes and #: the task stays open and its operator call waits until then; sign-off by key 0."""
-    await seat(callcenter, api)
+    key_id, _ = await seat(callcenter, api)
     await seat_line(callcenter)
     await callcenter.phone.call("PUT", f"/numbers/{CITIZEN}", behaviour="busy")
     task_id = await waiting_task(callcenter, phone=CITIZEN)
@@ -162,7 +162,10 @@ async def test_a_callback_keyed_in_minutes_reschedules_the_task(callcenter, api)
     assert "已记录：约定回拨" in heard and "45分钟后回拨" in heard
     await desk.press("0")
     ended = await callcenter.phone.call("GET", f"/calls/{desk.sid}?status=final&wait=10")
-    assert "已签退" in said(ended)
+    assert "已签退" in said(ended) and (await seat_row(callcenter, key_id)).state == "offline"
+    again = await dial_in(callcenter)  # calling in again: signed off, key 1 signs in
+    await again.hears("您尚未签入")
+    await callcenter.phone.call("POST", f"/calls/{again.sid}/hangup")
     await callcenter.dispatcher.run_dispatcher_jobs()
     (waiting,) = await callcenter.dispatcher.jobs(task_id=task_id, kind="call.operator", status="queued")
     assert waiting["run_at"] == callcenter.dispatcher.clock.now() + timedelta(minutes=45)

@@ -89,7 +89,7 @@ async def readout(session: AsyncSession, task_id: uuid.UUID, *, now: datetime) -
 class Home:
     """Where the operator is: holding a task (read it), or at the menu for their seat's state."""
 
-    kind: Literal["task", "idle", "paused", "wrap_up"]
+    kind: Literal["task", "idle", "paused", "offline", "wrap_up"]
     task: Readout | None = None
     wrap_up_left_s: int = 0
 
@@ -104,7 +104,7 @@ async def home(session: AsyncSession, principal: Principal, *, now: datetime) ->
     state = seat.state if seat is not None else "offline"
     if state == "wrap_up":
         return Home("wrap_up", wrap_up_left_s=seats.wrap_up_left_s(seat, now))
-    return Home("paused" if state in ("paused", "offline") else "idle")
+    return Home(state if state in ("paused", "offline") else "idle")
 
 
 async def next_task(session: AsyncSession, principal: Principal, *, now: datetime) -> Readout | None:

@@ -179,7 +179,10 @@ async def dispose(request: Request, form: SignedForm, seat: SeatKey, task: uuid.
     menu = {"lang": lang, "action_url": links.url("dispose"), "again_url": links.url("after")}
     if digit == "9":
         async with request.app.state.sessionmaker() as session:
-            readout = await desk.readout(session, task, now=request.app.state.clock.now())
+            try:
+                readout = await desk.readout(session, task, now=request.app.state.clock.now())
+            except SeatRefused:  # no such task (any more): the menu alone
+                readout = None
         return _xml(say.dispose_menu(**menu, task=readout))
     if digit not in desk.DISPOSITION_KEYS:
         return _xml(say.dispose_menu(**menu, before=[say.say("wrong_key", lang)]))
