@@ -7,7 +7,9 @@ One in-memory state, two faces:
   resource, its error bodies and codes, HTTP Basic auth, and Twilio's default of 1 call per second per account;
 - the control API, `/sandbox/twilio/...`, which tests, benchmarks and the sandbox page use to play the people
   being called: how each number behaves (answers, is busy, never picks up, is a voicemail, or rings on the
-  page), key presses, hang-ups, and a timeline of everything each call did.
+  page), key presses, hang-ups, and a timeline of everything each call did; and calls *in*: a phone dials one
+  of the account's incoming numbers (its voice URL set on the control API, as Twilio's console sets it), Twilio
+  answers and runs the application's TwiML, and the caller presses keys and hears every <Say> (a desk-phone seat).
 
 How twilio-python 9 encodes a request (twilio/rest/api/v2010/account/call/__init__.py `_create_async`,
 twilio/base/client_base.py `request_async`, twilio/http/async_http_client.py): a POST whose body is
@@ -185,6 +187,22 @@ class NumberScript:
     def public(self) -> dict[str, Any]:
         return {"behaviour": self.behaviour, "digits": list(self.digits), "ring_s": self.ring_s,
                 "hangup_after_s": self.hangup_after_s}
+
+
+@dataclass
+class IncomingNumber:
+    """One of an account's Twilio numbers: where a call to it fetches its TwiML (the number's voice webhook)."""
+
+    number: str
+    url: str
+    method: str = "POST"
+    account_sid: str = DEFAULT_ACCOUNT_SID
+    status_callback: str | None = None
+    status_callback_method: str = "POST"
+
+    def public(self) -> dict[str, Any]:
+        return {"number": self.number, "url": self.url, "method": self.method, "account_sid": self.account_sid,
+                "status_callback": self.status_callback, "status_callback_method": self.status_callback_method}
 
 
 @dataclass
@@ -378,6 +396,7 @@ class TwilioSandbox:
         self.default_behaviour = "answer"
         self.accounts: dict[str, Account] = {DEFAULT_ACCOUNT_SID: Account(DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN)}
         self.numbers: dict[str, NumberScript] = {}
+        self.incoming: dict[str, IncomingNumber] = {}  # the account's own numbers that take calls
         self.calls: dict[str, Call] = {}  # in creation order
         self.outcomes: Counter[str] = Counter()  # final statuses of REST-created calls
         self.counters: Counter[str] = Counter()
@@ -535,11 +554,30 @@ class TwilioSandbox:
             if url:
                 call.method = _method(values.get("Method"))
             return
-        if call.direction != "outbound-api":
-            raise TwilioError(400, 21220, "Unable to update record: the sandbox redirects only the calls it created.")
+        if call.direction == "outbound-dial":
+            raise TwilioError(400, 21220, "Unable to update record: the sandbox does not redirect a <Dial>'s legs.")
         step: Step = Fetch(url, _method(values.get("Method")), reason="update") if url else Inline(twiml or "",
                                                                                                     reason="update")
         self._interrupt(call, step)
+
+    def dial_in(self, from_: str, to: str) -> Call:
+        """A phone at `from_` calls the incoming number `to`: Twilio answers and fetches the number's TwiML. The
+        caller follows `from_`'s number script for its keys (one entry per <Gather>) and when it hangs up."""
+        number = self.incoming.get(to)
+        if number is None:
+            raise HTTPException(404, f"{to} is not an incoming number of any account (PUT /sandbox/twilio/incoming/...)")
+        if not E164_RE.match(from_):
+            raise HTTPException(422, f"from: {from_} is not an E.164 number")
+        call = Call(account_sid=number.account_sid, to=to, from_=from_, script=self.script_for(from_),
+                    direction="inbound", url=number.url, method=number.method,
+                    status_callback=number.status_callback, status_callback_method=number.status_callback_method)
+        self._remember(call)
+        call.log("status", status="queued", behaviour="caller")
+        self.counters["inbound"] += 1
+        call.task = self._spawn(self._run(call), name=f"twilio-call-{call.sid}")
+        log.info("sandbox.twilio.call_in", sid=call.sid, to=to)
+        self.notify()
+        return call
 
     # -- the control API (people at the numbers) --
 
@@ -570,7 +608,7 @@ class TwilioSandbox:
         if call.status in ("queued", "ringing"):
             call.actions.append("cancel" if by == "api" else "reject")
             call.poke()
-        elif call.direction == "outbound-api":
+        elif call.direction in ("outbound-api", "inbound"):
             self._interrupt(call, Hangup(by))
         else:
             call.actions.append("hangup")  # a dialled leg: its bridge ends
@@ -718,7 +756,9 @@ class TwilioSandbox:
         """A call created through the REST API, from queued to its final status and last callback."""
         try:
             async with self._slots:
-                if await self._place(call, timeout_s=call.timeout_s):
+                placed = self._pick_up(call) if call.direction == "inbound" else await self._place(
+                    call, timeout_s=call.timeout_s)
+                if placed:
                     await self._converse(call)
         except asyncio.CancelledError:
             self._end(call, "completed" if call.status == "in-progress" else "canceled", by="sandbox")
@@ -745,6 +785,13 @@ class TwilioSandbox:
             if remaining <= 0:
                 return None
             await call.wait_poke(remaining)
+
+    def _pick_up(self, call: Call) -> bool:
+        """A call in: Twilio answers it at once and runs the number's TwiML."""
+        call.answered_at = time.time()
+        self._set_status(call, "in-progress")
+        call.log("answered", by="twilio", answered_by=None)
+        return True
 
     async def _place(self, call: Call, *, timeout_s: float) -> bool:
         """Ring the number as its script says; True when someone (or something) answered."""
@@ -1157,6 +1204,19 @@ class NumberIn(BaseModel):
     hangup_after_s: float | None = Field(None, ge=0, description="hangs up this long after answering")
 
 
+class IncomingIn(BaseModel):
+    url: str = Field(max_length=2000, description="the number's voice webhook: where a call to it fetches TwiML")
+    method: str = "POST"
+    account_sid: str | None = Field(None, description="the account that owns the number (default: the sandbox's)")
+    status_callback: str | None = Field(None, max_length=2000, description="told when each call to it ends")
+    status_callback_method: str = "POST"
+
+
+class DialInIn(BaseModel):
+    from_: str = Field(alias="from", description="the calling phone (E.164)")
+    to: str = Field(description="one of the incoming numbers")
+
+
 class PressIn(BaseModel):
     digits: str = Field(min_length=1, max_length=32, pattern=r"^[0-9*#]+$")
 
@@ -1361,6 +1421,35 @@ def twilio_router(sandbox: TwilioSandbox) -> APIRouter:
     async def forget_number(number: str) -> dict[str, bool]:
         """The number behaves as unscripted numbers do again."""
         return {"removed": sandbox.numbers.pop(_number(number), None) is not None}
+
+    @router.put(prefix + "/incoming/{number}", tags=tags)
+    async def set_incoming(number: str, body: IncomingIn) -> dict[str, Any]:
+        """One of the account's numbers takes calls: a call to it fetches TwiML from `url` (its voice webhook)."""
+        if not is_http_url(body.url) or (body.status_callback and not is_http_url(body.status_callback)):
+            raise HTTPException(422, "url and status_callback: http(s) URLs")
+        e164 = _number(number)
+        if not E164_RE.match(e164):
+            raise HTTPException(422, f"{e164} is not an E.164 number")
+        sid = body.account_sid or DEFAULT_ACCOUNT_SID
+        if sid not in sandbox.accounts:
+            raise HTTPException(404, f"no account {sid}")
+        sandbox.incoming[e164] = IncomingNumber(e164, body.url, _method(body.method), sid, body.status_callback,
+                                                _method(body.status_callback_method))
+        return sandbox.incoming[e164].public()
+
+    @router.get(prefix + "/incoming", tags=tags)
+    async def list_incoming() -> dict[str, Any]:
+        """The numbers that take calls, and where each sends them."""
+        return {"numbers": [n.public() for n in sandbox.incoming.values()]}
+
+    @router.post(prefix + "/dial-in", tags=tags)
+    async def dial_in(body: DialInIn) -> dict[str, Any]:
+        """A phone calls one of the incoming numbers (a desk phone dials the seat line); answers with the call.
+
+        Then, as with any call: `press` keys, watch `/calls/{sid}` (every <Say> is on its timeline), `hangup`.
+        """
+        call = sandbox.dial_in(_number(body.from_), _number(body.to))
+        return call.public()
 
     @router.get(prefix + "/calls", tags=tags)
     async def list_calls_control(

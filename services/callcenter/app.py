@@ -26,6 +26,8 @@ from services.callcenter.calls.stops import CallStopper, make_stop_worker
 from services.callcenter.calls.views import router as twilio_router
 from services.callcenter.console.views import console
 from services.callcenter.console.views import router as console_router
+from services.callcenter.seats.desk_views import router as desk_router
+from services.callcenter.seats.scheduled import WrapUpSweep
 from services.callcenter.seats.views import router as seats_router
 from services.callcenter.settings import CallcenterSettings
 from shared import contracts
@@ -36,6 +38,7 @@ from shared.queue.worker import Handler, Worker
 from shared.web import install_common
 
 log = structlog.get_logger(__name__)
+WRAP_UP_SWEEP_S = 5.0  # a seat whose wrap-up ran out, and that nobody reads, is available within this
 
 
 def make_twilio(settings: CallcenterSettings) -> Client:
@@ -70,6 +73,9 @@ def create_app(settings: CallcenterSettings | None = None, *, clock: Clock | Non
         app.state.on_database_unavailable = reconciler.note_gap
         reconciling = (asyncio.create_task(reconciler.run(), name="callcenter-reconciler")
                        if settings.reconciles() else None)
+        # Wrap-ups nobody has looked at end on time (seats/scheduled.py), where the workers run.
+        wrap_ups = WrapUpSweep(sessionmaker, clock=clock, interval_s=WRAP_UP_SWEEP_S)
+        sweeping = (asyncio.create_task(wrap_ups.run(), name="callcenter-wrap-ups") if settings.run_worker else None)
         workers: list[Worker] = []
         if settings.run_worker:
             # Only automated calls are taken here; operator calls wait for the seats to claim them.
@@ -91,6 +97,10 @@ def create_app(settings: CallcenterSettings | None = None, *, clock: Clock | Non
             for worker in workers:
                 worker.stop()
             reconciler.stop()
+            wrap_ups.stop()
+            if sweeping is not None:
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(sweeping, timeout=2)
             if reconciling is not None:
                 # A sweep waiting on Twilio is cut short: nothing it left undone is lost (the next start sweeps).
                 with contextlib.suppress(TimeoutError, asyncio.CancelledError):
@@ -104,6 +114,7 @@ def create_app(settings: CallcenterSettings | None = None, *, clock: Clock | Non
     install_common(app, service="callcenter")
     app.include_router(twilio_router)
     app.include_router(seats_router)
+    app.include_router(desk_router)
     console.install(app)
     app.include_router(console_router)
     return app

@@ -28,6 +28,9 @@ class CallcenterSettings(CommonSettings):
     # and for how long before the citizen is told an officer will call back (the issue: 60 s).
     transfer_ring_seats: int = Field(default=3, ge=1, le=10, alias="SHOUHU_TRANSFER_RING_SEATS")
     transfer_ring_s: int = Field(default=60, ge=5, le=600, alias="SHOUHU_TRANSFER_RING_S")
+    # Seat wrap-up: after a disposition the seat rests this long before it takes work again (no claim, no key-2
+    # ring) unless the operator ends it early (PUT /v1/seat available, or key 1 on a desk phone). 0: straight back.
+    seat_wrap_up_s: int = Field(default=30, ge=0, le=3600, alias="SHOUHU_SEAT_WRAP_UP_S")
     # Countries (ISO 3166 codes, comma-separated; "*" for all) whose numbers may get automated calls. Others are
     # stored and shown, but only a seat operator calls them: a robocall in Chinese to a number abroad is more
     # likely to frighten or confuse than to help, and international calls cost (issue 11).

@@ -8,9 +8,10 @@ to keep right when its tables change.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -185,6 +186,50 @@ async def task_reasons(session: AsyncSession, task_id: uuid.UUID) -> list[dict[s
         sql("SELECT w.reasons FROM tasks t JOIN warnings w ON w.case_id = t.case_id WHERE t.id = :t"
             " ORDER BY w.received_at"), {"t": task_id})).scalars().all()
     return [reason for group in rows for reason in (group or [])]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSubject:
+    """Who a task is about and what happened, as its warnings say: what a seat reads out (desk phones)."""
+
+    name: str | None
+    age: int | None  # as of `today`: from the ID number's birth date, else the age given, aged since
+    signals: list[str]  # what happened (the warnings' signal codes), oldest first, each once
+    amount_at_risk: Decimal | None  # the largest any warning gave
+
+
+def _age(subject: dict[str, Any], occurred_at: datetime, today: date) -> int | None:
+    id_number = str(subject.get("id_number") or "")
+    if len(id_number) == 18 and id_number[:17].isdigit():
+        with contextlib.suppress(ValueError):
+            birth = date(int(id_number[6:10]), int(id_number[10:12]), int(id_number[12:14]))
+            return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
+    age = subject.get("age")
+    if isinstance(age, int) and not isinstance(age, bool):
+        then = occurred_at.date()
+        return age + today.year - then.year - ((today.month, today.day) < (then.month, then.day))
+    return None
+
+
+async def task_subject(session: AsyncSession, task_id: uuid.UUID, *, today: date) -> TaskSubject:
+    """The name and age the latest warning gave (each from the latest that gave it), every signal, the largest
+    amount at risk, from the warnings of the task's case."""
+    rows = (await session.execute(
+        sql("SELECT w.subject, w.signal, w.amount_at_risk, w.occurred_at FROM tasks t"
+            " JOIN warnings w ON w.case_id = t.case_id WHERE t.id = :t ORDER BY w.received_at, w.id"),
+        {"t": task_id})).all()
+    name = age = amount = None
+    signals: list[str] = []
+    for row in rows:
+        subject = row.subject or {}
+        name = subject.get("name") or name
+        given = _age(subject, row.occurred_at, today)
+        age = given if given is not None else age
+        if row.signal not in signals:
+            signals.append(row.signal)
+        if row.amount_at_risk is not None and (amount is None or row.amount_at_risk > amount):
+            amount = row.amount_at_risk
+    return TaskSubject(name=name, age=age, signals=signals, amount_at_risk=amount)
 
 
 @dataclass(frozen=True, slots=True)

@@ -140,7 +140,7 @@ async def test_the_desk_shows_the_emergency_script_and_takes_the_transfer_detail
         assert 'value="dissuaded" required disabled' in page and 'name="loss_bank"' in page
         resp = await desk.post(f"/console/tasks/{task_id}/disposition", disposition="loss_reported",
                                loss_bank="招商银行", loss_amount="3,000", loss_transferred_at="2026-11-21T09:50")
-        assert resp.headers["location"] == "/console?m=recorded_empty"
+        assert resp.headers["location"] == "/console?m=recorded_wrap_up"  # recorded; the seat rests in wrap-up
     await callcenter.dispatcher.run_dispatcher_jobs()
     stop = (await emergency(callcenter, task_id))["payment_stop"]
     assert stop["bank"] == "招商银行" and stop["amount_lost"] == "3000.00"

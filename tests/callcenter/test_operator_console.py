@@ -84,6 +84,7 @@ async def desks(callcenter):  # noqa: ANN001, ANN201
         await client.aclose()
 
 
+@pytest.mark.callcenter_settings(SHOUHU_SEAT_WRAP_UP_S=0)  # the next task follows at once (no wrap-up)
 async def test_an_operator_works_through_the_queue_by_keyboard(callcenter, page) -> None:  # noqa: ANN001
     """Sign in, set available, N claims, C rings the seat then the citizen, 1 + Enter records dissuaded: closed."""
     citizen, desk_phone = "+8613900000011", "+8657187000011"

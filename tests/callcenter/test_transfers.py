@@ -98,7 +98,7 @@ async def test_key_2_reaches_a_free_seat_of_the_unit_and_the_seat_holds_the_task
     resp = await api.post(f"/v1/tasks/{answer['task_id']}/disposition", json={"disposition": "dissuaded"},
                           headers=local_headers)
     assert resp.status_code == 202, resp.text
-    assert await seat_state(callcenter, local) == "available"
+    assert await seat_state(callcenter, local) == "wrap_up"  # then available after SHOUHU_SEAT_WRAP_UP_S
 
 
 async def _bridged(callcenter, citizen: str, leg_sid: str) -> bool:  # noqa: ANN001

@@ -586,3 +586,32 @@ async def test_the_page_answers_a_seats_phone_rung_by_a_dial(phone: Phone, page:
     await phone.until(call.sid, lambda c: "bridged" in _types(c), timeout_s=10)
     [leg] = (await phone.get("/calls", parent=call.sid))["calls"]
     assert leg["to"] == seat and "bridged" in _types(leg) and leg["answered_at"]
+
+
+# --- calls in (a desk phone dials the seat line) ------------------------------------------------------------------
+
+
+async def test_a_call_in_runs_the_numbers_twiml_signed_and_takes_the_callers_keys(phone: Phone) -> None:
+    """A phone dials an incoming number: Twilio answers at once, fetches the number's voice URL (signed, From the
+    caller, Direction inbound), says the <Say>s, takes the keys the caller presses, tells the status callback
+    at the end, and the caller can hang up; a number nobody set up is 404."""
+    desk, line = "+8657187000001", "+8657196111"
+    phone.app.routes["/voice"] = GATHER_TWIML
+    phone.app.routes["/gather"] = '<Response><Say language="zh-CN">已记录。</Say><Pause length="60"/></Response>'
+    missing = await phone.control.post(CONTROL + "/dial-in", json={"from": desk, "to": line})
+    assert missing.status_code == 404
+    await phone.put(f"/incoming/{line}", {"url": phone.app.url("/voice"), "status_callback": phone.app.url("/status")})
+    call = await phone.post("/dial-in", {"from": desk, "to": line})
+    assert (call["direction"], call["from"], call["to"]) == ("inbound", desk, line)
+    await phone.until(call["sid"], lambda c: c["gathering"])
+    await phone.post(f"/calls/{call['sid']}/press", {"digits": "1"})
+    await phone.until(call["sid"], lambda c: "已记录。" in _said(c))
+    await phone.post(f"/calls/{call['sid']}/hangup")
+    ended = await phone.ended(call["sid"])
+    assert ended["status"] == "completed" and ended["ended_by"] == "callee"
+    (voice,) = phone.app.at("/voice")
+    assert voice.signature_valid and voice.params["From"] == desk and voice.params["Direction"] == "inbound"
+    (gathered,) = phone.app.at("/gather")
+    assert gathered.signature_valid and gathered.params["Digits"] == "1"
+    (status,) = phone.app.at("/status")
+    assert status.params["CallStatus"] == "completed" and status.params["CallSid"] == call["sid"]

@@ -243,6 +243,17 @@ $("ring-here").addEventListener("change", (event) => {
       : "未设置的号码将自动接听 (unscripted numbers now answer by themselves)")));
 });
 
+// A desk-phone seat: its phone dials the seat line (set up first with the callcenter's voice URL); the call is
+// selected, so its prompts show here and the keypad (or the keyboard's digits) answers them.
+$("dial-in-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = new FormData(event.target);
+  const to = String(form.get("to")).trim();
+  const line = await phoneAct(phoneApi("PUT", `/incoming/${encodeURIComponent(to)}`, { url: String(form.get("url")).trim() }));
+  if (!line) return;
+  const call = await phoneAct(phoneApi("POST", "/dial-in", { from: String(form.get("from")).trim(), to }));
+  if (call) { phone.selected = call.sid; phone.pinned = true; phone.panelKey = ""; }
+});
 $("number-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const form = new FormData(event.target);

@@ -124,7 +124,9 @@ async def free_seats(session: AsyncSession, *, unit: str, now: datetime, limit: 
     rung for this one; locked until the caller commits."""
     rows = (await session.execute(
         sql("SELECT s.key_id, s.phone FROM seats s"
-            " WHERE s.state = 'available' AND s.phone IS NOT NULL AND starts_with(CAST(:unit AS text), s.unit)"
+            # A seat whose wrap-up is over is free, whether or not a read or the sweep has said so yet.
+            " WHERE (s.state = 'available' OR (s.state = 'wrap_up' AND s.wrap_up_until <= :now))"
+            " AND s.phone IS NOT NULL AND starts_with(CAST(:unit AS text), s.unit)"
             " AND s.key_id <> ALL(CAST(:rung AS text[]))"
             f" AND NOT EXISTS (SELECT 1 FROM call_transfers t WHERE t.outcome = '{m.TRANSFER_RINGING}'"
             "   AND t.ring_until > :now AND s.key_id = ANY(t.ringing_seats))"
@@ -188,8 +190,8 @@ async def leg_status(session: AsyncSession, *, transfer_id: int, seat: str, form
             sql("UPDATE call_transfers SET outcome = :o, answered_by = :k, answered_at = :now, leg_sid = :sid,"
                 " ringing_seats = '{}' WHERE id = :id"),
             {"o": m.TRANSFER_CONNECTED, "k": seat, "now": now, "sid": leg_sid[:40], "id": transfer_id})
-        await session.execute(sql("UPDATE seats SET state = 'on_call', reason = NULL, updated_at = :now"
-                                  " WHERE key_id = :k"), {"now": now, "k": seat})
+        await session.execute(sql("UPDATE seats SET state = 'on_call', reason = NULL, wrap_up_until = NULL,"
+                                  " updated_at = :now WHERE key_id = :k"), {"now": now, "k": seat})
         claimed = await settle_claims(session, now=now, seat=seat)
         log.info("transfer.connected", transfer_id=transfer_id, seat=seat, claimed=bool(claimed))
         return "connected"
@@ -252,8 +254,10 @@ async def _end_connected(session: AsyncSession, transfer: Any, *, now: datetime)
     """The seat and the citizen hung up: wrap-up for the seat, with time to record the disposition."""
     await session.execute(sql("UPDATE call_transfers SET outcome = 'completed', ended_at = :now WHERE id = :id"),
                           {"now": now, "id": transfer.id})
-    await session.execute(sql("UPDATE seats SET state = 'wrap_up', updated_at = :now"
-                              " WHERE key_id = :k AND state = 'on_call'"), {"now": now, "k": transfer.answered_by})
+    # Wrap-up until the disposition (which starts the wrap-up time), or until the claim kept for it ends.
+    await session.execute(sql("UPDATE seats SET state = 'wrap_up', wrap_up_until = :until, updated_at = :now"
+                              " WHERE key_id = :k AND state = 'on_call'"),
+                          {"now": now, "until": now + timedelta(seconds=WRAP_UP_LEASE_S), "k": transfer.answered_by})
     if transfer.claimed_job_id is not None:
         # Already disposed (the job is gone) or expired: nothing to keep.
         with contextlib.suppress(q.LeaseLost):

@@ -63,11 +63,11 @@ router = APIRouter(prefix="/console", include_in_schema=False)
 
 # The message after an action (?m=code): anything else in the query is ignored.
 FLASHES = {
-    **dict.fromkeys(("state_saved", "claimed", "empty", "calling", "recorded", "recorded_next", "recorded_empty"),
-                    "info"),
+    **dict.fromkeys(("state_saved", "claimed", "empty", "calling", "recorded", "recorded_next", "recorded_empty",
+                     "recorded_wrap_up"), "info"),
     **dict.fromkeys(("not_available", "not_claimed", "no_phone", "already_calling", "callback_time", "pause_reason",
                      "bad_phone", "bad_state", "bad_disposition", "call_failed", "emergency_refused",
-                     "bad_loss"), "error"),
+                     "bad_loss", "wrap_up"), "error"),
 }
 Text = Annotated[str, Form(max_length=2000)]
 
@@ -138,6 +138,7 @@ async def desk(request: Request, user: Page, task: str | None = None, m: str | N
     card = None
     # A transaction: reading my tasks first hands me the task of a citizen just put through to my phone (key 2).
     async with transaction(request.app.state.sessionmaker) as session:
+        await seats.end_wrap_ups(session, now=now, key_id=principal.key_id)
         seat = await seats.get_seat(session, principal)
         mine = await seats.my_tasks(session, principal, now=now)
         wanted = as_uuid(task)
@@ -242,12 +243,13 @@ async def record(task_id: uuid.UUID, request: Request, user: Action, disposition
         async with transaction(sessionmaker) as session:
             await seats.dispose(session, user.principal, task_id, disposition=disposition, note=note.strip(),
                                 callback_at=local_input(callback_at), now=now,
+                                wrap_up_s=request.app.state.settings.seat_wrap_up_s,
                                 loss=loss if disposition == "loss_reported" else None)
     except seats.SeatRefused as exc:
         return back(task_id, exc.code)
     try:
         async with transaction(sessionmaker) as session:
             claimed = await seats.take_next(session, user.principal, now=now)
-    except seats.SeatRefused:  # paused or offline meanwhile: no new work
-        return back(None, "recorded")
+    except seats.SeatRefused as exc:  # in wrap-up (set available to end it early), or paused or offline meanwhile
+        return back(None, "recorded_wrap_up" if exc.code == "wrap_up" else "recorded")
     return back(None, "recorded_empty") if claimed is None else back(claimed.task.id, "recorded_next")

@@ -22,3 +22,6 @@ class Seat(Base):
     reason: Mapped[str | None] = mapped_column(Text)  # why paused
     phone: Mapped[str | None] = mapped_column(String(20))  # the seat's own phone: click-to-call rings it first
     updated_at: Mapped[datetime]
+    # In wrap_up: when the seat is available again (a disposition's wrap-up time, or the time to record one after
+    # a transferred citizen's call); reads and a sweep end it then (seats/service.py end_wrap_ups).
+    wrap_up_until: Mapped[datetime | None]

@@ -16,6 +16,7 @@ tasks, and before any seat claims from the queue.
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -57,7 +58,7 @@ async def set_state(session: AsyncSession, principal: Principal, *, state: str, 
     return (await session.execute(
         sql("INSERT INTO seats (key_id, name, unit, state, reason, phone, updated_at)"
             " VALUES (:k, :n, :u, :s, :r, :p, :now)"
-            " ON CONFLICT (key_id) DO UPDATE SET state = EXCLUDED.state, reason = EXCLUDED.reason,"
+            " ON CONFLICT (key_id) DO UPDATE SET state = EXCLUDED.state, reason = EXCLUDED.reason, wrap_up_until = NULL,"
             " phone = COALESCE(EXCLUDED.phone, seats.phone), unit = EXCLUDED.unit, updated_at = EXCLUDED.updated_at"
             " RETURNING key_id, name, unit, state, reason, phone, updated_at"),
         {"k": principal.key_id, "n": principal.name, "u": principal.unit, "s": state, "r": reason, "p": phone,
@@ -120,8 +121,9 @@ async def task_card(session: AsyncSession, task_id: uuid.UUID) -> tuple[TaskCard
 
 async def record_disposition(session: AsyncSession, principal: Principal, *, claim: Any, task_id: uuid.UUID,
                              disposition: str, note: str | None, callback_at: datetime | None, now: datetime,
-                             loss: contracts.LossDetails | None = None) -> None:
-    """Finish the claim and send the disposition to the dispatcher (which closes, escalates or reschedules)."""
+                             wrap_up_s: float, loss: contracts.LossDetails | None = None) -> None:
+    """Finish the claim and send the disposition to the dispatcher (which closes, escalates or reschedules);
+    the seat goes to wrap-up for `wrap_up_s` (0: straight back to available)."""
     await q.complete(session, job_id=claim.id, worker=seat_worker(principal))
     job = contracts.OperatorCall.of(claim)
     result = contracts.ChannelResult(task_id=task_id, channel="operator_call", attempt=job.attempt,
@@ -134,10 +136,39 @@ async def record_disposition(session: AsyncSession, principal: Principal, *, cla
             sql("INSERT INTO do_not_call (phone, reason, added_by, added_at) VALUES (:p, :r, :by, :now)"
                 " ON CONFLICT (phone) DO NOTHING"),
             {"p": phone, "r": note or "wrong number (operator disposition)", "by": principal.actor, "now": now})
-    # Back to work after a call; a seat that paused or went offline meanwhile stays so.
-    await session.execute(sql("UPDATE seats SET state = 'available', updated_at = :now"
-                              " WHERE key_id = :k AND state IN ('on_call', 'wrap_up')"),
-                          {"now": now, "k": principal.key_id})
+    # Wrap-up, then back to work; a seat that paused or went offline meanwhile stays so.
+    await enter_wrap_up(session, key_id=principal.key_id, now=now, wrap_up_s=wrap_up_s)
+
+
+async def enter_wrap_up(session: AsyncSession, *, key_id: str, now: datetime, wrap_up_s: float) -> None:
+    """A disposition was recorded: the seat rests `wrap_up_s` (no claim, no key-2 ring), then is available."""
+    until = now + timedelta(seconds=wrap_up_s) if wrap_up_s > 0 else None
+    await session.execute(
+        sql("UPDATE seats SET state = CASE WHEN CAST(:until AS timestamptz) IS NULL THEN 'available' ELSE 'wrap_up' END,"
+            " wrap_up_until = :until, updated_at = :now"
+            " WHERE key_id = :k AND state IN ('available', 'on_call', 'wrap_up')"),
+        {"now": now, "until": until, "k": key_id})
+
+
+async def end_wrap_ups(session: AsyncSession, *, now: datetime, key_id: str | None = None) -> int:
+    """Seats whose wrap-up is over are available again (all, or one); idle since the wrap-up's end.
+
+    Run before a seat's state is read for work (a claim, the key-2 ring, the console) and by a sweep, so no
+    seat stays in wrap-up past its time whoever looks.
+    """
+    one = "AND key_id = :k" if key_id is not None else ""
+    result = await session.execute(
+        sql("UPDATE seats SET state = 'available', updated_at = wrap_up_until, wrap_up_until = NULL"
+            f" WHERE state = 'wrap_up' AND wrap_up_until <= :now {one}"), {"now": now, "k": key_id})
+    return result.rowcount or 0
+
+
+def wrap_up_left_s(seat: Any, now: datetime) -> int:
+    """Whole seconds of wrap-up left (at least 1 while in wrap-up; 0 when not)."""
+    if seat is None or seat.state != "wrap_up":
+        return 0
+    until = seat.wrap_up_until
+    return max(1, math.ceil((until - now).total_seconds())) if until is not None else 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +252,12 @@ class Claimed:
 
 async def take_next(session: AsyncSession, principal: Principal, *, now: datetime) -> Claimed | None:
     """Claim the next task for an available seat (None: nothing waits); the lease is shorter for high tier."""
+    await end_wrap_ups(session, now=now, key_id=principal.key_id)
     seat = await get_seat(session, principal)
+    if seat is not None and seat.state == "wrap_up":
+        raise SeatRefused("wrap_up", 409,
+                          f"your seat is in wrap-up for {wrap_up_left_s(seat, now)} s more; end it early with"
+                          " PUT /v1/seat {\"state\": \"available\"}")
     if seat is None or seat.state != "available":
         raise SeatRefused("not_available", 409,
                           "your seat is not available: PUT /v1/seat {\"state\": \"available\"} first")
@@ -265,7 +301,8 @@ async def prepare_call(session: AsyncSession, principal: Principal, task_id: uui
     if attempt.call_sid:
         raise SeatRefused("already_calling", 409,
                           f"already calling ({attempt.call_sid}); record a disposition to finish")
-    await session.execute(sql("UPDATE seats SET state = 'on_call', updated_at = :now WHERE key_id = :k"),
+    await session.execute(sql("UPDATE seats SET state = 'on_call', wrap_up_until = NULL, updated_at = :now"
+                              " WHERE key_id = :k"),
                           {"now": now, "k": principal.key_id})
     return CallPlan(attempt.id, seat.phone, phone)
 
@@ -290,7 +327,7 @@ async def click_to_call(sessionmaker: async_sessionmaker[AsyncSession], placer: 
 
 
 async def dispose(session: AsyncSession, principal: Principal, task_id: uuid.UUID, *, disposition: str,
-                  note: str | None, callback_at: datetime | None, now: datetime,
+                  note: str | None, callback_at: datetime | None, now: datetime, wrap_up_s: float,
                   loss: contracts.LossDetails | None = None) -> None:
     """Record what happened on the call for a task my seat holds (a callback needs a time in the future).
 
@@ -315,6 +352,6 @@ async def dispose(session: AsyncSession, principal: Principal, task_id: uuid.UUI
     try:
         await record_disposition(session, principal, claim=claim, task_id=task_id, disposition=disposition,
                                  note=note or None, callback_at=callback_at if disposition == "callback" else None,
-                                 now=now, loss=loss)
+                                 now=now, wrap_up_s=wrap_up_s, loss=loss)
     except LeaseLost:
         raise SeatRefused("not_claimed", 409, NOT_CLAIMED) from None

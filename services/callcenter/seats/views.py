@@ -181,7 +181,8 @@ async def put_seat(body: SeatIn, principal: OperatorKey, request: Request) -> An
 
 @router.post("/v1/queue/next", response_model=Claimed, responses={
     204: {"description": "nothing waiting"},
-    409: {"description": "my seat is not available: PUT /v1/seat {\"state\": \"available\"} first"}})
+    409: {"description": "my seat is not available (paused, offline, or in wrap-up after a disposition): PUT /v1/seat"
+                        " {\"state\": \"available\"} first"}})
 async def next_task(principal: OperatorKey, request: Request) -> Any:
     """Claim the next task for my unit (highest tier, then earliest deadline); 204 when none waits."""
     with answered_as_http():
@@ -221,6 +222,7 @@ async def disposition(task_id: uuid.UUID, body: DispositionIn, principal: Operat
         async with transaction(request.app.state.sessionmaker) as session:
             await service.dispose(session, principal, task_id, disposition=body.disposition, note=body.note,
                                   callback_at=body.callback_at, now=request.app.state.clock.now(),
+                                  wrap_up_s=request.app.state.settings.seat_wrap_up_s,
                                   loss=contracts.LossDetails(**body.loss.model_dump()) if body.loss else None)
     return {"task_id": str(task_id), "disposition": body.disposition, "recorded": True}
 
