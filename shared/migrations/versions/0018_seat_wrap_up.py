@@ -1,6 +1,6 @@
 """Seat wrap-up with an end: seats.wrap_up_until (issue 14, desk-phone seats and wrap-up).
 
-Revision ID: 0021
+Revision ID: 0018
 Revises: 0017
 Create Date: 2026-12-03
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0021"
+revision = "0018"
 down_revision = "0017"
 branch_labels = None
 depends_on = None
