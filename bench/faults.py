@@ -707,7 +707,10 @@ async def bench_faults(quick: bool) -> dict[str, float]:
         policy_path = _drill_policy(pg.dir)
         cluster = ReplicaSet(pg, audit_key=audit_key, service_password=service_password, env={
             "SHOUHU_DB_POOL_SIZE": "5", "SHOUHU_POLICY": str(policy_path),
-            "SHOUHU_CALLS_PER_S": str(CALLCENTER_CALLS_PER_S), **PHONE_TIME_SETTINGS})
+            "SHOUHU_CALLS_PER_S": str(CALLCENTER_CALLS_PER_S), **PHONE_TIME_SETTINGS,
+            # No rest after a disposition (the callcenter's seat wrap-up, where it has one): the seats' load
+            # claims again at once, as it always has.
+            "SHOUHU_SEAT_WRAP_UP_S": "0"})
         procs = cluster.procs
         sandbox_port = cluster.sandbox_port
         proxy, bot_proxy = cluster.callcenter_proxy, cluster.bot_proxy
