@@ -1,5 +1,5 @@
-"""`shouhu bench`: the benchmarks, one module each (ingest, bot, calls, consoles, queue, faults), outside the
-services they measure."""
+"""`shouhu bench`: the benchmarks, one module each (ingest, bot, calls, consoles, queue, faults, replicas),
+outside the services they measure."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ def registry() -> dict[str, Benchmark]:
     from bench.faults import bench_faults
     from bench.ingest import bench_ingest
     from bench.queue import bench_queue
+    from bench.replicas import bench_replicas
 
     return {"ingest": bench_ingest, "bot": bench_bot, "calls": bench_calls, "consoles": bench_consoles,
-            "queue": bench_queue, "faults": bench_faults}
+            "queue": bench_queue, "faults": bench_faults, "replicas": bench_replicas}
 
 
 async def run_benchmarks(names: list[str], *, as_json: bool, quick: bool) -> int:

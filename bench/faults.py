@@ -1,7 +1,7 @@
 """`shouhu bench faults`: crash drills under load. What is lost when processes die, the database restarts,
 and Telegram or Twilio misbehave?
 
-The set-up, all on 127.0.0.1 and all started (and stopped) by this benchmark:
+The set-up, all on 127.0.0.1 and all started (and stopped) by this benchmark (the pieces are bench/cluster.py's):
 
 - a private PostgreSQL 15 (``initdb`` / ``pg_ctl`` from ``SHOUHU_PG_BIN``, default
   /usr/lib/postgresql/15/bin) in a temporary directory on a free port, migrated as ``shouhu up`` does (owner
@@ -83,9 +83,6 @@ import random
 import secrets
 import shutil
 import signal
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -98,22 +95,20 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 import yaml
 
-from bench.ingest import (
-    CST,
-    BenchError,
-    _free_ports,
-    _Http,
-    _Report,
-    _verbatim,
-    error_lines_of,
-    machine_idle_note,
-    wait_until_ready,
+from bench.cluster import (
+    TG,
+    TW,
+    BenchDb,
+    ClusterError,
+    PrivatePostgres,
+    Proc,
+    ReplicaSet,
+    bind_chats,
+    make_keys,
+    migrated,
 )
+from bench.ingest import CST, _Http, _Report, _verbatim, machine_idle_note
 
-ROOT = Path(__file__).resolve().parents[1]
-PG_BIN = Path(os.environ.get("SHOUHU_PG_BIN", "/usr/lib/postgresql/15/bin"))
-TG = "/sandbox/telegram"
-TW = "/sandbox/twilio"
 RATE_PER_S = 50.0
 INGEST_CLIENTS = 48  # enough in flight that a slow answer (a drill) does not hold the pace back
 SEATS = 8
@@ -131,13 +126,6 @@ PHONE_TIME_SETTINGS = {"SHOUHU_CALL_LONGEST_SCRIPT_S": "8", "SHOUHU_TRANSFER_RIN
                        "SHOUHU_RECONCILE_INTERVAL_S": "10"}
 MAX_STARTS = 10  # starts of a killed replica before the drill gives up on it
 DB_WINDOW_BEFORE_S, DB_WINDOW_AFTER_S = 1.0, 10.0
-# Settings that would change what is measured if inherited from the caller's environment.
-ENV_DROPPED = ("DATABASE_URL", "TELEGRAM_BOT_TOKEN", "TELEGRAM_WEBHOOK_URL", "TELEGRAM_WEBHOOK_SECRET",
-               "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM_NUMBER", "SHOUHU_POLICY",
-               "SHOUHU_BOT_GLOBAL_PER_S", "SHOUHU_BOT_PER_CHAT_INTERVAL_S", "SHOUHU_CALLCENTER_WORKER_CONCURRENCY",
-               "SHOUHU_WORKER_POLL_INTERVAL_S", "SHOUHU_DAILY_CALL_CAP", "SHOUHU_WORKER_LEASE_S",
-               "SHOUHU_BOOTSTRAP_ADMIN_KEY")
-
 
 @dataclass(frozen=True)
 class _Plan:
@@ -153,213 +141,8 @@ class _Plan:
         return cls(load_s=60 if quick else 150, settle_s=60 if quick else 90, drills=tuple(zip(offsets, names, strict=True)))
 
 
-class FaultsBenchError(BenchError):
+class FaultsBenchError(ClusterError):
     """The drills could not run as designed (a process did not start, the database did not come back)."""
-
-
-# ---- the private PostgreSQL ---------------------------------------------------------------------------------
-
-
-class PrivatePostgres:
-    """A PostgreSQL server of our own in a temporary directory: the only one the drills restart."""
-
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="shouhu-faults-pg-"))
-        self.data = self.dir / "data"
-        self.port = _free_ports(1)[0]
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-        self.started = False
-        # initdb refuses to run as root: then the server runs as the postgres user, which owns the directory.
-        self.user = "postgres" if os.geteuid() == 0 else None
-        if self.user:
-            shutil.chown(self.dir, self.user)
-            (self.dir / "pg_ctl.out").touch()
-            shutil.chown(self.dir / "pg_ctl.out", self.user)
-
-    def _run(self, *args: str, timeout_s: float = 120) -> None:
-        # Output to a file, not a pipe: the server pg_ctl starts inherits it and would hold a pipe open for ever.
-        out = self.dir / "pg_ctl.out"
-        with out.open("w") as sink:
-            done = subprocess.run([str(PG_BIN / args[0]), *args[1:]], user=self.user, stdout=sink,
-                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=timeout_s, cwd=self.dir,
-                                  check=False)
-        if done.returncode != 0:
-            raise FaultsBenchError(f"{args[0]} failed ({done.returncode}): {out.read_text(errors='replace')[-2000:]}")
-
-    def start(self) -> None:
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
-        opts = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=300"
-                " -c shared_buffers=128MB")
-        self.started = True  # from here on, stop() must run pg_ctl stop
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "server.log"), "-o", opts, "-w", "-t", "60",
-                  "start")
-
-    def restart(self) -> float:
-        """pg_ctl restart -m fast (what an operator does): seconds until it accepts connections again."""
-        t0 = time.perf_counter()
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "server.log"), "-m", "fast", "-w", "-t", "60",
-                  "restart")
-        return time.perf_counter() - t0
-
-    def stop(self) -> None:
-        try:
-            if self.started and (self.data / "postmaster.pid").exists():
-                self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "-t", "30", "stop")
-        finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    def log_tail(self, lines: int = 20) -> str:
-        path = self.dir / "server.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
-
-
-# ---- processes ----------------------------------------------------------------------------------------------
-
-
-class Proc:
-    """`shouhu <args> --port P` in its own session (so kill -9 hits it, and cleanup its whole group)."""
-
-    def __init__(self, name: str, args: list[str], port: int, env: dict[str, str], ready_path: str) -> None:
-        self.name, self.args, self.port, self.env, self.ready_path = name, args, port, env, ready_path
-        self.log_path = Path(tempfile.mkstemp(prefix=f"shouhu-faults-{name.replace(' ', '-')}-", suffix=".log")[1])
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.pids: list[int] = []  # every process this replica has been
-
-    def spawn(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "shouhu.cli", *self.args, "--port", str(self.port)],
-                                         env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-        self.pids.append(self.proc.pid)
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    async def wait_ready(self, timeout_s: float = 90.0) -> float:
-        """Seconds until `ready_path` answers 200."""
-        return await wait_until_ready(self, timeout_s=timeout_s, pause_s=0.1, error=FaultsBenchError)
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        """SIGTERM to the group, SIGKILL after 15 s; never raises."""
-        if self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(5)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)  # anything the service left in its group
-
-    def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def error_lines(self, limit: int = 5) -> list[str]:
-        return error_lines_of(self.log_path.read_text(errors="replace"), limit)
-
-
-class _Proxy:
-    """Round-robin TCP proxy: each new connection goes to the next backend that accepts it."""
-
-    def __init__(self, backends: list[int]) -> None:
-        self.backends = backends
-        self.port = _free_ports(1)[0]
-        self.next = 0
-        self.refused = 0
-        self.server: asyncio.Server | None = None
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        upstream = None
-        for i in range(len(self.backends)):
-            port = self.backends[(self.next + i) % len(self.backends)]
-            try:
-                upstream = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
-                self.next = (self.next + i + 1) % len(self.backends)
-                break
-            except (OSError, TimeoutError):
-                self.refused += 1
-        if upstream is None:
-            writer.close()
-            return
-        up_reader, up_writer = upstream
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except (OSError, asyncio.IncompleteReadError):
-                pass
-            finally:
-                with contextlib.suppress(Exception):
-                    dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-    async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.server.wait_closed(), 2)
-
-
-# ---- the bench's own database connection (it survives the restart) -------------------------------------------
-
-
-class _Db:
-    """One connection of the bench's own, shared by its tasks one query at a time (asyncpg allows no more)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.conn: Any = None
-        self.lock = asyncio.Lock()
-
-    async def fetch(self, query: str, *args: Any, tries: int = 40) -> list[Any]:
-        async with self.lock:
-            return await self._fetch(query, *args, tries=tries)
-
-    async def _fetch(self, query: str, *args: Any, tries: int) -> list[Any]:
-        """The rows, reconnecting (bounded) while the server restarts."""
-        import asyncpg
-
-        from shared.db import raw_connect
-
-        gone = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.AdminShutdownError,
-                asyncpg.CannotConnectNowError, asyncpg.InternalClientError)  # the last: a connection cut mid-query
-        last: BaseException | None = None
-        for attempt in range(tries):
-            try:
-                if self.conn is None or self.conn.is_closed():
-                    self.conn = await raw_connect(self.url)
-                return await self.conn.fetch(query, *args)
-            except gone as exc:
-                last = exc
-            with contextlib.suppress(Exception):
-                if self.conn is not None:
-                    await self.conn.close()
-            self.conn = None
-            await asyncio.sleep(min(0.25 * (attempt + 1), 2))
-        raise FaultsBenchError(f"the private database did not answer: {last!r}")
-
-    async def close(self) -> None:
-        if self.conn is not None:
-            with contextlib.suppress(Exception):
-                await self.conn.close()
 
 
 # ---- what the load generator saw -----------------------------------------------------------------------------
@@ -609,12 +392,12 @@ async def _call_logger(sandbox_port: int, log: _CallLog, seen: _Seen, stop: asyn
 # ---- drills ----------------------------------------------------------------------------------------------------
 
 
-async def _held_jobs(db: _Db, pid: int) -> list[int]:
+async def _held_jobs(db: BenchDb, pid: int) -> list[int]:
     rows = await db.fetch("SELECT id FROM jobs WHERE status = 'running' AND locked_by LIKE $1", f"%:{pid}:%")
     return [r["id"] for r in rows]
 
 
-async def _track_reclaim(db: _Db, pid: int, job_ids: list[int], drill: dict[str, Any], killed_at: float,
+async def _track_reclaim(db: BenchDb, pid: int, job_ids: list[int], drill: dict[str, Any], killed_at: float,
                          seen: _Seen) -> None:
     """Until every job the killed process held is gone, running under another process, or dead-lettered."""
     pending = set(job_ids)
@@ -639,7 +422,7 @@ async def _track_reclaim(db: _Db, pid: int, job_ids: list[int], drill: dict[str,
     drill["reclaim_done"] = True
 
 
-async def _kill(proc: Proc, db: _Db, seen: _Seen, drill: dict[str, Any], trackers: list[asyncio.Task[None]]) -> None:
+async def _kill(proc: Proc, db: BenchDb, seen: _Seen, drill: dict[str, Any], trackers: list[asyncio.Task[None]]) -> None:
     """kill -9 while the process holds jobs (waiting up to 10 s for it to hold some); restarted 4 s later."""
     pid = proc.pid
     t0 = time.perf_counter()
@@ -663,7 +446,7 @@ async def _kill(proc: Proc, db: _Db, seen: _Seen, drill: dict[str, Any], tracker
             try:
                 drill["ready_after_restart_s"] = round(await proc.wait_ready(), 2)
                 break
-            except FaultsBenchError:
+            except ClusterError:
                 failed.append(_short_error(proc.log_tail(60)))
                 proc.stop()
                 await asyncio.sleep(2.0)
@@ -674,7 +457,7 @@ async def _kill(proc: Proc, db: _Db, seen: _Seen, drill: dict[str, Any], tracker
     trackers.append(asyncio.create_task(restart()))  # the next drill does not wait for it
 
 
-async def _drills(plan: _Plan, procs: dict[str, list[Proc]], pg: PrivatePostgres, db: _Db, sandbox_port: int,
+async def _drills(plan: _Plan, procs: dict[str, list[Proc]], pg: PrivatePostgres, db: BenchDb, sandbox_port: int,
                   chat_ids: list[int], seen: _Seen, trackers: list[asyncio.Task[None]]) -> None:
     control = _Http(sandbox_port)
     rng = random.Random(5)
@@ -761,21 +544,12 @@ def _drill_policy(directory: Path) -> Path:
 
 
 async def _make_keys(url: str, audit_key: str) -> tuple[str, list[str]]:
-    from shared.auth.service import create_key
-    from shared.db import make_engine, make_sessionmaker, transaction
-
-    engine = make_engine(url, pool_size=1, application_name="shouhu-bench-faults", audit_key=audit_key)
-    try:
-        async with transaction(make_sessionmaker(engine)) as session:
-            _, ingest = await create_key(session, role="ingest", unit="", name="drill-ingest")
-            operators = [(await create_key(session, role="operator", unit="33", name=f"drill-seat-{i}"))[1]
-                         for i in range(SEATS)]
-    finally:
-        await engine.dispose()
+    ingest, *operators = await make_keys(url, audit_key, [("ingest", "", "drill-ingest"),
+                                                          *(("operator", "33", f"drill-seat-{i}") for i in range(SEATS))])
     return ingest, operators
 
 
-async def _make_chats(sandbox_port: int, db: _Db, count: int) -> tuple[list[int], list[str]]:
+async def _make_chats(sandbox_port: int, db: BenchDb, count: int) -> tuple[list[int], list[str]]:
     """Chats for the phones that have one (40%), created in the sandbox and bound as the bot binds them."""
     numbers = [n for n in range(count) if _has_chat(n)]
     chat_ids: list[int] = [0] * len(numbers)
@@ -796,18 +570,14 @@ async def _make_chats(sandbox_port: int, db: _Db, count: int) -> tuple[list[int]
 
     await asyncio.gather(*(worker() for _ in range(8)))
     phones = [_phone(n) for n in numbers]
-    await db.fetch("INSERT INTO bot_chats (chat_id, user_id, lang) SELECT c, c, 'zh' FROM unnest($1::bigint[]) AS u(c)",
-                   chat_ids)
-    await db.fetch("INSERT INTO chat_bindings (chat_id, phone, user_id, lang, active, bound_at)"
-                   " SELECT c, p, c, 'zh', true, now() FROM unnest($1::bigint[], $2::text[]) AS u(c, p)",
-                   chat_ids, phones)
+    await bind_chats(db, chat_ids, phones)
     return chat_ids, phones
 
 
 # ---- counting ----------------------------------------------------------------------------------------------------
 
 
-async def _settle(db: _Db, plan: _Plan, final_states: tuple[str, ...]) -> tuple[float, dict[str, int]]:
+async def _settle(db: BenchDb, plan: _Plan, final_states: tuple[str, ...]) -> tuple[float, dict[str, int]]:
     """Until nothing is in flight (bounded): no call attempt unfinished, no job running or due on the workers."""
     t0 = time.perf_counter()
     left: dict[str, int] = {}
@@ -824,7 +594,7 @@ async def _settle(db: _Db, plan: _Plan, final_states: tuple[str, ...]) -> tuple[
     return time.perf_counter() - t0, left
 
 
-async def _count(db: _Db, seen: _Seen, calls: _CallLog, sandbox_port: int, chat_ids: list[int],
+async def _count(db: BenchDb, seen: _Seen, calls: _CallLog, sandbox_port: int, chat_ids: list[int],
                  final_states: tuple[str, ...]) -> tuple[dict[str, float], list[str]]:
     notes: list[str] = []
     refs = list(seen.acked)
@@ -915,7 +685,6 @@ async def _count(db: _Db, seen: _Seen, calls: _CallLog, sandbox_port: int, chat_
 async def bench_faults(quick: bool) -> dict[str, float]:
     """Crash drills with load running: what is lost, how long recovery takes, what errors the clients see."""
     from services.callcenter.calls.models import FINAL_STATES
-    from shared.migrate import migrate
 
     plan = _Plan.of(quick)
     report = _Report()
@@ -924,11 +693,8 @@ async def bench_faults(quick: bool) -> dict[str, float]:
     report.notes.append(f"load average at the start (1/5/15 min): {load_avg[0]:.2f} {load_avg[1]:.2f} {load_avg[2]:.2f}")
     final_states = tuple(FINAL_STATES)
     pg = PrivatePostgres()
-    procs: dict[str, list[Proc]] = {}
-    everything: list[Proc] = []
-    proxy: _Proxy | None = None
-    proxies: list[_Proxy] = []
-    db = _Db(pg.url)
+    cluster: ReplicaSet | None = None
+    db = BenchDb(pg.url)
     seen = _Seen()
     trackers: list[asyncio.Task[None]] = []
     load: list[asyncio.Task[Any]] = []
@@ -936,61 +702,26 @@ async def bench_faults(quick: bool) -> dict[str, float]:
     try:
         t_setup = time.perf_counter()
         await asyncio.to_thread(pg.start)
-        audit_key = secrets.token_urlsafe(32)
-        service_password = secrets.token_urlsafe(24)
-        await migrate(pg.url, audit_key=audit_key, service_password=service_password)
+        audit_key, service_password = await migrated(pg)
         ingest_key, operator_keys = await _make_keys(pg.url, audit_key)
         policy_path = _drill_policy(pg.dir)
-
-        ports = _free_ports(7)
-        sandbox_port = ports[0]
-        base = {k: v for k, v in os.environ.items() if k not in ENV_DROPPED}
-        base |= {"SHOUHU_LOG_LEVEL": "WARNING", "SHOUHU_ENV": "development", "DATABASE_URL": pg.url,
-                 "SHOUHU_AUDIT_KEY": audit_key, "SHOUHU_SERVICE_DB_PASSWORD": service_password,
-                 "SHOUHU_DB_POOL_SIZE": "5", "SHOUHU_POLICY": str(policy_path),
-                 "SHOUHU_SANDBOX_URL": f"http://127.0.0.1:{sandbox_port}",
-                 "TELEGRAM_API_BASE": f"http://127.0.0.1:{sandbox_port}",
-                 "TWILIO_API_BASE": f"http://127.0.0.1:{sandbox_port}",
-                 "SHOUHU_CALLS_PER_S": str(CALLCENTER_CALLS_PER_S), **PHONE_TIME_SETTINGS}
-        sandbox = Proc("sandbox", ["sandbox"], sandbox_port, base, "/healthz")
-        everything.append(sandbox)
-        sandbox.spawn()
-        proxy = _Proxy(ports[5:7])
-        await proxy.start()
-        bot_proxy = _Proxy(ports[3:5])
-        await bot_proxy.start()
-        proxies = [proxy, bot_proxy]
-        # Two bots cannot both long-poll one token (Telegram answers the other 409 Conflict, and each backs off
-        # for seconds): two replicas take updates by webhook, behind one address, as they would in production.
-        env = base | {"CALLCENTER_PUBLIC_URL": f"http://127.0.0.1:{proxy.port}",
-                      "TELEGRAM_WEBHOOK_URL": f"http://127.0.0.1:{bot_proxy.port}/telegram/webhook",
-                      "TELEGRAM_WEBHOOK_SECRET": secrets.token_urlsafe(24)}
-        for i, (service, port) in enumerate(zip(("dispatcher", "dispatcher", "bot", "bot", "callcenter",
-                                                 "callcenter"), ports[1:], strict=True)):
-            proc = Proc(f"{service} {i % 2}", ["serve", service], port, env, "/readyz")
-            procs.setdefault(service, []).append(proc)
-            everything.append(proc)
-        await sandbox.wait_ready()
-        control = _Http(sandbox_port)
-        try:
-            for path, body in ((f"{TW}/settings", {"time_scale": PHONE_TIME_SCALE, "default_behaviour": "answer"}),
-                               (f"{TW}/limits", {"calls_per_s": TWILIO_CALLS_PER_S}),
-                               (f"{TG}/limits", {"global_per_s": 30, "per_chat_per_s": 1})):
-                status, data = await control.request("POST", path, orjson.dumps(body))
-                if status != 200:
-                    raise FaultsBenchError(f"the sandbox refused {path}: {_verbatim(status, data)}")
-        finally:
-            control.close()
+        cluster = ReplicaSet(pg, audit_key=audit_key, service_password=service_password, env={
+            "SHOUHU_DB_POOL_SIZE": "5", "SHOUHU_POLICY": str(policy_path),
+            "SHOUHU_CALLS_PER_S": str(CALLCENTER_CALLS_PER_S), **PHONE_TIME_SETTINGS,
+            # No rest after a disposition (the callcenter's seat wrap-up, where it has one): the seats' load
+            # claims again at once, as it always has.
+            "SHOUHU_SEAT_WRAP_UP_S": "0"})
+        procs = cluster.procs
+        sandbox_port = cluster.sandbox_port
+        proxy, bot_proxy = cluster.callcenter_proxy, cluster.bot_proxy
+        await cluster.start_sandbox([(f"{TW}/settings", {"time_scale": PHONE_TIME_SCALE, "default_behaviour": "answer"}),
+                                     (f"{TW}/limits", {"calls_per_s": TWILIO_CALLS_PER_S}),
+                                     (f"{TG}/limits", {"global_per_s": 30, "per_chat_per_s": 1})])
         warnings_planned = int(RATE_PER_S * plan.load_s * 1.05) + 100
         chat_ids, _ = await _make_chats(sandbox_port, db, warnings_planned)
-        for proc in procs["dispatcher"] + procs["bot"] + procs["callcenter"]:
-            proc.spawn()
-        await asyncio.gather(*(p.wait_ready() for p in procs["dispatcher"] + procs["bot"] + procs["callcenter"]))
-        report.notes.append(
-            f"set-up {time.perf_counter() - t_setup:.1f} s: private PostgreSQL :{pg.port} ({pg.dir}), sandbox"
-            f" :{sandbox_port}, " + ", ".join(f"{p.name} :{p.port}" for ps in procs.values() for p in ps)
-            + f", callcenter public URL (proxy) :{proxy.port}, bot webhook (proxy) :{bot_proxy.port};"
-            f" {len(chat_ids)} chats bound")
+        await cluster.start_services()
+        report.notes.append(f"set-up {time.perf_counter() - t_setup:.1f} s: private PostgreSQL :{pg.port} ({pg.dir}),"
+                            f" {cluster.describe()}; {len(chat_ids)} chats bound")
 
         # -- load and drills --
         tag = secrets.token_hex(3)
@@ -1101,9 +832,7 @@ async def bench_faults(quick: bool) -> dict[str, float]:
             report.notes.append("no killed process held a job at the moment of its kill: faults_reclaim_s is 0 by"
                                 " default, not measured")
         report.notes.extend(count_notes)
-        for proc in everything:
-            for line in proc.error_lines(3):
-                report.notes.append(f"{proc.name} log: {line[:300]}")
+        report.notes.extend(cluster.error_notes())
         load1 = os.getloadavg()
         report.notes.append(f"load average at the end (1/5/15 min): {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
         report.rows.append(("faults (one run)", 1, 0.0, 0.0, 0.0, "see the notes and the JSON figures"))
@@ -1115,19 +844,7 @@ async def bench_faults(quick: bool) -> dict[str, float]:
             task.cancel()
         await asyncio.gather(*load, *trackers, return_exceptions=True)
         await db.close()
-        for each in proxies:
-            await each.close()
-        for proc in reversed(everything):
-            await asyncio.to_thread(proc.stop)
-        if failed:
-            for proc in everything:
-                print(f"--- {proc.name} (last lines) ---\n{proc.log_tail()}", file=sys.stderr)
-            print(f"--- private PostgreSQL (last lines) ---\n{pg.log_tail()}", file=sys.stderr)
-        keep = os.environ.get("SHOUHU_BENCH_KEEP_LOGS")  # for a reader who wants the services' own words
-        for proc in everything:
-            if keep:
-                print(f"{proc.name} log kept: {proc.log_path}", file=sys.stderr)
-            else:
-                proc.log_path.unlink(missing_ok=True)
+        if cluster is not None:
+            await cluster.close(failed=failed, pg=pg)
         await asyncio.to_thread(pg.stop)
         report.print()

@@ -269,6 +269,93 @@ def test_compose_commands_cover_every_service() -> None:
     assert set(IMAGE_SERVICES) <= checked, f"commands found only for {sorted(checked)}"
 
 
+# --- the replica set ---------------------------------------------------------------------------------------------
+
+CADDYFILE = ROOT / "infra" / "Caddyfile"
+SERVICE_PORTS = {"dispatcher": "8000", "bot": "8001", "callcenter": "8002"}
+
+
+def _default(value: str | None) -> str:
+    """The value compose uses when the variable is unset: `${NAME:-default}` gives default, a literal itself."""
+    found = re.fullmatch(r"\$\{\w+:-([^}]*)\}", value or "")
+    return found.group(1) if found else (value or "")
+
+
+def _proxied() -> dict[str, tuple[str, str]]:
+    """Caddyfile: listening port -> (service name, port) of the `dynamic a` upstreams in that site block."""
+    sites: dict[str, tuple[str, str]] = {}
+    site = None
+    for line in CADDYFILE.read_text(encoding="utf-8").splitlines():
+        if head := re.match(r"^:(\d+)\s*\{", line):
+            site = head.group(1)
+        elif (upstream := re.match(r"^\s+dynamic a (\S+) (\d+)", line)) and site:
+            sites[site] = (upstream.group(1), upstream.group(2))
+    return sites
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_each_service_runs_two_replicas_by_default(services: dict[str, dict[str, Any]], name: str) -> None:
+    """`docker compose up` starts two replicas of every service (deploy.replicas), not one."""
+    assert (services[name].get("deploy") or {}).get("replicas") == 2, f"{name} does not default to 2 replicas"
+
+
+def test_the_sandbox_stays_one_process(services: dict[str, dict[str, Any]]) -> None:
+    """The sandbox keeps chats and calls in memory: two of them would split Telegram and Twilio in halves."""
+    assert (services["sandbox"].get("deploy") or {}).get("replicas", 1) == 1
+
+
+def test_one_proxy_fronts_each_services_replicas_by_name(services: dict[str, dict[str, Any]]) -> None:
+    """The proxy mounts infra/Caddyfile, which sends each port to its service's replicas (found by DNS name)."""
+    proxy = services["proxy"]
+    assert any(str(v).startswith("./infra/Caddyfile:") for v in proxy.get("volumes") or []), proxy.get("volumes")
+    assert (proxy.get("deploy") or {}).get("replicas", 1) == 1  # one address
+    sites = _proxied()
+    for name, port in SERVICE_PORTS.items():
+        assert sites.get(port) == (name, port), f"the proxy's :{port} goes to {sites.get(port)}, not {name}:{port}"
+        assert port in [_container_port(p) for p in proxy.get("ports") or []], f"the proxy does not publish {port}"
+
+
+def test_webhooks_reach_every_replica_through_the_proxy(services: dict[str, dict[str, Any]]) -> None:
+    """Telegram's updates and Twilio's callbacks go to the proxy's bot and callcenter ports, with one shared secret."""
+    sites = _proxied()
+    for name in APP_SERVICES:
+        env = _environment(services[name])
+        webhook = urlsplit(_default(env.get("TELEGRAM_WEBHOOK_URL")))
+        assert (webhook.hostname, webhook.path) == ("proxy", "/telegram/webhook"), env.get("TELEGRAM_WEBHOOK_URL")
+        assert sites[str(webhook.port)][0] == "bot"
+        # Webhook mode refuses every update without a secret, and each replica must check the same one.
+        assert re.fullmatch(r"\$\{TELEGRAM_WEBHOOK_SECRET:\?[^}]+\}", env.get("TELEGRAM_WEBHOOK_SECRET") or "")
+        public = urlsplit(_default(env.get("CALLCENTER_PUBLIC_URL")))
+        assert public.hostname == "proxy" and sites[str(public.port)][0] == "callcenter", env.get("CALLCENTER_PUBLIC_URL")
+
+
+def test_the_replicas_pools_fit_in_max_connections(services: dict[str, dict[str, Any]]) -> None:
+    """Every replica's pool at its fullest (2 x SHOUHU_DB_POOL_SIZE, plus LISTEN and the bot's lock) fits the server."""
+    command = " ".join(_command(services["postgres"]))
+    max_connections = int(_default(re.search(r"max_connections=(\S+)", command).group(1).strip('"')))
+    needed = 0
+    for name in APP_SERVICES:
+        pool = int(_default(_environment(services[name]).get("SHOUHU_DB_POOL_SIZE")))
+        needed += services[name]["deploy"]["replicas"] * (2 * pool + 2)
+    assert needed + 3 <= max_connections, f"{needed} connections (+3 reserved) > max_connections {max_connections}"
+
+
+def test_docker_compose_accepts_the_file() -> None:
+    """`docker compose config` (or docker-compose) parses and validates the file, where one is installed."""
+    import shutil
+
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "SHOUHU_AUDIT_KEY": "k" * 32, "SHOUHU_SERVICE_DB_PASSWORD": "p",
+           "TELEGRAM_WEBHOOK_SECRET": "s"}
+    for argv in (["docker", "compose"], ["docker-compose"]):
+        if shutil.which(argv[0]) and subprocess.run([*argv, "version"], capture_output=True, env=env,
+                                                    timeout=60).returncode == 0:
+            done = subprocess.run([*argv, "-f", str(COMPOSE_FILE), "config", "-q"], capture_output=True, text=True,
+                                  env=env, cwd=ROOT, timeout=60)
+            assert done.returncode == 0, done.stderr
+            return
+    pytest.skip("neither `docker compose` nor docker-compose is installed")
+
+
 # --- infra/Dockerfile and .dockerignore ---------------------------------------------------------------------------
 
 

@@ -70,6 +70,9 @@ MAX_CALLBACK_DATA_BYTES = 64
 # Webhook delivery: one attempt, then a retry after each of these pauses; then the update is dropped.
 WEBHOOK_BACKOFF_S = (0.5, 1.0, 2.0, 4.0)
 WEBHOOK_TIMEOUT_S = 10.0
+# Accepted sends remembered per bot for GET /sandbox/telegram/sends (an hour at 30/s and more; older ones go).
+MAX_SEND_LOG = 200_000
+MAX_BULK_CHATS = 200_000
 
 # Update types Telegram sends when `allowed_updates` is empty or was never given.
 DEFAULT_UPDATE_TYPES = frozenset({
@@ -399,6 +402,8 @@ class Stats:
     webhook_dropped: int = 0
     # getUpdates calls ended by a newer getUpdates of the same bot: two pollers fighting over one token.
     polls_conflicted_409: int = 0
+    # The most sends accepted within any sliding second, on arrival (with the limits off, what the bot really did).
+    max_sent_in_any_second: int = 0
 
     def public(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -452,6 +457,8 @@ class BotState:
         self.last_error_date: int | None = None
         self.last_error_message: str | None = None
         self.recent_sends: deque[float] = deque()
+        # (unix time, chat_id, message_id) of each accepted send, in arrival order: rates over any window.
+        self.send_log: deque[tuple[float, int, int]] = deque(maxlen=MAX_SEND_LOG)
         self.stats = Stats()
         self.poll_generation = 0
         self.closed = False
@@ -734,6 +741,7 @@ class TelegramSandbox:
         conv.recent_sends.append(now)
         wall = round(time.time(), 3)
         bot.stats.sent += 1
+        bot.stats.max_sent_in_any_second = max(bot.stats.max_sent_in_any_second, len(bot.recent_sends))
         bot.stats.first_send_at = bot.stats.first_send_at or wall
         bot.stats.last_send_at = wall
 
@@ -1011,6 +1019,7 @@ async def send_message(sandbox: TelegramSandbox, bot: BotState, params: Params) 
         elif markup.get("remove_keyboard"):
             conv.reply_keyboard = None
     message = sandbox._store(conv, "bot", text=text, entities=entities, reply_markup=markup)
+    bot.send_log.append((message.sent_at, conv.chat_id, message.message_id))
     conv.last_action = None
     bot.notify()
     return sandbox.message_dict(bot, conv, message)
@@ -1147,6 +1156,12 @@ class ChatIn(BaseModel):
     language_code: str | None = Field(None, max_length=16)
 
 
+class ChatsIn(BaseModel):
+    phones: list[str] = Field(min_length=1, max_length=MAX_BULK_CHATS,
+                              description="one new citizen per phone, in this order")
+    language_code: str | None = Field(None, max_length=16)
+
+
 class SendIn(BaseModel):
     text: str = Field(min_length=1, max_length=4096)
 
@@ -1222,6 +1237,13 @@ def telegram_router(sandbox: TelegramSandbox) -> APIRouter:
         citizen = sandbox.create_citizen(user_id=body.user_id, first_name=body.first_name, phone=body.phone,
                                          language_code=body.language_code)
         return citizen.public()
+
+    @router.post(prefix + "/chats/bulk", tags=tags)
+    async def create_chats(body: ChatsIn) -> dict[str, Any]:
+        """Many citizens at once (benchmarks: 100,000 chats in one request): their chat ids, in the phones' order."""
+        return {"chat_ids": [sandbox.create_citizen(user_id=None, first_name=None, phone=phone,
+                                                    language_code=body.language_code).user_id
+                             for phone in body.phones]}
 
     @router.get(prefix + "/chats", tags=tags)
     async def list_chats(bot_id: int | None = BotId) -> dict[str, Any]:
@@ -1317,10 +1339,27 @@ def telegram_router(sandbox: TelegramSandbox) -> APIRouter:
             for name in ("sent", "rejected_429", "blocked_403", "per_chat_violations", "webhook_delivered",
                          "webhook_failed_attempts", "webhook_dropped"):
                 setattr(total, name, getattr(total, name) + getattr(s, name))
+            total.max_sent_in_any_second = max(total.max_sent_in_any_second, s.max_sent_in_any_second)  # per bot
             if s.first_send_at is not None:
                 total.first_send_at = min(total.first_send_at or s.first_send_at, s.first_send_at)
                 total.last_send_at = max(total.last_send_at or 0.0, s.last_send_at or 0.0)
         return {**total.public(), "limits": sandbox.limits.public(), "bots": per_bot}
+
+    @router.get(prefix + "/sends", tags=tags)
+    async def sends(bot_id: int | None = BotId,
+                    since: float | None = Query(None, description="only sends accepted after this unix time"),
+                    ) -> dict[str, Any]:
+        """Every accepted sendMessage in arrival order (the newest 200,000): `[unix time, chat_id, message_id]`.
+
+        With the limits off (POST /limits, 0), an excess is accepted and shows here: the most sends in any
+        second is what the bot did, not what the sandbox let through.
+        """
+        bot = sandbox.target(bot_id)
+        log = bot.send_log
+        start = 0
+        if since is not None:  # the log is in time order: skip to the first send after `since`
+            start = next((i for i in range(len(log) - 1, -1, -1) if log[i][0] <= since), -1) + 1
+        return {"bot_id": bot.bot_id, "sends": [list(e) for e in itertools.islice(log, start, None)]}
 
     @router.get(prefix + "/faults", tags=tags)
     async def get_faults() -> dict[str, Any]:

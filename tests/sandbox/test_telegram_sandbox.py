@@ -477,3 +477,29 @@ async def test_page_is_served(sandbox: SandboxHarness) -> None:
     script = await sandbox.control.get("/sandbox/static/sandbox.js")
     assert script.status_code == 200 and "/sandbox/telegram" in script.text
     assert (await sandbox.control.get("/sandbox/static/sandbox.css")).status_code == 200
+
+
+# --- arrivals, for benchmarks ------------------------------------------------------------------------------------
+
+
+async def test_with_limits_off_an_excess_is_accepted_and_recorded_in_the_send_log(sandbox: SandboxHarness) -> None:
+    """Limits at 0: 40 sends in a second are all accepted, logged in arrival order, and the peak second reads 40."""
+    await sandbox.post("/limits", {"global_per_s": 0, "per_chat_per_s": 0})
+    phones = [f"+8613700000{i:03d}" for i in range(40)]
+    chat_ids = (await sandbox.post("/chats/bulk", {"phones": phones}))["chat_ids"]
+    assert len(set(chat_ids)) == 40
+    chats = {c["chat_id"]: c["phone"] for c in (await sandbox.get("/chats"))["chats"]}
+    assert [chats[c] for c in chat_ids] == phones
+    bot = sandbox.bot()
+    before = time.time()
+    await asyncio.gather(*(bot.send_message(c, "宣传") for c in chat_ids))
+    await bot.send_message(chat_ids[0], "同一对话的第二条")  # per chat, too, nothing is refused
+    stats = await sandbox.get("/stats", bot_id=bot.id)
+    assert (stats["sent"], stats["rejected_429"], stats["per_chat_violations"]) == (41, 0, 1)
+    assert stats["max_sent_in_any_second"] >= 40
+    sends = (await sandbox.get("/sends", bot_id=bot.id))["sends"]
+    assert len(sends) == 41 and sorted(s[1] for s in sends[:40]) == sorted(chat_ids)
+    assert [s[0] for s in sends] == sorted(s[0] for s in sends) and sends[0][0] >= before - 0.01
+    since = sends[39][0] - 0.0005
+    later = (await sandbox.get("/sends", bot_id=bot.id, since=since))["sends"]
+    assert later == [s for s in sends if s[0] > since] and later[-1][2] == 2
