@@ -80,6 +80,8 @@ async def test_key_2_reaches_a_free_seat_of_the_unit_and_the_seat_holds_the_task
     bridged = await callcenter.phone.call("GET", f"/calls/{citizen}")
     await eventually(lambda: _bridged(callcenter, citizen, leg["sid"]))
     assert "转接民警" in said(bridged)
+    # The seat's leg is recorded as connected by its status callback, which may land just after the bridge.
+    await eventually(lambda: _outcome_is(callcenter, answer["task_id"], "connected"))
     mine = (await api.get("/v1/tasks", params={"mine": "true"}, headers=local_headers)).json()["items"]
     assert [t["task_id"] for t in mine] == [answer["task_id"]] and mine[0]["live_call"]["connected_at"]
     assert await seat_state(callcenter, local) == "on_call"
