@@ -69,6 +69,7 @@ async def test_a_task_handed_to_the_city_is_claimed_by_city_seats_not_district_o
     city = await seat(callcenter, api, unit="3301")
     first = await api.post("/v1/queue/next", headers=city)
     assert first.status_code == 200 and first.json()["task_id"] == task_id  # same tier and deadline: older job first
+    assert first.headers["Server-Timing"].startswith("claim;dur=")  # the claim statement's time, for the bench
     assert (await api.post("/v1/queue/next", headers=city)).json()["task_id"] == other
     assert (await api.post("/v1/queue/next", headers=await seat(callcenter, api, unit="3302"))).status_code == 204
 
