@@ -126,6 +126,15 @@ async def claim(
     first, then nearest deadline (`due_at`), and only those whose scope lies
     in the unit.
     """
+    statement, params = claim_statement(queue=queue, worker=worker, now=now, lease_s=lease_s, limit=limit,
+                                        kinds=kinds, scope_prefix=scope_prefix)
+    rows = (await session.execute(sql(statement), params)).all()
+    return [_claimed(r) for r in sorted(rows, key=lambda r: r.id)]
+
+
+def claim_statement(*, queue: str, worker: str, now: datetime, lease_s: float, limit: int = 1,
+                    kinds: Sequence[str] | None = None, scope_prefix: str | None = None) -> tuple[str, dict[str, Any]]:
+    """The SQL text and parameters `claim` runs (`shouhu bench calls` EXPLAINs it as the seats run it)."""
     kind_filter = "AND kind = ANY(CAST(:kinds AS text[]))" if kinds else ""
     params: dict[str, Any] = {"queue": queue, "now": now, "limit": limit, "lease": lease_s, "worker": worker,
                               "kinds": list(kinds or [])}
@@ -135,21 +144,15 @@ async def claim(
         scope_filter, scope_params = _scope_filter(scope_prefix)
         order = "priority, due_at, id"
         params |= scope_params
-    rows = (
-        await session.execute(
-            sql(
-                "WITH picked AS ("
-                "  SELECT id FROM jobs"
-                f"  WHERE status = 'queued' AND queue = :queue AND run_at <= :now {kind_filter} {scope_filter}"
-                f"  ORDER BY {order} LIMIT :limit FOR UPDATE SKIP LOCKED)"
-                " UPDATE jobs SET status = 'running', attempts = jobs.attempts + 1,"
-                "   lease_expires_at = CAST(:now AS timestamptz) + make_interval(secs => :lease), locked_by = :worker"
-                f" FROM picked WHERE jobs.id = picked.id RETURNING {_CLAIMED}"
-            ),
-            params,
-        )
-    ).all()
-    return [_claimed(r) for r in sorted(rows, key=lambda r: r.id)]
+    return (
+        "WITH picked AS ("
+        "  SELECT id FROM jobs"
+        f"  WHERE status = 'queued' AND queue = :queue AND run_at <= :now {kind_filter} {scope_filter}"
+        f"  ORDER BY {order} LIMIT :limit FOR UPDATE SKIP LOCKED)"
+        " UPDATE jobs SET status = 'running', attempts = jobs.attempts + 1,"
+        "   lease_expires_at = CAST(:now AS timestamptz) + make_interval(secs => :lease), locked_by = :worker"
+        f" FROM picked WHERE jobs.id = picked.id RETURNING {_CLAIMED}"
+    ), params
 
 
 def _scope_filter(unit: str) -> tuple[str, dict[str, Any]]:
