@@ -188,6 +188,7 @@ UNITS: dict[str, tuple[str, ...]] = {
 # The claim phase's operators: 16 seats in each of 100 district units of Zhejiang (10 cities x 10 districts).
 CLAIM_DISTRICTS = tuple(f"33{city:02d}{district:02d}" for city in range(1, 11) for district in range(2, 12))
 CLAIM_FRAUD_TYPES = ("fake_investment", "task_brushing", "impersonating_police", "fake_customer_service", "other")
+EMPTY_DISTRICT = "331102"  # a district of the same province with no seat and nothing queued (probed)
 CALLBACK_SHARE = 0.02  # queued operator calls waiting for a later hour (callbacks): every claim must step over them
 # Callcenter settings that would change what is measured if inherited from the caller's environment.
 CALLCENTER_ENV_DROPPED = ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM_NUMBER", "SHOUHU_SANDBOX_URL",
@@ -641,6 +642,9 @@ class _Probe:
 
     execution_ms: list[float] = field(default_factory=list)
     buffers: list[int] = field(default_factory=list)
+    # A seat of a district with nothing queued (its "next" answers 204): the LIKE filter walked the whole queue.
+    empty_ms: list[float] = field(default_factory=list)
+    empty_buffers: list[int] = field(default_factory=list)
     sorts: int = 0
     nodes: list[str] = field(default_factory=list)
 
@@ -796,8 +800,9 @@ async def _probe_claims(db_url: str, stop: asyncio.Event, probe: _Probe) -> None
     engine = make_engine(db_url, pool_size=1, application_name="shouhu-bench-probe", audit_key=bench_audit_key())
     rng = random.Random(7)
     try:
-        for _ in range(100_000):  # bounded; ends with the mode
-            statement, params = _probe_statement(rng.choice(CLAIM_DISTRICTS))
+        for n in range(100_000):  # bounded; ends with the mode
+            empty = n % 4 == 3
+            statement, params = _probe_statement(EMPTY_DISTRICT if empty else rng.choice(CLAIM_DISTRICTS))
             async with engine.connect() as conn:
                 tx = await conn.begin()
                 try:
@@ -807,9 +812,10 @@ async def _probe_claims(db_url: str, stop: asyncio.Event, probe: _Probe) -> None
                     await tx.rollback()
             plan = (orjson.loads(raw) if isinstance(raw, str | bytes) else raw)[0]
             nodes = _plan_nodes(plan["Plan"])
-            probe.execution_ms.append(float(plan["Execution Time"]))
             top = plan["Plan"]
-            probe.buffers.append(int(top.get("Shared Hit Blocks", 0)) + int(top.get("Shared Read Blocks", 0)))
+            buffers = int(top.get("Shared Hit Blocks", 0)) + int(top.get("Shared Read Blocks", 0))
+            (probe.empty_ms if empty else probe.execution_ms).append(float(plan["Execution Time"]))
+            (probe.empty_buffers if empty else probe.buffers).append(buffers)
             probe.sorts += any("Sort" in n for n in nodes)
             probe.nodes = probe.nodes or nodes
             try:
@@ -949,7 +955,13 @@ async def _claim_mode(mode: _Mode, db_url: str, ports: list[int], seats: list[tu
             f" BUFFERS) of a random district seat's claim every 0.5 s, rolled back): execution p50"
             f" {_percentile(p.execution_ms, 50):.2f} ms, p99 {_percentile(p.execution_ms, 99):.2f} ms,"
             f" buffers p50 {_percentile([float(b) for b in p.buffers], 50):.0f} max {max(p.buffers)};"
-            f" {p.sorts} of {len(p.execution_ms)} plans had a Sort node; plan: {' <- '.join(p.nodes)}")
+            f" {p.sorts} of {len(p.execution_ms) + len(p.empty_ms)} plans had a Sort node; plan:"
+            f" {' <- '.join(p.nodes)}")
+        if p.empty_ms:
+            mode.notes.append(
+                f"claim phase, {mode.name}: a seat of district {EMPTY_DISTRICT}, where nothing waits (its claim finds"
+                f" nothing): execution p50 {_percentile(p.empty_ms, 50):.2f} ms, p99 {_percentile(p.empty_ms, 99):.2f}"
+                f" ms, buffers p50 {_percentile([float(b) for b in p.empty_buffers], 50):.0f}")
     if mode.disposition_ms:
         mode.notes.append(f"claim phase, {mode.name}: dispositions p50 {_percentile(mode.disposition_ms, 50):.0f} ms,"
                           f" p99 {_percentile(mode.disposition_ms, 99):.0f} ms")
@@ -1182,6 +1194,8 @@ def _report_claims(report: _Report, back: _Mode, handling: _Mode, notes: list[st
                 report.rows.append((f"claim_sql_p{pct}_ms_{suffix}", len(ex), _percentile(ex, pct), min(ex), max(ex),
                                     "ms (EXPLAIN ANALYZE execution time of a district claim, under the load)"))
                 figures[f"claim_sql_p{pct}_ms_{suffix}"] = round(_percentile(ex, pct), 3)
+            if mode.probe.empty_ms:
+                figures[f"claim_sql_empty_unit_p50_ms_{suffix}"] = round(_percentile(mode.probe.empty_ms, 50), 3)
         report.add(f"claims_per_s_{suffix}", [mode.claims_per_s], f"claims/s ({mode.name})")
         figures[f"claims_per_s_{suffix}"] = round(mode.claims_per_s, 1)
     for pct in (50, 99):
