@@ -68,63 +68,70 @@ TWILIO_API_BASE pointing at the sandbox and CALLCENTER_PUBLIC_URL at itself.
      sandbox plays instantly). ``transfers_other_unit_rung`` (calls to Ningbo's seats) must be 0; how many
      transfers found no free seat, and how many tasks the answering seat held afterwards, are printed.
 
-2. Seat claims. The brief's 1,600 concurrent operators (580 PC seats and
-   1,000 desk phones): 1,600 operator keys, created directly in the database
-   with ``create_key``, their units spread evenly over three cities (3301
-   Hangzhou, 3302 Ningbo, 3201 Nanjing). M tasks wait in the operator queue
-   (6,000; 1,600 with --quick), spread evenly over the same cities. The
-   quickest honest way to get them there: the warnings are ingested through
-   the dispatcher (POST /v1/warnings/batch, 1,000 per request, the usual tier
-   mix, every phone new, so every warning opens its own case and task), and
-   then one ``OperatorCall`` job per task is enqueued directly with
-   ``shared.queue.service.enqueue`` (the contract's payload, attempt 100 so it
-   never collides with the task's own plan, the task's unit as scope and its
-   deadline as due_at, run now), as the dispatcher's own timers would do 10
-   minutes (high tier) to hours later.
+2. Seat claims at province scale. The brief's 1,600 concurrent operators (580 PC seats and 1,000 desk
+   phones): 1,600 operator keys, created directly in the database with ``create_key``, 16 in each of 100
+   district units of Zhejiang (33CCDD: 10 cities x 10 districts). Before each of the two modes below the
+   operator queue is topped up to M queued operator calls (100,000; 20,000 with --quick), spread evenly
+   over the 100 districts: tiers 10% high / 30% medium / 60% low, deadlines from the default policy's
+   playbooks (tasks created within the last half of their deadline), and 2% of the calls waiting for a
+   later hour (callbacks: run_at 1-24 h ahead, which every claim must step over). They are loaded with
+   SQL, not through the API (100,000 warnings through the dispatcher would take minutes and leave it
+   busy running 100,000 plans during the measurement): one ``INSERT ... SELECT FROM generate_series``
+   into a scratch table, then one INSERT each into ``cases``, ``tasks`` (open, one case each) and
+   ``jobs`` (the contract's ``OperatorCall`` payload, attempt 100, the district as scope, the task's
+   deadline as due_at, through the same columns ``shared.queue.service.enqueue`` writes), then
+   ``VACUUM (ANALYZE)`` of the three tables, as autovacuum would have done in production.
 
-   The callcenter runs as R replicas on the one database (R from
-   ``SHOUHU_BENCH_REPLICAS``, default 2, as the ingest bench scales the
-   dispatcher; docker-compose scales the callcenter the same way), each with
-   SHOUHU_CALLCENTER_WORKER=false so no automated call interferes. These are
-   fresh processes: the callcenter of (1) is stopped first. Client i talks to
-   replica i % R. Every client first puts its seat available
-   (PUT /v1/seat), then closes its connection; at the start signal each opens
-   one keep-alive connection (not timed) and loops: POST /v1/queue/next, and
-   on 200 POST /v1/tasks/{id}/disposition {"disposition": "dissuaded"}, until
-   a 204 (nothing left in its unit); bounded in count and time.
+   The callcenter runs as R replicas on the one database (R from ``SHOUHU_BENCH_REPLICAS``, default 2, as
+   the ingest bench scales the dispatcher; docker-compose scales the callcenter the same way), each with
+   SHOUHU_CALLCENTER_WORKER=false so no automated call interferes. These are fresh processes: the
+   callcenter of (1) is stopped first. Client i talks to replica i % R. Every seat is first put available
+   (PUT /v1/seat). Then two modes, one after the other:
 
-   - ``claim_p50_ms`` / ``claim_p99_ms``: from just before a
-     POST /v1/queue/next is sent to its 200 answer (nearest-rank percentiles
-     over every successful claim; the 204s are not claims and are left out).
-   - ``claims_per_s``: successful claims per second, from the start signal to
-     the last claim's answer.
-   - ``claims_doubled``: claims of a task some seat had already claimed
-     (every claimed task id is kept with the seat that got it). Must be 0.
-   - ``claim_errors``: answers other than 200/204 (claims) and 202
-     (dispositions), and connections that failed; the first few are printed
-     verbatim, with the servers' logged exceptions. An operator who gets an
-     error answer tries again after 1 s, as a person would, and stops after
-     5 errors (or at once on a 4xx to a disposition, which retrying cannot
-     change).
+   - back to back (60 s; 20 s with --quick): all 1,600 operators open one keep-alive connection each
+     (not timed) and loop POST /v1/queue/next, then POST /v1/tasks/{id}/disposition {"disposition":
+     "dissuaded"}, until the window ends (or a 204). This is the worst-case burst; by Little's law the
+     answer time is ~(requests in flight) / (requests per second) whatever the query does, so this mode
+     measures how many claims per second the machine can take.
+   - with handling time (150 s): each of the 1,600 operators talks a random 20-60 s (uniform) between a
+     claim and its disposition, and its first claim comes at a random moment within the first 40 s (the
+     mean handling time), so claims arrive at ~1,600 / 40 s = 40/s from the start. Each claim goes out on
+     a fresh connection (not timed), as a browser idle for tens of seconds would open one. With --quick:
+     160 operators talking 2-6 s for 30 s: 1/10 of the seats and 1/10 of the handling time, the same
+     ~40 claims/s.
 
-   Read the latency with Little's law in mind: the clients have no think
-   time, so about 1,600 claims or dispositions are always in flight, and the
-   average latency is ~1,600 / (requests per second) whatever the code does;
-   at a few hundred claims per second that is seconds, not milliseconds. Real
-   operators spend minutes on each call between claims. The figure says how
-   the queue behaves under that worst-case burst, and the CPU notes say what
-   bounds the rate.
+   - ``claim_p50_ms`` / ``claim_p99_ms``: the worse of the two modes' ``claim_p50_ms_back_to_back`` /
+     ``claim_p99_ms_back_to_back`` and ``claim_p50_ms_handling`` / ``claim_p99_ms_handling``: from just
+     before a POST /v1/queue/next is sent to its 200 answer (nearest-rank percentiles over every
+     successful claim; 204s are not claims).
+   - ``claim_db_p50_ms_*`` / ``claim_db_p99_ms_*``: the claim statement alone, as the callcenter timed it
+     around ``shared.queue.service.claim`` (sent back as ``Server-Timing: claim;dur=``). It includes the
+     callcenter's own event-loop delay in resuming after the answer; absent for code that predates it.
+   - ``claim_sql_p50_ms_*`` / ``claim_sql_p99_ms_*``: PostgreSQL's own execution time of the claim
+     statement under the load: every 0.5 s this process runs the statement a seat of a random district
+     would run (``shared.queue.service.claim_statement``, or main's statement before migration 0018)
+     inside EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON), rolled back. The plan, its buffers and whether any
+     plan had a Sort node are printed; every fourth probe is for a district where nothing waits
+     (``claim_sql_empty_unit_p50_ms_*``).
+   - ``claims_per_s`` (back to back) and ``claims_per_s_handling``: successful claims per second, from
+     the start signal to the last claim's answer.
+   - ``claims_doubled``: claims of a task some seat had already claimed, over both modes. Must be 0.
+   - ``claim_errors``: answers other than 200/204/202 (claims) and 202 (dispositions), and connections
+     that failed; the first few are printed verbatim, with the servers' logged exceptions. An operator
+     who gets an error answer tries again after 1 s, as a person would, and stops after 5 errors (or at
+     once on a 4xx to a disposition, which retrying cannot change).
 
-What bounds the claim figures (observed while writing this, 2 cores, PostgreSQL 15 on 127.0.0.1): PostgreSQL.
-Sampling pg_stat_activity every 100 ms through a --quick claim phase found the callcenters' backends on CPU in
-the claim statement (``seats.service.claim_next``) in ~80% of the active-backend samples, far ahead of the rest. That
-statement joins every queued job of the "callcenter" queue (the waiting ``call.auto`` jobs included: the index
-it uses, ix_jobs_ready, is on (queue, priority, run_at), and kind is filtered afterwards) with its task and
-sorts them all, for every claim, so its cost grows with the queue: EXPLAIN ANALYZE alone, with 6,000
-operator and 6,000 automated-call jobs queued, 13-14 ms; under 40 concurrent claims each one also steps over
-the rows the others just claimed. Each replica's pool (SHOUHU_DB_POOL_SIZE=10 plus 10 overflow) then holds
-about 800 waiting requests, and a request that waits more than SQLAlchemy's default 30 s for a connection is
-answered 500 (the claim_errors, retried by the operators).
+   ``SHOUHU_BENCH_CALLS_PHASES=claims`` runs the claim phase alone (for working on it; the other figures
+   are then absent).
+
+What bounds the claim figures (observed 2026-12-03, 2 cores shared with other engineers' test runs, load
+average 8-14, "machine busy before the run" 196-200%; PostgreSQL 15 on 127.0.0.1): not the claim statement.
+Since migration 0018 a district seat's claim is one probe of ix_jobs_claim_district (Index Scan, no Sort,
+~20-25 buffers, ~0.35 ms p50 under the load); the end-to-end answer is seconds because every process of the
+system gets ~10-15% of a core on a machine already saturated, so each of a claim's ~7 round trips waits for
+the scheduler, and the callcenters' pools open and close connections (5 s connect timeouts under that
+starvation are the 503 "database is unavailable" errors). Compare before and after in the same conditions,
+and read claim_sql_* for the database's part.
 
 Nothing is asserted: the issue's targets (at least 9.5 calls/s with no attempt
 placed twice; claim p99 under 100 ms with no task claimed by two seats) are for
@@ -670,7 +677,8 @@ class _Mode:
 
 # $1 how many, $2 first phone number, $3 district units, $4 now, $5-$7 deadlines (min) of high/medium/low,
 # $8-$10 their job priorities, $11 share of calls waiting for a later hour, $12 fraud types.
-# Tasks are open, created within the last half of their deadline; one case each; one operator call each,
+# Tasks are open, created within the last half of their deadline; one case each (phones +86147..., a prefix the
+# warnings of phase 1 never use: an open case's phone is unique); one operator call each,
 # written through the same columns as shared.queue.service.enqueue (the generated unit columns follow).
 _CLAIM_GEN = """
 CREATE TEMP TABLE claim_gen AS
@@ -686,7 +694,7 @@ WITH base AS (
     CASE tier WHEN 'high' THEN $8::int WHEN 'medium' THEN $9::int ELSE $10::int END AS priority
   FROM tiered t
 )
-SELECT i, task_id, case_id, region_code, tier, priority, '+86139' || lpad(($2::bigint + i)::text, 8, '0') AS phone,
+SELECT i, task_id, case_id, region_code, tier, priority, '+86147' || lpad(($2::bigint + i)::text, 8, '0') AS phone,
   ($12::text[])[1 + floor(r_fraud * array_length($12::text[], 1))::int] AS fraud_type,
   $4::timestamptz - deadline * r_age * 0.5 AS created_at,
   $4::timestamptz - deadline * r_age * 0.5 + deadline AS due_at,
