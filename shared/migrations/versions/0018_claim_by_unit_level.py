@@ -6,8 +6,10 @@ Create Date: 2026-12-03
 
 A seat claimed with `scope LIKE '<unit>%'` over ix_jobs_scoped_ready
 (queue, priority, due_at, id): the index gives the order, but the LIKE is a
-filter, so a district seat walked the whole province's queue in order until it
-met one of its own jobs (1,600 seats over 100k queued jobs: claims of seconds).
+filter, so a seat walked the whole queue in order until it met one of its own
+jobs: about 1 / (its unit's share of the queue) entries, each with a heap
+visit, and the whole queue when nothing of its unit waits (a quiet district's
+"next" that answers 204 read every queued job of the province).
 
 - jobs.scope_province / scope_city / scope_district: the scope's prefix at each
   unit level (2, 4, 6 characters), NULL when the scope is shorter than the
