@@ -159,11 +159,16 @@ def _scope_filter(unit: str) -> tuple[str, dict[str, Any]]:
     """The WHERE clause for the jobs a seat of `unit` may take, written so that one index answers it in order.
 
     A unit of 2, 4 or 6 characters (province, city, district: every unit a key can have) is an equality on
-    that level's generated column, and its index (queue, level, priority, due_at, id) yields the jobs
-    already in claim order: the claim reads the first unlocked runnable row, with no sort. A unit of
+    that level's generated column, and its index (queue, level, priority, due_at, id, run_at) yields the
+    jobs already in claim order: the claim reads the first unlocked runnable row, with no sort. A unit of
     another length (none today) narrows by the longest level it contains, then LIKE: still in index
     order. The nationwide unit "" (a key for "all") has no level: every scoped job, sorted (correct,
     slower; a seat for the whole country is not how the desks are organised).
+
+    Why generated columns on jobs rather than a claimable-work table beside it: the level columns are
+    written by PostgreSQL in the very statement that writes `scope` (enqueue, update_task_jobs), and the
+    partial indexes follow `status` by themselves, so no code path (claim, release, reclaim, fail,
+    cancel) has a second row to keep in step, and the claim stays one statement on one table.
     """
     level = max((n for n in LEVEL_COLUMNS if n <= len(unit)), default=None)
     if level is None:
