@@ -115,7 +115,10 @@ TWILIO_API_BASE pointing at the sandbox and CALLCENTER_PUBLIC_URL at itself.
      (``claim_sql_empty_unit_p50_ms_*``).
    - ``claims_per_s`` (back to back) and ``claims_per_s_handling``: successful claims per second, from
      the start signal to the last claim's answer.
-   - ``claims_doubled``: claims of a task some seat had already claimed, over both modes. Must be 0.
+   - ``claims_doubled``: claims of a task some seat had already claimed, over both modes. Must be 0. A
+     task whose seat stopped without disposing of it (errors, or the window ended mid-call) returns to
+     the queue when its lease runs out (5-10 minutes); claiming it after that is counted apart (printed),
+     not as a double.
    - ``claim_errors``: answers other than 200/204/202 (claims) and 202 (dispositions), and connections
      that failed; the first few are printed verbatim, with the servers' logged exceptions. An operator
      who gets an error answer tries again after 1 s, as a person would, and stops after 5 errors (or at
@@ -185,6 +188,7 @@ CLAIM_BATCH = 1000  # warnings per request when filling the operator queue in (2
 STATS_POLL_S = 0.1
 OPERATORS = 1600  # 580 PC seats + 1,000 desk phones (the brief), rounded as it does
 SETUP_CLIENTS = 64  # seats put available at once before (2)
+MIN_LEASE_S = 300  # the shortest claim lease (high tier, seats/service.py lease_for): no task returns sooner
 OPERATOR_MAX_ERRORS = 5  # error answers after which an operator stops (each retried after 1 s, as a person would)
 # Units of the operator keys and the region codes of the tasks in their cities (the tasks spread evenly).
 UNITS: dict[str, tuple[str, ...]] = {
@@ -669,6 +673,7 @@ class _Mode:
     dispositions_per_s: float = 0.0
     errors: int = 0
     doubled: int = 0
+    reclaimed: int = 0  # claims of a task its first seat left undisposed, after the lease ran out (correct)
     queued_at_start: int = 0
     probe: _Probe = field(default_factory=_Probe)
     cpu: str = ""
@@ -836,7 +841,8 @@ async def _probe_claims(db_url: str, stop: asyncio.Event, probe: _Probe) -> None
 
 
 async def _claim_mode(mode: _Mode, db_url: str, ports: list[int], seats: list[tuple[str, str]], *, window_s: float,
-                      talk_s: tuple[float, float] | None, claimed_by: dict[str, str], procs: dict[str, int],
+                      talk_s: tuple[float, float] | None, claimed_by: dict[str, tuple[str, float]],
+                      abandoned: set[str], procs: dict[str, int],
                       seed: int) -> None:
     """`mode.seats` operators claim for `window_s`: back to back (`talk_s` None), or talking a random time
     in `talk_s` between each claim and its disposition, their first claims spread over the mean talk time."""
@@ -855,6 +861,7 @@ async def _claim_mode(mode: _Mode, db_url: str, ports: list[int], seats: list[tu
         nonlocal last_claim
         http = _Http(port, key)
         failures = 0
+        holding: str | None = None  # a task claimed and not yet disposed
         try:
             await start.wait()
             if talk_s is None:
@@ -891,9 +898,17 @@ async def _claim_mode(mode: _Mode, db_url: str, ports: list[int], seats: list[tu
                 last_claim = t1
                 task_id = orjson.loads(data)["task_id"]
                 if task_id in claimed_by:
-                    mode.doubled += 1
-                    errors.append(f"task {task_id} claimed by seat {key_id} after seat {claimed_by[task_id]}")
-                claimed_by[task_id] = key_id
+                    first_seat, first_at = claimed_by[task_id]
+                    if task_id in abandoned and t1 - first_at >= MIN_LEASE_S:
+                        # Its first seat left it without a disposition and the lease ran out: back in the queue,
+                        # as it should be (an operator who gave up after errors, or whose window ended mid-call).
+                        mode.reclaimed += 1
+                        abandoned.discard(task_id)
+                    else:
+                        mode.doubled += 1
+                        errors.append(f"task {task_id} claimed by seat {key_id} after seat {first_seat}")
+                claimed_by[task_id] = (key_id, t1)
+                holding = task_id
                 if talk_s is not None:
                     remaining = window_s - (time.perf_counter() - t_start)
                     talk = talks[n][round_ % len(talks[n])]
@@ -907,6 +922,7 @@ async def _claim_mode(mode: _Mode, db_url: str, ports: list[int], seats: list[tu
                         http.request("POST", f"/v1/tasks/{task_id}/disposition", disposition), 90)
                     if status == 202:
                         mode.disposition_ms.append((time.perf_counter() - t2) * 1000)
+                        holding = None
                         break
                     mode.errors += 1
                     errors.append(f"POST /v1/tasks/{task_id}/disposition: {_verbatim(status, data)}")
@@ -921,6 +937,8 @@ async def _claim_mode(mode: _Mode, db_url: str, ports: list[int], seats: list[tu
             errors.append(f"operator {key_id}: {exc!r}")
         finally:
             http.close()
+            if holding is not None:
+                abandoned.add(holding)
 
     tasks = [asyncio.create_task(operator(n, key_id, key, ports[i % len(ports)]))
              for n, (i, (key_id, key)) in enumerate(chosen)]
@@ -947,7 +965,8 @@ async def _claim_mode(mode: _Mode, db_url: str, ports: list[int], seats: list[tu
     mode.cpu = cpu.result
     mode.notes.append(
         f"claim phase, {mode.name}: {len(chosen)} operators, {len(mode.latencies)} claims in {span:.1f} s"
-        f" ({mode.claims_per_s:.1f}/s), {len(mode.disposition_ms)} dispositions; operators ended: {stops['empty']}"
+        f" ({mode.claims_per_s:.1f}/s), {len(mode.disposition_ms)} dispositions, {mode.doubled} double claims,"
+        f" {mode.reclaimed} re-claims of tasks left undisposed once their lease ran out; operators ended: {stops['empty']}"
         f" on 204, {stops['time']} on the {window_s:.0f} s window, {stops['errors']} after errors; phase took"
         f" {t_end - t_start:.1f} s")
     if mode.db_ms:
@@ -1005,7 +1024,8 @@ async def _claims_phase(ports: list[int], seats: list[tuple[str, str]], db_url: 
     await _run_all([setup() for _ in range(SETUP_CLIENTS)])
     notes.append(f"claim phase: {len(seats)} seats put available in {time.perf_counter() - t_setup:.1f} s")
 
-    claimed_by: dict[str, str] = {}
+    claimed_by: dict[str, tuple[str, float]] = {}  # task -> (the seat that claimed it, when)
+    abandoned: set[str] = set()  # tasks whose seat stopped before disposing of them
     back = _Mode("back to back", seats=len(seats))
     handling = _Mode("with handling time", seats=plan.handling_seats)
     next_phone = 0
@@ -1016,6 +1036,7 @@ async def _claims_phase(ports: list[int], seats: list[tuple[str, str]], db_url: 
         notes.append(f"claim phase, {mode.name}: {added:,} tasks, cases and operator calls loaded with SQL in"
                      f" {fill_s:.1f} s (with VACUUM ANALYZE); {mode.queued_at_start:,} operator calls queued")
         await _claim_mode(mode, db_url, ports, seats, window_s=window_s, talk_s=talk_s, claimed_by=claimed_by,
+                          abandoned=abandoned,
                           procs=procs, seed=20261203)
     conn = await raw_connect(db_url)
     try:
