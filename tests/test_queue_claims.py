@@ -117,3 +117,23 @@ async def test_a_claim_reads_a_few_index_entries_not_the_whole_queue(sessionmake
     # The district's 14 waiting emergencies come first in the index and are stepped over inside it (run_at
     # is in it): one entry returned. Walking the queue in order with a filter would return hundreds.
     assert 1 <= read.entries <= 3 and read.table_scans == 0, read
+
+
+async def test_the_bench_loads_operator_calls_a_seat_can_claim_and_read(db_url: str, sessionmaker) -> None:
+    """`shouhu bench calls` fills the queue with SQL: every job is a valid OperatorCall of an open task in its unit."""
+    from bench.calls import CLAIM_DISTRICTS, _fill_operator_queue, _server_timing_ms
+    from shared import contracts
+    from shared.contracts import dispatcher as dispatcher_contract
+
+    added, queued, _ = await _fill_operator_queue(db_url, want=400, first_phone=0)
+    assert (added, queued) == (400, 400)
+    assert (await _fill_operator_queue(db_url, want=400, first_phone=400))[:2] == (0, 400)  # topped up only
+    district = CLAIM_DISTRICTS[7]
+    async with sessionmaker() as session, session.begin():
+        got = await q.claim(session, queue=QUEUE, kinds=[KIND], worker="seat:b", lease_s=60,
+                            now=T0 + timedelta(days=400), scope_prefix=district)
+        call = contracts.OperatorCall.of(got[0])
+        brief = await dispatcher_contract.task_brief(session, call.task_id)
+        await session.rollback()
+    assert got[0].scope == district and brief is not None and brief.status == "open" and brief.region_code == district
+    assert _server_timing_ms(b"HTTP/1.1 200 OK\r\nserver-timing: db;dur=2, claim;dur=0.412\r\n\r\n") == 0.412
