@@ -127,14 +127,19 @@ TWILIO_API_BASE pointing at the sandbox and CALLCENTER_PUBLIC_URL at itself.
    ``SHOUHU_BENCH_CALLS_PHASES=claims`` runs the claim phase alone (for working on it; the other figures
    are then absent).
 
-What bounds the claim figures (observed 2026-12-03, 2 cores shared with other engineers' test runs, load
-average 8-14, "machine busy before the run" 196-200%; PostgreSQL 15 on 127.0.0.1): not the claim statement.
-Since migration 0018 a district seat's claim is one probe of ix_jobs_claim_district (Index Scan, no Sort,
-~20-25 buffers, ~0.35 ms p50 under the load); the end-to-end answer is seconds because every process of the
-system gets ~10-15% of a core on a machine already saturated, so each of a claim's ~7 round trips waits for
-the scheduler, and the callcenters' pools open and close connections (5 s connect timeouts under that
-starvation are the 503 "database is unavailable" errors). Compare before and after in the same conditions,
-and read claim_sql_* for the database's part.
+What bounds the claim figures (observed 2026-12-03 with 100,000 queued calls, 2 cores shared with other
+engineers' test runs: load average 8-14, "machine busy before the run" 199%; PostgreSQL 15 on 127.0.0.1): not
+the claim statement. Since migration 0018 a district seat's claim is one probe of ix_jobs_claim_district
+(Index Scan, no Sort in any of ~400 probes, 24 buffers p50 / 39 max, 0.33-0.36 ms p50 and ~5 ms p99 under
+the load; a district where nothing waits: 0.12 ms, 3 buffers). Main's LIKE filter over ix_jobs_scoped_ready
+read 151-298 buffers p50 (max 2,005), 0.6-0.9 ms p50 and 4-15 ms p99, a Sort in a quarter of the plans, and
+196 ms / 9,092 buffers for the district where nothing waits (the whole queue, on every "next" that answers
+204). End to end, both codes gave 6-8 claims/s back to back and 12-13/s with handling time: each process of
+the system got 10-14% of a core (its share of a saturated machine), ~20 ms of callcenter CPU per request
+spread over a claim's ~7 round trips (auth, seat, transfers, claim, task, reasons, lease), so answers took
+tens of seconds whatever the query did, and new pool connections timed out (5 s) under that starvation
+(the 503 "database is unavailable" errors). Compare before and after in the same conditions, and read
+claim_sql_* for the database's part.
 
 Nothing is asserted: the issue's targets (at least 9.5 calls/s with no attempt
 placed twice; claim p99 under 100 ms with no task claimed by two seats) are for
