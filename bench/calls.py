@@ -259,7 +259,10 @@ def _callcenter(name: str, db_url: str, port: int, sandbox_port: int, *, worker:
     env = {k: v for k, v in os.environ.items() if k not in CALLCENTER_ENV_DROPPED}
     env |= {"DATABASE_URL": db_url, "TWILIO_API_BASE": f"http://127.0.0.1:{sandbox_port}",
             "CALLCENTER_PUBLIC_URL": f"http://127.0.0.1:{port}", "SHOUHU_CALLS_PER_S": str(SANDBOX_CALLS_PER_S),
-            "SHOUHU_LOG_LEVEL": "WARNING", "SHOUHU_CALLCENTER_WORKER": "true" if worker else "false"}
+            "SHOUHU_LOG_LEVEL": "WARNING", "SHOUHU_CALLCENTER_WORKER": "true" if worker else "false",
+            # No wrap-up after a disposition (where the callcenter has it): the claim phase's handling time
+            # stands for the whole call, and a back-to-back seat claims again at once.
+            "SHOUHU_SEAT_WRAP_UP_S": "0"}
     return ServerProcess(name, ["serve", "callcenter"], port, env, "/readyz")
 
 
