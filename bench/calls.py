@@ -68,63 +68,78 @@ TWILIO_API_BASE pointing at the sandbox and CALLCENTER_PUBLIC_URL at itself.
      sandbox plays instantly). ``transfers_other_unit_rung`` (calls to Ningbo's seats) must be 0; how many
      transfers found no free seat, and how many tasks the answering seat held afterwards, are printed.
 
-2. Seat claims. The brief's 1,600 concurrent operators (580 PC seats and
-   1,000 desk phones): 1,600 operator keys, created directly in the database
-   with ``create_key``, their units spread evenly over three cities (3301
-   Hangzhou, 3302 Ningbo, 3201 Nanjing). M tasks wait in the operator queue
-   (6,000; 1,600 with --quick), spread evenly over the same cities. The
-   quickest honest way to get them there: the warnings are ingested through
-   the dispatcher (POST /v1/warnings/batch, 1,000 per request, the usual tier
-   mix, every phone new, so every warning opens its own case and task), and
-   then one ``OperatorCall`` job per task is enqueued directly with
-   ``shared.queue.service.enqueue`` (the contract's payload, attempt 100 so it
-   never collides with the task's own plan, the task's unit as scope and its
-   deadline as due_at, run now), as the dispatcher's own timers would do 10
-   minutes (high tier) to hours later.
+2. Seat claims at province scale. The brief's 1,600 concurrent operators (580 PC seats and 1,000 desk
+   phones): 1,600 operator keys, created directly in the database with ``create_key``, 16 in each of 100
+   district units of Zhejiang (33CCDD: 10 cities x 10 districts). Before each of the two modes below the
+   operator queue is topped up to M queued operator calls (100,000; 20,000 with --quick), spread evenly
+   over the 100 districts: tiers 10% high / 30% medium / 60% low, deadlines from the default policy's
+   playbooks (tasks created within the last half of their deadline), and 2% of the calls waiting for a
+   later hour (callbacks: run_at 1-24 h ahead, which every claim must step over). They are loaded with
+   SQL, not through the API (100,000 warnings through the dispatcher would take minutes and leave it
+   busy running 100,000 plans during the measurement): one ``INSERT ... SELECT FROM generate_series``
+   into a scratch table, then one INSERT each into ``cases``, ``tasks`` (open, one case each) and
+   ``jobs`` (the contract's ``OperatorCall`` payload, attempt 100, the district as scope, the task's
+   deadline as due_at, through the same columns ``shared.queue.service.enqueue`` writes), then
+   ``VACUUM (ANALYZE)`` of the three tables, as autovacuum would have done in production.
 
-   The callcenter runs as R replicas on the one database (R from
-   ``SHOUHU_BENCH_REPLICAS``, default 2, as the ingest bench scales the
-   dispatcher; docker-compose scales the callcenter the same way), each with
-   SHOUHU_CALLCENTER_WORKER=false so no automated call interferes. These are
-   fresh processes: the callcenter of (1) is stopped first. Client i talks to
-   replica i % R. Every client first puts its seat available
-   (PUT /v1/seat), then closes its connection; at the start signal each opens
-   one keep-alive connection (not timed) and loops: POST /v1/queue/next, and
-   on 200 POST /v1/tasks/{id}/disposition {"disposition": "dissuaded"}, until
-   a 204 (nothing left in its unit); bounded in count and time.
+   The callcenter runs as R replicas on the one database (R from ``SHOUHU_BENCH_REPLICAS``, default 2, as
+   the ingest bench scales the dispatcher; docker-compose scales the callcenter the same way), each with
+   SHOUHU_CALLCENTER_WORKER=false so no automated call interferes. These are fresh processes: the
+   callcenter of (1) is stopped first. Client i talks to replica i % R. Every seat is first put available
+   (PUT /v1/seat). Then two modes, one after the other:
 
-   - ``claim_p50_ms`` / ``claim_p99_ms``: from just before a
-     POST /v1/queue/next is sent to its 200 answer (nearest-rank percentiles
-     over every successful claim; the 204s are not claims and are left out).
-   - ``claims_per_s``: successful claims per second, from the start signal to
-     the last claim's answer.
-   - ``claims_doubled``: claims of a task some seat had already claimed
-     (every claimed task id is kept with the seat that got it). Must be 0.
-   - ``claim_errors``: answers other than 200/204 (claims) and 202
-     (dispositions), and connections that failed; the first few are printed
-     verbatim, with the servers' logged exceptions. An operator who gets an
-     error answer tries again after 1 s, as a person would, and stops after
-     5 errors (or at once on a 4xx to a disposition, which retrying cannot
-     change).
+   - back to back (60 s; 20 s with --quick): all 1,600 operators open one keep-alive connection each
+     (not timed) and loop POST /v1/queue/next, then POST /v1/tasks/{id}/disposition {"disposition":
+     "dissuaded"}, until the window ends (or a 204). This is the worst-case burst; by Little's law the
+     answer time is ~(requests in flight) / (requests per second) whatever the query does, so this mode
+     measures how many claims per second the machine can take.
+   - with handling time (150 s): each of the 1,600 operators talks a random 20-60 s (uniform) between a
+     claim and its disposition, and its first claim comes at a random moment within the first 40 s (the
+     mean handling time), so claims arrive at ~1,600 / 40 s = 40/s from the start. Each claim goes out on
+     a fresh connection (not timed), as a browser idle for tens of seconds would open one. With --quick:
+     160 operators talking 2-6 s for 30 s: 1/10 of the seats and 1/10 of the handling time, the same
+     ~40 claims/s.
 
-   Read the latency with Little's law in mind: the clients have no think
-   time, so about 1,600 claims or dispositions are always in flight, and the
-   average latency is ~1,600 / (requests per second) whatever the code does;
-   at a few hundred claims per second that is seconds, not milliseconds. Real
-   operators spend minutes on each call between claims. The figure says how
-   the queue behaves under that worst-case burst, and the CPU notes say what
-   bounds the rate.
+   - ``claim_p50_ms`` / ``claim_p99_ms``: the worse of the two modes' ``claim_p50_ms_back_to_back`` /
+     ``claim_p99_ms_back_to_back`` and ``claim_p50_ms_handling`` / ``claim_p99_ms_handling``: from just
+     before a POST /v1/queue/next is sent to its 200 answer (nearest-rank percentiles over every
+     successful claim; 204s are not claims).
+   - ``claim_db_p50_ms_*`` / ``claim_db_p99_ms_*``: the claim statement alone, as the callcenter timed it
+     around ``shared.queue.service.claim`` (sent back as ``Server-Timing: claim;dur=``). It includes the
+     callcenter's own event-loop delay in resuming after the answer; absent for code that predates it.
+   - ``claim_sql_p50_ms_*`` / ``claim_sql_p99_ms_*``: PostgreSQL's own execution time of the claim
+     statement under the load: every 0.5 s this process runs the statement a seat of a random district
+     would run (``shared.queue.service.claim_statement``, or main's statement before migration 0019)
+     inside EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON), rolled back. The plan, its buffers and whether any
+     plan had a Sort node are printed; every fourth probe is for a district where nothing waits
+     (``claim_sql_empty_unit_p50_ms_*``).
+   - ``claims_per_s`` (back to back) and ``claims_per_s_handling``: successful claims per second, from
+     the start signal to the last claim's answer.
+   - ``claims_doubled``: claims of a task some seat had already claimed, over both modes. Must be 0. A
+     task whose seat stopped without disposing of it (errors, or the window ended mid-call) returns to
+     the queue when its lease runs out (5-10 minutes); claiming it after that is counted apart (printed),
+     not as a double.
+   - ``claim_errors``: answers other than 200/204/202 (claims) and 202 (dispositions), and connections
+     that failed; the first few are printed verbatim, with the servers' logged exceptions. An operator
+     who gets an error answer tries again after 1 s, as a person would, and stops after 5 errors (or at
+     once on a 4xx to a disposition, which retrying cannot change).
 
-What bounds the claim figures (observed while writing this, 2 cores, PostgreSQL 15 on 127.0.0.1): PostgreSQL.
-Sampling pg_stat_activity every 100 ms through a --quick claim phase found the callcenters' backends on CPU in
-the claim statement (``seats.service.claim_next``) in ~80% of the active-backend samples, far ahead of the rest. That
-statement joins every queued job of the "callcenter" queue (the waiting ``call.auto`` jobs included: the index
-it uses, ix_jobs_ready, is on (queue, priority, run_at), and kind is filtered afterwards) with its task and
-sorts them all, for every claim, so its cost grows with the queue: EXPLAIN ANALYZE alone, with 6,000
-operator and 6,000 automated-call jobs queued, 13-14 ms; under 40 concurrent claims each one also steps over
-the rows the others just claimed. Each replica's pool (SHOUHU_DB_POOL_SIZE=10 plus 10 overflow) then holds
-about 800 waiting requests, and a request that waits more than SQLAlchemy's default 30 s for a connection is
-answered 500 (the claim_errors, retried by the operators).
+   ``SHOUHU_BENCH_CALLS_PHASES=claims`` runs the claim phase alone (for working on it; the other figures
+   are then absent).
+
+What bounds the claim figures (observed 2026-12-03 with 100,000 queued calls, 2 cores shared with other
+engineers' test runs: load average 8-14, "machine busy before the run" 199%; PostgreSQL 15 on 127.0.0.1): not
+the claim statement. Since migration 0019 a district seat's claim is one probe of ix_jobs_claim_district
+(Index Scan, no Sort in any of ~400 probes, 24 buffers p50 / 39 max, 0.33-0.36 ms p50 and ~5 ms p99 under
+the load; a district where nothing waits: 0.12 ms, 3 buffers). Main's LIKE filter over ix_jobs_scoped_ready
+read 151-298 buffers p50 (max 2,005), 0.6-0.9 ms p50 and 4-15 ms p99, a Sort in a quarter of the plans, and
+196 ms / 9,092 buffers for the district where nothing waits (the whole queue, on every "next" that answers
+204). End to end, both codes gave 6-8 claims/s back to back and 12-13/s with handling time: each process of
+the system got 10-14% of a core (its share of a saturated machine), ~20 ms of callcenter CPU per request
+spread over a claim's ~7 round trips (auth, seat, transfers, claim, task, reasons, lease), so answers took
+tens of seconds whatever the query did, and new pool connections timed out (5 s) under that starvation
+(the 503 "database is unavailable" errors). Compare before and after in the same conditions, and read
+claim_sql_* for the database's part.
 
 Nothing is asserted: the issue's targets (at least 9.5 calls/s with no attempt
 placed twice; claim p99 under 100 ms with no task claimed by two seats) are for
@@ -140,6 +155,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import time
 import uuid
 from contextlib import AsyncExitStack
@@ -177,6 +193,7 @@ CLAIM_BATCH = 1000  # warnings per request when filling the operator queue in (2
 STATS_POLL_S = 0.1
 OPERATORS = 1600  # 580 PC seats + 1,000 desk phones (the brief), rounded as it does
 SETUP_CLIENTS = 64  # seats put available at once before (2)
+MIN_LEASE_S = 300  # the shortest claim lease (high tier, seats/service.py lease_for): no task returns sooner
 OPERATOR_MAX_ERRORS = 5  # error answers after which an operator stops (each retried after 1 s, as a person would)
 # Units of the operator keys and the region codes of the tasks in their cities (the tasks spread evenly).
 UNITS: dict[str, tuple[str, ...]] = {
@@ -184,6 +201,11 @@ UNITS: dict[str, tuple[str, ...]] = {
     "3302": ("330203", "330205", "330212"),  # Ningbo
     "3201": ("320102", "320105", "320106"),  # Nanjing
 }
+# The claim phase's operators: 16 seats in each of 100 district units of Zhejiang (10 cities x 10 districts).
+CLAIM_DISTRICTS = tuple(f"33{city:02d}{district:02d}" for city in range(1, 11) for district in range(2, 12))
+CLAIM_FRAUD_TYPES = ("fake_investment", "task_brushing", "impersonating_police", "fake_customer_service", "other")
+EMPTY_DISTRICT = "331102"  # a district of the same province with no seat and nothing queued (probed)
+CALLBACK_SHARE = 0.02  # queued operator calls waiting for a later hour (callbacks): every claim must step over them
 # Callcenter settings that would change what is measured if inherited from the caller's environment.
 CALLCENTER_ENV_DROPPED = ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM_NUMBER", "SHOUHU_SANDBOX_URL",
                           "SHOUHU_CALLCENTER_WORKER_CONCURRENCY", "SHOUHU_WORKER_POLL_INTERVAL_S",
@@ -193,17 +215,23 @@ CALLCENTER_ENV_DROPPED = ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FRO
 @dataclass(frozen=True)
 class _Plan:
     calls: int
-    tasks: int
     calls_max_s: float  # for the sandbox to create every call
-    claims_max_s: float  # for the whole claiming phase
     acks: int  # robocalls cancelled by an acknowledgement (and as many baseline cancels)
     transfers: int  # citizens pressing 2
+    tasks: int  # operator calls queued at the start of each claim mode
+    back_to_back_s: float  # how long the operators claim back to back
+    handling_s: float  # how long they claim with handling time between claims
+    handling_seats: int  # operators in that mode
+    talk_s: tuple[float, float]  # each call's handling time, uniform in this range
 
     @classmethod
     def of(cls, quick: bool) -> _Plan:
         if quick:
-            return cls(calls=60, tasks=1600, calls_max_s=60, claims_max_s=120, acks=20, transfers=10)
-        return cls(calls=300, tasks=6000, calls_max_s=150, claims_max_s=420, acks=100, transfers=40)
+            # 1/10 of the operators with 1/10 of the handling time: the same 40 claims/s arrive.
+            return cls(calls=60, calls_max_s=60, acks=20, transfers=10, tasks=20_000, back_to_back_s=20,
+                       handling_s=30, handling_seats=OPERATORS // 10, talk_s=(2.0, 6.0))
+        return cls(calls=300, calls_max_s=150, acks=100, transfers=40, tasks=100_000, back_to_back_s=60,
+                   handling_s=150, handling_seats=OPERATORS, talk_s=(20.0, 60.0))
 
 
 SEAT_RING_S = 1.0  # a seat's phone rings this long before the officer picks up (transfer phase)
@@ -231,7 +259,10 @@ def _callcenter(name: str, db_url: str, port: int, sandbox_port: int, *, worker:
     env = {k: v for k, v in os.environ.items() if k not in CALLCENTER_ENV_DROPPED}
     env |= {"DATABASE_URL": db_url, "TWILIO_API_BASE": f"http://127.0.0.1:{sandbox_port}",
             "CALLCENTER_PUBLIC_URL": f"http://127.0.0.1:{port}", "SHOUHU_CALLS_PER_S": str(SANDBOX_CALLS_PER_S),
-            "SHOUHU_LOG_LEVEL": "WARNING", "SHOUHU_CALLCENTER_WORKER": "true" if worker else "false"}
+            "SHOUHU_LOG_LEVEL": "WARNING", "SHOUHU_CALLCENTER_WORKER": "true" if worker else "false",
+            # No wrap-up after a disposition (where the callcenter has it): the claim phase's handling time
+            # stands for the whole call, and a back-to-back seat claims again at once.
+            "SHOUHU_SEAT_WRAP_UP_S": "0"}
     return ServerProcess(name, ["serve", "callcenter"], port, env, "/readyz")
 
 
@@ -625,63 +656,358 @@ async def _transfer_phase(sandbox_port: int, dispatcher_port: int, cc_port: int,
 
 
 @dataclass
-class _Claims:
-    latencies: list[float]
-    disposition_ms: list[float]
-    claims_per_s: float
-    doubled: int
-    errors: int
-    cpu: str
+class _Probe:
+    """The claim statement as the database runs it under the load: EXPLAIN (ANALYZE, BUFFERS) every 0.5 s."""
+
+    execution_ms: list[float] = field(default_factory=list)
+    buffers: list[int] = field(default_factory=list)
+    # A seat of a district with nothing queued (its "next" answers 204): the LIKE filter walked the whole queue.
+    empty_ms: list[float] = field(default_factory=list)
+    empty_buffers: list[int] = field(default_factory=list)
+    sorts: int = 0
+    nodes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Mode:
+    """One way of claiming (back to back, or with handling time between claims) and what it measured."""
+
+    name: str
+    seats: int
+    latencies: list[float] = field(default_factory=list)  # ms, POST /v1/queue/next -> 200
+    db_ms: list[float] = field(default_factory=list)  # the claim statement, from the answer's Server-Timing
+    disposition_ms: list[float] = field(default_factory=list)
+    claims_per_s: float = 0.0
+    dispositions_per_s: float = 0.0
+    errors: int = 0
+    doubled: int = 0
+    reclaimed: int = 0  # claims of a task its first seat left undisposed, after the lease ran out (correct)
+    queued_at_start: int = 0
+    probe: _Probe = field(default_factory=_Probe)
+    cpu: str = ""
     notes: list[str] = field(default_factory=list)
 
 
-async def _fill_operator_queue(dispatcher_port: int, key: str, db_url: str, gen: _Records, plan: _Plan) -> list[str]:
-    """M warnings through the dispatcher (every phone new: M tasks), then one operator-call job per task."""
-    from shared import contracts
-    from shared.contracts import PRIORITY
-    from shared.phone import normalize_phone
-    from shared.queue.service import enqueue
+# $1 how many, $2 first phone number, $3 district units, $4 now, $5-$7 deadlines (min) of high/medium/low,
+# $8-$10 their job priorities, $11 share of calls waiting for a later hour, $12 fraud types.
+# Tasks are open, created within the last half of their deadline; one case each (phones +86147..., a prefix the
+# warnings of phase 1 never use: an open case's phone is unique); one operator call each,
+# written through the same columns as shared.queue.service.enqueue (the generated unit columns follow).
+_CLAIM_GEN = """
+CREATE TEMP TABLE claim_gen AS
+WITH base AS (
+  SELECT i, gen_random_uuid() AS task_id, gen_random_uuid() AS case_id, random() AS r_tier, random() AS r_age,
+    random() AS r_wait, random() AS r_fraud, ($3::text[])[1 + i % array_length($3::text[], 1)] AS region_code
+  FROM generate_series(0, $1::int - 1) AS i
+), tiered AS (
+  SELECT b.*, CASE WHEN r_tier < 0.10 THEN 'high' WHEN r_tier < 0.40 THEN 'medium' ELSE 'low' END AS tier FROM base b
+), timed AS (
+  SELECT t.*, CASE tier WHEN 'high' THEN $5::float8 WHEN 'medium' THEN $6::float8 ELSE $7::float8 END
+    * interval '1 minute' AS deadline,
+    CASE tier WHEN 'high' THEN $8::int WHEN 'medium' THEN $9::int ELSE $10::int END AS priority
+  FROM tiered t
+)
+SELECT i, task_id, case_id, region_code, tier, priority, '+86147' || lpad(($2::bigint + i)::text, 8, '0') AS phone,
+  ($12::text[])[1 + floor(r_fraud * array_length($12::text[], 1))::int] AS fraud_type,
+  $4::timestamptz - deadline * r_age * 0.5 AS created_at,
+  $4::timestamptz - deadline * r_age * 0.5 + deadline AS due_at,
+  CASE WHEN r_wait < $11::float8 THEN $4::timestamptz + (1 + r_wait / $11::float8 * 23) * interval '1 hour'
+       ELSE $4::timestamptz END AS run_at
+FROM timed
+"""
+_CLAIM_CASES = (
+    "INSERT INTO cases (id, phone, status, tier, region_code, warning_count, first_warning_at, last_warning_at,"
+    " created_at) SELECT case_id, phone, 'open', tier, region_code, 1, created_at, created_at, created_at"
+    " FROM claim_gen ORDER BY i")
+_CLAIM_TASKS = (
+    "INSERT INTO tasks (id, case_id, phone, region_code, fraud_type, tier, status, policy_version, created_at,"
+    " plan_started_at, due_at) SELECT task_id, case_id, phone, region_code, fraud_type, tier, 'open', $1, created_at,"
+    " created_at, due_at FROM claim_gen ORDER BY i")
+_CLAIM_JOBS = (
+    "INSERT INTO jobs (queue, kind, payload, run_at, priority, dedupe_key, task_id, max_attempts, scope, due_at)"
+    " SELECT 'callcenter', 'call.operator', jsonb_build_object('task_id', task_id, 'case_id', case_id, 'channel',"
+    " 'operator_call', 'attempt', 100, 'tier', tier, 'phone', phone, 'region_code', region_code, 'fraud_type',"
+    " fraud_type, 'due_at', due_at, 'emergency', false, 'reason', 'benchmark'), run_at, priority,"
+    " 'operator_call:' || task_id || ':100', task_id, 10, region_code, due_at FROM claim_gen ORDER BY i")
 
-    units = list(UNITS)
-    wires = []
-    for i in range(plan.tasks):
-        codes = UNITS[units[i % len(units)]]
-        wires.append(gen.one().wire | {"region_code": codes[(i // len(units)) % len(codes)]})
-    bodies = [orjson.dumps({"warnings": wires[i:i + CLAIM_BATCH]}) for i in range(0, plan.tasks, CLAIM_BATCH)]
-    results = await _ingest(dispatcher_port, key, bodies, concurrency=2, max_s=120)
-    task_ids = [r["task_id"] for r in results]
-    if len(set(task_ids)) != plan.tasks:
-        raise CallsBenchError(f"{plan.tasks} warnings made {len(set(task_ids))} tasks (some merged)")
+
+async def _fill_operator_queue(db_url: str, *, want: int, first_phone: int) -> tuple[int, int, float]:
+    """Top the operator queue up to `want` queued calls with SQL (tasks, cases, jobs); returns (added, queued, s)."""
+    from services.dispatcher.policy.service import PolicyStore, load_policy
+    from services.dispatcher.settings import DispatcherSettings
+    from shared.contracts import PRIORITY
+
+    policy = load_policy(DispatcherSettings().policy_path)
+    playbooks = [policy.playbook(t) for t in ("high", "medium", "low")]
     engine = make_engine(db_url, pool_size=1, application_name="shouhu-bench", audit_key=bench_audit_key())
     try:
-        now = datetime.now(UTC)
-        # Attempt 100: past any operator call the tasks' own plans may have queued meanwhile.
-        jobs = [contracts.OperatorCall(
-            task_id=r["task_id"], case_id=r["case_id"], channel="operator_call", attempt=100, tier=r["tier"],
-            phone=normalize_phone(w["phone"]), region_code=w["region_code"], fraud_type=w["fraud_type"],
-            due_at=r["due_at"], reason="benchmark").job(
-                run_at=now, task_id=uuid.UUID(r["task_id"]), priority=PRIORITY[r["tier"]],
-                dedupe_key=f"operator_call:{r['task_id']}:100", scope=w["region_code"],
-                due_at=datetime.fromisoformat(r["due_at"]))
-            for r, w in zip(results, wires, strict=True)]
         async with transaction(make_sessionmaker(engine)) as session:
-            for i in range(0, len(jobs), 1000):
-                await enqueue(session, jobs[i:i + 1000], now=now)
+            await PolicyStore(policy).register_current(session)  # the tasks' foreign key (once)
     finally:
         await engine.dispose()
     conn = await raw_connect(db_url)
     try:
-        waiting = await conn.fetchval(
-            "SELECT count(*) FROM jobs WHERE kind = 'call.operator' AND status = 'queued' AND payload->>'attempt' = '100'")
+        t0 = time.perf_counter()
+        queued = await conn.fetchval("SELECT count(*) FROM jobs WHERE kind = 'call.operator' AND status = 'queued'")
+        add = max(want - queued, 0)
+        if add:
+            async with conn.transaction():
+                await conn.execute(_CLAIM_GEN, add, first_phone, list(CLAIM_DISTRICTS), datetime.now(UTC),
+                                   *[float(p.deadline_minutes) for p in playbooks],
+                                   *[PRIORITY[t] for t in ("high", "medium", "low")], CALLBACK_SHARE,
+                                   list(CLAIM_FRAUD_TYPES))
+                await conn.execute(_CLAIM_CASES)
+                await conn.execute(_CLAIM_TASKS, policy.version)
+                await conn.execute(_CLAIM_JOBS)
+                await conn.execute("DROP TABLE claim_gen")
+            # A table that has lived in production has statistics and a visibility map; a bulk load has neither.
+            for table in ("jobs", "tasks", "cases"):
+                await conn.execute(f"VACUUM (ANALYZE) {table}")
+        queued = await conn.fetchval("SELECT count(*) FROM jobs WHERE kind = 'call.operator' AND status = 'queued'")
+        return add, queued, time.perf_counter() - t0
     finally:
         await conn.close()
-    if waiting != plan.tasks:
-        raise CallsBenchError(f"{waiting} call.operator jobs wait in the queue, not {plan.tasks}")
-    return [r["tier"] for r in results]
+
+
+def _server_timing_ms(head: bytes) -> float | None:
+    """The claim statement's time from the answer's `Server-Timing: claim;dur=<ms>` header (None without it)."""
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"server-timing":
+            for metric in value.split(b","):
+                parts = [p.strip() for p in metric.split(b";")]
+                if parts[0] == b"claim":
+                    for p in parts[1:]:
+                        if p.startswith(b"dur="):
+                            return float(p[4:])
+    return None
+
+
+# The claim statement before migration 0019 (main at 2f0ed21), for probing a checkout that predates
+# shared.queue.service.claim_statement: the same WHERE and ORDER BY, the unit as a LIKE prefix.
+_CLAIM_BEFORE_0019 = (
+    "WITH picked AS (SELECT id FROM jobs WHERE status = 'queued' AND queue = :queue AND run_at <= :now"
+    " AND kind = ANY(CAST(:kinds AS text[])) AND scope LIKE :scope ORDER BY priority, due_at, id LIMIT :limit"
+    " FOR UPDATE SKIP LOCKED) UPDATE jobs SET status = 'running', attempts = jobs.attempts + 1,"
+    " lease_expires_at = CAST(:now AS timestamptz) + make_interval(secs => :lease), locked_by = :worker"
+    " FROM picked WHERE jobs.id = picked.id RETURNING jobs.id")
+
+
+def _probe_statement(unit: str) -> tuple[str, dict[str, Any]]:
+    """The statement a seat of `unit` runs to claim, with its parameters (as the installed code builds it)."""
+    kw: dict[str, Any] = {"queue": "callcenter", "worker": "seat:bench-probe", "now": datetime.now(UTC),
+                          "lease_s": 60.0, "limit": 1, "kinds": ["call.operator"], "scope_prefix": unit}
+    try:
+        from shared.queue.service import claim_statement  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return _CLAIM_BEFORE_0019, {"queue": kw["queue"], "now": kw["now"], "kinds": kw["kinds"], "scope": unit + "%",
+                                    "limit": 1, "lease": 60.0, "worker": kw["worker"]}
+    return claim_statement(**kw)  # type: ignore[no-any-return,unused-ignore]
+
+
+def _plan_nodes(node: dict[str, Any]) -> list[str]:
+    """Every node of an EXPLAIN (FORMAT JSON) plan, depth first, as "Node Type [using index]"."""
+    index = f" using {node['Index Name']}" if "Index Name" in node else ""
+    found = [f"{node['Node Type']}{index}"]
+    for child in node.get("Plans", []):
+        found += _plan_nodes(child)
+    return found
+
+
+async def _probe_claims(db_url: str, stop: asyncio.Event, probe: _Probe) -> None:
+    """A seat of a random district claims inside EXPLAIN ANALYZE, rolled back (its row is locked for a moment)."""
+    from sqlalchemy import text
+
+    engine = make_engine(db_url, pool_size=1, application_name="shouhu-bench-probe", audit_key=bench_audit_key())
+    rng = random.Random(7)
+    try:
+        for n in range(100_000):  # bounded; ends with the mode
+            empty = n % 4 == 3
+            statement, params = _probe_statement(EMPTY_DISTRICT if empty else rng.choice(CLAIM_DISTRICTS))
+            async with engine.connect() as conn:
+                tx = await conn.begin()
+                try:
+                    raw = (await conn.execute(text("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement),
+                                              params)).scalar()
+                finally:
+                    await tx.rollback()
+            plan = (orjson.loads(raw) if isinstance(raw, str | bytes) else raw)[0]
+            nodes = _plan_nodes(plan["Plan"])
+            top = plan["Plan"]
+            buffers = int(top.get("Shared Hit Blocks", 0)) + int(top.get("Shared Read Blocks", 0))
+            (probe.empty_ms if empty else probe.execution_ms).append(float(plan["Execution Time"]))
+            (probe.empty_buffers if empty else probe.buffers).append(buffers)
+            probe.sorts += any("Sort" in n for n in nodes)
+            probe.nodes = probe.nodes or nodes
+            try:
+                await asyncio.wait_for(stop.wait(), 0.5)
+                return
+            except TimeoutError:
+                pass
+    finally:
+        await engine.dispose()
+
+
+async def _claim_mode(mode: _Mode, db_url: str, ports: list[int], seats: list[tuple[str, str]], *, window_s: float,
+                      talk_s: tuple[float, float] | None, claimed_by: dict[str, tuple[str, float]],
+                      abandoned: set[str], procs: dict[str, int],
+                      seed: int) -> None:
+    """`mode.seats` operators claim for `window_s`: back to back (`talk_s` None), or talking a random time
+    in `talk_s` between each claim and its disposition, their first claims spread over the mean talk time."""
+    rng = random.Random(seed)
+    chosen = list(enumerate(seats))[:mode.seats]  # units round-robin: the first N seats cover every district
+    start = asyncio.Event()
+    errors: list[str] = []
+    stops = {"empty": 0, "time": 0, "errors": 0}
+    last_claim = 0.0
+    t_start = 0.0
+    disposition = orjson.dumps({"disposition": "dissuaded"})
+    offsets = [rng.uniform(0, sum(talk_s) / 2) if talk_s else 0.0 for _ in chosen]
+    talks = [[rng.uniform(*talk_s) for _ in range(400)] if talk_s else [] for _ in chosen]
+
+    async def operator(n: int, key_id: str, key: str, port: int) -> None:
+        nonlocal last_claim
+        http = _Http(port, key)
+        failures = 0
+        holding: str | None = None  # a task claimed and not yet disposed
+        try:
+            await start.wait()
+            if talk_s is None:
+                await asyncio.wait_for(http.open(), 30)  # not timed: a seat's connection is open before it claims
+            else:
+                await asyncio.sleep(offsets[n])
+            for round_ in range(100_000):  # bounded; ends on the window, a 204 or errors
+                if time.perf_counter() - t_start > window_s:
+                    stops["time"] += 1
+                    return
+                if talk_s is not None:
+                    # Idle for tens of seconds, as a browser would be: a fresh connection (not timed).
+                    http.close()
+                    await asyncio.wait_for(http.open(), 30)
+                t0 = time.perf_counter()
+                status, data = await asyncio.wait_for(http.request("POST", "/v1/queue/next"), 90)
+                t1 = time.perf_counter()
+                if status == 204:
+                    stops["empty"] += 1
+                    return
+                if status != 200:
+                    mode.errors += 1
+                    errors.append(f"POST /v1/queue/next: {_verbatim(status, data)}")
+                    failures += 1
+                    if failures >= OPERATOR_MAX_ERRORS:
+                        stops["errors"] += 1
+                        return
+                    await asyncio.sleep(1.0)  # as a person would, before clicking again
+                    continue
+                mode.latencies.append((t1 - t0) * 1000)
+                db_ms = _server_timing_ms(http.last_head)
+                if db_ms is not None:
+                    mode.db_ms.append(db_ms)
+                last_claim = t1
+                task_id = orjson.loads(data)["task_id"]
+                if task_id in claimed_by:
+                    first_seat, first_at = claimed_by[task_id]
+                    if task_id in abandoned and t1 - first_at >= MIN_LEASE_S:
+                        # Its first seat left it without a disposition and the lease ran out: back in the queue,
+                        # as it should be (an operator who gave up after errors, or whose window ended mid-call).
+                        mode.reclaimed += 1
+                        abandoned.discard(task_id)
+                    else:
+                        mode.doubled += 1
+                        errors.append(f"task {task_id} claimed by seat {key_id} after seat {first_seat}")
+                claimed_by[task_id] = (key_id, t1)
+                holding = task_id
+                if talk_s is not None:
+                    remaining = window_s - (time.perf_counter() - t_start)
+                    talk = talks[n][round_ % len(talks[n])]
+                    if talk >= remaining:  # the window ends during this call: its disposition is not measured
+                        stops["time"] += 1
+                        return
+                    await asyncio.sleep(talk)
+                for _ in range(OPERATOR_MAX_ERRORS):
+                    t2 = time.perf_counter()
+                    status, data = await asyncio.wait_for(
+                        http.request("POST", f"/v1/tasks/{task_id}/disposition", disposition), 90)
+                    if status == 202:
+                        mode.disposition_ms.append((time.perf_counter() - t2) * 1000)
+                        holding = None
+                        break
+                    mode.errors += 1
+                    errors.append(f"POST /v1/tasks/{task_id}/disposition: {_verbatim(status, data)}")
+                    failures += 1
+                    if status < 500 or failures >= OPERATOR_MAX_ERRORS:  # a 409 will not change by retrying
+                        stops["errors"] += 1
+                        return
+                    await asyncio.sleep(1.0)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+            mode.errors += 1
+            stops["errors"] += 1
+            errors.append(f"operator {key_id}: {exc!r}")
+        finally:
+            http.close()
+            if holding is not None:
+                abandoned.add(holding)
+
+    tasks = [asyncio.create_task(operator(n, key_id, key, ports[i % len(ports)]))
+             for n, (i, (key_id, key)) in enumerate(chosen)]
+    probe_stop = asyncio.Event()
+    prober = asyncio.create_task(_probe_claims(db_url, probe_stop, mode.probe))
+    try:
+        await asyncio.sleep(0.5)  # every coroutine is waiting at the start line
+        with ProcCpu(procs) as cpu:
+            t_start = time.perf_counter()
+            start.set()
+            await asyncio.wait_for(asyncio.gather(*tasks), window_s + 180)
+            t_end = time.perf_counter()
+        probe_stop.set()
+        await asyncio.wait_for(prober, 60)
+    finally:
+        for task in [*tasks, prober]:
+            task.cancel()
+        await asyncio.gather(*tasks, prober, return_exceptions=True)
+    if not mode.latencies:
+        raise CallsBenchError(f"{mode.name}: no claim succeeded; first errors: {errors[:3]}")
+    span = max(last_claim - t_start, 1e-9)
+    mode.claims_per_s = len(mode.latencies) / span
+    mode.dispositions_per_s = len(mode.disposition_ms) / max(t_end - t_start, 1e-9)
+    mode.cpu = cpu.result
+    mode.notes.append(
+        f"claim phase, {mode.name}: {len(chosen)} operators, {len(mode.latencies)} claims in {span:.1f} s"
+        f" ({mode.claims_per_s:.1f}/s), {len(mode.disposition_ms)} dispositions, {mode.doubled} double claims,"
+        f" {mode.reclaimed} re-claims of tasks left undisposed once their lease ran out; operators ended: {stops['empty']}"
+        f" on 204, {stops['time']} on the {window_s:.0f} s window, {stops['errors']} after errors; phase took"
+        f" {t_end - t_start:.1f} s")
+    if mode.db_ms:
+        mode.notes.append(
+            f"claim phase, {mode.name}: the claim statement itself (Server-Timing, timed in the callcenter around"
+            f" shared.queue.service.claim, so it includes the callcenter's event-loop delay): p50"
+            f" {_percentile(mode.db_ms, 50):.1f} ms, p99 {_percentile(mode.db_ms, 99):.1f} ms,"
+            f" max {max(mode.db_ms):.1f} ms ({len(mode.db_ms)})")
+    if mode.probe.execution_ms:
+        p = mode.probe
+        mode.notes.append(
+            f"claim phase, {mode.name}: the claim statement as PostgreSQL runs it under this load (EXPLAIN (ANALYZE,"
+            f" BUFFERS) of a random district seat's claim every 0.5 s, rolled back): execution p50"
+            f" {_percentile(p.execution_ms, 50):.2f} ms, p99 {_percentile(p.execution_ms, 99):.2f} ms,"
+            f" buffers p50 {_percentile([float(b) for b in p.buffers], 50):.0f} max {max(p.buffers)};"
+            f" {p.sorts} of {len(p.execution_ms) + len(p.empty_ms)} plans had a Sort node; plan:"
+            f" {' <- '.join(p.nodes)}")
+        if p.empty_ms:
+            mode.notes.append(
+                f"claim phase, {mode.name}: a seat of district {EMPTY_DISTRICT}, where nothing waits (its claim finds"
+                f" nothing): execution p50 {_percentile(p.empty_ms, 50):.2f} ms, p99 {_percentile(p.empty_ms, 99):.2f}"
+                f" ms, buffers p50 {_percentile([float(b) for b in p.empty_buffers], 50):.0f}")
+    if mode.disposition_ms:
+        mode.notes.append(f"claim phase, {mode.name}: dispositions p50 {_percentile(mode.disposition_ms, 50):.0f} ms,"
+                          f" p99 {_percentile(mode.disposition_ms, 99):.0f} ms")
+    if errors:
+        mode.notes.append(f"claim phase, {mode.name}: {mode.errors} error answers; first (verbatim):")
+        mode.notes.extend(f"  {e[:400]}" for e in errors[:5])
+    mode.notes.append(f"CPU, claim phase, {mode.name}: {mode.cpu}")
 
 
 async def _claims_phase(ports: list[int], seats: list[tuple[str, str]], db_url: str, plan: _Plan,
-                        procs: dict[str, int]) -> _Claims:
+                        procs: dict[str, int]) -> tuple[_Mode, _Mode, list[str]]:
     notes: list[str] = []
     port_of = [ports[i % len(ports)] for i in range(len(seats))]
 
@@ -706,117 +1032,27 @@ async def _claims_phase(ports: list[int], seats: list[tuple[str, str]], db_url: 
     await _run_all([setup() for _ in range(SETUP_CLIENTS)])
     notes.append(f"claim phase: {len(seats)} seats put available in {time.perf_counter() - t_setup:.1f} s")
 
-    start = asyncio.Event()
-    latencies: list[float] = []
-    disposition_ms: list[float] = []
-    claimed_by: dict[str, str] = {}
-    doubled = 0
-    errors: list[str] = []
-    error_count = 0
-    connected = 0
-    empties = 0
-    timed_out = 0
-    gave_up = 0
-    last_claim = 0.0
-    t_start = 0.0
-    disposition = orjson.dumps({"disposition": "dissuaded"})
-
-    async def operator(i: int) -> None:
-        """One seat: connect at the start signal, then work until its unit's queue is empty."""
-        nonlocal error_count, connected, gave_up
-        key_id, key = seats[i]
-        http = _Http(port_of[i], key)
-        try:
-            await start.wait()
-            await asyncio.wait_for(http.open(), 30)  # not timed: a seat's connection is open before it claims
-            connected += 1
-            await work(key_id, http)
-        except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
-            error_count += 1
-            gave_up += 1
-            errors.append(f"operator {key_id}: {exc!r}")
-        finally:
-            http.close()
-
-    async def work(key_id: str, http: _Http) -> None:
-        """Claim, dispose, repeat until 204 (bounded in count and time); an error answer is retried after 1 s."""
-        nonlocal doubled, error_count, empties, timed_out, gave_up, last_claim
-        failures = 0
-        for _ in range(plan.tasks + OPERATOR_MAX_ERRORS + 2):
-            if time.perf_counter() - t_start > plan.claims_max_s:
-                timed_out += 1
-                return
-            t0 = time.perf_counter()
-            status, data = await asyncio.wait_for(http.request("POST", "/v1/queue/next"), 60)
-            t1 = time.perf_counter()
-            if status == 204:
-                empties += 1
-                return
-            if status != 200:
-                error_count += 1
-                errors.append(f"POST /v1/queue/next: {_verbatim(status, data)}")
-                failures += 1
-                if failures >= OPERATOR_MAX_ERRORS:
-                    gave_up += 1
-                    return
-                await asyncio.sleep(1.0)  # as a person would, before clicking again
-                continue
-            latencies.append((t1 - t0) * 1000)
-            last_claim = t1
-            task_id = orjson.loads(data)["task_id"]
-            if task_id in claimed_by:
-                doubled += 1
-                errors.append(f"task {task_id} claimed by seat {key_id} after seat {claimed_by[task_id]}")
-            else:
-                claimed_by[task_id] = key_id
-            for _ in range(OPERATOR_MAX_ERRORS):
-                t2 = time.perf_counter()
-                status, data = await asyncio.wait_for(
-                    http.request("POST", f"/v1/tasks/{task_id}/disposition", disposition), 60)
-                if status == 202:
-                    disposition_ms.append((time.perf_counter() - t2) * 1000)
-                    break
-                error_count += 1
-                errors.append(f"POST /v1/tasks/{task_id}/disposition: {_verbatim(status, data)}")
-                failures += 1
-                if status < 500 or failures >= OPERATOR_MAX_ERRORS:  # a 409 will not change by retrying
-                    gave_up += 1
-                    return
-                await asyncio.sleep(1.0)
-
-    tasks = [asyncio.create_task(operator(i)) for i in range(len(seats))]
-    try:
-        await asyncio.sleep(0.5)  # every coroutine is waiting at the start line
-        with ProcCpu(procs) as cpu:
-            t_start = time.perf_counter()
-            start.set()
-            await asyncio.wait_for(asyncio.gather(*tasks), plan.claims_max_s + 90)
-            t_end = time.perf_counter()
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    if not latencies:
-        raise CallsBenchError(f"no claim succeeded; first errors: {errors[:3]}")
+    claimed_by: dict[str, tuple[str, float]] = {}  # task -> (the seat that claimed it, when)
+    abandoned: set[str] = set()  # tasks whose seat stopped before disposing of them
+    back = _Mode("back to back", seats=len(seats))
+    handling = _Mode("with handling time", seats=plan.handling_seats)
+    next_phone = 0
+    for mode, window_s, talk_s in ((back, plan.back_to_back_s, None), (handling, plan.handling_s, plan.talk_s)):
+        added, mode.queued_at_start, fill_s = await _fill_operator_queue(db_url, want=plan.tasks,
+                                                                         first_phone=next_phone)
+        next_phone += added
+        notes.append(f"claim phase, {mode.name}: {added:,} tasks, cases and operator calls loaded with SQL in"
+                     f" {fill_s:.1f} s (with VACUUM ANALYZE); {mode.queued_at_start:,} operator calls queued")
+        await _claim_mode(mode, db_url, ports, seats, window_s=window_s, talk_s=talk_s, claimed_by=claimed_by,
+                          abandoned=abandoned,
+                          procs=procs, seed=20261203)
     conn = await raw_connect(db_url)
     try:
-        left = await conn.fetch(
-            "SELECT status, count(*) AS n FROM jobs WHERE kind = 'call.operator' GROUP BY status")
+        left = await conn.fetch("SELECT status, count(*) AS n FROM jobs WHERE kind = 'call.operator' GROUP BY status")
     finally:
         await conn.close()
-    notes.append(f"claim phase: {connected} of {len(seats)} operators connected at once (one keep-alive"
-                 f" connection each); {len(latencies)} claims, {len(claimed_by)} distinct tasks of {plan.tasks};"
-                 f" {empties} operators ended on 204, {timed_out} on the time limit, {gave_up} after errors; phase took"
-                 f" {t_end - t_start:.1f} s; call.operator jobs left by status"
-                 f" {dict((r['status'], r['n']) for r in left) or '{} (all done)'}")
-    if disposition_ms:
-        notes.append(f"claim phase: dispositions p50 {_percentile(disposition_ms, 50):.0f} ms,"
-                     f" p99 {_percentile(disposition_ms, 99):.0f} ms ({len(disposition_ms)})")
-    if errors:
-        notes.append(f"claim phase: {error_count} error answers, {doubled} double claims; first (verbatim):")
-        notes.extend(f"  {e[:400]}" for e in errors[:5])
-    span = max(last_claim - t_start, 1e-9)
-    return _Claims(latencies, disposition_ms, len(latencies) / span, doubled, error_count, cpu.result, notes)
+    notes.append(f"claim phase: call.operator jobs left by status {dict((r['status'], r['n']) for r in left)}")
+    return back, handling, notes
 
 
 # ---- the benchmark --------------------------------------------------------------------------------------------
@@ -831,7 +1067,7 @@ def _error_summary(line: str) -> str:
     if not isinstance(entry, dict):
         return line
     event = str(entry.get("event", "")).strip()
-    exception = str(entry.get("exception", "")).strip().splitlines()
+    exception = str(entry.get("exception", "")).strip().splitlines() or str(entry.get("error") or "").splitlines()
     return f"{entry.get('timestamp', '')} {event}" + (f": {exception[-1]}" if exception else "")
 
 
@@ -841,13 +1077,14 @@ async def bench_calls(quick: bool) -> dict[str, float]:
     from shared.auth.service import create_key
     replicas = _replicas_from_env()
     plan = _Plan.of(quick)
+    # For working on the claims alone: SHOUHU_BENCH_CALLS_PHASES=claims skips phase 1 (its figures are then absent).
+    claims_only = os.environ.get("SHOUHU_BENCH_CALLS_PHASES", "").strip() == "claims"
     report = _Report()
     report.notes.append(await machine_idle_note())
     services: list[tuple[str, Any]] = []
     async with bench_database() as db_url:
         engine = make_engine(db_url, pool_size=1, application_name="shouhu-bench", audit_key=bench_audit_key())
         try:
-            units = list(UNITS)
             async with transaction(make_sessionmaker(engine)) as session:
                 _, ingest_key = await create_key(session, role="ingest", unit="", name="bench")
                 _, supervisor_key = await create_key(session, role="supervisor", unit="", name="bench-supervisor")
@@ -861,7 +1098,8 @@ async def bench_calls(quick: bool) -> dict[str, float]:
                     other_seats.append((row.key_id, full))
                 seats: list[tuple[str, str]] = []
                 for i in range(OPERATORS):
-                    row, full = await create_key(session, role="operator", unit=units[i % len(units)],
+                    row, full = await create_key(session, role="operator",
+                                                 unit=CLAIM_DISTRICTS[i % len(CLAIM_DISTRICTS)],
                                                  name=f"bench-seat-{i:04d}")
                     seats.append((row.key_id, full))
         finally:
@@ -875,19 +1113,19 @@ async def bench_calls(quick: bool) -> dict[str, float]:
         gen = _Records(seed=20261122)
         async with AsyncExitStack() as stack:
             await _start(stack, [sandbox, dispatcher])
-            # 1. One callcenter with its worker on (its pacing is per process).
-            async with AsyncExitStack() as phase1:
-                caller = _callcenter("callcenter-calls", db_url, first_port, sandbox_port, worker=True)
-                services.append(("callcenter (calls)", caller))
-                await _start(phase1, [caller])
-                calls = await _calls_phase(sandbox_port, dispatcher_port, ingest_key, db_url, gen, plan,
-                                           {"sandbox": sandbox.pid, "dispatcher": dispatcher.proc.pid,  # type: ignore[union-attr]
-                                            "callcenter": caller.pid})
-                acks = await _ack_phase(sandbox_port, dispatcher_port, ingest_key, supervisor_key, gen, plan)
-                transfers = await _transfer_phase(sandbox_port, dispatcher_port, first_port, ingest_key, db_url, gen,
-                                                  plan, local_seats, other_seats)
-            # 2. Fresh callcenter replicas without the worker; the queue is filled before they start.
-            tiers = await _fill_operator_queue(dispatcher_port, ingest_key, db_url, gen, plan)
+            if not claims_only:
+                # 1. One callcenter with its worker on (its pacing is per process).
+                async with AsyncExitStack() as phase1:
+                    caller = _callcenter("callcenter-calls", db_url, first_port, sandbox_port, worker=True)
+                    services.append(("callcenter (calls)", caller))
+                    await _start(phase1, [caller])
+                    calls = await _calls_phase(sandbox_port, dispatcher_port, ingest_key, db_url, gen, plan,
+                                               {"sandbox": sandbox.pid, "dispatcher": dispatcher.proc.pid,  # type: ignore[union-attr]
+                                                "callcenter": caller.pid})
+                    acks = await _ack_phase(sandbox_port, dispatcher_port, ingest_key, supervisor_key, gen, plan)
+                    transfers = await _transfer_phase(sandbox_port, dispatcher_port, first_port, ingest_key, db_url,
+                                                      gen, plan, local_seats, other_seats)
+            # 2. Fresh callcenter replicas without the worker; the queue is filled before each mode.
             async with AsyncExitStack() as phase2:
                 seat_servers = [_callcenter(f"callcenter-r{i}", db_url, port, sandbox_port, worker=False)
                                 for i, port in enumerate(cc_ports)]
@@ -895,8 +1133,28 @@ async def bench_calls(quick: bool) -> dict[str, float]:
                 await _start(phase2, seat_servers)
                 procs = {"dispatcher": dispatcher.proc.pid}  # type: ignore[union-attr]
                 procs |= {f"callcenter r{i}": s.pid for i, s in enumerate(seat_servers)}
-                claims = await _claims_phase(cc_ports, seats, db_url, plan, procs)
+                back, handling, claim_notes = await _claims_phase(cc_ports, seats, db_url, plan, procs)
 
+    figures: dict[str, float] = {}
+    if not claims_only:
+        figures |= _report_calls(report, calls, acks, transfers)
+    figures |= _report_claims(report, back, handling, claim_notes, replicas)
+    report.notes.append(
+        f"database server: {_describe(db_url)}; sandbox port {sandbox_port},"
+        f" dispatcher port {dispatcher_port} (1 process); call phase: 1 callcenter process with its worker on"
+        f" (port {first_port}); claim phase: {replicas} callcenter replica(s) on one database, worker off"
+        f" (ports {', '.join(map(str, cc_ports))}), clients spread round-robin")
+    for label, service in services:
+        if service.errors:
+            report.notes.append(f"{label} log errors (first {len(service.errors)}; event and the exception's (or error's) last"
+                                f" line, verbatim):")
+            report.notes.extend(f"  {_error_summary(line)[:400]}" for line in service.errors)
+    report.print()
+    return figures
+
+
+def _report_calls(report: _Report, calls: _Calls, acks: _Acks, transfers: _Transfers) -> dict[str, float]:
+    """The rows, notes and figures of phase 1 (automated calls, acknowledgements, transfers)."""
     from services.callcenter.calls.pacing import CallPacer
 
     ceiling = 1 / CallPacer(SANDBOX_CALLS_PER_S).interval_s
@@ -922,20 +1180,6 @@ async def bench_calls(quick: bool) -> dict[str, float]:
             report.rows.append((f"{name}_p{pct}_s", len(values), _percentile(values, pct), min(values), max(values),
                                 f"s ({what})"))
     report.add("transfers_other_unit_rung", [transfers.other_unit_rung], "calls to another unit's seats")
-    lat = claims.latencies
-    for pct in (50, 99):
-        report.rows.append((f"claim_p{pct}_ms", len(lat), _percentile(lat, pct), min(lat), max(lat),
-                            f"ms (POST /v1/queue/next -> 200; {OPERATORS} operators, {replicas} callcenter"
-                            f" replica{'s' if replicas > 1 else ''})"))
-    report.add("claims_per_s", [claims.claims_per_s], "claims/s (start to last claim)")
-    report.add("claims_doubled", [claims.doubled], "tasks claimed by a second seat")
-    report.add("claim_errors", [claims.errors], "answers other than 200/204/202")
-
-    report.notes.append(
-        f"database server: {_describe(db_url)}; sandbox port {sandbox_port},"
-        f" dispatcher port {dispatcher_port} (1 process); call phase: 1 callcenter process with its worker on"
-        f" (port {first_port}); claim phase: {replicas} callcenter replica(s) on one database, worker off"
-        f" (ports {', '.join(map(str, cc_ports))}), clients spread round-robin")
     polled = f"{calls.polled_rate:.2f}" if calls.polled_rate is not None else "n/a"
     report.notes.append(
         f"call phase: SHOUHU_CALLS_PER_S={SANDBOX_CALLS_PER_S}; the pacer's interval is"
@@ -947,21 +1191,6 @@ async def bench_calls(quick: bool) -> dict[str, float]:
     report.notes.extend(acks.notes)
     report.notes.extend(transfers.notes)
     report.notes.append(f"CPU, call phase (warnings posted to the last call created): {calls.cpu}")
-    mix = {t: tiers.count(t) for t in ("high", "medium", "low")}
-    report.notes.append(f"claim phase: {plan.tasks} tasks waiting (tiers {mix}) over units {', '.join(UNITS)}"
-                        f" ({OPERATORS} operator keys, round-robin over the units)")
-    report.notes.append(
-        f"claim phase: Little's law: {OPERATORS} operators with no think time keep ~{OPERATORS} requests in flight;"
-        f" at {claims.claims_per_s:.0f} claims/s (each followed by a disposition) the mean wait is bound to be"
-        f" ~{OPERATORS / max(2 * claims.claims_per_s, 1e-9) * 1000:.0f} ms per request whatever the code does")
-    report.notes.extend(claims.notes)
-    report.notes.append(f"CPU, claim phase: {claims.cpu}")
-    for label, service in services:
-        if service.errors:
-            report.notes.append(f"{label} log errors (first {len(service.errors)}; event and the exception's last"
-                                f" line, verbatim):")
-            report.notes.extend(f"  {_error_summary(line)[:400]}" for line in service.errors)
-    report.print()
     return {
         "calls_per_s": round(calls.rate, 2),
         "calls_429": float(calls.stats["rejected_429"]),
@@ -978,9 +1207,58 @@ async def bench_calls(quick: bool) -> dict[str, float]:
         "transfer_ring_baseline_p50_s": round(_percentile(transfers.ring_baseline_s, 50), 3),
         "transfer_ring_baseline_p95_s": round(_percentile(transfers.ring_baseline_s, 95), 3),
         "transfers_other_unit_rung": float(transfers.other_unit_rung),
-        "claim_p50_ms": round(_percentile(lat, 50), 1),
-        "claim_p99_ms": round(_percentile(lat, 99), 1),
-        "claims_per_s": round(claims.claims_per_s, 1),
-        "claims_doubled": float(claims.doubled),
-        "claim_errors": float(claims.errors),
     }
+
+
+def _report_claims(report: _Report, back: _Mode, handling: _Mode, notes: list[str], replicas: int) -> dict[str, float]:
+    """The rows, notes and figures of phase 2; claim_p50_ms / claim_p99_ms are the worse of the two modes."""
+    servers = f"{replicas} callcenter replica{'s' if replicas > 1 else ''}"
+    figures: dict[str, float] = {}
+    for mode, suffix in ((back, "back_to_back"), (handling, "handling")):
+        lat = mode.latencies
+        for pct in (50, 99):
+            report.rows.append((f"claim_p{pct}_ms_{suffix}", len(lat), _percentile(lat, pct), min(lat), max(lat),
+                                f"ms (POST /v1/queue/next -> 200; {mode.seats} operators {mode.name}, {servers})"))
+            figures[f"claim_p{pct}_ms_{suffix}"] = round(_percentile(lat, pct), 1)
+        if mode.db_ms:
+            for pct in (50, 99):
+                report.rows.append((f"claim_db_p{pct}_ms_{suffix}", len(mode.db_ms), _percentile(mode.db_ms, pct),
+                                    min(mode.db_ms), max(mode.db_ms), "ms (the claim statement, Server-Timing)"))
+                figures[f"claim_db_p{pct}_ms_{suffix}"] = round(_percentile(mode.db_ms, pct), 2)
+        if mode.probe.execution_ms:
+            ex = mode.probe.execution_ms
+            for pct in (50, 99):
+                report.rows.append((f"claim_sql_p{pct}_ms_{suffix}", len(ex), _percentile(ex, pct), min(ex), max(ex),
+                                    "ms (EXPLAIN ANALYZE execution time of a district claim, under the load)"))
+                figures[f"claim_sql_p{pct}_ms_{suffix}"] = round(_percentile(ex, pct), 3)
+            if mode.probe.empty_ms:
+                figures[f"claim_sql_empty_unit_p50_ms_{suffix}"] = round(_percentile(mode.probe.empty_ms, 50), 3)
+        report.add(f"claims_per_s_{suffix}", [mode.claims_per_s], f"claims/s ({mode.name})")
+        figures[f"claims_per_s_{suffix}"] = round(mode.claims_per_s, 1)
+    for pct in (50, 99):
+        worst = max(_percentile(back.latencies, pct), _percentile(handling.latencies, pct))
+        report.rows.append((f"claim_p{pct}_ms", 2, worst, worst, worst, "ms (the worse of the two modes)"))
+        figures[f"claim_p{pct}_ms"] = round(worst, 1)
+    doubled = back.doubled + handling.doubled
+    errors = back.errors + handling.errors
+    report.add("claims_per_s", [back.claims_per_s], "claims/s back to back (what the system can take)")
+    report.add("claims_doubled", [doubled], "tasks claimed by a second seat")
+    report.add("claim_errors", [errors], "answers other than 200/204/202")
+    figures |= {"claims_per_s": round(back.claims_per_s, 1), "claims_doubled": float(doubled),
+                "claim_errors": float(errors), "claim_queued_jobs": float(min(back.queued_at_start,
+                                                                              handling.queued_at_start))}
+
+    report.notes.append(
+        f"claim phase: {OPERATORS} operator keys over {len(CLAIM_DISTRICTS)} district units"
+        f" ({OPERATORS // len(CLAIM_DISTRICTS)} seats each), tiers 10% high / 30% medium / 60% low, deadlines"
+        f" from the default policy, {CALLBACK_SHARE:.0%} of the calls waiting for a later hour (callbacks)")
+    rate = back.claims_per_s + back.dispositions_per_s
+    report.notes.append(
+        f"claim phase: Little's law, back to back: {back.seats} operators with no think time keep ~{back.seats}"
+        f" requests in flight; at {back.claims_per_s:.0f} claims/s + {back.dispositions_per_s:.0f} dispositions/s"
+        f" the mean answer is bound to take ~{back.seats / max(rate, 1e-9) * 1000:.0f} ms whatever the query does:"
+        f" that mode measures the machine's throughput (CPU below), the handling mode the latency an operator sees;"
+        f" the claim statement's own time is claim_db_*")
+    notes_all = notes + back.notes + handling.notes
+    report.notes.extend(notes_all)
+    return figures

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Identity, Index, SmallInteger, String, Text, func, text
+from sqlalchemy import BigInteger, Computed, Identity, Index, SmallInteger, String, Text, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.models import Base
@@ -18,6 +18,21 @@ QUEUED = "queued"
 RUNNING = "running"
 FAILED = "failed"  # dead letter: gave up after max_attempts; kept for a person to look at
 CANCELLED = "cancelled"
+
+
+# Unit levels a seat's unit can have, by its length: the generated column and index that answer its claim.
+LEVEL_COLUMNS = {2: "scope_province", 4: "scope_city", 6: "scope_district"}
+
+
+def _level(width: int) -> str:
+    return f"CASE WHEN length(scope) >= {width} THEN left(scope, {width}) END"
+
+
+def _claim_index(column: str) -> Index:
+    # One probe per claim: equality on the level, then already in claim order (emergency, tier, deadline);
+    # run_at last makes "runnable now" an index condition, so waiting jobs are skipped without heap visits.
+    return Index(f"ix_jobs_claim_{column.removeprefix('scope_')}", "queue", column, "priority", "due_at", "id", "run_at",
+                 postgresql_where=text(f"status = 'queued' AND {column} IS NOT NULL"))
 
 
 class Job(Base):
@@ -45,6 +60,12 @@ class Job(Base):
     # prefix match) and the deadline that orders it after its priority. NULL for worker-run jobs.
     scope: Mapped[str | None] = mapped_column(String(12))
     due_at: Mapped[datetime | None]
+    # The scope at each unit level (province 2, city 4, district 6 characters; NULL when the scope is
+    # shorter), computed by PostgreSQL whenever scope is written: a seat's claim is an equality on its
+    # level's column and reads its level's index in order (shared.queue.service.claim), migration 0019.
+    scope_province: Mapped[str | None] = mapped_column(String(2), Computed(_level(2), persisted=True))
+    scope_city: Mapped[str | None] = mapped_column(String(4), Computed(_level(4), persisted=True))
+    scope_district: Mapped[str | None] = mapped_column(String(6), Computed(_level(6), persisted=True))
 
     __table_args__ = (
         Index("ix_jobs_ready", "queue", "priority", "run_at", postgresql_where=text("status = 'queued'")),
@@ -56,9 +77,8 @@ class Job(Base):
             postgresql_where=text("dedupe_key IS NOT NULL AND status IN ('queued', 'running')"),
         ),
         Index("ix_jobs_queued_task", "task_id", postgresql_where=text("status = 'queued'")),
-        # Claims by people (shared.queue.service.claim with a scope_prefix), migration 0010.
-        Index("ix_jobs_scoped_ready", "queue", "priority", "due_at", "id",
-              postgresql_where=text("status = 'queued' AND scope IS NOT NULL")),
+        # Claims by people (shared.queue.service.claim with a scope_prefix), migration 0019.
+        *(_claim_index(column) for column in LEVEL_COLUMNS.values()),
         # What a seat holds (shared.queue.service.held).
         Index("ix_jobs_locked_by", "locked_by", postgresql_where=text("status = 'running'")),
     )

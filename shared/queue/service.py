@@ -29,7 +29,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.queue.models import CANCELLED, FAILED, QUEUED, RUNNING
+from shared.queue.models import CANCELLED, FAILED, LEVEL_COLUMNS, QUEUED, RUNNING
 from shared.sql import dumps, recordset, sql
 
 NOTIFY_CHANNEL = "shouhu_jobs"
@@ -126,27 +126,57 @@ async def claim(
     first, then nearest deadline (`due_at`), and only those whose scope lies
     in the unit.
     """
+    statement, params = claim_statement(queue=queue, worker=worker, now=now, lease_s=lease_s, limit=limit,
+                                        kinds=kinds, scope_prefix=scope_prefix)
+    rows = (await session.execute(sql(statement), params)).all()
+    return [_claimed(r) for r in sorted(rows, key=lambda r: r.id)]
+
+
+def claim_statement(*, queue: str, worker: str, now: datetime, lease_s: float, limit: int = 1,
+                    kinds: Sequence[str] | None = None, scope_prefix: str | None = None) -> tuple[str, dict[str, Any]]:
+    """The SQL text and parameters `claim` runs (`shouhu bench calls` EXPLAINs it as the seats run it)."""
     kind_filter = "AND kind = ANY(CAST(:kinds AS text[]))" if kinds else ""
+    params: dict[str, Any] = {"queue": queue, "now": now, "limit": limit, "lease": lease_s, "worker": worker,
+                              "kinds": list(kinds or [])}
     if scope_prefix is None:
         scope_filter, order = "", "priority, run_at"
     else:
-        scope_filter, order = "AND scope LIKE :scope", "priority, due_at, id"
-    rows = (
-        await session.execute(
-            sql(
-                "WITH picked AS ("
-                "  SELECT id FROM jobs"
-                f"  WHERE status = 'queued' AND queue = :queue AND run_at <= :now {kind_filter} {scope_filter}"
-                f"  ORDER BY {order} LIMIT :limit FOR UPDATE SKIP LOCKED)"
-                " UPDATE jobs SET status = 'running', attempts = jobs.attempts + 1,"
-                "   lease_expires_at = CAST(:now AS timestamptz) + make_interval(secs => :lease), locked_by = :worker"
-                f" FROM picked WHERE jobs.id = picked.id RETURNING {_CLAIMED}"
-            ),
-            {"queue": queue, "now": now, "limit": limit, "lease": lease_s, "worker": worker, "kinds": list(kinds or []),
-             "scope": _prefix_pattern(scope_prefix)},
-        )
-    ).all()
-    return [_claimed(r) for r in sorted(rows, key=lambda r: r.id)]
+        scope_filter, scope_params = _scope_filter(scope_prefix)
+        order = "priority, due_at, id"
+        params |= scope_params
+    return (
+        "WITH picked AS ("
+        "  SELECT id FROM jobs"
+        f"  WHERE status = 'queued' AND queue = :queue AND run_at <= :now {kind_filter} {scope_filter}"
+        f"  ORDER BY {order} LIMIT :limit FOR UPDATE SKIP LOCKED)"
+        " UPDATE jobs SET status = 'running', attempts = jobs.attempts + 1,"
+        "   lease_expires_at = CAST(:now AS timestamptz) + make_interval(secs => :lease), locked_by = :worker"
+        f" FROM picked WHERE jobs.id = picked.id RETURNING {_CLAIMED}"
+    ), params
+
+
+def _scope_filter(unit: str) -> tuple[str, dict[str, Any]]:
+    """The WHERE clause for the jobs a seat of `unit` may take, written so that one index answers it in order.
+
+    A unit of 2, 4 or 6 characters (province, city, district: every unit a key can have) is an equality on
+    that level's generated column, and its index (queue, level, priority, due_at, id, run_at) yields the
+    jobs already in claim order: the claim reads the first unlocked runnable row, with no sort. A unit of
+    another length (none today) narrows by the longest level it contains, then LIKE: still in index
+    order. The nationwide unit "" (a key for "all") has no level: every scoped job, sorted (correct,
+    slower; a seat for the whole country is not how the desks are organised).
+
+    Why generated columns on jobs rather than a claimable-work table beside it: the level columns are
+    written by PostgreSQL in the very statement that writes `scope` (enqueue, update_task_jobs), and the
+    partial indexes follow `status` by themselves, so no code path (claim, release, reclaim, fail,
+    cancel) has a second row to keep in step, and the claim stays one statement on one table.
+    """
+    level = max((n for n in LEVEL_COLUMNS if n <= len(unit)), default=None)
+    if level is None:
+        return "AND scope LIKE :scope", {"scope": _prefix_pattern(unit)}
+    clause = f"AND {LEVEL_COLUMNS[level]} = :level_unit"
+    if level == len(unit):
+        return clause, {"level_unit": unit}
+    return f"{clause} AND scope LIKE :scope", {"level_unit": unit[:level], "scope": _prefix_pattern(unit)}
 
 
 _CLAIMED = ("jobs.id, jobs.queue, jobs.kind, jobs.payload, jobs.attempts, jobs.max_attempts, jobs.task_id, jobs.run_at,"

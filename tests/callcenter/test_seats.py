@@ -56,6 +56,24 @@ async def test_next_takes_the_highest_tier_then_the_earliest_deadline(callcenter
     assert (await api.post("/v1/queue/next", headers=headers)).status_code == 204
 
 
+async def test_a_task_handed_to_the_city_is_claimed_by_city_seats_not_district_ones(callcenter, api) -> None:
+    """A supervisor hands a district's task to its city: the district's seats no longer see it, the city's do."""
+    task_id = await operator_task(callcenter, phone="+8613900000031", region="330106")
+    other = await operator_task(callcenter, phone="+8613900000032", region="330108")
+    d = callcenter.dispatcher
+    handed = await d.client.post(f"/v1/tasks/{task_id}/reassign", json={"to": "unit", "unit": "3301"},
+                                 headers=await d.headers("supervisor", "33"))
+    assert handed.status_code == 200, handed.text
+    district = await seat(callcenter, api, unit="330106")
+    assert (await api.post("/v1/queue/next", headers=district)).status_code == 204
+    city = await seat(callcenter, api, unit="3301")
+    first = await api.post("/v1/queue/next", headers=city)
+    assert first.status_code == 200 and first.json()["task_id"] == task_id  # same tier and deadline: older job first
+    assert first.headers["Server-Timing"].startswith("claim;dur=")  # the claim statement's time, for the bench
+    assert (await api.post("/v1/queue/next", headers=city)).json()["task_id"] == other
+    assert (await api.post("/v1/queue/next", headers=await seat(callcenter, api, unit="3302"))).status_code == 204
+
+
 async def test_a_paused_seat_cannot_claim(callcenter, api) -> None:
     """Only an available seat takes work; pausing needs a reason."""
     headers = await callcenter.dispatcher.headers("operator", "3301")

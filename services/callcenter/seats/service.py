@@ -17,6 +17,7 @@ tasks, and before any seat claims from the queue.
 from __future__ import annotations
 
 import math
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,6 +32,7 @@ from shared.auth.service import Principal
 from shared.contracts import DISPOSITION_OUTCOMES, DISPOSITIONS, NEVER_CLOSES_EMERGENCY
 from shared.contracts import dispatcher as dispatcher_contract
 from shared.db import transaction
+from shared.metrics import SEAT_CLAIM_SECONDS
 from shared.phone import InvalidPhone, normalize_phone
 from shared.queue import service as q
 from shared.queue.service import LeaseLost
@@ -74,10 +76,18 @@ async def claim_next(session: AsyncSession, principal: Principal, *, now: dateti
     """Take the most urgent waiting operator call in my unit: emergencies, then tier, then earliest deadline.
 
     "My unit" is the task's assigned unit when a supervisor handed it over, else its region's (the job's scope).
+    The claim statement's own time goes to SEAT_CLAIM_SECONDS and onto the job (extra["claim_ms"]): what the
+    database spent, apart from the HTTP queueing in front of it.
     """
+    started = time.perf_counter()
     claimed = await q.claim(session, queue=contracts.CALLCENTER_QUEUE, kinds=OPERATOR_KINDS,
                             worker=seat_worker(principal), now=now, lease_s=lease_s, scope_prefix=principal.unit)
-    return claimed[0] if claimed else None
+    elapsed_s = time.perf_counter() - started
+    SEAT_CLAIM_SECONDS.observe(elapsed_s)
+    if not claimed:
+        return None
+    claimed[0].extra["claim_ms"] = elapsed_s * 1000
+    return claimed[0]
 
 
 async def my_claim(session: AsyncSession, principal: Principal, task_id: uuid.UUID) -> q.ClaimedJob | None:
@@ -248,6 +258,7 @@ class Claimed:
     task: Any  # the task_card row
     reasons: list[dict[str, Any]]
     expires_at: datetime
+    claim_ms: float | None = None  # the claim statement alone (the view sends it as Server-Timing)
 
 
 async def take_next(session: AsyncSession, principal: Principal, *, now: datetime) -> Claimed | None:
@@ -270,7 +281,7 @@ async def take_next(session: AsyncSession, principal: Principal, *, now: datetim
     lease = lease_for(task.tier)
     await q.extend_lease(session, job_id=claim.id, worker=seat_worker(principal), now=now,
                          lease_s=lease.total_seconds())
-    return Claimed(task, reasons, now + lease)
+    return Claimed(task, reasons, now + lease, claim.extra.get("claim_ms"))
 
 
 @dataclass(frozen=True, slots=True)
