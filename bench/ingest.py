@@ -69,6 +69,16 @@ deduplication lookups, case locking and grading, and the case, task, job and
 audit rows written in the same transaction. The ratio is therefore the share
 of the raw write speed the whole ingest path keeps.
 
+Where the time goes (docs/ingest-profile.md has the tables and how they were
+measured): per batched record ~150 us of dispatcher CPU and ~145 us of
+PostgreSQL against ~14 us for the baseline's row. PostgreSQL's share: the
+cases+tasks+warnings statement ~50% (a quarter of it parsing the JSON
+parameters, a fifth foreign-key checks), the jobs INSERT ~28% (1.9 jobs per
+record), the audit staging row and its seal at COMMIT ~18%. The dispatcher's:
+validation ~30%, planning and building jobs ~19%, SQLAlchemy+asyncpg ~15%. On
+two cores both halves count alike, so the ratio moves only with both. Single
+records pay a transaction's fixed cost (~1 ms of dispatcher CPU) per group.
+
 Runs 1 and 4 are repeated (three times; once with --quick) and the median is
 reported; a table of every figure (median, min, max) and of where the CPU went
 (the client, each replica and their sum, PostgreSQL, the whole machine) is

@@ -21,6 +21,11 @@ class DispatcherSettings(CommonSettings):
     worker_grace_s: float = Field(default=8.0, alias="SHOUHU_WORKER_GRACE_S")
     worker_poll_interval_s: float = Field(default=1.0, alias="SHOUHU_WORKER_POLL_INTERVAL_S")
     ingest_max_batch: int = Field(default=250, alias="SHOUHU_INGEST_MAX_BATCH")
-    # Group-commit transactions in flight at once for single-record POSTs.
-    ingest_max_inflight: int = Field(default=2, alias="SHOUHU_INGEST_MAX_INFLIGHT")
+    # Group-commit transactions in flight at once for single-record POSTs. 1: a transaction's fixed cost
+    # (checkout and ping, BEGIN, seven statements, COMMIT: ~1 ms of the process's CPU) dominates a group of a
+    # few records, and one transaction at a time makes the groups twice as large. With 16 clients on one
+    # replica (the single-record bench's share), alternating runs on the shared 2-core machine: 1,889 and
+    # 1,863 us of dispatcher CPU per record with 1 vs 2,355 and 2,525 with 2, and more records/s
+    # (bench/ingest.py, "Where the time goes").
+    ingest_max_inflight: int = Field(default=1, alias="SHOUHU_INGEST_MAX_INFLIGHT")
     key_cache_ttl_s: float = Field(default=30.0, alias="SHOUHU_KEY_CACHE_TTL_S")

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.contracts.base import JobPayload
 from shared.contracts.contact import ContactRequest, ContactStop
 from shared.contracts.vocab import BOT_QUEUE
-from shared.sql import sql
+from shared.sql import dumps, sql
 
 # ---- jobs the bot consumes -------------------------------------------------------------------------------
 
@@ -86,8 +86,10 @@ async def bound_phones(session: AsyncSession, phones: list[str]) -> set[str]:
     if not phones:
         return set()
     rows = await session.execute(
-        sql("SELECT DISTINCT phone FROM chat_bindings WHERE active AND phone = ANY(CAST(:p AS text[]))"),
-        {"p": phones})
+        # JSON rather than text[]: at ingest this is a whole batch's phones, which asyncpg encodes one by one.
+        sql("SELECT DISTINCT phone FROM chat_bindings WHERE active"
+            " AND phone = ANY(ARRAY(SELECT json_array_elements_text(CAST(:p AS json))))"),
+        {"p": dumps(phones).decode()})
     return {r[0] for r in rows}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -137,8 +138,9 @@ async def run_ingest(sessionmaker: async_sessionmaker[AsyncSession], records: Se
     records (then nothing of the failing group was stored, and a retry is safe).
     """
     results = await _ingest_isolated(sessionmaker, records, actor=actor, store=store, clock=clock)
-    for answer in results.values():
-        WARNINGS_INGESTED.labels(answer["status"], answer.get("tier") or "none").inc()
+    # Counted per (status, tier) first: a labels() lookup per record was ~3% of batched ingest's CPU.
+    for (status_, tier), n in Counter((a["status"], a.get("tier") or "none") for a in results.values()).items():
+        WARNINGS_INGESTED.labels(status_, tier).inc(n)
     statuses = [r["status"] for r in results.values()]
     log.info("warnings.ingested", records=len(statuses), accepted=statuses.count("accepted"),
              duplicates=statuses.count("duplicate"), rejected=statuses.count("rejected"),

@@ -37,7 +37,7 @@ from shared.audit import service as audit
 from shared.contracts import bot as bot_contract
 from shared.ids import uuid7
 from shared.queue.service import NewJob, enqueue
-from shared.sql import recordset, sql
+from shared.sql import dumps, recordset, sql
 
 # A 1,000-record batch is ~100 ms of Python. Yielding to the event loop every
 # this many records lets a single high-tier warning arriving meanwhile be
@@ -87,11 +87,12 @@ async def _existing_warnings(session: AsyncSession, keys: list[Key]) -> dict[Key
             sql(
                 "SELECT w.ingest_unit, w.source, w.source_ref, w.id, w.case_id, w.task_id, w.tier, w.due_at,"
                 " w.reasons, w.merged, w.notices, t.region_code AS task_region"
-                " FROM warnings w JOIN unnest(CAST(:u AS text[]), CAST(:s AS text[]), CAST(:r AS text[])) AS k(u, s, r)"
+                " FROM warnings w JOIN json_to_recordset(CAST(:keys AS json)) AS k(u text, s text, r text)"
                 " ON w.source = k.s AND w.source_ref = k.r AND w.ingest_unit = k.u"
                 " JOIN tasks t ON t.id = w.task_id"
             ),
-            {"u": [k[0] for k in keys], "s": [k[1] for k in keys], "r": [k[2] for k in keys]},
+            # JSON, not three text[]: asyncpg encodes array elements one by one (~1 ms of Python per 1,000).
+            {"keys": recordset({"u": k[0], "s": k[1], "r": k[2]} for k in keys)},
         )
     ).all()
     return {(row.ingest_unit, row.source, row.source_ref): row for row in rows}
@@ -107,10 +108,10 @@ async def _lock_open_cases(session: AsyncSession, phones: list[str]) -> list[Any
                 " t.due_at, t.plan_started_at, t.plan_seq, t.steps_done, t.attempts, t.has_chat, t.policy_version,"
                 " t.region_code, t.fraud_type"
                 " FROM cases c JOIN tasks t ON t.case_id = c.id"
-                " WHERE c.phone = ANY(CAST(:phones AS text[])) AND c.status = 'open'"
-                " ORDER BY c.phone FOR UPDATE OF c, t"
+                " WHERE c.phone = ANY(ARRAY(SELECT json_array_elements_text(CAST(:phones AS json))))"
+                " AND c.status = 'open' ORDER BY c.phone FOR UPDATE OF c, t"
             ),
-            {"phones": phones},
+            {"phones": dumps(phones).decode()},
         )
     ).all()
 
