@@ -897,9 +897,9 @@ async def bench_calls(quick: bool) -> dict[str, float]:
                 procs |= {f"callcenter r{i}": s.pid for i, s in enumerate(seat_servers)}
                 claims = await _claims_phase(cc_ports, seats, db_url, plan, procs)
 
-    from services.callcenter.calls.pacing import CallPacer
+    from services.callcenter.calls.pacing import pacing_interval_s
 
-    ceiling = 1 / CallPacer(SANDBOX_CALLS_PER_S).interval_s
+    ceiling = 1 / pacing_interval_s(SANDBOX_CALLS_PER_S)
     report.add("calls_per_s", [calls.rate], f"calls/s ({calls.created} calls, sandbox creation times, first to last)")
     report.add("calls_429", [calls.stats["rejected_429"]], "refused by the sandbox as over 10/s")
     report.add("calls_placed_twice", [calls.placed_twice], "calls beyond one per task phone")

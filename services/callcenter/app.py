@@ -33,6 +33,7 @@ from shared.auth.service import KeyCache
 from shared.clock import Clock
 from shared.db import open_database
 from shared.queue.worker import Handler, Worker
+from shared.ratelimit.service import SharedLimits
 from shared.web import install_common
 
 log = structlog.get_logger(__name__)
@@ -53,7 +54,9 @@ def create_app(settings: CallcenterSettings | None = None, *, clock: Clock | Non
         url, engine, sessionmaker = await open_database(settings, application_name="shouhu-callcenter")
         client = make_twilio(settings)
         placer = CallPlacer(client, sessionmaker, clock=clock,
-                            pacer=CallPacer(settings.calls_per_s), from_number=settings.from_number(),
+                            pacer=CallPacer(SharedLimits(engine), key=settings.account_sid(),
+                                            calls_per_s=settings.calls_per_s),
+                            from_number=settings.from_number(),
                             public_url=settings.public_url, daily_cap=settings.daily_attempt_cap,
                             autodial_countries=settings.autodial_regions(), ring_timeout_s=settings.ring_timeout_s,
                             dial_deadline_s=settings.dial_deadline_s, dial_in_flight_s=settings.dial_in_flight_s())
