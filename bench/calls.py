@@ -875,7 +875,7 @@ async def bench_calls(quick: bool) -> dict[str, float]:
         gen = _Records(seed=20261122)
         async with AsyncExitStack() as stack:
             await _start(stack, [sandbox, dispatcher])
-            # 1. One callcenter with its worker on (its pacing is per process).
+            # 1. One callcenter with its worker on (its pacing is per Twilio account, shared through the database).
             async with AsyncExitStack() as phase1:
                 caller = _callcenter("callcenter-calls", db_url, first_port, sandbox_port, worker=True)
                 services.append(("callcenter (calls)", caller))
