@@ -12,7 +12,6 @@ from contextlib import AsyncExitStack
 import pytest
 
 from services.bot.alerts.limiter import ALERT, HIGH, SendLimiter
-from shared.db import make_engine
 from shared.db_roles import service_url
 from shared.ratelimit.service import SharedLimits
 
@@ -21,12 +20,12 @@ BOT_ID = 1000000001
 
 @pytest.fixture
 async def replicas(db_url: str) -> AsyncIterator[Callable[..., SendLimiter]]:
-    """Makes limiters as separate replicas would have them: each its own engine, as the services' role."""
+    """Makes limiters as separate replicas would have them: each its own connections, as the services' role."""
     async with AsyncExitStack() as stack:
         def replica(*, lease_s: float = 6.0, **options: object) -> SendLimiter:
-            engine = make_engine(service_url(db_url, None), pool_size=4)
-            stack.push_async_callback(engine.dispose)
-            return SendLimiter(SharedLimits(engine, lease_s=lease_s), bot_id=BOT_ID, **options)
+            limits = SharedLimits(service_url(db_url, None), lease_s=lease_s)
+            stack.push_async_callback(limits.close)
+            return SendLimiter(limits, bot_id=BOT_ID, **options)
 
         yield replica
 

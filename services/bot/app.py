@@ -21,7 +21,6 @@ from aiogram.exceptions import TelegramAPIError, TelegramNetworkError, TelegramR
 from aiogram.fsm.storage.base import BaseStorage
 from aiogram.types import BotCommand
 from fastapi import FastAPI, HTTPException, Request
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.bot import notices
 from services.bot.alerts.delivery import AlertSender
@@ -52,9 +51,10 @@ COMMANDS = [("start", "绑定手机号 Bind your number"), ("report", "举报线
             ("lang", "中文/English"), ("help", "帮助 Help"), ("stop", "停止接收 Stop messages")]
 
 
-def make_limiter(settings: BotSettings, engine: AsyncEngine) -> SendLimiter:
-    """Telegram's limits for this bot, shared with every replica through the database."""
-    return SendLimiter(SharedLimits(engine, lease_s=settings.send_lease_s), bot_id=settings.bot_id(),
+def make_limiter(settings: BotSettings, url: str) -> SendLimiter:
+    """Telegram's limits for this bot, shared with every replica through the database (`url`: the services')."""
+    return SendLimiter(SharedLimits(url, lease_s=settings.send_lease_s, application_name="shouhu-bot-limits"),
+                       bot_id=settings.bot_id(),
                        global_per_s=settings.global_per_s, per_chat_interval_s=settings.per_chat_interval_s,
                        group_per_min=settings.group_per_min)
 
@@ -82,7 +82,7 @@ def create_app(settings: BotSettings | None = None, *, clock: Clock | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url, engine, sessionmaker = await open_database(settings, application_name="shouhu-bot")
-        limiter = make_limiter(settings, engine)
+        limiter = make_limiter(settings, url)
         bot = make_bot(settings, limiter)
         dp = make_dispatcher(PostgresStorage(sessionmaker, ttl_s=settings.dialogue_ttl_s),
                              sessionmaker=sessionmaker, clock=clock)
@@ -143,6 +143,7 @@ def create_app(settings: BotSettings | None = None, *, clock: Clock | None = Non
                 task.cancel()
             await asyncio.gather(*workers, *background, return_exceptions=True)
             await bot.session.close()
+            await limiter.limits.close()
             await engine.dispose()
 
     app = FastAPI(title="Shouhu bot", version="0.1.0", lifespan=lifespan,

@@ -53,8 +53,9 @@ def create_app(settings: CallcenterSettings | None = None, *, clock: Clock | Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url, engine, sessionmaker = await open_database(settings, application_name="shouhu-callcenter")
         client = make_twilio(settings)
+        limits = SharedLimits(url, pool_size=2, application_name="shouhu-callcenter-limits")
         placer = CallPlacer(client, sessionmaker, clock=clock,
-                            pacer=CallPacer(SharedLimits(engine), key=settings.account_sid(),
+                            pacer=CallPacer(limits, key=settings.account_sid(),
                                             calls_per_s=settings.calls_per_s),
                             from_number=settings.from_number(),
                             public_url=settings.public_url, daily_cap=settings.daily_attempt_cap,
@@ -100,6 +101,7 @@ def create_app(settings: CallcenterSettings | None = None, *, clock: Clock | Non
                     await asyncio.wait_for(reconciling, timeout=2)
             await asyncio.gather(*tasks, return_exceptions=True)
             await client.http_client.close()  # the aiohttp session inside AsyncTwilioHttpClient
+            await limits.close()
             await engine.dispose()
 
     app = FastAPI(title="Shouhu callcenter", version="0.1.0", lifespan=lifespan,

@@ -6,17 +6,16 @@ import asyncio
 import time
 
 from services.callcenter.calls.pacing import CallPacer
-from shared.db import make_engine
 from shared.db_roles import service_url
 from shared.ratelimit.service import SharedLimits
 
 
 async def test_two_replicas_together_keep_the_accounts_calls_per_second(db_url: str) -> None:
     """Two replicas' pacers at 4 calls/s, 8 dials each at once: starts 0.255 s apart, any 5 in a row span a second."""
-    engines = [make_engine(service_url(db_url, None), pool_size=4) for _ in range(2)]
+    replicas = [SharedLimits(service_url(db_url, None)) for _ in range(2)]
     try:
-        pacers = [CallPacer(SharedLimits(e), key="AC123", calls_per_s=4) for e in engines]
-        other = CallPacer(SharedLimits(engines[0]), key="AC999", calls_per_s=4)
+        pacers = [CallPacer(limits, key="AC123", calls_per_s=4) for limits in replicas]
+        other = CallPacer(replicas[0], key="AC999", calls_per_s=4)
         starts: list[float] = []
         other_starts: list[float] = []
 
@@ -35,5 +34,5 @@ async def test_two_replicas_together_keep_the_accounts_calls_per_second(db_url: 
         assert 15 * 0.255 - 0.1 <= starts[-1] - starts[0] < 15 * 0.255 + 1.5
         assert other_starts[0] - began < 0.5  # another account has a pace of its own
     finally:
-        for e in engines:
-            await e.dispose()
+        for limits in replicas:
+            await limits.close()

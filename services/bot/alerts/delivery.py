@@ -155,8 +155,10 @@ class AlertSender:
         seen = {"status": row.status, "tries": row.tries}
 
         async def intent() -> None:
-            async with transaction(self.sessionmaker) as session:
-                tries = (await session.execute(
+            # One statement in autocommit (committed the moment it returns): no BEGIN/COMMIT round trips per message.
+            async with self.sessionmaker.kw["bind"].connect() as conn:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                tries = (await conn.execute(
                     sql("UPDATE bot_deliveries SET status = :requested, tries = tries + 1, intent_at = :now"
                         " WHERE task_id = :t AND attempt = :a AND chat_id = :c AND status = :s AND tries = :n"
                         " RETURNING tries"),
