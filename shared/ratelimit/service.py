@@ -180,7 +180,7 @@ class SharedLimits:
     # ---- tokens ----
 
     async def take_token(self, bucket: str, *, size: int, lane: Lane) -> Held:
-        """Wait for one of the bucket's `size` tokens that `lane` may use; held until `give_token`."""
+        """Wait for one of the bucket's `size` tokens that `lane` may use; held until `give_back`."""
         if (bucket, size) not in self._ensured:
             await self._run(_ENSURE_TOKENS, bucket, size)
             self._ensured.add((bucket, size))
