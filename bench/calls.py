@@ -1114,7 +1114,7 @@ async def bench_calls(quick: bool) -> dict[str, float]:
         async with AsyncExitStack() as stack:
             await _start(stack, [sandbox, dispatcher])
             if not claims_only:
-                # 1. One callcenter with its worker on (its pacing is per process).
+                # 1. One callcenter with its worker on (its pacing is per Twilio account, shared through the database).
                 async with AsyncExitStack() as phase1:
                     caller = _callcenter("callcenter-calls", db_url, first_port, sandbox_port, worker=True)
                     services.append(("callcenter (calls)", caller))
@@ -1155,9 +1155,9 @@ async def bench_calls(quick: bool) -> dict[str, float]:
 
 def _report_calls(report: _Report, calls: _Calls, acks: _Acks, transfers: _Transfers) -> dict[str, float]:
     """The rows, notes and figures of phase 1 (automated calls, acknowledgements, transfers)."""
-    from services.callcenter.calls.pacing import CallPacer
+    from services.callcenter.calls.pacing import pacing_interval_s
 
-    ceiling = 1 / CallPacer(SANDBOX_CALLS_PER_S).interval_s
+    ceiling = 1 / pacing_interval_s(SANDBOX_CALLS_PER_S)
     report.add("calls_per_s", [calls.rate], f"calls/s ({calls.created} calls, sandbox creation times, first to last)")
     report.add("calls_429", [calls.stats["rejected_429"]], "refused by the sandbox as over 10/s")
     report.add("calls_placed_twice", [calls.placed_twice], "calls beyond one per task phone")

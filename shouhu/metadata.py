@@ -31,5 +31,6 @@ def all_metadata() -> MetaData:
     import shared.auth.models  # noqa: F401
     import shared.channels.models  # noqa: F401
     import shared.queue.models  # noqa: F401
+    import shared.ratelimit.models  # noqa: F401
 
     return Base.metadata

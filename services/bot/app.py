@@ -42,6 +42,7 @@ from shared.auth.service import KeyCache
 from shared.clock import Clock
 from shared.db import DatabaseUnavailable, database_unavailable, open_database, raw_connect, transaction
 from shared.queue.worker import Handler, Worker
+from shared.ratelimit.service import SharedLimits
 from shared.web import install_common
 
 log = structlog.get_logger(__name__)
@@ -50,11 +51,18 @@ COMMANDS = [("start", "绑定手机号 Bind your number"), ("report", "举报线
             ("lang", "中文/English"), ("help", "帮助 Help"), ("stop", "停止接收 Stop messages")]
 
 
-def make_bot(settings: BotSettings) -> Bot:
+def make_limiter(settings: BotSettings, url: str) -> SendLimiter:
+    """Telegram's limits for this bot, shared with every replica through the database (`url`: the services')."""
+    return SendLimiter(SharedLimits(url, lease_s=settings.send_lease_s, application_name="shouhu-bot-limits"),
+                       bot_id=settings.bot_id(),
+                       global_per_s=settings.global_per_s, per_chat_interval_s=settings.per_chat_interval_s,
+                       group_per_min=settings.group_per_min)
+
+
+def make_bot(settings: BotSettings, limiter: SendLimiter) -> Bot:
     """The aiogram Bot, pointed at Telegram or the sandbox, with every send kept within Telegram's limits."""
     session = AiohttpSession(api=TelegramAPIServer.from_base(settings.api_base()))
-    session.middleware(LimitedSending(SendLimiter(global_per_s=settings.global_per_s,
-                                                  per_chat_interval_s=settings.per_chat_interval_s)))
+    session.middleware(LimitedSending(limiter))
     return Bot(settings.token(), session=session)
 
 
@@ -74,12 +82,13 @@ def create_app(settings: BotSettings | None = None, *, clock: Clock | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url, engine, sessionmaker = await open_database(settings, application_name="shouhu-bot")
-        bot = make_bot(settings)
+        limiter = make_limiter(settings, url)
+        bot = make_bot(settings, limiter)
         dp = make_dispatcher(PostgresStorage(sessionmaker, ttl_s=settings.dialogue_ttl_s),
                              sessionmaker=sessionmaker, clock=clock)
-        sender = AlertSender(bot, sessionmaker, clock=clock)
-        app.state.campaigns = campaigns.CampaignSender(bot, sessionmaker, clock=clock,
-                                                       global_per_s=settings.global_per_s)
+        sender = AlertSender(bot, sessionmaker, clock=clock, limiter=limiter)
+        app.state.campaigns = campaigns.CampaignSender(bot, sessionmaker, clock=clock, limiter=limiter)
+        app.state.limiter = limiter
         app.state.sessionmaker = sessionmaker
         app.state.key_cache = KeyCache()
         app.state.bot, app.state.dp, app.state.sender = bot, dp, sender
@@ -110,7 +119,8 @@ def create_app(settings: BotSettings | None = None, *, clock: Clock | None = Non
         elif settings.polling:
             app.state.leader = PollingLeader(bot, dp, url, retry_s=settings.polling_leader_retry_s)
             background.append(asyncio.create_task(app.state.leader.run(), name="bot-polling"))
-        background.append(asyncio.create_task(_sweep_dialogues(sessionmaker, ttl_s=settings.dialogue_ttl_s),
+        background.append(asyncio.create_task(_sweep_dialogues(sessionmaker, ttl_s=settings.dialogue_ttl_s,
+                                                               limits=limiter.limits),
                                                name="bot-dialogue-sweep"))
         log.info("bot.started", api_base=settings.api_base(), sandbox=settings.sandbox,
                  mode="webhook" if settings.telegram_webhook_url else ("polling" if settings.polling else "off"))
@@ -133,6 +143,7 @@ def create_app(settings: BotSettings | None = None, *, clock: Clock | None = Non
                 task.cancel()
             await asyncio.gather(*workers, *background, return_exceptions=True)
             await bot.session.close()
+            await limiter.limits.close()
             await engine.dispose()
 
     app = FastAPI(title="Shouhu bot", version="0.1.0", lifespan=lifespan,
@@ -245,14 +256,19 @@ class PollingLeader:
             await asyncio.gather(polling, return_exceptions=True)
 
 
-async def _sweep_dialogues(sessionmaker, *, ttl_s: float, every_s: float = 3600.0) -> None:  # noqa: ANN001
-    """Delete dialogues left unfinished for ttl_s (they already read as finished); every replica, hourly."""
+async def _sweep_dialogues(sessionmaker, *, ttl_s: float, limits: SharedLimits,  # noqa: ANN001
+                           every_s: float = 3600.0) -> None:
+    """Delete dialogues left unfinished for ttl_s (they already read as finished), and chats' send turns idle
+    for an hour (a row per chat ever written to); every replica, hourly."""
     while True:
         try:
             async with transaction(sessionmaker) as session:
                 swept = await sweep(session, ttl_s=ttl_s)
             if swept:
                 log.info("bot.dialogues_swept", count=swept)
+            turns = await limits.sweep_turns(idle_s=3600.0)
+            if turns:
+                log.info("bot.send_turns_swept", count=turns)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - housekeeping: the next round tries again

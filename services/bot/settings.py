@@ -32,9 +32,13 @@ class BotSettings(CommonSettings):
     # released back to the queue in their place.
     worker_lease_s: float = Field(default=10.0, alias="SHOUHU_WORKER_LEASE_S")
     worker_grace_s: float = Field(default=8.0, alias="SHOUHU_WORKER_GRACE_S")
-    # Telegram's limits (about 30 messages/s overall, 1 per chat per second); split the global one across replicas.
+    # Telegram's limits (about 30 messages/s per bot, 1 per chat per second, 20 a minute per group), kept by every
+    # replica together through the database (alerts/limiter.py): these are the bot's, not one replica's.
     global_per_s: float = Field(default=30, alias="SHOUHU_BOT_GLOBAL_PER_S")
     per_chat_interval_s: float = Field(default=1.0, alias="SHOUHU_BOT_PER_CHAT_INTERVAL_S")
+    group_per_min: float = Field(default=20, gt=0, alias="SHOUHU_BOT_GROUP_PER_MIN")
+    # A replica that dies holding a sending token or a chat's turn frees it this long after its last heartbeat.
+    send_lease_s: float = Field(default=6.0, gt=0, alias="SHOUHU_BOT_SEND_LEASE_S")
     # A dialogue (/report) untouched this long reads as finished, and the sweep deletes it.
     dialogue_ttl_s: float = Field(default=24 * 3600.0, alias="SHOUHU_BOT_DIALOGUE_TTL_S")
 
@@ -47,6 +51,11 @@ class BotSettings(CommonSettings):
 
     def token(self) -> str:
         return self.telegram_bot_token or self.SANDBOX_TOKEN
+
+    def bot_id(self) -> int:
+        """The bot's id, the token's first part: the limits are the bot's, whichever replica sends."""
+        head = self.token().split(":", 1)[0]
+        return int(head) if head.isdigit() else 0
 
     def api_base(self) -> str:
         if self.telegram_api_base:

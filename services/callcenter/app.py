@@ -35,6 +35,7 @@ from shared.auth.service import KeyCache
 from shared.clock import Clock
 from shared.db import open_database
 from shared.queue.worker import Handler, Worker
+from shared.ratelimit.service import SharedLimits
 from shared.web import install_common
 
 log = structlog.get_logger(__name__)
@@ -55,8 +56,11 @@ def create_app(settings: CallcenterSettings | None = None, *, clock: Clock | Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url, engine, sessionmaker = await open_database(settings, application_name="shouhu-callcenter")
         client = make_twilio(settings)
+        limits = SharedLimits(url, pool_size=2, application_name="shouhu-callcenter-limits")
         placer = CallPlacer(client, sessionmaker, clock=clock,
-                            pacer=CallPacer(settings.calls_per_s), from_number=settings.from_number(),
+                            pacer=CallPacer(limits, key=settings.account_sid(),
+                                            calls_per_s=settings.calls_per_s),
+                            from_number=settings.from_number(),
                             public_url=settings.public_url, daily_cap=settings.daily_attempt_cap,
                             autodial_countries=settings.autodial_regions(), ring_timeout_s=settings.ring_timeout_s,
                             dial_deadline_s=settings.dial_deadline_s, dial_in_flight_s=settings.dial_in_flight_s())
@@ -107,6 +111,7 @@ def create_app(settings: CallcenterSettings | None = None, *, clock: Clock | Non
                     await asyncio.wait_for(reconciling, timeout=2)
             await asyncio.gather(*tasks, return_exceptions=True)
             await client.http_client.close()  # the aiohttp session inside AsyncTwilioHttpClient
+            await limits.close()
             await engine.dispose()
 
     app = FastAPI(title="Shouhu callcenter", version="0.1.0", lifespan=lifespan,

@@ -20,7 +20,8 @@ class CallcenterSettings(CommonSettings):
     # Twilio calls back here, and signs its requests over this URL (rebuilt as Twilio saw it behind proxies).
     public_url: str = Field(default="http://127.0.0.1:8002", alias="CALLCENTER_PUBLIC_URL")
     sandbox_url: str = Field(default="http://127.0.0.1:8090", alias="SHOUHU_SANDBOX_URL")
-    # Pacing: Twilio's default is 1 new call per second per account (it queues the rest); pace ourselves.
+    # Pacing: Twilio's default is 1 new call per second per account (it queues the rest); pace ourselves, every
+    # replica together (calls/pacing.py).
     calls_per_s: float = Field(default=1.0, alias="SHOUHU_CALLS_PER_S")
     # At most this many automated calls to one number in 24 hours, whatever the playbooks ask.
     daily_attempt_cap: int = Field(default=6, alias="SHOUHU_DAILY_CALL_CAP")

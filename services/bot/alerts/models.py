@@ -5,12 +5,13 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Identity, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Identity, Index, Integer, SmallInteger, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.models import Base
 
-SENDING = "sending"  # reserved before the network call; a crash here may resend once (Telegram has no idempotency key)
+SENDING = "sending"  # reserved; no request has gone out yet
+REQUESTED = "requested"  # a request's intent is committed: it may be on its way (see alerts/delivery.py)
 SENT = "sent"
 BLOCKED = "blocked"
 FAILED = "failed"
@@ -29,6 +30,9 @@ class BotDelivery(Base):
     region_code: Mapped[str | None] = mapped_column(String(6))
     case_id: Mapped[uuid.UUID | None]
     status: Mapped[str] = mapped_column(String(10))
+    # Requests made (each intent committed just before its request) and when the last one went.
+    tries: Mapped[int] = mapped_column(SmallInteger, server_default="0")
+    intent_at: Mapped[datetime | None]
     message_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]

@@ -2,17 +2,17 @@
 
 How it keeps the rules:
 
-- Telegram's limits: every message goes through `bot.send_message`, so through the
-  same LimitedSending middleware and SendLimiter as alerts (30/s overall, one
-  chat's turn at a time, 429s waited out). Nothing here talks to Telegram directly.
+- Telegram's limits: every message holds a slot of the same SendLimiter as alerts
+  (30/s per bot across every replica, one chat's turn at a time; alerts/limiter.py)
+  around its reservation and request. Nothing here talks to Telegram directly.
 - Alerts never wait behind publicity, three ways:
   1. campaign jobs run in a worker of their own (`make_worker`), which claims only
      campaign chunks; the alert worker claims only alerts, so a round of slow
      campaign chunks never holds back the claim of an alert;
-  2. campaigns hold at most a share (default 2/3) of the limiter's 30 tokens, by a
-     semaphore of their own released, like the limiter's, a second after the
-     response: at least a third of Telegram's capacity is always free for alerts,
-     and an alert waits behind at most that share of campaign requests;
+  2. campaigns send in the limiter's campaign lane, which may hold only the first
+     2/3 of the bot's 30 tokens (shared by every replica, each given back a second
+     after its response): at least a third of Telegram's capacity is always free
+     for alerts, and an alert waits behind at most that share of campaign requests;
   3. before each chunk, any alert job waiting on the bot queue (a higher priority)
      puts the chunk back for a second (RetryLater, not counted as an error).
 - Nobody gets the same campaign twice: the chunk's chats are inserted into the
@@ -36,8 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +53,7 @@ from aiogram.exceptions import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.bot.alerts.limiter import SendLimiter
 from services.bot.campaigns import models as m
 from services.bot.chats import service as chats
 from shared import contracts
@@ -71,24 +70,7 @@ log = structlog.get_logger(__name__)
 
 SEND_KIND = contracts.CampaignChunk.KIND
 SEND_PRIORITY = PRIORITY["campaign_send"]  # anything more urgent on the bot queue is an alert
-CAMPAIGN_SHARE = 2 / 3  # of the limiter's global rate
 STATUS_COLUMN = {"sent": "sent", "failed": "failed", "blocked": "blocked", "uncertain": "uncertain"}
-
-
-class CampaignPacer:
-    """At most `share` campaign requests per second, counted like the limiter (a token back 1 s after the response)."""
-
-    def __init__(self, share: int) -> None:
-        self.share = max(1, share)
-        self._tokens = asyncio.Semaphore(self.share)
-
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        await self._tokens.acquire()
-        try:
-            yield
-        finally:
-            asyncio.get_running_loop().call_later(1.0, self._tokens.release)
 
 
 @dataclass
@@ -101,11 +83,11 @@ class Outcome:
 
 class CampaignSender:
     def __init__(self, bot: Bot, sessionmaker: async_sessionmaker[AsyncSession], *, clock: Clock,
-                 global_per_s: float = 30) -> None:
+                 limiter: SendLimiter) -> None:
         self.bot = bot
         self.sessionmaker = sessionmaker
         self.clock = clock
-        self.pacer = CampaignPacer(int(global_per_s * CAMPAIGN_SHARE))
+        self.limiter = limiter
 
     async def deliver(self, job: ClaimedJob) -> None:
         """The campaign chunk handler: one chunk of recipients."""
@@ -178,7 +160,9 @@ class CampaignSender:
 
     async def _one(self, campaign_id: uuid.UUID, chat_id: int, texts: dict[str, str]) -> Outcome | None:
         """Reserve, send, record one message; None when another run already took this recipient."""
-        async with self.pacer.slot():
+        # The slot first (the campaign lane), then the reservation: a recipient is `sending` only while its
+        # request can go at once, not while it waits for a token.
+        async with self.limiter.slot(chat_id, lane=self.limiter.campaign):
             async with transaction(self.sessionmaker) as session:
                 lang = (await session.execute(
                     sql("UPDATE campaign_recipients SET status = 'sending' WHERE campaign_id = :c AND chat_id = :chat"
@@ -198,7 +182,7 @@ class CampaignSender:
             return Outcome("blocked", error=str(exc)[:500])
         except (TelegramBadRequest, TelegramNotFound) as exc:
             return Outcome("failed", error=str(exc)[:500])
-        except TelegramRetryAfter as exc:  # still 429 after the middleware's own retries
+        except TelegramRetryAfter as exc:  # the chat's turn is pushed out for every replica; the chunk comes back
             return Outcome("queued", error=str(exc)[:500], retry_after_s=float(exc.retry_after))
         except (TelegramServerError, TelegramUnauthorizedError) as exc:  # Telegram answered: it did not take it
             return Outcome("queued", error=str(exc)[:500])
@@ -249,7 +233,7 @@ async def _progress(session: AsyncSession, campaign_id: uuid.UUID, *, now: Any) 
 def make_worker(sender: CampaignSender, sessionmaker: async_sessionmaker[AsyncSession], *, clock: Clock,
                 database_url: str | None, poll_interval_s: float = 1.0, concurrency: int = 2, lease_s: float = 10.0,
                 grace_s: float = 8.0) -> Worker:
-    """The bot's second worker: campaign chunks only, two at a time (the pacer is the real limit)."""
+    """The bot's second worker: campaign chunks only, two at a time (the limiter's campaign lane is the real limit)."""
     return Worker(sessionmaker, queue="bot", clock=clock, database_url=database_url,
                   handlers={SEND_KIND: Handler(sender.deliver, transactional=False)},
                   concurrency=concurrency, batch_size=concurrency, poll_interval_s=poll_interval_s, lease_s=lease_s,
