@@ -8,36 +8,31 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.dispatcher.emergencies.models import PaymentStop
-from services.dispatcher.reports.service import plan_for_values
+from services.dispatcher.reports.service import daily_decided
 from shared.clock import LOCAL_TZ
 from shared.contracts import bot as bot_contract
 from shared.contracts import callcenter as callcenter_contract
 from shared.sql import sql
 
-_DAILY = sql(
-    "SELECT (due_at AT TIME ZONE :tz)::date AS day, count(*) AS due,"
-    " count(*) FILTER (WHERE status = 'closed' AND closed_at <= due_at) AS in_time,"
-    " count(*) FILTER (WHERE breached OR (status = 'closed' AND closed_at > due_at)) AS breached"
-    " FROM tasks WHERE region_code LIKE :unit AND due_at >= :from_ AND due_at < :to GROUP BY 1"
-)
+def local_day_start(now: datetime, days_back: int = 0) -> datetime:
+    """Local midnight `days_back` days before today's."""
+    today = now.astimezone(LOCAL_TZ).replace(hour=0, minute=0, second=0, microsecond=0)
+    return today - timedelta(days=days_back)
 
 
 async def daily_compliance(session: AsyncSession, *, unit: str, now: datetime, days: int) -> list[dict[str, Any]]:
-    """Per local day, the last `days` days up to now: tasks due so far, closed in time, breached, the rate."""
-    today = now.astimezone(LOCAL_TZ).replace(hour=0, minute=0, second=0, microsecond=0)
-    start = today - timedelta(days=days - 1)
-    await plan_for_values(session)  # the unit's range in ix_tasks_due_region, not a generic plan's filter
-    rows = {r.day: r for r in (await session.execute(
-        _DAILY, {"tz": str(LOCAL_TZ), "unit": unit + "%", "from_": start, "to": now})).all()}
+    """Per local day, the last `days` days up to now: tasks decided that day (closed in time that day, or breached
+    when their deadline passed that day), how many in time, breached, the rate (reports.service: the rule)."""
+    start = local_day_start(now, days - 1)
+    rows = await daily_decided(session, unit=unit, from_=start, now=now, tz=str(LOCAL_TZ))
     out = []
     for i in range(days):
         day = (start + timedelta(days=i)).date()
         row = rows.get(day)
-        due = row.due if row else 0
+        decided = row.decided if row else 0
         in_time = row.in_time if row else 0
-        out.append({"day": day, "label": day.strftime("%m-%d"), "due": due, "in_time": in_time,
-                    "breached": row.breached if row else 0,
-                    "rate": round(in_time / due, 4) if due else None})
+        out.append({"day": day, "label": day.strftime("%m-%d"), "due": decided, "in_time": in_time,
+                    "breached": decided - in_time, "rate": round(in_time / decided, 4) if decided else None})
     return out
 
 

@@ -66,7 +66,8 @@ async def overview(request: Request, user: Page) -> HTMLResponse:
     async with sessionmaker(request)() as session:
         live = await reports.overview(session, unit=unit, now=now, limit=25)
         days = await service.daily_compliance(session, unit=unit, now=now, days=7)
-    return console.render(request, "overview.html", user, live=live, days=days, nav="overview")
+        open_now = await reports.open_now(session, unit=unit, now=now)
+    return console.render(request, "overview.html", user, live=live, days=days, open_now=open_now, nav="overview")
 
 
 def flashes(t: Any, *, ok: str | None = None, error: str | None = None, **values: Any) -> list[tuple[str, str]]:
@@ -333,20 +334,25 @@ async def clue_step(request: Request, clue_id: uuid.UUID, step: str, user: Actio
 
 # ---- deadline compliance --------------------------------------------------------------------------
 
+async def _decided_report(request: Request, user: ConsoleUser, days: int) -> dict[str, Any]:
+    """Tasks decided from local midnight `days - 1` days ago until now (1 = today), the overview's rule."""
+    now = console.now(request)
+    async with sessionmaker(request)() as session:
+        return await reports.decided_compliance(session, unit=user.principal.unit,
+                                                from_=service.local_day_start(now, days - 1), to=now, now=now)
+
+
 @router.get("/compliance", response_class=HTMLResponse)
 async def compliance_page(request: Request, user: Page, days: int = Query(default=7, ge=1, le=92)) -> HTMLResponse:
-    """Deadline compliance per tier for tasks due in the period: in time, breached, open, reach, times, outcomes."""
-    start, end = _period(console.now(request), days)
-    async with sessionmaker(request)() as session:
-        report = await reports.compliance(session, unit=user.principal.unit, from_=start, to=end)
+    """Deadline compliance per tier for tasks decided in the period (today by default on the 1-day view), beside
+    the tasks still open now and at risk; reach, times, outcomes."""
+    report = await _decided_report(request, user, days)
     return console.render(request, "compliance.html", user, report=report, days=days, nav="compliance",
                           outcomes=reports.OUTCOMES)
 
 
 @router.get("/compliance.csv")
 async def compliance_csv(request: Request, user: Page, days: int = Query(default=7, ge=1, le=92)) -> Response:
-    start, end = _period(console.now(request), days)
-    async with sessionmaker(request)() as session:
-        report = await reports.compliance(session, unit=user.principal.unit, from_=start, to=end)
+    report = await _decided_report(request, user, days)
     return csv_response(reports.compliance_rows(report), f"compliance-{user.principal.unit or 'all'}.csv",
                         mask_numbers=masks_exports(user.principal))
