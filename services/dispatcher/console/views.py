@@ -82,16 +82,65 @@ def flashes(t: Any, *, ok: str | None = None, error: str | None = None, **values
 
 # ---- escalations and breaches -----------------------------------------------------------------------
 
+QUEUE_CLOSED_DAYS = 7  # how far back "with closed breaches" looks (deadlines passed since)
+
+
+def actor_label(actor: str | None, t: Any) -> str:
+    """Who an audit actor is, in words: a key's name, a channel, the citizen, the system's timers, a unit."""
+    if not actor:
+        return t("actor.nobody")
+    kind, _, rest = actor.partition(":")
+    if kind == "key":
+        return rest.split(":", 1)[-1]
+    if kind == "channel":
+        return t("channel." + rest) if rest in contracts.CHANNELS else rest
+    if kind == "citizen":
+        return t("banner.citizen")
+    if kind == "system":
+        return t("actor.system")
+    if kind == "unit":
+        return t("actor.unit", code=rest)
+    return actor
+
+
+def action_label(action: str, t: Any) -> str:
+    """An audit action in words (the catalogue's action.* keys), the code itself only if it has none."""
+    key = "action." + action
+    text = t(key)
+    return action if text == key else text
+
+
 @router.get("/queue", response_class=HTMLResponse)
 async def queue_page(request: Request, user: Page, ok: str | None = None, error: str | None = None,
-                     target: str = "") -> HTMLResponse:
-    """Open tasks escalated or past their deadline, undecided first, each with one-click reassignment."""
-    async with sessionmaker(request)() as session:
-        rows = await service.escalation_queue(session, unit=user.principal.unit)
+                     target: str = "", tier: str = "", unit: str = "", closed: bool = False) -> HTMLResponse:
+    """Open tasks escalated or past their deadline, undecided first, each with who worked it last, when it breached
+    and one-click reassignment; filtered by tier and unit, optionally with the last week's breaches closed late."""
     t = console.translator(console.lang_of(request))
+    principal = user.principal
+    problems = []
+    tier, unit = tier.strip(), unit.strip()
+    if tier and tier not in contracts.TIERS:
+        problems.append(t("queue.bad_tier"))
+    if unit and (not UNIT_RE.match(unit) or not (unit.startswith(principal.unit) or principal.unit.startswith(unit))):
+        problems.append(t("queue.bad_filter_unit"))
+    rows: list[Any] = []
+    if not problems:
+        closed_since = console.now(request) - timedelta(days=QUEUE_CLOSED_DAYS) if closed else None
+        # A unit above mine narrows nothing: my own unit bounds what I see anyway.
+        within = unit if unit.startswith(principal.unit) and unit != principal.unit else None
+        async with sessionmaker(request)() as session:
+            rows = await service.escalation_queue(session, unit=principal.unit, tier=tier or None, within=within,
+                                                  closed_since=closed_since)
     target = t("queue.seats") if target == "seats" else target
-    return console.render(request, "queue.html", user, rows=rows, nav="queue",
-                          flashes=flashes(t, ok="queue.done" if ok else None, error=error, target=target))
+    messages = flashes(t, ok="queue.done" if ok else None, error=error if error in QUEUE_FLASHES else None,
+                       target=target) + [("error", p) for p in problems]
+    return console.render(request, "queue.html", user, rows=rows, nav="queue", flashes=messages,
+                          form={"tier": tier, "unit": unit, "closed": closed}, closed_days=QUEUE_CLOSED_DAYS,
+                          who=lambda actor: actor_label(actor, t), what=lambda action: action_label(action, t),
+                          status_code=422 if problems else 200)
+
+
+QUEUE_FLASHES = ("queue.bad_unit", "queue.closed")
 
 
 @router.post("/tasks/{task_id}/reassign")
@@ -228,21 +277,7 @@ async def ranking_csv(request: Request, user: Page, days: int = Query(default=7,
 
 # ---- audit log ----------------------------------------------------------------------------------------
 
-def _audit_filters(task_id: str, case_id: str, actor: str, action: str, from_: str, to: str) -> dict[str, Any]:
-    """The audit page's filter form, read leniently: a malformed field is ignored and shown as such."""
-    filters: dict[str, Any] = {}
-    for name, value, parse in (("task_id", task_id, uuid.UUID), ("case_id", case_id, uuid.UUID),
-                               ("from_", from_, _local_datetime), ("to", to, _local_datetime)):
-        if value.strip():
-            try:
-                filters[name] = parse(value.strip())
-            except ValueError:
-                filters.setdefault("invalid", []).append(name.rstrip("_"))
-    if actor.strip():
-        filters["actor"] = actor.strip()
-    if action.strip():
-        filters["action"] = action.strip()
-    return filters
+AUDIT_FIELDS = ("id", "task_id", "case_id", "actor", "action", "from", "to")
 
 
 def _local_datetime(value: str) -> datetime:
@@ -250,29 +285,83 @@ def _local_datetime(value: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=LOCAL_TZ)
 
 
+async def _audit_query(session: Any, unit: str, form: dict[str, str]) -> audit_service.Filters:
+    """The audit page's filter form, checked: a bad field raises BadFilter naming it (never silently ignored)."""
+    parsed: dict[str, Any] = {}
+    for name, key, parse in (("task_id", "task_id", uuid.UUID), ("case_id", "case_id", uuid.UUID),
+                             ("from_", "from", _local_datetime), ("to", "to", _local_datetime)):
+        if form[key]:
+            try:
+                parsed[name] = parse(form[key])
+            except ValueError:
+                raise audit_service.BadFilter(key, "not a valid value", code="bad_" + name.rstrip("_")) from None
+    return await audit_service.check_filters(session, unit=unit, id_prefix=form["id"] or None,
+                                             actor=form["actor"] or None, action=form["action"] or None, **parsed)
+
+
+def _audit_form(**values: str) -> dict[str, str]:
+    return {k: (values.get(k) or "").strip() for k in AUDIT_FIELDS}
+
+
+def _action_choices(t: Any) -> list[tuple[str, str]]:
+    """The action filter's options: each family, then each action, in words."""
+    families = sorted({a.split(".")[0] for a in audit_service.ACTIONS})
+    return ([(f, t("audit.family." + f)) for f in families]
+            + sorted(((a, action_label(a, t)) for a in audit_service.ACTIONS), key=lambda c: c[0]))
+
+
 @router.get("/audit", response_class=HTMLResponse)
-async def audit_page(request: Request, user: Page, task_id: str = "", case_id: str = "", actor: str = "",
-                     action: str = "", from_: str = Query(default="", alias="from"), to: str = "",
+async def audit_page(request: Request, user: Page, id: str = "", task_id: str = "", case_id: str = "",  # noqa: A002
+                     actor: str = "", action: str = "", from_: str = Query(default="", alias="from"), to: str = "",
                      before: int | None = None) -> HTMLResponse:
-    """The dispatch log, newest first, filterable by case, task, actor, action and time; CSV export; chain check."""
-    filters = _audit_filters(task_id, case_id, actor, action, from_, to)
-    invalid = filters.pop("invalid", [])
+    """The dispatch log, newest first, filterable by id prefix (task, case, warning), actor, action and time; CSV
+    export; chain check. A bad filter is a 422 page naming the field; an ambiguous id lists its matches."""
+    form = _audit_form(id=id, task_id=task_id, case_id=case_id, actor=actor, action=action, to=to, **{"from": from_})
+    t = console.translator(console.lang_of(request))
+    rows, older, problem, entity = [], None, None, None
     async with sessionmaker(request)() as session:
-        rows, older = await audit_service.search(session, unit=user.principal.unit, cursor=before, limit=100,
-                                                 newest_first=True, **filters)
-    form = {"task_id": task_id, "case_id": case_id, "actor": actor, "action": action, "from": from_, "to": to}
-    return console.render(request, "audit.html", user, rows=rows, older=older, form=form, invalid=invalid,
-                          nav="audit", query=urlencode({k: v for k, v in form.items() if v}))
+        try:
+            filters = await _audit_query(session, user.principal.unit, form)
+        except audit_service.BadFilter as exc:
+            problem = exc
+        else:
+            entity = filters.entity
+            if not (filters.id_given and entity is None):
+                rows, older = await audit_service.search(
+                    session, unit=user.principal.unit, cursor=before, limit=100, newest_first=True,
+                    task_id=filters.task_id, case_id=filters.case_id, actor=filters.actor, action=filters.action,
+                    from_=filters.from_, to=filters.to)
+    error = None
+    if problem is not None:
+        error = t("audit.error." + problem.code, field=t("audit.field." + problem.field), n=len(problem.matches),
+                  min=audit_service.MIN_PREFIX_HEX)
+    elif form["id"] and entity is None:
+        error = t("audit.error.id_none")
+    return console.render(request, "audit.html", user, rows=rows, older=older, form=form, nav="audit",
+                          query=urlencode({k: v for k, v in form.items() if v}), error=error,
+                          error_field=problem.field if problem else ("id" if error else None),
+                          matches=problem.matches if problem else [], entity=entity,
+                          actions=_action_choices(t), short=audit_service.short_id,
+                          who=lambda a: actor_label(a, t), what=lambda a: action_label(a, t),
+                          status_code=422 if problem else 200)
 
 
 @router.get("/audit.csv")
-async def audit_csv(request: Request, user: Page, task_id: str = "", case_id: str = "", actor: str = "",
-                    action: str = "", from_: str = Query(default="", alias="from"), to: str = "") -> Response:
+async def audit_csv(request: Request, user: Page, id: str = "", task_id: str = "", case_id: str = "",  # noqa: A002
+                    actor: str = "", action: str = "", from_: str = Query(default="", alias="from"),
+                    to: str = "") -> Response:
     """The filtered log as CSV: numbers masked for supervisors; for admins, bodies exactly as hashed (checkable)."""
-    filters = _audit_filters(task_id, case_id, actor, action, from_, to)
-    filters.pop("invalid", None)
+    form = _audit_form(id=id, task_id=task_id, case_id=case_id, actor=actor, action=action, to=to, **{"from": from_})
     async with sessionmaker(request)() as session:
-        rows, _ = await audit_service.search(session, unit=user.principal.unit, limit=10_000, **filters)
+        try:
+            filters = await _audit_query(session, user.principal.unit, form)
+        except audit_service.BadFilter as exc:
+            return Response(str(exc), status_code=422, media_type="text/plain; charset=utf-8")
+        rows: list[Any] = []
+        if not (filters.id_given and filters.entity is None):
+            rows, _ = await audit_service.search(
+                session, unit=user.principal.unit, limit=10_000, task_id=filters.task_id, case_id=filters.case_id,
+                actor=filters.actor, action=filters.action, from_=filters.from_, to=filters.to)
     return csv_response([{"seq": r.seq, "at": r.at.isoformat(), "actor": r.actor, "action": r.action,
                           "task_id": r.task_id or "", "case_id": r.case_id or "", "region_code": r.region_code or "",
                           "body": r.body, "hash": r.hash} for r in rows], "audit.csv",
