@@ -25,6 +25,7 @@ from services.dispatcher.tasks import service as tasks
 from shared import contracts
 from shared.audit.keys import Checkpoint
 from shared.audit.service import verify_chain
+from shared.auth import service as keys
 from shared.clock import LOCAL_TZ
 from shared.console.sessions import ConsoleUser
 from shared.console.web import Console, LiveEmergency, reporter
@@ -445,3 +446,98 @@ async def compliance_csv(request: Request, user: Page, days: int = Query(default
     report = await _decided_report(request, user, days)
     return csv_response(reports.compliance_rows(report), f"compliance-{user.principal.unit or 'all'}.csv",
                         mask_numbers=masks_exports(user.principal))
+
+
+# ---- API keys (admins only) ---------------------------------------------------------------------------
+
+KEY_FLASHES = ("keys.revoked", "keys.not_revoked")
+
+
+def _not_admin(request: Request, user: ConsoleUser) -> HTMLResponse | None:
+    """Key management is an admin's: anyone else gets the 403 page, in words."""
+    if user.principal.role == "admin":
+        return None
+    return console.render(request, "forbidden.html", user, status_code=403, nav="keys",
+                          reason_key="keys.admins_only")
+
+
+async def _keys_page(request: Request, user: ConsoleUser, *, status_code: int = 200,
+                     **context: Any) -> HTMLResponse:
+    async with sessionmaker(request)() as session:
+        rows = await keys.list_keys(session, unit=user.principal.unit)
+    context.setdefault("form", {"role": "operator", "unit": user.principal.unit, "name": ""})
+    return console.render(request, "keys.html", user, rows=rows, roles=keys.ROLES, nav="keys",
+                          status_code=status_code, **context)
+
+
+@router.get("/keys", response_class=HTMLResponse)
+async def keys_page(request: Request, user: Page, ok: str | None = None) -> HTMLResponse:
+    """Every key in my unit (role, unit, name, created, last used, revoked), a form to create one, revoke links."""
+    if (refused := _not_admin(request, user)) is not None:
+        return refused
+    t = console.translator(console.lang_of(request))
+    return await _keys_page(request, user, flashes=flashes(t, ok=ok if ok in KEY_FLASHES else None))
+
+
+def _key_form_error(role: str, unit: str, name: str, principal: Any) -> str | None:
+    """The first field of the create form that is wrong (its name), else None."""
+    if role not in keys.ROLES:
+        return "role"
+    try:
+        normalized = keys.normalize_unit(unit)
+    except keys.InvalidKeySpec:
+        return "unit"
+    if not normalized.startswith(principal.unit):
+        return "unit"
+    if not name.strip():
+        return "name"
+    return None
+
+
+@router.post("/keys", response_class=HTMLResponse)
+async def create_key(request: Request, user: Action, role: Annotated[str, Form(max_length=16)] = "",
+                     unit: Annotated[str, Form(max_length=6)] = "",
+                     name: Annotated[str, Form(max_length=100)] = "") -> HTMLResponse:
+    """Create a key in my unit; the page shows its secret this once (only its hash is stored). Audited."""
+    if (refused := _not_admin(request, user)) is not None:
+        return refused
+    t = console.translator(console.lang_of(request))
+    form = {"role": role, "unit": unit.strip(), "name": name.strip()}
+    field = _key_form_error(role, unit, name, user.principal)
+    if field is not None:
+        return await _keys_page(request, user, status_code=422, form=form, error_field=field,
+                                flashes=[("error", t("keys.error." + field, unit=user.principal.unit or t("unit.all")))])
+    async with transaction(sessionmaker(request)) as session:
+        row, secret = await keys.issue_key(session, role=role, unit=unit, name=name, issuer=user.principal,
+                                           now=console.now(request))
+    return await _keys_page(request, user, created=row, secret=secret,
+                            flashes=[("ok", t("keys.created", name=row.name))])
+
+
+@router.get("/keys/{key_id}/revoke", response_class=HTMLResponse)
+async def confirm_revoke(request: Request, key_id: str, user: Page) -> HTMLResponse:
+    """The confirmation step before a key is revoked: which key, what stops working."""
+    if (refused := _not_admin(request, user)) is not None:
+        return refused
+    async with sessionmaker(request)() as session:
+        row = next((k for k in await keys.list_keys(session, unit=user.principal.unit) if k.key_id == key_id), None)
+    if row is None:
+        return console.render(request, "not_found.html", user, status_code=404, nav="keys")
+    return console.render(request, "key_revoke.html", user, key=row, nav="keys")
+
+
+@router.post("/keys/{key_id}/revoke")
+async def revoke_key(request: Request, key_id: str, user: Action,
+                     confirm: Annotated[str, Form(max_length=10)] = "") -> Response:
+    """Revoke a key in my unit once confirmed; it stops working here at once, its console sessions end. Audited."""
+    if (refused := _not_admin(request, user)) is not None:
+        return refused
+    if confirm != "yes":
+        return console.redirect(f"/console/keys/{key_id}/revoke")
+    try:
+        async with transaction(sessionmaker(request)) as session:
+            await keys.revoke_key(session, key_id=key_id, issuer=user.principal, now=console.now(request))
+    except keys.KeyNotFound:
+        return console.render(request, "not_found.html", user, status_code=404, nav="keys")
+    request.app.state.key_cache.forget(key_id)
+    return console.redirect("/console/keys?ok=keys.revoked")
