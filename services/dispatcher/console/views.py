@@ -429,7 +429,8 @@ async def _decided_report(request: Request, user: ConsoleUser, days: int) -> dic
     now = console.now(request)
     async with sessionmaker(request)() as session:
         return await reports.decided_compliance(session, unit=user.principal.unit,
-                                                from_=service.local_day_start(now, days - 1), to=now, now=now)
+                                                from_=service.local_day_start(now, days - 1),
+                                                to=now + timedelta(microseconds=1), now=now)  # up to and with now
 
 
 @router.get("/compliance", response_class=HTMLResponse)

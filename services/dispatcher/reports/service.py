@@ -86,6 +86,8 @@ _OPEN_NOW = sql(
     " WHERE region_code LIKE :unit AND status <> 'closed' AND due_at >= :now GROUP BY ROLLUP (tier)"
 )
 AT_RISK_S = 3600
+# "Until now" includes what happened at this very instant (a task closed a moment ago, on a frozen clock in tests).
+_INSTANT = timedelta(microseconds=1)
 
 
 def _rate(part: int, whole: int) -> float | None:
@@ -149,7 +151,7 @@ async def daily_decided(session: AsyncSession, *, unit: str, from_: datetime, no
                         tz: str) -> dict[Any, Any]:
     """Per local day since `from_`: tasks decided that day and how many of them in time (see the module docstring)."""
     await plan_for_values(session)
-    params = {"unit": unit + "%", "from_": from_, "to": now, "until": now, "tz": tz}
+    params = {"unit": unit + "%", "from_": from_, "to": now + _INSTANT, "until": now, "tz": tz}
     return {r.day: r for r in (await session.execute(_DAILY_DECIDED, params)).all()}
 
 
