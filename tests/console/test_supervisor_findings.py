@@ -76,6 +76,13 @@ async def test_today_counts_a_task_closed_in_time_today(dispatcher) -> None:  # 
     # The API keeps its documented rule (deadline in the period): not due yet, so not counted there.
     api = await dispatcher.client.get("/v1/reports/compliance", headers=await dispatcher.headers("supervisor"))
     assert api.json()["total"]["due"] == 0
+    dispatcher.clock.advance(seconds=1)
+    api = await dispatcher.client.get("/v1/reports/compliance", params={"basis": "decided"},
+                                      headers=await dispatcher.headers("supervisor"))
+    assert api.json()["total"]["due"] == 1 and api.json()["total"]["compliance_rate"] == 1.0
+    resp = await dispatcher.client.get("/v1/reports/compliance", params={"basis": "today"},
+                                       headers=await dispatcher.headers("supervisor"))
+    assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "basis"
 
 
 async def test_an_open_task_shows_as_open_and_at_risk_not_zero_over_zero(dispatcher) -> None:  # noqa: ANN001
