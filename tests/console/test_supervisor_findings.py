@@ -352,3 +352,9 @@ async def test_a_supervisor_and_an_admin_walk_the_new_pages_in_chinese(dispatche
         assert "只显示这一次" in main and "西湖值班坐席" in main and "坐席" in main
         assert not raw_codes(main), raw_codes(main)
         await page.screenshot(path="/tmp/admin-keys.png", full_page=True)
+        # At phone size the pages fit the screen's width (wide tables scroll inside their box).
+        await page.set_viewport_size({"width": 390, "height": 844})
+        for path in ("/console/keys", "/console/queue?closed=true", "/console/audit", "/console/compliance?days=1"):
+            await page.goto(base + path)
+            assert await page.evaluate("document.documentElement.scrollWidth") <= 390, path
+        await page.screenshot(path="/tmp/phone-compliance.png", full_page=True)
