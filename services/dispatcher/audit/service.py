@@ -103,7 +103,7 @@ ACTIONS = frozenset({
     "visit.cancelled", "clue.reported", "clue.routed", "clue.answered", "clue.closed", "citizen.bound",
     "citizen.unbound", "bot.press_refused", "campaign.scheduled", "campaign.started", "campaign.finished",
     "campaign.cancelled", "console.signed_in", "console.signed_out", "key.created",
-    "key.revoked",
+    "key.revoked", "audit.chain_keyed",
 })
 
 
