@@ -26,8 +26,9 @@ async def channel_result(dispatcher, task_id: str, *, channel: str = "auto_call"
     await dispatcher.run_dispatcher_jobs()
 
 
-async def worked_then_breached(dispatcher, **fields) -> str:  # noqa: ANN001
-    """A high-tier 330106 task: an automated call rings out unanswered, then its 2 h deadline passes."""
+async def worked_then_breached(dispatcher, *, skip_call: bool = False, **fields) -> str:  # noqa: ANN001
+    """A high-tier 330106 task: an automated call rings out unanswered (unless skip_call), then its 2 h deadline
+    passes."""
     resp = await dispatcher.client.post("/v1/warnings", json=warning(signal="transfer_in_progress",
                                                                      region_code="330106", **fields),
                                         headers=await dispatcher.headers())
@@ -35,7 +36,8 @@ async def worked_then_breached(dispatcher, **fields) -> str:  # noqa: ANN001
     task_id = resp.json()["task_id"]
     dispatcher.clock.advance(minutes=10)
     await dispatcher.run_dispatcher_jobs()
-    await channel_result(dispatcher, task_id)
+    if not skip_call:
+        await channel_result(dispatcher, task_id)
     for minutes in (35, 45, 31):
         dispatcher.clock.advance(minutes=minutes)
         await dispatcher.run_dispatcher_jobs()
@@ -130,6 +132,10 @@ async def test_a_breach_lists_its_unit_last_actor_and_breach_time(dispatcher) ->
         breached_at = (await session.execute(text(
             "SELECT at FROM audit_log WHERE task_id = :t AND action = 'task.breached'"), {"t": task_id})).scalar_one()
     assert f"超时于 {breached_at.astimezone(LOCAL_TZ):%m-%d %H:%M}" in row
+    other = await worked_then_breached(dispatcher, phone="13900000019", skip_call=True)
+    row = re.search(rf'<tr id="task-{other}".*?</tr>', (await dispatcher.client.get("/console/queue")).text,
+                    re.S).group(0)
+    assert "尚无人经办" in row and "test-ingest" not in row  # the bank that reported it did not work it
     for query, present in (("tier=high", True), ("tier=low", False), ("unit=3301", True), ("unit=3302", False)):
         resp = await dispatcher.client.get(f"/console/queue?{query}")
         assert resp.status_code == 200 and (f'id="task-{task_id}"' in resp.text) is present, query

@@ -40,11 +40,14 @@ async def daily_compliance(session: AsyncSession, *, unit: str, now: datetime, d
 # A task is the supervisor's when the citizen's region or the unit it was handed to lies in their unit.
 _VISIBLE = "(t.region_code LIKE :unit OR t.assigned_unit LIKE :unit)"
 
-# Who worked the task last: the newest entry by a person, a seat, a channel or a citizen (not the timers), and
-# when the timer marked it breached; both read on ix_audit_log_task_id (task_id, seq).
+# Who worked the task last: the newest entry by a person, a seat, a channel or a citizen; not the timers, and not
+# the upstream system whose warning opened or joined it (it reported the task, nobody worked it yet). And when the
+# timer marked it breached. Both read on ix_audit_log_task_id (task_id, seq).
 _RESPONSIBLE = (
     " LEFT JOIN LATERAL (SELECT a.actor, a.action, a.at FROM audit_log a WHERE a.task_id = t.id"
-    "   AND a.actor NOT LIKE 'system:%' ORDER BY a.seq DESC LIMIT 1) w ON true"
+    "   AND a.actor NOT LIKE 'system:%'"
+    "   AND a.action NOT IN ('task.created', 'warning.merged', 'warning.joined_from_other_unit')"
+    "   ORDER BY a.seq DESC LIMIT 1) w ON true"
     " LEFT JOIN LATERAL (SELECT a.at FROM audit_log a WHERE a.task_id = t.id AND a.action = 'task.breached'"
     "   ORDER BY a.seq LIMIT 1) b ON true"
 )
