@@ -257,6 +257,18 @@ async def test_admin_creates_lists_and_revokes_a_key_that_then_stops_working(dis
     assert all(e.actor.endswith(":test-admin-33") for e in entries) and used is not None
 
 
+async def test_an_admin_cannot_revoke_the_key_they_are_signed_in_with(dispatcher) -> None:  # noqa: ANN001
+    """Revoking one's own key would lock the admin out: refused with a message, and the key still works."""
+    own = await key_of(dispatcher, "admin", "33")
+    csrf = await signed_in(dispatcher.client, own)
+    key_id = own.split("_")[1]
+    resp = await dispatcher.client.post(f"/console/keys/{key_id}/revoke", data={"csrf_token": csrf, "confirm": "yes"})
+    assert resp.status_code == 303 and resp.headers["location"].endswith("ok=keys.not_self")
+    page = (await dispatcher.client.get(resp.headers["location"])).text
+    assert "不能吊销您正在使用的密钥" in page and f'href="/console/keys/{key_id}/revoke"' not in page
+    assert (await dispatcher.client.get("/v1/audit", headers={"Authorization": f"Bearer {own}"})).status_code == 200
+
+
 async def test_a_bad_key_form_names_the_field_and_creates_nothing(dispatcher) -> None:  # noqa: ANN001
     """A unit outside the admin's, an unknown role or no name: 422 naming the field, and no key stored."""
     csrf = await signed_in(dispatcher.client, await key_of(dispatcher, "admin", "33"))

@@ -451,7 +451,7 @@ async def compliance_csv(request: Request, user: Page, days: int = Query(default
 
 # ---- API keys (admins only) ---------------------------------------------------------------------------
 
-KEY_FLASHES = ("keys.revoked", "keys.not_revoked")
+KEY_FLASHES = ("keys.revoked", "keys.not_self")
 
 
 def _not_admin(request: Request, user: ConsoleUser) -> HTMLResponse | None:
@@ -468,7 +468,7 @@ async def _keys_page(request: Request, user: ConsoleUser, *, status_code: int = 
         rows = await keys.list_keys(session, unit=user.principal.unit)
     context.setdefault("form", {"role": "operator", "unit": user.principal.unit, "name": ""})
     return console.render(request, "keys.html", user, rows=rows, roles=keys.ROLES, nav="keys",
-                          status_code=status_code, **context)
+                          status_code=status_code, cache_s=round(request.app.state.key_cache.ttl_s), **context)
 
 
 @router.get("/keys", response_class=HTMLResponse)
@@ -477,7 +477,8 @@ async def keys_page(request: Request, user: Page, ok: str | None = None) -> HTML
     if (refused := _not_admin(request, user)) is not None:
         return refused
     t = console.translator(console.lang_of(request))
-    return await _keys_page(request, user, flashes=flashes(t, ok=ok if ok in KEY_FLASHES else None))
+    return await _keys_page(request, user, flashes=flashes(t, ok=ok if ok == "keys.revoked" else None,
+                                                           error=ok if ok == "keys.not_self" else None))
 
 
 def _key_form_error(role: str, unit: str, name: str, principal: Any) -> str | None:
@@ -524,7 +525,10 @@ async def confirm_revoke(request: Request, key_id: str, user: Page) -> HTMLRespo
         row = next((k for k in await keys.list_keys(session, unit=user.principal.unit) if k.key_id == key_id), None)
     if row is None:
         return console.render(request, "not_found.html", user, status_code=404, nav="keys")
-    return console.render(request, "key_revoke.html", user, key=row, nav="keys")
+    if row.key_id == user.principal.key_id:
+        return console.redirect("/console/keys?ok=keys.not_self")
+    return console.render(request, "key_revoke.html", user, key=row, nav="keys",
+                          cache_s=round(request.app.state.key_cache.ttl_s))
 
 
 @router.post("/keys/{key_id}/revoke")
@@ -533,6 +537,8 @@ async def revoke_key(request: Request, key_id: str, user: Action,
     """Revoke a key in my unit once confirmed; it stops working here at once, its console sessions end. Audited."""
     if (refused := _not_admin(request, user)) is not None:
         return refused
+    if key_id == user.principal.key_id:  # it would sign this admin out for good; another admin may do it
+        return console.redirect("/console/keys?ok=keys.not_self")
     if confirm != "yes":
         return console.redirect(f"/console/keys/{key_id}/revoke")
     try:
