@@ -24,3 +24,5 @@ class ApiKey(Base):
     name: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     revoked_at: Mapped[datetime | None]
+    # Written by KeyCache at most once a minute per key and process (LAST_USED_EVERY_S).
+    last_used_at: Mapped[datetime | None]

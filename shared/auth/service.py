@@ -8,12 +8,17 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import select
+import structlog
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.audit import service as audit
 from shared.auth.models import ApiKey
 from shared.ids import uuid7
+
+log = structlog.get_logger(__name__)
 
 ROLES = ("ingest", "operator", "officer", "supervisor", "admin")
 _KEY_RE = re.compile(r"^shk_([a-z0-9]{8,16})_([A-Za-z0-9_-]{20,128})$")
@@ -95,17 +100,91 @@ def _split(presented: str) -> tuple[str, str]:
     return hashlib.sha256(presented.encode()).hexdigest()[:12], presented
 
 
+async def list_keys(session: AsyncSession, *, unit: str) -> list[ApiKey]:
+    """Keys whose unit lies inside `unit` (an admin manages only those), newest first; secrets never leave."""
+    query = select(ApiKey).where(ApiKey.unit.startswith(unit, autoescape=True)).order_by(ApiKey.created_at.desc(),
+                                                                                         ApiKey.key_id)
+    return list((await session.execute(query)).scalars())
+
+
+async def issue_key(session: AsyncSession, *, role: str, unit: str, name: str, issuer: Principal,
+                    now: datetime) -> tuple[ApiKey, str]:
+    """An admin creates a key inside their own unit; audited. InvalidKeySpec names what is wrong."""
+    name = name.strip()
+    if not name:
+        raise InvalidKeySpec("name: give the key a name (who or what uses it)")
+    unit = normalize_unit(unit)
+    if not unit.startswith(issuer.unit):
+        raise InvalidKeySpec(f"unit must lie inside your own unit ({issuer.unit or 'nationwide'})")
+    row, full = await create_key(session, role=role, unit=unit, name=name)
+    audit.record(session, at=now, actor=issuer.actor, action="key.created", region_code=unit or None,
+                 key_id=row.key_id, role=role, unit=unit, name=row.name)
+    return row, full
+
+
+class KeyNotFound(LookupError):
+    pass
+
+
+async def revoke_key(session: AsyncSession, *, key_id: str, issuer: Principal, now: datetime) -> ApiKey:
+    """Revoke a key inside the admin's unit (idempotent: an already revoked key keeps its first time); audited.
+
+    Its console sessions end at once (they re-read the key); a process's KeyCache may accept it for up to
+    its ttl_s more, except in the process that revoked it (KeyCache.forget).
+    """
+    row = (await session.execute(select(ApiKey).where(ApiKey.key_id == key_id).with_for_update())).scalar_one_or_none()
+    if row is None or not row.unit.startswith(issuer.unit):
+        raise KeyNotFound(key_id)
+    if row.revoked_at is None:
+        row.revoked_at = now
+        audit.record(session, at=now, actor=issuer.actor, action="key.revoked", region_code=row.unit or None,
+                     key_id=row.key_id, role=row.role, unit=row.unit, name=row.name)
+    return row
+
+
+# How often a key's last_used_at is written per process: an admin needs "in use today", not each request.
+LAST_USED_EVERY_S = 60.0
+
+
 class KeyCache:
     """Verified keys for `ttl_s` seconds, so a busy ingest endpoint does not read the key table per request.
 
-    A revoked key therefore keeps working for at most `ttl_s` seconds in each process.
+    A revoked key therefore keeps working for at most `ttl_s` seconds in each process (but at once stops in
+    the process that revoked it, through `forget`). Each key's last use is written at most once every
+    LAST_USED_EVERY_S seconds.
     """
 
     def __init__(self, ttl_s: float = 30.0) -> None:
         self.ttl_s = ttl_s
         self._entries: dict[str, tuple[float, Principal | None]] = {}
+        self._used_at: dict[str, float] = {}  # key_id -> monotonic time last_used_at was last written
+
+    def forget(self, key_id: str) -> None:
+        """Drop what is cached for a key (it was just revoked here)."""
+        for digest in [d for d, (_, p) in self._entries.items() if p is not None and p.key_id == key_id]:
+            del self._entries[digest]
+
+    async def _note_use(self, session_factory, key_id: str, now: float) -> None:  # noqa: ANN001
+        last = self._used_at.get(key_id)
+        if last is not None and now - last < LAST_USED_EVERY_S:
+            return
+        self._used_at[key_id] = now
+        if len(self._used_at) > 10_000:
+            self._used_at.clear()
+        try:
+            async with session_factory() as session, session.begin():
+                await session.execute(update(ApiKey).where(ApiKey.key_id == key_id)
+                                      .values(last_used_at=func.now()))
+        except Exception as exc:  # bookkeeping only: never fail a request for it
+            log.warning("auth.last_used_not_written", key_id=key_id, error=f"{type(exc).__name__}: {exc}"[:200])
 
     async def authenticate(self, session_factory, presented: str) -> Principal | None:  # noqa: ANN001
+        principal = await self._verify(session_factory, presented)
+        if principal is not None:
+            await self._note_use(session_factory, principal.key_id, time.monotonic())
+        return principal
+
+    async def _verify(self, session_factory, presented: str) -> Principal | None:  # noqa: ANN001
         now = time.monotonic()
         digest = _sha256(presented)
         hit = self._entries.get(digest)

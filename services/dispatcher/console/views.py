@@ -25,6 +25,7 @@ from services.dispatcher.tasks import service as tasks
 from shared import contracts
 from shared.audit.keys import Checkpoint
 from shared.audit.service import verify_chain
+from shared.auth import service as keys
 from shared.clock import LOCAL_TZ
 from shared.console.sessions import ConsoleUser
 from shared.console.web import Console, LiveEmergency, reporter
@@ -66,7 +67,8 @@ async def overview(request: Request, user: Page) -> HTMLResponse:
     async with sessionmaker(request)() as session:
         live = await reports.overview(session, unit=unit, now=now, limit=25)
         days = await service.daily_compliance(session, unit=unit, now=now, days=7)
-    return console.render(request, "overview.html", user, live=live, days=days, nav="overview")
+        open_now = await reports.open_now(session, unit=unit, now=now)
+    return console.render(request, "overview.html", user, live=live, days=days, open_now=open_now, nav="overview")
 
 
 def flashes(t: Any, *, ok: str | None = None, error: str | None = None, **values: Any) -> list[tuple[str, str]]:
@@ -81,16 +83,65 @@ def flashes(t: Any, *, ok: str | None = None, error: str | None = None, **values
 
 # ---- escalations and breaches -----------------------------------------------------------------------
 
+QUEUE_CLOSED_DAYS = 7  # how far back "with closed breaches" looks (deadlines passed since)
+
+
+def actor_label(actor: str | None, t: Any) -> str:
+    """Who an audit actor is, in words: a key's name, a channel, the citizen, the system's timers, a unit."""
+    if not actor:
+        return t("actor.nobody")
+    kind, _, rest = actor.partition(":")
+    if kind == "key":
+        return rest.split(":", 1)[-1]
+    if kind == "channel":
+        return t("channel." + rest) if rest in contracts.CHANNELS else rest
+    if kind == "citizen":
+        return t("banner.citizen")
+    if kind == "system":
+        return t("actor.system")
+    if kind == "unit":
+        return t("actor.unit", code=rest)
+    return actor
+
+
+def action_label(action: str, t: Any) -> str:
+    """An audit action in words (the catalogue's action.* keys), the code itself only if it has none."""
+    key = "action." + action
+    text = t(key)
+    return action if text == key else text
+
+
 @router.get("/queue", response_class=HTMLResponse)
 async def queue_page(request: Request, user: Page, ok: str | None = None, error: str | None = None,
-                     target: str = "") -> HTMLResponse:
-    """Open tasks escalated or past their deadline, undecided first, each with one-click reassignment."""
-    async with sessionmaker(request)() as session:
-        rows = await service.escalation_queue(session, unit=user.principal.unit)
+                     target: str = "", tier: str = "", unit: str = "", closed: bool = False) -> HTMLResponse:
+    """Open tasks escalated or past their deadline, undecided first, each with who worked it last, when it breached
+    and one-click reassignment; filtered by tier and unit, optionally with the last week's breaches closed late."""
     t = console.translator(console.lang_of(request))
+    principal = user.principal
+    problems = []
+    tier, unit = tier.strip(), unit.strip()
+    if tier and tier not in contracts.TIERS:
+        problems.append(t("queue.bad_tier"))
+    if unit and (not UNIT_RE.match(unit) or not (unit.startswith(principal.unit) or principal.unit.startswith(unit))):
+        problems.append(t("queue.bad_filter_unit"))
+    rows: list[Any] = []
+    if not problems:
+        closed_since = console.now(request) - timedelta(days=QUEUE_CLOSED_DAYS) if closed else None
+        # A unit above mine narrows nothing: my own unit bounds what I see anyway.
+        within = unit if unit.startswith(principal.unit) and unit != principal.unit else None
+        async with sessionmaker(request)() as session:
+            rows = await service.escalation_queue(session, unit=principal.unit, tier=tier or None, within=within,
+                                                  closed_since=closed_since)
     target = t("queue.seats") if target == "seats" else target
-    return console.render(request, "queue.html", user, rows=rows, nav="queue",
-                          flashes=flashes(t, ok="queue.done" if ok else None, error=error, target=target))
+    messages = flashes(t, ok="queue.done" if ok else None, error=error if error in QUEUE_FLASHES else None,
+                       target=target) + [("error", p) for p in problems]
+    return console.render(request, "queue.html", user, rows=rows, nav="queue", flashes=messages,
+                          form={"tier": tier, "unit": unit, "closed": closed}, closed_days=QUEUE_CLOSED_DAYS,
+                          who=lambda actor: actor_label(actor, t), what=lambda action: action_label(action, t),
+                          status_code=422 if problems else 200)
+
+
+QUEUE_FLASHES = ("queue.bad_unit", "queue.closed")
 
 
 @router.post("/tasks/{task_id}/reassign")
@@ -227,21 +278,7 @@ async def ranking_csv(request: Request, user: Page, days: int = Query(default=7,
 
 # ---- audit log ----------------------------------------------------------------------------------------
 
-def _audit_filters(task_id: str, case_id: str, actor: str, action: str, from_: str, to: str) -> dict[str, Any]:
-    """The audit page's filter form, read leniently: a malformed field is ignored and shown as such."""
-    filters: dict[str, Any] = {}
-    for name, value, parse in (("task_id", task_id, uuid.UUID), ("case_id", case_id, uuid.UUID),
-                               ("from_", from_, _local_datetime), ("to", to, _local_datetime)):
-        if value.strip():
-            try:
-                filters[name] = parse(value.strip())
-            except ValueError:
-                filters.setdefault("invalid", []).append(name.rstrip("_"))
-    if actor.strip():
-        filters["actor"] = actor.strip()
-    if action.strip():
-        filters["action"] = action.strip()
-    return filters
+AUDIT_FIELDS = ("id", "task_id", "case_id", "actor", "action", "from", "to")
 
 
 def _local_datetime(value: str) -> datetime:
@@ -249,29 +286,83 @@ def _local_datetime(value: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=LOCAL_TZ)
 
 
+async def _audit_query(session: Any, unit: str, form: dict[str, str]) -> audit_service.Filters:
+    """The audit page's filter form, checked: a bad field raises BadFilter naming it (never silently ignored)."""
+    parsed: dict[str, Any] = {}
+    for name, key, parse in (("task_id", "task_id", uuid.UUID), ("case_id", "case_id", uuid.UUID),
+                             ("from_", "from", _local_datetime), ("to", "to", _local_datetime)):
+        if form[key]:
+            try:
+                parsed[name] = parse(form[key])
+            except ValueError:
+                raise audit_service.BadFilter(key, "not a valid value", code="bad_" + name.rstrip("_")) from None
+    return await audit_service.check_filters(session, unit=unit, id_prefix=form["id"] or None,
+                                             actor=form["actor"] or None, action=form["action"] or None, **parsed)
+
+
+def _audit_form(**values: str) -> dict[str, str]:
+    return {k: (values.get(k) or "").strip() for k in AUDIT_FIELDS}
+
+
+def _action_choices(t: Any) -> list[tuple[str, str]]:
+    """The action filter's options: each family, then each action, in words."""
+    families = sorted({a.split(".")[0] for a in audit_service.ACTIONS})
+    return ([(f, t("audit.family." + f)) for f in families]
+            + sorted(((a, action_label(a, t)) for a in audit_service.ACTIONS), key=lambda c: c[0]))
+
+
 @router.get("/audit", response_class=HTMLResponse)
-async def audit_page(request: Request, user: Page, task_id: str = "", case_id: str = "", actor: str = "",
-                     action: str = "", from_: str = Query(default="", alias="from"), to: str = "",
+async def audit_page(request: Request, user: Page, id: str = "", task_id: str = "", case_id: str = "",  # noqa: A002
+                     actor: str = "", action: str = "", from_: str = Query(default="", alias="from"), to: str = "",
                      before: int | None = None) -> HTMLResponse:
-    """The dispatch log, newest first, filterable by case, task, actor, action and time; CSV export; chain check."""
-    filters = _audit_filters(task_id, case_id, actor, action, from_, to)
-    invalid = filters.pop("invalid", [])
+    """The dispatch log, newest first, filterable by id prefix (task, case, warning), actor, action and time; CSV
+    export; chain check. A bad filter is a 422 page naming the field; an ambiguous id lists its matches."""
+    form = _audit_form(id=id, task_id=task_id, case_id=case_id, actor=actor, action=action, to=to, **{"from": from_})
+    t = console.translator(console.lang_of(request))
+    rows, older, problem, entity = [], None, None, None
     async with sessionmaker(request)() as session:
-        rows, older = await audit_service.search(session, unit=user.principal.unit, cursor=before, limit=100,
-                                                 newest_first=True, **filters)
-    form = {"task_id": task_id, "case_id": case_id, "actor": actor, "action": action, "from": from_, "to": to}
-    return console.render(request, "audit.html", user, rows=rows, older=older, form=form, invalid=invalid,
-                          nav="audit", query=urlencode({k: v for k, v in form.items() if v}))
+        try:
+            filters = await _audit_query(session, user.principal.unit, form)
+        except audit_service.BadFilter as exc:
+            problem = exc
+        else:
+            entity = filters.entity
+            if not (filters.id_given and entity is None):
+                rows, older = await audit_service.search(
+                    session, unit=user.principal.unit, cursor=before, limit=100, newest_first=True,
+                    task_id=filters.task_id, case_id=filters.case_id, actor=filters.actor, action=filters.action,
+                    from_=filters.from_, to=filters.to)
+    error = None
+    if problem is not None:
+        error = t("audit.error." + problem.code, field=t("audit.field." + problem.field), n=len(problem.matches),
+                  min=audit_service.MIN_PREFIX_HEX)
+    elif form["id"] and entity is None:
+        error = t("audit.error.id_none")
+    return console.render(request, "audit.html", user, rows=rows, older=older, form=form, nav="audit",
+                          query=urlencode({k: v for k, v in form.items() if v}), error=error,
+                          error_field=problem.field if problem else ("id" if error else None),
+                          matches=problem.matches if problem else [], entity=entity,
+                          actions=_action_choices(t), short=audit_service.short_id,
+                          who=lambda a: actor_label(a, t), what=lambda a: action_label(a, t),
+                          status_code=422 if problem else 200)
 
 
 @router.get("/audit.csv")
-async def audit_csv(request: Request, user: Page, task_id: str = "", case_id: str = "", actor: str = "",
-                    action: str = "", from_: str = Query(default="", alias="from"), to: str = "") -> Response:
+async def audit_csv(request: Request, user: Page, id: str = "", task_id: str = "", case_id: str = "",  # noqa: A002
+                    actor: str = "", action: str = "", from_: str = Query(default="", alias="from"),
+                    to: str = "") -> Response:
     """The filtered log as CSV: numbers masked for supervisors; for admins, bodies exactly as hashed (checkable)."""
-    filters = _audit_filters(task_id, case_id, actor, action, from_, to)
-    filters.pop("invalid", None)
+    form = _audit_form(id=id, task_id=task_id, case_id=case_id, actor=actor, action=action, to=to, **{"from": from_})
     async with sessionmaker(request)() as session:
-        rows, _ = await audit_service.search(session, unit=user.principal.unit, limit=10_000, **filters)
+        try:
+            filters = await _audit_query(session, user.principal.unit, form)
+        except audit_service.BadFilter as exc:
+            return Response(str(exc), status_code=422, media_type="text/plain; charset=utf-8")
+        rows: list[Any] = []
+        if not (filters.id_given and filters.entity is None):
+            rows, _ = await audit_service.search(
+                session, unit=user.principal.unit, limit=10_000, task_id=filters.task_id, case_id=filters.case_id,
+                actor=filters.actor, action=filters.action, from_=filters.from_, to=filters.to)
     return csv_response([{"seq": r.seq, "at": r.at.isoformat(), "actor": r.actor, "action": r.action,
                           "task_id": r.task_id or "", "case_id": r.case_id or "", "region_code": r.region_code or "",
                           "body": r.body, "hash": r.hash} for r in rows], "audit.csv",
@@ -333,20 +424,127 @@ async def clue_step(request: Request, clue_id: uuid.UUID, step: str, user: Actio
 
 # ---- deadline compliance --------------------------------------------------------------------------
 
+async def _decided_report(request: Request, user: ConsoleUser, days: int) -> dict[str, Any]:
+    """Tasks decided from local midnight `days - 1` days ago until now (1 = today), the overview's rule."""
+    now = console.now(request)
+    async with sessionmaker(request)() as session:
+        return await reports.decided_compliance(session, unit=user.principal.unit,
+                                                from_=service.local_day_start(now, days - 1),
+                                                to=now + timedelta(microseconds=1), now=now)  # up to and with now
+
+
 @router.get("/compliance", response_class=HTMLResponse)
 async def compliance_page(request: Request, user: Page, days: int = Query(default=7, ge=1, le=92)) -> HTMLResponse:
-    """Deadline compliance per tier for tasks due in the period: in time, breached, open, reach, times, outcomes."""
-    start, end = _period(console.now(request), days)
-    async with sessionmaker(request)() as session:
-        report = await reports.compliance(session, unit=user.principal.unit, from_=start, to=end)
+    """Deadline compliance per tier for tasks decided in the period (today by default on the 1-day view), beside
+    the tasks still open now and at risk; reach, times, outcomes."""
+    report = await _decided_report(request, user, days)
     return console.render(request, "compliance.html", user, report=report, days=days, nav="compliance",
                           outcomes=reports.OUTCOMES)
 
 
 @router.get("/compliance.csv")
 async def compliance_csv(request: Request, user: Page, days: int = Query(default=7, ge=1, le=92)) -> Response:
-    start, end = _period(console.now(request), days)
-    async with sessionmaker(request)() as session:
-        report = await reports.compliance(session, unit=user.principal.unit, from_=start, to=end)
+    report = await _decided_report(request, user, days)
     return csv_response(reports.compliance_rows(report), f"compliance-{user.principal.unit or 'all'}.csv",
                         mask_numbers=masks_exports(user.principal))
+
+
+# ---- API keys (admins only) ---------------------------------------------------------------------------
+
+KEY_FLASHES = ("keys.revoked", "keys.not_self")
+
+
+def _not_admin(request: Request, user: ConsoleUser) -> HTMLResponse | None:
+    """Key management is an admin's: anyone else gets the 403 page, in words."""
+    if user.principal.role == "admin":
+        return None
+    return console.render(request, "forbidden.html", user, status_code=403, nav="keys",
+                          reason_key="keys.admins_only")
+
+
+async def _keys_page(request: Request, user: ConsoleUser, *, status_code: int = 200,
+                     **context: Any) -> HTMLResponse:
+    async with sessionmaker(request)() as session:
+        rows = await keys.list_keys(session, unit=user.principal.unit)
+    context.setdefault("form", {"role": "operator", "unit": user.principal.unit, "name": ""})
+    return console.render(request, "keys.html", user, rows=rows, roles=keys.ROLES, nav="keys",
+                          status_code=status_code, cache_s=round(request.app.state.key_cache.ttl_s), **context)
+
+
+@router.get("/keys", response_class=HTMLResponse)
+async def keys_page(request: Request, user: Page, ok: str | None = None) -> HTMLResponse:
+    """Every key in my unit (role, unit, name, created, last used, revoked), a form to create one, revoke links."""
+    if (refused := _not_admin(request, user)) is not None:
+        return refused
+    t = console.translator(console.lang_of(request))
+    return await _keys_page(request, user, flashes=flashes(t, ok=ok if ok == "keys.revoked" else None,
+                                                           error=ok if ok == "keys.not_self" else None))
+
+
+def _key_form_error(role: str, unit: str, name: str, principal: Any) -> str | None:
+    """The first field of the create form that is wrong (its name), else None."""
+    if role not in keys.ROLES:
+        return "role"
+    try:
+        normalized = keys.normalize_unit(unit)
+    except keys.InvalidKeySpec:
+        return "unit"
+    if not normalized.startswith(principal.unit):
+        return "unit"
+    if not name.strip():
+        return "name"
+    return None
+
+
+@router.post("/keys", response_class=HTMLResponse)
+async def create_key(request: Request, user: Action, role: Annotated[str, Form(max_length=16)] = "",
+                     unit: Annotated[str, Form(max_length=6)] = "",
+                     name: Annotated[str, Form(max_length=100)] = "") -> HTMLResponse:
+    """Create a key in my unit; the page shows its secret this once (only its hash is stored). Audited."""
+    if (refused := _not_admin(request, user)) is not None:
+        return refused
+    t = console.translator(console.lang_of(request))
+    form = {"role": role, "unit": unit.strip(), "name": name.strip()}
+    field = _key_form_error(role, unit, name, user.principal)
+    if field is not None:
+        return await _keys_page(request, user, status_code=422, form=form, error_field=field,
+                                flashes=[("error", t("keys.error." + field, unit=user.principal.unit or t("unit.all")))])
+    async with transaction(sessionmaker(request)) as session:
+        row, secret = await keys.issue_key(session, role=role, unit=unit, name=name, issuer=user.principal,
+                                           now=console.now(request))
+    return await _keys_page(request, user, created=row, secret=secret,
+                            flashes=[("ok", t("keys.created", name=row.name))])
+
+
+@router.get("/keys/{key_id}/revoke", response_class=HTMLResponse)
+async def confirm_revoke(request: Request, key_id: str, user: Page) -> HTMLResponse:
+    """The confirmation step before a key is revoked: which key, what stops working."""
+    if (refused := _not_admin(request, user)) is not None:
+        return refused
+    async with sessionmaker(request)() as session:
+        row = next((k for k in await keys.list_keys(session, unit=user.principal.unit) if k.key_id == key_id), None)
+    if row is None:
+        return console.render(request, "not_found.html", user, status_code=404, nav="keys")
+    if row.key_id == user.principal.key_id:
+        return console.redirect("/console/keys?ok=keys.not_self")
+    return console.render(request, "key_revoke.html", user, key=row, nav="keys",
+                          cache_s=round(request.app.state.key_cache.ttl_s))
+
+
+@router.post("/keys/{key_id}/revoke")
+async def revoke_key(request: Request, key_id: str, user: Action,
+                     confirm: Annotated[str, Form(max_length=10)] = "") -> Response:
+    """Revoke a key in my unit once confirmed; it stops working here at once, its console sessions end. Audited."""
+    if (refused := _not_admin(request, user)) is not None:
+        return refused
+    if key_id == user.principal.key_id:  # it would sign this admin out for good; another admin may do it
+        return console.redirect("/console/keys?ok=keys.not_self")
+    if confirm != "yes":
+        return console.redirect(f"/console/keys/{key_id}/revoke")
+    try:
+        async with transaction(sessionmaker(request)) as session:
+            await keys.revoke_key(session, key_id=key_id, issuer=user.principal, now=console.now(request))
+    except keys.KeyNotFound:
+        return console.render(request, "not_found.html", user, status_code=404, nav="keys")
+    request.app.state.key_cache.forget(key_id)
+    return console.redirect("/console/keys?ok=keys.revoked")

@@ -7,11 +7,18 @@ Definitions (what a supervisor's numbers mean):
 - "open": not closed at the time of the report (still being worked);
 - "reached": a person answered a call or pressed a button (reached_at set);
 - time to first contact: task opened -> reached; time to closure: task opened -> closed.
+
+The console counts a period differently (`decided_compliance`, `daily_decided`): a task counts on the day its
+outcome was decided, so "today" is never 0/0 while work is being done:
+- closed in time: on the day it closed (even when its deadline is tomorrow);
+- breached: on the day its deadline passed (whether closed later or still open);
+- tasks still open and not yet due are not decided: they are shown beside the rate as "open now", with
+  how many are at risk (due within the next hour).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -36,8 +43,7 @@ async def plan_for_values(session: AsyncSession) -> None:
     await session.execute(_CUSTOM_PLANS)
 
 
-_COMPLIANCE = sql(
-    "SELECT tier,"
+_FIGURES = (
     " count(*) AS due,"
     " count(*) FILTER (WHERE status = 'closed' AND closed_at <= due_at) AS closed_in_time,"
     " count(*) FILTER (WHERE breached OR (status = 'closed' AND closed_at > due_at)) AS breached,"
@@ -51,10 +57,37 @@ _COMPLIANCE = sql(
     "   FILTER (WHERE status = 'closed') AS closure_p50_s,"
     " percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM closed_at - created_at))"
     "   FILTER (WHERE status = 'closed') AS closure_p90_s,"
-    + ", ".join(f" count(*) FILTER (WHERE outcome = '{o}') AS outcome_{o}" for o in OUTCOMES) +
+    + ", ".join(f" count(*) FILTER (WHERE outcome = '{o}') AS outcome_{o}" for o in OUTCOMES)
+)
+_COMPLIANCE = sql(
+    "SELECT tier," + _FIGURES +
     " FROM tasks WHERE region_code LIKE :unit AND due_at >= :from_ AND due_at < :to"
     " GROUP BY ROLLUP (tier)"
 )
+
+_IN_TIME = "(status = 'closed' AND closed_at <= due_at)"
+# Tasks whose outcome was decided in [from, to): closed in time then, or their deadline passed then (before
+# :until = min(to, now)) without a closure in time. Both imply due_at >= from (a task closed in time closed before
+# its deadline), which keeps the scan on ix_tasks_due_region's range for the unit.
+_DECIDED_WHERE = (
+    " WHERE region_code LIKE :unit AND due_at >= :from_ AND ("
+    f"  ({_IN_TIME} AND closed_at >= :from_ AND closed_at < :to)"
+    f"  OR (due_at < :until AND NOT {_IN_TIME}))"
+)
+_DECIDED = sql("SELECT tier," + _FIGURES + " FROM tasks" + _DECIDED_WHERE + " GROUP BY ROLLUP (tier)")
+_DAILY_DECIDED = sql(
+    f"SELECT (CASE WHEN {_IN_TIME} THEN closed_at ELSE due_at END AT TIME ZONE :tz)::date AS day,"
+    f" count(*) AS decided, count(*) FILTER (WHERE {_IN_TIME}) AS in_time FROM tasks" + _DECIDED_WHERE +
+    " GROUP BY 1"
+)
+# Open and not yet due: nothing decided about them yet. At risk: due within AT_RISK_S.
+_OPEN_NOW = sql(
+    "SELECT tier, count(*) AS open, count(*) FILTER (WHERE due_at < :soon) AS at_risk FROM tasks"
+    " WHERE region_code LIKE :unit AND status <> 'closed' AND due_at >= :now GROUP BY ROLLUP (tier)"
+)
+AT_RISK_S = 3600
+# "Until now" includes what happened at this very instant (a task closed a moment ago, on a frozen clock in tests).
+_INSTANT = timedelta(microseconds=1)
 
 
 def _rate(part: int, whole: int) -> float | None:
@@ -69,11 +102,17 @@ async def compliance(session: AsyncSession, *, unit: str, from_: datetime, to: d
     """Per tier and in total: due, closed in time, breached, open, reach rate, contact and closure times, outcomes."""
     await plan_for_values(session)
     rows = (await session.execute(_COMPLIANCE, {"unit": unit + "%", "from_": from_, "to": to})).all()
+    return {"unit": unit, "from": from_, "to": to, **_by_tier(rows)}
+
+
+def _by_tier(rows: list[Any], *, decided: bool = False) -> dict[str, Any]:
     by_tier: dict[str, Any] = {}
     for row in rows:
         key = row.tier or "all"
         by_tier[key] = {
-            "due": row.due, "closed_in_time": row.closed_in_time, "breached": row.breached,
+            "due": row.due, "closed_in_time": row.closed_in_time,
+            # Decided and not in time is breached, even before the timer has flagged it.
+            "breached": row.due - row.closed_in_time if decided else row.breached,
             "still_open": row.still_open, "compliance_rate": _rate(row.closed_in_time, row.due),
             "reach_rate": _rate(row.reached, row.due),
             "first_contact_p50_s": _seconds(row.contact_p50_s), "first_contact_p90_s": _seconds(row.contact_p90_s),
@@ -83,9 +122,37 @@ async def compliance(session: AsyncSession, *, unit: str, from_: datetime, to: d
     empty = {"due": 0, "closed_in_time": 0, "breached": 0, "still_open": 0, "compliance_rate": None,
              "reach_rate": None, "first_contact_p50_s": None, "first_contact_p90_s": None, "closure_p50_s": None,
              "closure_p90_s": None, "outcomes": dict.fromkeys(OUTCOMES, 0)}
-    return {"unit": unit, "from": from_, "to": to,
-            "tiers": {t: by_tier.get(t, empty) for t in ("high", "medium", "low")},
+    return {"tiers": {t: by_tier.get(t, empty) for t in ("high", "medium", "low")},
             "total": by_tier.get("all", empty)}
+
+
+async def decided_compliance(session: AsyncSession, *, unit: str, from_: datetime, to: datetime,
+                             now: datetime) -> dict[str, Any]:
+    """The console's rule (module docstring): tasks decided in [from, to), per tier and in total, with the same
+    figures as `compliance` ("due" = decided), plus `open_now`: tasks still open and not yet due, and at risk."""
+    await plan_for_values(session)
+    params = {"unit": unit + "%", "from_": from_, "to": to, "until": min(to, now)}
+    rows = (await session.execute(_DECIDED, params)).all()
+    return {"unit": unit, "from": from_, "to": to, "rule": "decided", **_by_tier(rows, decided=True),
+            "open_now": await open_now(session, unit=unit, now=now)}
+
+
+async def open_now(session: AsyncSession, *, unit: str, now: datetime) -> dict[str, dict[str, int]]:
+    """Open tasks whose deadline is still ahead, per tier and in total ("all"): how many, how many due within
+    the next hour (at risk)."""
+    params = {"unit": unit + "%", "now": now, "soon": now + timedelta(seconds=AT_RISK_S)}
+    out = {t: {"open": 0, "at_risk": 0} for t in ("high", "medium", "low", "all")}
+    for row in (await session.execute(_OPEN_NOW, params)).all():
+        out[row.tier or "all"] = {"open": row.open, "at_risk": row.at_risk}
+    return out
+
+
+async def daily_decided(session: AsyncSession, *, unit: str, from_: datetime, now: datetime,
+                        tz: str) -> dict[Any, Any]:
+    """Per local day since `from_`: tasks decided that day and how many of them in time (see the module docstring)."""
+    await plan_for_values(session)
+    params = {"unit": unit + "%", "from_": from_, "to": now + _INSTANT, "until": now, "tz": tz}
+    return {r.day: r for r in (await session.execute(_DAILY_DECIDED, params)).all()}
 
 
 def compliance_rows(report: dict[str, Any]) -> list[dict[str, Any]]:

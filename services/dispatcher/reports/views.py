@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 
@@ -74,12 +74,24 @@ _REPORT_ANSWERS: dict[int | str, dict[str, Any]] = {
 @router.get("/compliance", responses=_REPORT_ANSWERS)
 async def compliance(request: Request, principal: SupervisorKey, rt: RuntimeDep,
                      unit: str | None = Query(default=None, pattern=r"^[0-9]{2,6}$"),
-                     from_: AwareTime | None = Query(default=None, alias="from"), to: AwareTime | None = None) -> Response:
-    """Deadline compliance per tier for tasks due in [from, to) (default: the last 7 days), in your unit."""
+                     from_: AwareTime | None = Query(default=None, alias="from"), to: AwareTime | None = None,
+                     basis: Literal["due", "decided"] = Query(
+                         default="due",
+                         description="`due` (default): tasks whose deadline falls in [from, to). `decided`: the "
+                                     "console's rule, tasks whose outcome was decided in [from, to): closed in time "
+                                     "then (even if due later), or breached when their deadline passed then; adds "
+                                     "`open_now` (open tasks not yet due, and `at_risk`: due within the hour)")) -> Response:
+    """Deadline compliance per tier (default: tasks due in [from, to), the last 7 days), in your unit.
+
+    With `basis=decided`, the figures the console shows: a period up to now is never 0/0 while work is being done.
+    """
     scope = _scope(principal, unit)
     start, end = _period(rt, from_, to)
     async with rt.sessionmaker() as session:
-        report = await service.compliance(session, unit=scope, from_=start, to=end)
+        if basis == "decided":
+            report = await service.decided_compliance(session, unit=scope, from_=start, to=end, now=rt.clock.now())
+        else:
+            report = await service.compliance(session, unit=scope, from_=start, to=end)
     if _wants_csv(request):
         rows = service.compliance_rows(report)
         return csv_response(rows, f"compliance-{scope or 'all'}.csv", mask_numbers=masks_exports(principal))
