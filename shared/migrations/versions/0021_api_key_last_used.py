@@ -1,7 +1,7 @@
 """When each API key was last used: api_keys.last_used_at (issue 14, key management page).
 
-Revision ID: 0022
-Revises: 0018
+Revision ID: 0021
+Revises: 0020
 Create Date: 2026-12-03
 
 - api_keys.last_used_at: written by the key cache when a key authenticates, at most once a minute per key and
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0022"
-down_revision = "0018"
+revision = "0021"
+down_revision = "0020"
 branch_labels = None
 depends_on = None
 
