@@ -596,7 +596,8 @@ async def test_a_call_in_runs_the_numbers_twiml_signed_and_takes_the_callers_key
     caller, Direction inbound), says the <Say>s, takes the keys the caller presses, tells the status callback
     at the end, and the caller can hang up; a number nobody set up is 404."""
     desk, line = "+8657187000001", "+8657196111"
-    phone.app.routes["/voice"] = GATHER_TWIML
+    # A long keypad wait (600 s of phone time is 6 s here): the test must see the Gather before pressing.
+    phone.app.routes["/voice"] = GATHER_TWIML.replace('timeout="5"', 'timeout="600"')
     phone.app.routes["/gather"] = '<Response><Say language="zh-CN">已记录。</Say><Pause length="60"/></Response>'
     missing = await phone.control.post(CONTROL + "/dial-in", json={"from": desk, "to": line})
     assert missing.status_code == 404
