@@ -20,8 +20,8 @@ async def test_two_replicas_together_keep_the_accounts_calls_per_second(db_url: 
         other_starts: list[float] = []
 
         async def dial(pacer: CallPacer, into: list[float]) -> None:
-            await pacer.acquire()
-            into.append(time.monotonic())
+            async with pacer.slot():
+                into.append(time.monotonic())
 
         began = time.monotonic()
         await asyncio.gather(*(dial(p, starts) for p in pacers for _ in range(8)), dial(other, other_starts))
@@ -33,6 +33,33 @@ async def test_two_replicas_together_keep_the_accounts_calls_per_second(db_url: 
         assert min(b - a for a, b in zip(starts, starts[4:], strict=False)) >= 0.97
         assert 15 * 0.255 - 0.1 <= starts[-1] - starts[0] < 15 * 0.255 + 1.5
         assert other_starts[0] - began < 0.5  # another account has a pace of its own
+    finally:
+        for limits in replicas:
+            await limits.close()
+
+
+async def test_arrivals_never_exceed_the_rate_in_any_second_when_requests_are_slow_then_fast(db_url: str) -> None:
+    """At 2 calls/s, a slow request followed by fast ones would put 3 arrivals in one second if starts were only
+    spaced; the token, counted from each answer, keeps every sliding second at 2 across two replicas."""
+    replicas = [SharedLimits(service_url(db_url, None)) for _ in range(2)]
+    try:
+        pacers = [CallPacer(limits, key="AC-slow-fast", calls_per_s=2) for limits in replicas]
+        arrivals: list[float] = []
+        started = 0
+
+        async def dial(pacer: CallPacer) -> None:
+            nonlocal started
+            async with pacer.slot():
+                latency_s = 0.45 if started % 3 == 0 else 0.0  # one request in three takes its time to arrive
+                started += 1
+                await asyncio.sleep(latency_s)
+                arrivals.append(time.monotonic())  # what Twilio counts; the answer follows at once
+
+        await asyncio.gather(*(dial(p) for p in pacers for _ in range(5)))
+        arrivals.sort()
+        assert len(arrivals) == 10
+        # Any three consecutive arrivals span more than a second (a little under, for the local clock's wake-ups).
+        assert min(c - a for a, c in zip(arrivals, arrivals[2:], strict=False)) >= 0.98, arrivals
     finally:
         for limits in replicas:
             await limits.close()

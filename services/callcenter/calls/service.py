@@ -275,13 +275,13 @@ class CallPlacer:
         async for retry in AsyncRetrying(retry=retry_if_exception(_retryable), stop=stop_after_attempt(5),
                                          wait=wait_exponential_jitter(initial=1, max=30), reraise=True):
             with retry:
-                await self.pacer.acquire()
-                return await self.client.calls.create_async(
-                    to=to, from_=self.from_number, method="POST",
-                    url=self.url("/twilio/voice", attempt_id, round=1),
-                    status_callback=self.url("/twilio/status", attempt_id),
-                    status_callback_method="POST", status_callback_event=STATUS_EVENTS,
-                    machine_detection="Enable", timeout=self.ring_timeout_s)
+                async with self.pacer.slot():
+                    return await self.client.calls.create_async(
+                        to=to, from_=self.from_number, method="POST",
+                        url=self.url("/twilio/voice", attempt_id, round=1),
+                        status_callback=self.url("/twilio/status", attempt_id),
+                        status_callback_method="POST", status_callback_event=STATUS_EVENTS,
+                        machine_detection="Enable", timeout=self.ring_timeout_s)
         raise AssertionError("unreachable")
 
     async def _resolve(self, call: contracts.PlaceCall, job: ClaimedJob, unresolved: Unresolved) -> None:
