@@ -8,10 +8,10 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.audit import service as audit
@@ -142,7 +142,7 @@ async def revoke_key(session: AsyncSession, *, key_id: str, issuer: Principal, n
     return row
 
 
-# How often a key's last_used_at is written per process: an admin needs "in use today", not each request.
+# How stale a key's last_used_at may be: an admin needs "in use today", not each request.
 LAST_USED_EVERY_S = 60.0
 
 
@@ -150,39 +150,23 @@ class KeyCache:
     """Verified keys for `ttl_s` seconds, so a busy ingest endpoint does not read the key table per request.
 
     A revoked key therefore keeps working for at most `ttl_s` seconds in each process (but at once stops in
-    the process that revoked it, through `forget`). Each key's last use is written at most once every
-    LAST_USED_EVERY_S seconds.
+    the process that revoked it, through `forget`). A key's last use is written when the cache reads the key
+    (at most once per `ttl_s` per process), on that read's own connection and only if the stored time is over
+    LAST_USED_EVERY_S old: a separate write per request took a second pool connection, and 1,600 seats
+    signing on at once ran the pool dry (503s in `shouhu bench calls`).
     """
 
     def __init__(self, ttl_s: float = 30.0) -> None:
         self.ttl_s = ttl_s
         self._entries: dict[str, tuple[float, Principal | None]] = {}
-        self._used_at: dict[str, float] = {}  # key_id -> monotonic time last_used_at was last written
 
     def forget(self, key_id: str) -> None:
         """Drop what is cached for a key (it was just revoked here)."""
         for digest in [d for d, (_, p) in self._entries.items() if p is not None and p.key_id == key_id]:
             del self._entries[digest]
 
-    async def _note_use(self, session_factory, key_id: str, now: float) -> None:  # noqa: ANN001
-        last = self._used_at.get(key_id)
-        if last is not None and now - last < LAST_USED_EVERY_S:
-            return
-        self._used_at[key_id] = now
-        if len(self._used_at) > 10_000:
-            self._used_at.clear()
-        try:
-            async with session_factory() as session, session.begin():
-                await session.execute(update(ApiKey).where(ApiKey.key_id == key_id)
-                                      .values(last_used_at=func.now()))
-        except Exception as exc:  # bookkeeping only: never fail a request for it
-            log.warning("auth.last_used_not_written", key_id=key_id, error=f"{type(exc).__name__}: {exc}"[:200])
-
     async def authenticate(self, session_factory, presented: str) -> Principal | None:  # noqa: ANN001
-        principal = await self._verify(session_factory, presented)
-        if principal is not None:
-            await self._note_use(session_factory, principal.key_id, time.monotonic())
-        return principal
+        return await self._verify(session_factory, presented)
 
     async def _verify(self, session_factory, presented: str) -> Principal | None:  # noqa: ANN001
         now = time.monotonic()
@@ -193,10 +177,25 @@ class KeyCache:
         key_id, secret = _split(presented)
         async with session_factory() as session:
             row = (await session.execute(select(ApiKey).where(ApiKey.key_id == key_id))).scalar_one_or_none()
-        principal = None
-        if row is not None and row.revoked_at is None and hmac.compare_digest(row.secret_sha256, _sha256(secret)):
-            principal = Principal(key_id=row.key_id, name=row.name, role=row.role, unit=row.unit)
+            principal = None
+            if row is not None and row.revoked_at is None and hmac.compare_digest(row.secret_sha256, _sha256(secret)):
+                principal = Principal(key_id=row.key_id, name=row.name, role=row.role, unit=row.unit)
+                await _note_use(session, row.key_id)
         if len(self._entries) > 10_000:
             self._entries.clear()
         self._entries[digest] = (now, principal)
         return principal
+
+
+async def _note_use(session: AsyncSession, key_id: str) -> None:
+    """Record that a key was used (if the stored time is stale), committed at once; bookkeeping never fails a request."""
+    try:
+        await session.execute(
+            update(ApiKey).where(ApiKey.key_id == key_id,
+                                 or_(ApiKey.last_used_at.is_(None),
+                                     ApiKey.last_used_at < func.now() - timedelta(seconds=LAST_USED_EVERY_S)))
+            .values(last_used_at=func.now()))
+        await session.commit()
+    except Exception as exc:  # noqa: BLE001
+        await session.rollback()
+        log.warning("auth.last_used_not_written", key_id=key_id, error=f"{type(exc).__name__}: {exc}"[:200])
