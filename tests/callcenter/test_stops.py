@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -106,9 +108,11 @@ class GatedPacer:
         self.waiting = asyncio.Event()
         self.go = asyncio.Event()
 
-    async def acquire(self) -> None:
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
         self.waiting.set()
         await self.go.wait()
+        yield
 
 
 async def test_a_stop_that_arrives_while_the_call_is_being_placed_still_cancels_it(callcenter) -> None:
