@@ -12,11 +12,9 @@ from sqlalchemy import text
 from twilio.request_validator import RequestValidator
 
 from services.callcenter.seats.scheduled import WrapUpSweep
-from services.dispatcher.tasks.plans import RESULT_KIND
-from shared.queue import service as q
-from shared.queue.service import NewJob
 from tests.callcenter.test_calls import said
-from tests.conftest import eventually, warning
+from tests.callcenter.test_seats import operator_task
+from tests.conftest import eventually
 
 SEAT_LINE = "+8657196111"  # the centre's seat line: its voice webhook is the callcenter's /twilio/desk
 DESK = "+8657187000051"  # the operator's desk phone, stored on their seat
@@ -29,18 +27,9 @@ async def api(callcenter):  # noqa: ANN001, ANN201
         yield client
 
 
-async def waiting_task(callcenter, *, phone: str, **fields: Any) -> str:  # noqa: ANN001
+async def waiting_task(callcenter, *, phone: str, signal: str = "fraud_sms_received", **fields: Any) -> str:  # noqa: ANN001
     """A task in the operator queue (the citizen asked for a call back) from a warning with these fields."""
-    d = callcenter.dispatcher
-    resp = await d.client.post("/v1/warnings", json=warning(phone=phone, **fields), headers=await d.headers("ingest", ""))
-    assert resp.status_code == 201, resp.text
-    task_id = resp.json()["task_id"]
-    async with d.sessionmaker() as session, session.begin():
-        await q.enqueue(session, [NewJob(queue="dispatcher", kind=RESULT_KIND, run_at=d.clock.now(),
-                                         payload={"task_id": task_id, "channel": "bot_alert", "attempt": 1,
-                                                  "result": "pressed", "feedback": "callback_requested"})])
-    await d.run_dispatcher_jobs()
-    return task_id
+    return await operator_task(callcenter, phone=phone, signal=signal, **fields)
 
 
 async def seat(callcenter, api, *, unit: str = "3301", phone: str | None = DESK) -> tuple[str, dict]:  # noqa: ANN001

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -16,11 +17,13 @@ from tests.conftest import warning
 
 
 async def operator_task(callcenter, *, phone: str, signal: str = "fraud_call_received",  # noqa: ANN001
-                        region: str = "330106") -> str:
-    """A task waiting in the operator queue (the citizen asked for a call back)."""
+                        region: str = "330106", **fields: Any) -> str:
+    """A task waiting in the operator queue (the citizen asked for a call back), from a warning with these fields."""
     d = callcenter.dispatcher
-    task_id = (await d.client.post("/v1/warnings", json=warning(phone=phone, signal=signal, region_code=region),
-                                   headers=await d.headers("ingest", ""))).json()["task_id"]
+    resp = await d.client.post("/v1/warnings", json=warning(phone=phone, signal=signal, region_code=region, **fields),
+                               headers=await d.headers("ingest", ""))
+    assert resp.status_code == 201, resp.text
+    task_id = resp.json()["task_id"]
     async with d.sessionmaker() as session, session.begin():
         await q.enqueue(session, [NewJob(queue="dispatcher", kind=RESULT_KIND, run_at=d.clock.now(),
                                          payload={"task_id": task_id, "channel": "bot_alert", "attempt": 1,
