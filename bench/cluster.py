@@ -374,3 +374,9 @@ class ReplicaSet:
                 print(f"{proc.name} log kept: {proc.log_path}", file=sys.stderr)
             else:
                 proc.log_path.unlink(missing_ok=True)
+
+
+def load_average_note(when: str) -> str:
+    """The machine's load average as a note ("at the start", "at the end"): the figures' context on a shared machine."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {when} (1/5/15 min): {one:.2f} {five:.2f} {fifteen:.2f}"

@@ -104,6 +104,7 @@ from bench.cluster import (
     Proc,
     ReplicaSet,
     bind_chats,
+    load_average_note,
     make_keys,
     migrated,
 )
@@ -689,8 +690,7 @@ async def bench_faults(quick: bool) -> dict[str, float]:
     plan = _Plan.of(quick)
     report = _Report()
     report.notes.append(await machine_idle_note())
-    load_avg = os.getloadavg()
-    report.notes.append(f"load average at the start (1/5/15 min): {load_avg[0]:.2f} {load_avg[1]:.2f} {load_avg[2]:.2f}")
+    report.notes.append(load_average_note("at the start"))
     final_states = tuple(FINAL_STATES)
     pg = PrivatePostgres()
     cluster: ReplicaSet | None = None
@@ -833,8 +833,7 @@ async def bench_faults(quick: bool) -> dict[str, float]:
                                 " default, not measured")
         report.notes.extend(count_notes)
         report.notes.extend(cluster.error_notes())
-        load1 = os.getloadavg()
-        report.notes.append(f"load average at the end (1/5/15 min): {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
+        report.notes.append(load_average_note("at the end"))
         report.rows.append(("faults (one run)", 1, 0.0, 0.0, 0.0, "see the notes and the JSON figures"))
         failed = False
         return figures

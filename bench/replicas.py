@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -60,7 +59,18 @@ from typing import Any
 
 import orjson
 
-from bench.cluster import TG, TW, BenchDb, ClusterError, PrivatePostgres, ReplicaSet, bind_chats, make_keys, migrated
+from bench.cluster import (
+    TG,
+    TW,
+    BenchDb,
+    ClusterError,
+    PrivatePostgres,
+    ReplicaSet,
+    bind_chats,
+    load_average_note,
+    make_keys,
+    migrated,
+)
 from bench.ingest import CST, _Http, _percentile, _Report, _verbatim, machine_idle_note
 
 REGION = "330106"  # the campaign's segment
@@ -263,8 +273,7 @@ async def bench_replicas(quick: bool) -> dict[str, float]:
     plan = _Plan.of(quick)
     report = _Report()
     report.notes.append(await machine_idle_note())
-    load0 = os.getloadavg()
-    report.notes.append(f"load average at the start (1/5/15 min): {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}")
+    report.notes.append(load_average_note("at the start"))
     pg = PrivatePostgres()
     cluster: ReplicaSet | None = None
     db = BenchDb(pg.url)
@@ -407,8 +416,7 @@ async def bench_replicas(quick: bool) -> dict[str, float]:
             f" ({figures['faults_campaign_sent_in_window'] / window_s:.1f}/s); after cancelling it reads"
             f" {campaign_now['status']}, report {campaign_now.get('report')}")
         report.notes.extend(cluster.error_notes())
-        load1 = os.getloadavg()
-        report.notes.append(f"load average at the end (1/5/15 min): {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
+        report.notes.append(load_average_note("at the end"))
         failed = False
         return figures
     finally:
