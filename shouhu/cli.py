@@ -32,8 +32,10 @@ SERVICES = {
 }
 
 
-async def _demo_keys(url: str, data_dir: Path, *, audit_key: str) -> dict[str, str]:
-    """A supervisor and an operator key for unit 33, made once per data directory (development only)."""
+async def _demo_keys(url: str, data_dir: Path, *, audit_key: str,
+                     roles: tuple[str, ...] = ("supervisor", "operator")) -> dict[str, str]:
+    """A supervisor and an operator key for unit 33 (or the roles given), made once per data directory
+    (development only); returns every demo key kept there."""
     import json
 
     from shared.auth.service import create_key
@@ -45,7 +47,7 @@ async def _demo_keys(url: str, data_dir: Path, *, audit_key: str) -> dict[str, s
     engine = make_engine(url, pool_size=1, application_name="shouhu-up", audit_key=audit_key)
     try:
         async with transaction(make_sessionmaker(engine)) as session:
-            for role in ("supervisor", "operator"):
+            for role in roles:
                 key_id = keys[role].split("_")[1] if role in keys else None
                 known = key_id and (await session.execute(sql("SELECT 1 FROM api_keys WHERE key_id = :k"),
                                                           {"k": key_id})).first()
@@ -226,9 +228,57 @@ def bench(
     raise typer.Exit(asyncio.run(run_benchmarks(names or [], as_json=json_, quick=quick)))
 
 
+# The first run's clock: a high-tier task's 2 h pass in 30 s, so a breach shows within the first minute.
+DEMO_TIME_SCALE = 240.0
+DEMO_COUNT = 300
+
+
+@app.command()
+def demo(
+    dispatcher: Annotated[str, typer.Option(help="the dispatcher's base URL")] = "http://127.0.0.1:8000",
+    sandbox_url: Annotated[str | None, typer.Option(
+        "--sandbox", help="the sandbox's base URL (its phones and chats are scripted); '' for none")] = None,
+    count: Annotated[int, typer.Option(help="warnings in the day")] = DEMO_COUNT,
+    at_once: Annotated[bool | None, typer.Option(
+        "--at-once/--paced", help="post all now (default at scale 1) or paced over the clock's day")] = None,
+    seed: Annotated[int | None, typer.Option(help="the same day again (source_refs stay fresh)")] = None,
+) -> None:
+    """Load a realistic day of warnings across six Zhejiang districts through the dispatcher's API.
+
+    Runs against the services `shouhu up` started (on SHOUHU_TIME_SCALE's clock; `shouhu up` starts it itself on
+    an empty database). Its citizens' phones and Telegram chats are scripted in the sandbox.
+    """
+    from shouhu.demo import run_demo
+
+    settings = _settings()
+    configure_logging("WARNING")
+    if sandbox_url is None:
+        sandbox_url = os.environ.get("SHOUHU_SANDBOX_URL", "http://127.0.0.1:8090")
+    keys = asyncio.run(_demo_keys(_database_url(), settings.data_dir, audit_key=settings.audit_secret(),
+                                  roles=("ingest",)))
+    asyncio.run(run_demo(dispatcher_url=dispatcher, ingest_key=keys["ingest"], sandbox_url=sandbox_url or None,
+                         clock=settings.clock(), count=count, at_once=at_once, seed=seed,
+                         say=lambda line: typer.echo(line)))
+
+
+async def _database_is_empty(url: str, *, audit_key: str) -> bool:
+    """No warning has ever been posted (a fresh clone's first `make run`)."""
+    from shared.db import make_engine, make_sessionmaker
+    from shared.sql import sql
+
+    engine = make_engine(url, pool_size=1, application_name="shouhu-up", audit_key=audit_key)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            return not (await session.execute(sql("SELECT EXISTS (SELECT 1 FROM warnings)"))).scalar()
+    finally:
+        await engine.dispose()
+
+
 @app.command()
 def up(
     host: Annotated[str, typer.Option(help="address the services listen on")] = "127.0.0.1",
+    demo: Annotated[bool, typer.Option(
+        "--demo/--no-demo", help="on an empty database, load the demo day (also SHOUHU_DEMO=0)")] = True,
 ) -> None:
     """Start the whole system locally: database (embedded unless DATABASE_URL is set), migrations, services."""
     settings = _settings()
@@ -253,14 +303,22 @@ def up(
     # DATABASE_URL stays the owner's: each service connects as the services' role derived from it.
     env = {**os.environ, "DATABASE_URL": url, "SHOUHU_BOOTSTRAP_ADMIN_KEY": admin_key,
            "SHOUHU_AUDIT_KEY": audit_key, "SHOUHU_SERVICE_DB_PASSWORD": service_password}
-    if settings.time_scale != 1 and settings.time_epoch is None:
-        # One epoch for every child, so the services' fast clocks agree and start at the real now.
-        env["SHOUHU_TIME_EPOCH"] = datetime.now(UTC).isoformat()
     children: list[subprocess.Popen[bytes]] = []
     # Without real Telegram or Twilio credentials the local sandbox stands in for them (and gives a page
     # to play the citizen: chats and phone calls).
-    use_sandbox = not os.environ.get("TELEGRAM_BOT_TOKEN") or not (
-        os.environ.get("TWILIO_ACCOUNT_SID") and os.environ.get("TWILIO_AUTH_TOKEN"))
+    real_telegram = bool(os.environ.get("TELEGRAM_BOT_TOKEN"))
+    real_twilio = bool(os.environ.get("TWILIO_ACCOUNT_SID") and os.environ.get("TWILIO_AUTH_TOKEN"))
+    use_sandbox = not real_telegram or not real_twilio
+    # The demo day on a first run: only where nobody real can be messaged or called, and in development.
+    run_demo = (demo and os.environ.get("SHOUHU_DEMO", "1") != "0" and settings.environment == "development"
+                and not real_telegram and not real_twilio and asyncio.run(_database_is_empty(url, audit_key=audit_key)))
+    scale = settings.time_scale
+    if run_demo and "SHOUHU_TIME_SCALE" not in os.environ:
+        scale = DEMO_TIME_SCALE
+        env["SHOUHU_TIME_SCALE"] = str(scale)
+    if scale != 1 and settings.time_epoch is None:
+        # One epoch for every child, so the services' fast clocks agree and start at the real now.
+        env["SHOUHU_TIME_EPOCH"] = datetime.now(UTC).isoformat()
     if use_sandbox:
         env.setdefault("SHOUHU_SANDBOX_URL", f"http://{host}:8090")
         children.append(subprocess.Popen(
@@ -268,6 +326,10 @@ def up(
     for service, (_, port) in SERVICES.items():
         children.append(subprocess.Popen(
             [sys.executable, "-m", "shouhu.cli", "serve", service, "--host", host, "--port", str(port)], env=env))
+    # The demo posts through the API once the services answer; it ends by itself (not watched like a service).
+    demo_child = subprocess.Popen(
+        [sys.executable, "-m", "shouhu.cli", "demo", "--dispatcher", f"http://{host}:8000"], env=env,
+    ) if run_demo else None
     typer.echo(
         "\nShouhu is starting:\n"
         f"  dispatcher  http://{host}:8000   (API docs: http://{host}:8000/docs)\n"
@@ -280,11 +342,18 @@ def up(
         f"  operator    http://{host}:8002/console\n"
         f"  officers    http://{host}:8000/field     (a phone page; shouhu keys create --role officer --unit 330106)\n"
         + "".join(f"  demo {role:<10} {key}   (unit 33, Zhejiang)\n" for role, key in demo_keys.items())
+        + (f"\nLoading the demo day: {DEMO_COUNT} warnings across six districts on a {scale:g}x clock (a 2 h"
+           f" deadline passes in {7200 / scale:.0f} s).\n  Within a minute: the operator queue has work, alerts and"
+           " calls in the sandbox, a visit, an emergency, an escalation and a breach on the supervisor console.\n"
+           "  (SHOUHU_DEMO=0 make run, or shouhu up --no-demo, starts on an empty database without it.)\n"
+           if run_demo else "")
+        + (f"\nThe clock runs {scale:g}x faster than real time (SHOUHU_TIME_SCALE).\n" if scale != 1 and not run_demo
+           else "")
         + "Press Ctrl-C to stop.\n"
     )
 
     def stop(*_args: object) -> None:
-        for child in children:
+        for child in [*children, *([demo_child] if demo_child else [])]:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
 
@@ -297,7 +366,7 @@ def up(
         pass
     finally:
         stop()
-        for child in children:
+        for child in [*children, *([demo_child] if demo_child else [])]:
             try:
                 child.wait(timeout=15)
             except subprocess.TimeoutExpired:

@@ -1,0 +1,151 @@
+"""`shouhu demo` end to end: the three services, the sandbox and a fast clock, as `make run` starts them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from shared.clock import ScaledClock
+from shouhu.demo import plan_day, run_demo
+from tests.conftest import listening_socket, serve, url_of
+
+# A 2 h deadline passes in 12 s: the opening burst's breach comes well inside the wait below.
+SCALE = 600.0
+WAIT_S = 120.0  # the bound on every wait (a loaded CI machine); each ends as soon as its outcome is there
+
+
+async def until(what: str, check: Callable[[], Awaitable[Any]], timeout_s: float = WAIT_S) -> Any:
+    """Poll `check` until it returns something truthy; fail saying `what` never happened."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout_s:.0f} s (last: {value!r})")
+        await asyncio.sleep(0.25)
+
+
+@contextlib.asynccontextmanager
+async def system(db_url: str, clock: ScaledClock) -> AsyncIterator[dict[str, str]]:
+    """Sandbox, dispatcher, bot and callcenter on real sockets, their workers running, all on one fast clock."""
+    from infra.sandbox.app import create_app as create_sandbox
+    from infra.sandbox.twilio import TwilioSandbox
+    from services.bot.app import create_app as create_bot
+    from services.bot.settings import BotSettings
+    from services.callcenter.app import create_app as create_callcenter
+    from services.callcenter.settings import CallcenterSettings
+    from services.dispatcher.app import create_app as create_dispatcher
+    from services.dispatcher.settings import DispatcherSettings
+
+    fast = {"SHOUHU_WORKER_POLL_INTERVAL_S": 0.2}
+    # As `shouhu sandbox` does on a fast clock: the phones' waits shrink by the same factor.
+    async with serve(create_sandbox(twilio=TwilioSandbox(time_scale=1 / SCALE))) as sandbox:
+        async with httpx.AsyncClient(base_url=sandbox) as http:
+            (await http.post("/sandbox/twilio/limits", json={"calls_per_s": 100})).raise_for_status()
+        dispatcher = create_dispatcher(DispatcherSettings(DATABASE_URL=db_url, SHOUHU_KEY_CACHE_TTL_S=0, **fast),
+                                       clock=clock)
+        bot = create_bot(BotSettings(DATABASE_URL=db_url, TELEGRAM_API_BASE=sandbox, **fast), clock=clock)
+        sock = listening_socket()  # the callcenter's public URL (Twilio signs over it) names its own port
+        callcenter = create_callcenter(CallcenterSettings(
+            DATABASE_URL=db_url, TWILIO_API_BASE=sandbox, CALLCENTER_PUBLIC_URL=url_of(sock), SHOUHU_CALLS_PER_S=50,
+            **fast), clock=clock)
+        async with serve(dispatcher) as dispatcher_url, serve(bot), serve(callcenter, sock) as callcenter_url:
+            yield {"sandbox": sandbox, "dispatcher": dispatcher_url, "callcenter": callcenter_url}
+
+
+async def keys(db_url: str) -> dict[str, str]:
+    from shared.auth.service import create_key
+    from shared.db import make_engine, make_sessionmaker, transaction
+    from tests.conftest import TEST_AUDIT_KEY
+
+    engine = make_engine(db_url, pool_size=1, audit_key=TEST_AUDIT_KEY)
+    made = {}
+    try:
+        async with transaction(make_sessionmaker(engine)) as session:
+            for role in ("ingest", "supervisor", "operator", "officer"):
+                _, made[role] = await create_key(session, role=role, unit="33", name=f"demo-test-{role}")
+    finally:
+        await engine.dispose()
+    return made
+
+
+def test_the_demo_day_is_realistic() -> None:
+    """The planned day spans six districts, the fraud types and signals, mostly 20-40 year olds, repeats and every path."""
+    plans = plan_day(run_id="t", count=300)
+    records = [p.record for p in plans]
+    assert len(records) == 300
+    assert len({r["source_ref"] for r in records}) == 300
+    assert {r["region_code"] for r in records} == {"330102", "330106", "330108", "330110", "330212", "330302"}
+    assert len({r["fraud_type"] for r in records}) >= 10 and len({r["signal"] for r in records}) == 8
+    ages = [r["subject"]["age"] for r in records]
+    assert sum(20 <= a < 40 for a in ages) > 0.7 * len(ages)
+    assert any(a >= 65 for a in ages) and any(a < 20 for a in ages)
+    assert len({r["phone"] for r in records}) < len(records)  # repeats about the same person
+    shows = {p.showcase for p in plans if p.showcase}
+    assert shows == {"unanswered_alert", "unreachable", "emergency", "acknowledged"}
+    assert all(p.offset_s == 0 for p in plans if p.showcase)
+    assert plan_day(run_id="other", count=300)[0].record["source_ref"] != records[0]["source_ref"]
+
+
+async def test_shouhu_demo_shows_the_system_alive(db_url: str) -> None:
+    """On a fast clock the demo gives an operator a task, a delivered alert, a breach, an escalation, an emergency, a visit."""
+    clock = ScaledClock(SCALE, datetime.now(UTC))
+    made = await keys(db_url)
+    async with system(db_url, clock) as urls:
+        # A short day (2 h of clock: 12 s here) so the test posts every wave; the paced path as `make run` runs it.
+        report = await run_demo(dispatcher_url=urls["dispatcher"], ingest_key=made["ingest"],
+                                sandbox_url=urls["sandbox"], clock=clock, count=40, at_once=False,
+                                day_s=2 * 3600, say=lambda _line: None)
+        assert report.posted == 40 and report.statuses["rejected"] == 0
+        assert report.chats_bound, "no Telegram chat was bound in the sandbox"
+
+        def bearer(role: str) -> dict[str, str]:
+            return {"Authorization": f"Bearer {made[role]}"}
+
+        async with httpx.AsyncClient(base_url=urls["dispatcher"], headers=bearer("supervisor"), timeout=30) as api, \
+                httpx.AsyncClient(base_url=urls["sandbox"], timeout=30) as sandbox, \
+                httpx.AsyncClient(base_url=urls["callcenter"], headers=bearer("operator"), timeout=30) as seat:
+
+            async def alert_delivered() -> bool:
+                for chat in report.chats_bound:
+                    body = (await sandbox.get(f"/sandbox/telegram/chats/{chat}/messages",
+                                              params={"from": "bot"})).json()
+                    if any("inline_keyboard" in (m.get("reply_markup") or {}) for m in body["messages"]):
+                        return True
+                return False
+
+            async def breached() -> list[Any]:
+                return (await api.get("/v1/tasks", params={"breached": "true"})).json()["items"]
+
+            async def escalated() -> list[Any]:
+                return (await api.get("/v1/audit", params={"action": "task.escalated"})).json()["items"]
+
+            async def emergencies() -> list[Any]:
+                return (await api.get("/v1/emergencies")).json()["items"]
+
+            async def visits() -> list[Any]:
+                return (await api.get("/v1/visits", headers=bearer("officer"))).json()["items"]
+
+            await until("an alert with its buttons delivered in the Telegram sandbox", alert_delivered)
+            await until("an emergency (a citizen pressed 3: already transferred)", emergencies)
+            await until("a visit sent to a district", visits)
+            await until("a supervisor escalation", escalated)
+            await until("a breached task", breached)
+
+            (await seat.put("/v1/seat", json={"state": "available"})).raise_for_status()
+            claimed = await until("an operator claiming a task from the queue",
+                                  lambda: _claim(seat))
+            assert claimed["task_id"] and claimed["tier"] in ("high", "medium", "low")
+
+
+async def _claim(seat: httpx.AsyncClient) -> dict[str, Any] | None:
+    resp = await seat.post("/v1/queue/next")
+    assert resp.status_code in (200, 204), resp.text
+    return resp.json() if resp.status_code == 200 else None
