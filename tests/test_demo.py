@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,7 +12,7 @@ import httpx
 
 from shared.clock import ScaledClock
 from shouhu.demo import plan_day, run_demo
-from tests.conftest import listening_socket, serve, url_of
+from tests.helpers.system import make_keys, running_system
 
 # A 2 h deadline passes in 12 s: the opening burst's breach comes well inside the wait below.
 SCALE = 600.0
@@ -30,50 +29,6 @@ async def until(what: str, check: Callable[[], Awaitable[Any]], timeout_s: float
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout_s:.0f} s (last: {value!r})")
         await asyncio.sleep(0.25)
-
-
-@contextlib.asynccontextmanager
-async def system(db_url: str, clock: ScaledClock) -> AsyncIterator[dict[str, str]]:
-    """Sandbox, dispatcher, bot and callcenter on real sockets, their workers running, all on one fast clock."""
-    from infra.sandbox.app import create_app as create_sandbox
-    from infra.sandbox.twilio import TwilioSandbox
-    from services.bot.app import create_app as create_bot
-    from services.bot.settings import BotSettings
-    from services.callcenter.app import create_app as create_callcenter
-    from services.callcenter.settings import CallcenterSettings
-    from services.dispatcher.app import create_app as create_dispatcher
-    from services.dispatcher.settings import DispatcherSettings
-
-    fast = {"SHOUHU_WORKER_POLL_INTERVAL_S": 0.2}
-    # As `shouhu sandbox` does on a fast clock: the phones' waits shrink by the same factor.
-    async with serve(create_sandbox(twilio=TwilioSandbox(time_scale=1 / SCALE))) as sandbox:
-        async with httpx.AsyncClient(base_url=sandbox) as http:
-            (await http.post("/sandbox/twilio/limits", json={"calls_per_s": 100})).raise_for_status()
-        dispatcher = create_dispatcher(DispatcherSettings(DATABASE_URL=db_url, SHOUHU_KEY_CACHE_TTL_S=0, **fast),
-                                       clock=clock)
-        bot = create_bot(BotSettings(DATABASE_URL=db_url, TELEGRAM_API_BASE=sandbox, **fast), clock=clock)
-        sock = listening_socket()  # the callcenter's public URL (Twilio signs over it) names its own port
-        callcenter = create_callcenter(CallcenterSettings(
-            DATABASE_URL=db_url, TWILIO_API_BASE=sandbox, CALLCENTER_PUBLIC_URL=url_of(sock), SHOUHU_CALLS_PER_S=50,
-            **fast), clock=clock)
-        async with serve(dispatcher) as dispatcher_url, serve(bot), serve(callcenter, sock) as callcenter_url:
-            yield {"sandbox": sandbox, "dispatcher": dispatcher_url, "callcenter": callcenter_url}
-
-
-async def keys(db_url: str) -> dict[str, str]:
-    from shared.auth.service import create_key
-    from shared.db import make_engine, make_sessionmaker, transaction
-    from tests.conftest import TEST_AUDIT_KEY
-
-    engine = make_engine(db_url, pool_size=1, audit_key=TEST_AUDIT_KEY)
-    made = {}
-    try:
-        async with transaction(make_sessionmaker(engine)) as session:
-            for role in ("ingest", "supervisor", "operator", "officer"):
-                _, made[role] = await create_key(session, role=role, unit="33", name=f"demo-test-{role}")
-    finally:
-        await engine.dispose()
-    return made
 
 
 def test_the_demo_day_is_realistic() -> None:
@@ -97,8 +52,9 @@ def test_the_demo_day_is_realistic() -> None:
 async def test_shouhu_demo_shows_the_system_alive(db_url: str) -> None:
     """On a fast clock the demo gives an operator a task, a delivered alert, a breach, an escalation, an emergency, a visit."""
     clock = ScaledClock(SCALE, datetime.now(UTC))
-    made = await keys(db_url)
-    async with system(db_url, clock) as urls:
+    made = await make_keys(db_url, {"ingest": "33", "supervisor": "33", "operator": "33", "officer": "33"})
+    # As `shouhu sandbox` does on a fast clock: the phones' waits shrink by the same factor.
+    async with running_system(db_url, clock, phone_time_scale=1 / SCALE) as urls:
         # A short day (2 h of clock: 12 s here) so the test posts every wave; the paced path as `make run` runs it.
         report = await run_demo(dispatcher_url=urls["dispatcher"], ingest_key=made["ingest"],
                                 sandbox_url=urls["sandbox"], clock=clock, count=40, at_once=False,
