@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -228,8 +229,8 @@ def bench(
     raise typer.Exit(asyncio.run(run_benchmarks(names or [], as_json=json_, quick=quick)))
 
 
-# The first run's clock: a high-tier task's 2 h pass in 30 s, so a breach shows within the first minute.
-DEMO_TIME_SCALE = 240.0
+# The first run's clock: a high-tier task's 2 h pass in 24 s, so a breach shows within the first minute.
+DEMO_TIME_SCALE = 300.0
 DEMO_COUNT = 300
 
 
@@ -259,6 +260,17 @@ def demo(
     asyncio.run(run_demo(dispatcher_url=dispatcher, ingest_key=keys["ingest"], sandbox_url=sandbox_url or None,
                          clock=settings.clock(), count=count, at_once=at_once, seed=seed,
                          say=lambda line: typer.echo(line)))
+
+
+def demo_wanted(*, flag: bool, environ: Mapping[str, str], environment: str,
+                database_is_empty: Callable[[], bool]) -> bool:
+    """Whether `shouhu up` loads the demo day: on an empty database, in development, unless told not to
+    (--no-demo, SHOUHU_DEMO=0), and only where nobody real can be messaged or called (no Telegram token, no
+    Twilio credentials: the demo's phone numbers are made up)."""
+    real_telegram = bool(environ.get("TELEGRAM_BOT_TOKEN"))
+    real_twilio = bool(environ.get("TWILIO_ACCOUNT_SID") or environ.get("TWILIO_AUTH_TOKEN"))
+    return (flag and environ.get("SHOUHU_DEMO", "1") != "0" and environment == "development"
+            and not real_telegram and not real_twilio and database_is_empty())
 
 
 async def _database_is_empty(url: str, *, audit_key: str) -> bool:
@@ -309,9 +321,8 @@ def up(
     real_telegram = bool(os.environ.get("TELEGRAM_BOT_TOKEN"))
     real_twilio = bool(os.environ.get("TWILIO_ACCOUNT_SID") and os.environ.get("TWILIO_AUTH_TOKEN"))
     use_sandbox = not real_telegram or not real_twilio
-    # The demo day on a first run: only where nobody real can be messaged or called, and in development.
-    run_demo = (demo and os.environ.get("SHOUHU_DEMO", "1") != "0" and settings.environment == "development"
-                and not real_telegram and not real_twilio and asyncio.run(_database_is_empty(url, audit_key=audit_key)))
+    run_demo = demo_wanted(flag=demo, environ=os.environ, environment=settings.environment,
+                           database_is_empty=lambda: asyncio.run(_database_is_empty(url, audit_key=audit_key)))
     scale = settings.time_scale
     if run_demo and "SHOUHU_TIME_SCALE" not in os.environ:
         scale = DEMO_TIME_SCALE

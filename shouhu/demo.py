@@ -10,7 +10,7 @@ What it makes happen (with the sandbox standing in for Telegram and Twilio):
   signals, ages weighted as the Zhejiang victims are (20-30 about half, 30-40 about a third, some elderly people
   and students), amounts at risk, and repeats about the same person that merge into one case.
 
-Warnings go out in waves of ten clock minutes, so on a 240x clock (SHOUHU_TIME_SCALE) the day lasts six
+Warnings go out in waves of ten clock minutes, so on a 300x clock (SHOUHU_TIME_SCALE) the day lasts under five
 minutes; at scale 1 they all go at once, dated over the past day. Only the sandbox's phones and chats are
 scripted; the demo never runs against real Telegram or Twilio (`shouhu up` starts it only with the sandbox).
 """
@@ -21,7 +21,7 @@ import asyncio
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -249,52 +249,82 @@ async def run_demo(*, dispatcher_url: str, ingest_key: str, sandbox_url: str | N
     headers = {"Authorization": f"Bearer {ingest_key}"}
     async with httpx.AsyncClient(base_url=dispatcher_url, headers=headers, timeout=60) as api:
         await wait_ready(api, "/readyz")
+        sandbox = None
         if sandbox_url:
-            async with httpx.AsyncClient(base_url=sandbox_url, timeout=60) as http:
-                await wait_ready(http, "/healthz")
-                await _prepare_citizens(Sandbox(http), plans, report, say=say, bind_wait_s=bind_wait_s)
-        start = clock.now()
-        say(f"demo: posting {len(plans)} warnings " + ("now, dated over the past day" if at_once else
-            f"over a day of the {clock.scale:g}x clock (about {day_s / clock.scale / 60:.0f} real minutes)"))
-        for wave_at, wave in _waves(plans, at_once=at_once):
-            if not at_once:
-                wait_s = clock.to_real_s((start + timedelta(seconds=wave_at) - clock.now()).total_seconds())
-                if wait_s > 0:
-                    await asyncio.sleep(wait_s)
-            now = clock.now()
-            records = [_dated(p, now=now, at_once=at_once, day_s=day_s) for p in wave]
-            resp = await api.post("/v1/warnings/batch", json={"warnings": records})
-            resp.raise_for_status()
-            for plan, result in zip(wave, resp.json()["results"], strict=True):
-                _count(report, plan, result)
-            if wave_at == 0 or at_once:
-                say(f"demo: {report.posted} warnings in ({dict(report.tiers)}); see the operator queue and the "
-                    "supervisor console")
+            sandbox = Sandbox(httpx.AsyncClient(base_url=sandbox_url, timeout=60))
+            await wait_ready(sandbox.http, "/healthz")
+        waves = _waves(plans, at_once=at_once)
+        if not at_once and sandbox is not None:
+            # The opening shows soonest: the warnings of citizens without a chat go first (their phones are
+            # scripted at once), those whose Telegram chat must be bound first follow as soon as it is.
+            first = waves[0][1]
+            waves[0:1] = [(0.0, [p for p in first if not p.chat_name]), (0.0, [p for p in first if p.chat_name])]
+        try:
+            say(f"demo: posting {len(plans)} warnings " + ("now, dated over the past day" if at_once else
+                f"over a day of the {clock.scale:g}x clock (about {day_s / clock.scale / 60:.0f} real minutes)")
+                + (", its citizens played by the sandbox" if sandbox else ""))
+
+            async def prepare(wave: list[Planned]) -> None:
+                if sandbox is not None:
+                    await _prepare_citizens(sandbox, wave, report, say=say, bind_wait_s=bind_wait_s)
+
+            await _post_waves(api, waves, report, clock=clock, at_once=at_once, day_s=day_s, say=say,
+                              prepare=prepare)
+        finally:
+            if sandbox is not None:
+                await sandbox.http.aclose()
     say(f"demo: done: {report.posted} warnings, {report.merged} merged into open cases, tiers {dict(report.tiers)}")
     return report
+
+
+async def _post_waves(api: httpx.AsyncClient, waves: list[tuple[float, list[Planned]]], report: DemoReport, *,
+                      clock: Clock, at_once: bool, day_s: float, say: Callable[[str], None],
+                      prepare: Callable[[list[Planned]], Awaitable[None]]) -> None:
+    """Each wave at its time of the clock's day (all at once: now), through POST /v1/warnings/batch; its
+    citizens are scripted in the sandbox just before (a wave's few phones and chats take well under its gap)."""
+    start = clock.now()
+    for number, (wave_at, wave) in enumerate(waves):
+        if not wave:
+            continue
+        await prepare(wave)
+        if not at_once:
+            wait_s = clock.to_real_s((start + timedelta(seconds=wave_at) - clock.now()).total_seconds())
+            if wait_s > 0:
+                await asyncio.sleep(wait_s)
+        now = clock.now()
+        records = [_dated(p, now=now, at_once=at_once, day_s=day_s) for p in wave]
+        resp = await api.post("/v1/warnings/batch", json={"warnings": records})
+        resp.raise_for_status()
+        for plan, result in zip(wave, resp.json()["results"], strict=True):
+            _count(report, plan, result)
+        if number == 0:
+            say(f"demo: {report.posted} warnings in ({dict(report.tiers)}); see the operator queue and the "
+                "supervisor console")
 
 
 async def _prepare_citizens(sandbox: Sandbox, plans: list[Planned], report: DemoReport, *,
                             say: Callable[[str], None], bind_wait_s: float) -> None:
     scripted = {p.record["phone"]: p.phone_script for p in plans if p.phone_script}
     chats = {p.record["phone"]: p.chat_name for p in plans if p.chat_name}
-    say(f"demo: scripting {len(scripted)} phones and binding {len(chats)} Telegram chats in the sandbox")
+    if not scripted and not chats:
+        return
     slots = asyncio.Semaphore(16)
 
     async def script(phone: str, how: tuple[str, tuple[str, ...]]) -> None:
         async with slots:
             await sandbox.script_phone(phone, *how)
 
-    async def bind(phone: str, name: str) -> bool:
+    async def bind(phone: str, name: str) -> int | None:
         async with slots:
             return await sandbox.bind_chat(phone, name, wait_s=bind_wait_s)
 
     await asyncio.gather(*(script(phone, how) for phone, how in scripted.items()))
-    report.phones_scripted = len(scripted)
+    report.phones_scripted += len(scripted)
     bound = await asyncio.gather(*(bind(phone, name) for phone, name in chats.items()))
-    report.chats_bound = [chat for chat in bound if chat is not None]
-    if len(report.chats_bound) < len(chats):
-        say(f"demo: the bot confirmed {len(report.chats_bound)} of {len(chats)} chats (is the bot running?)")
+    confirmed = [chat for chat in bound if chat is not None]
+    report.chats_bound += confirmed
+    if len(confirmed) < len(chats):
+        say(f"demo: the bot confirmed {len(confirmed)} of {len(chats)} chats (is the bot running?)")
 
 
 def _waves(plans: list[Planned], *, at_once: bool) -> list[tuple[float, list[Planned]]]:

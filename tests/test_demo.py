@@ -105,3 +105,19 @@ async def _claim(seat: httpx.AsyncClient) -> dict[str, Any] | None:
     resp = await seat.post("/v1/queue/next")
     assert resp.status_code in (200, 204), resp.text
     return resp.json() if resp.status_code == 200 else None
+
+
+def test_shouhu_up_loads_the_demo_only_on_an_empty_development_database_with_the_sandbox() -> None:
+    """`make run` loads the demo on a fresh database, never when told not to, with data, in production or with real providers."""
+    from shouhu.cli import demo_wanted
+
+    def wanted(flag: bool = True, environment: str = "development", empty: bool = True, **environ: str) -> bool:
+        return demo_wanted(flag=flag, environ=environ, environment=environment, database_is_empty=lambda: empty)
+
+    assert wanted()
+    assert not wanted(SHOUHU_DEMO="0")
+    assert not wanted(flag=False)
+    assert not wanted(empty=False)
+    assert not wanted(environment="production")
+    assert not wanted(TELEGRAM_BOT_TOKEN="123:real")
+    assert not wanted(TWILIO_ACCOUNT_SID="AC" + "0" * 32)
