@@ -77,3 +77,15 @@ async def test_the_readme_walkthrough_runs_as_written(db_url: str, tmp_path: Pat
     assert '"tier":"high"' in text  # the first warning's answer, echoed
     assert '"ok":true' in text  # the audit chain verifies
     assert '"status":"confirmed"' in text  # the emergency's payment stop, confirmed
+
+
+def test_every_picture_in_the_readme_is_taken_by_a_browser_test() -> None:
+    """Each docs/*.png the README shows is written by a test (`make screenshots`), so none can go stale unnoticed."""
+    pictures = set(re.findall(r"\(docs/([\w-]+\.png)\)", (ROOT / "README.md").read_text(encoding="utf-8")))
+    taken = set()
+    for path in (ROOT / "tests").rglob("test_*.py"):
+        calls = [line for line in path.read_text(encoding="utf-8").splitlines() if "readme_screenshot(" in line]
+        taken |= {name for line in calls for name in re.findall(r"\"([\w-]+\.png)\"", line)}
+    assert pictures, "the README shows no pictures any more: drop this test with them"
+    assert pictures <= taken, f"README pictures no browser test takes: {sorted(pictures - taken)}"
+    assert all((ROOT / "docs" / name).exists() for name in pictures)
