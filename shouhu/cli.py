@@ -358,8 +358,9 @@ def up(
            " calls in the sandbox, a visit, an emergency, an escalation and a breach on the supervisor console.\n"
            "  (SHOUHU_DEMO=0 make run, or shouhu up --no-demo, starts on an empty database without it.)\n"
            if run_demo else "")
-        + (f"\nThe clock runs {scale:g}x faster than real time (SHOUHU_TIME_SCALE).\n" if scale != 1 and not run_demo
-           else "")
+        + (f"\nThe clock runs {scale:g}x faster than real time. Other commands against this system (shouhu import,"
+           f" shouhu demo) need the same clock:\n  export SHOUHU_TIME_SCALE={scale:g}"
+           f" SHOUHU_TIME_EPOCH={env.get('SHOUHU_TIME_EPOCH', '')}\n" if scale != 1 else "")
         + "Press Ctrl-C to stop.\n"
     )
 
