@@ -180,3 +180,27 @@ async def test_a_two_hour_deadline_passes_in_two_real_minutes_at_60x(db_url: str
             assert not await breached()
             real.advance(2)
             assert await breached()
+
+
+async def test_a_console_session_lasts_a_real_shift_on_a_fast_clock(db_url: str) -> None:
+    """A supervisor signed in on a 60x clock stays signed in for 12 real hours (not 12 minutes), then must sign in again."""
+    from services.dispatcher.app import create_app
+    from services.dispatcher.settings import DispatcherSettings
+    from shared.auth.service import create_key
+    from shared.db import transaction
+    from tests.conftest import console_sign_in
+
+    real = RealTime(T0)
+    clock = ScaledClock(60, T0, real_time=real)
+    settings = DispatcherSettings(DATABASE_URL=db_url, SHOUHU_DISPATCHER_WORKER=False, SHOUHU_KEY_CACHE_TTL_S=0)
+    app = create_app(settings, clock=clock)
+    async with app.router.lifespan_context(app):
+        async with transaction(app.state.runtime.sessionmaker) as session:
+            _, key = await create_key(session, role="supervisor", unit="33", name="clock-console")
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://dispatcher") as client:
+            resp, csrf = await console_sign_in(client, key)
+            assert resp.status_code == 303 and csrf
+            real.advance(11 * 3600)  # eleven real hours: 27 days on this clock
+            assert (await client.get("/console")).status_code == 200
+            real.advance(2 * 3600)  # past the shift
+            assert (await client.get("/console")).status_code in (302, 303)

@@ -55,6 +55,7 @@ console = Console(
     service="callcenter", title_key="console.operator", roles=("operator",), home="/console",
     template_dirs=[HERE / "templates"], messages_files=[HERE / "messages.yaml"],
     now=lambda request: request.app.state.clock.now(),
+    scale=lambda request: request.app.state.clock.scale,
     live_emergencies=live_emergencies,
 )
 Page = console.page_user()
