@@ -287,6 +287,22 @@ async def complete(session: AsyncSession, *, job_id: int, worker: str) -> None:
         raise LeaseLost(f"job {job_id} is no longer leased to {worker}")
 
 
+async def complete_held(session: AsyncSession, *, worker: str, kinds: Sequence[str],
+                        task_id: uuid.UUID) -> ClaimedJob | None:
+    """Finish the job of these kinds that `worker` (a seat) holds for a task, and return it; None if it holds none.
+
+    `held(..., lock=True)` then `complete` in one statement: a seat's disposition is a round trip shorter. The
+    caller's transaction still decides: a refusal after this (raised before commit) puts the job back.
+    """
+    row = (await session.execute(
+        sql("WITH mine AS (SELECT id FROM jobs WHERE status = 'running' AND locked_by = :worker"
+            "   AND kind = ANY(CAST(:kinds AS text[])) AND task_id = :task ORDER BY due_at NULLS LAST, id LIMIT 1"
+            "   FOR UPDATE)"
+            f" DELETE FROM jobs USING mine WHERE jobs.id = mine.id RETURNING {_CLAIMED}"),
+        {"worker": worker, "kinds": list(kinds), "task": task_id})).first()
+    return _claimed(row) if row else None
+
+
 async def extend_lease(session: AsyncSession, *, job_id: int, worker: str, now: datetime, lease_s: float) -> None:
     result = await session.execute(
         sql("UPDATE jobs SET lease_expires_at = CAST(:now AS timestamptz) + make_interval(secs => :lease) "

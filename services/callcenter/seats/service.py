@@ -35,7 +35,6 @@ from shared.db import transaction
 from shared.metrics import SEAT_CLAIM_SECONDS
 from shared.phone import InvalidPhone, normalize_phone
 from shared.queue import service as q
-from shared.queue.service import LeaseLost
 from shared.sql import sql
 
 OPERATOR_KINDS = [contracts.OperatorCall.KIND]
@@ -133,13 +132,12 @@ async def task_card(session: AsyncSession, task_id: uuid.UUID) -> tuple[TaskCard
     return _card(brief), reasons
 
 
-async def record_disposition(session: AsyncSession, principal: Principal, *, claim: Any, task_id: uuid.UUID,
-                             disposition: str, note: str | None, callback_at: datetime | None, now: datetime,
-                             wrap_up_s: float, loss: contracts.LossDetails | None = None) -> None:
-    """Finish the claim and send the disposition to the dispatcher (which closes, escalates or reschedules);
+async def record_disposition(session: AsyncSession, principal: Principal, *, finished: q.ClaimedJob,
+                             task_id: uuid.UUID, disposition: str, note: str | None, callback_at: datetime | None,
+                             now: datetime, wrap_up_s: float, loss: contracts.LossDetails | None = None) -> None:
+    """Send the disposition of a finished claim to the dispatcher (which closes, escalates or reschedules);
     the seat goes to wrap-up for `wrap_up_s` (0: straight back to available)."""
-    await q.complete(session, job_id=claim.id, worker=seat_worker(principal))
-    job = contracts.OperatorCall.of(claim)
+    job = contracts.OperatorCall.of(finished)
     result = contracts.ChannelResult(task_id=task_id, channel="operator_call", attempt=job.attempt,
                                      result="disposition", disposition=disposition, note=note, actor=principal.actor,
                                      callback_at=callback_at, loss=loss)
@@ -377,19 +375,20 @@ async def dispose(session: AsyncSession, principal: Principal, task_id: uuid.UUI
         raise SeatRefused("bad_disposition", 422, f"disposition: one of {', '.join(DISPOSITIONS)}")
     if disposition == "callback" and (callback_at is None or callback_at <= now):
         raise SeatRefused("callback_time", 422, "callback_at: required for a callback, and in the future")
-    claim = await my_claim(session, principal, task_id)
-    if claim is None:
-        raise SeatRefused("not_claimed", 409, NOT_CLAIMED)
     if DISPOSITION_OUTCOMES[disposition] in NEVER_CLOSES_EMERGENCY:
+        # Checked before the claim is finished: the desk phone's caller answers a refusal and commits its
+        # transaction, so nothing may be deleted before we know the disposition stands.
         brief = await dispatcher_contract.task_brief(session, task_id)
         if brief is not None and brief.emergency_at is not None:
+            if await my_claim(session, principal, task_id) is None:
+                raise SeatRefused("not_claimed", 409, NOT_CLAIMED)
             raise SeatRefused("emergency_refused", 409,
                               f"disposition: this task is an emergency (the citizen has already sent money) and"
                               f" cannot be closed as '{disposition}'; record loss_reported with what the citizen"
                               " said, or callback")
-    try:
-        await record_disposition(session, principal, claim=claim, task_id=task_id, disposition=disposition,
-                                 note=note or None, callback_at=callback_at if disposition == "callback" else None,
-                                 now=now, wrap_up_s=wrap_up_s, loss=loss)
-    except LeaseLost:
-        raise SeatRefused("not_claimed", 409, NOT_CLAIMED) from None
+    finished = await q.complete_held(session, worker=seat_worker(principal), kinds=OPERATOR_KINDS, task_id=task_id)
+    if finished is None:
+        raise SeatRefused("not_claimed", 409, NOT_CLAIMED)
+    await record_disposition(session, principal, finished=finished, task_id=task_id, disposition=disposition,
+                             note=note or None, callback_at=callback_at if disposition == "callback" else None,
+                             now=now, wrap_up_s=wrap_up_s, loss=loss)
