@@ -77,10 +77,15 @@ class ScaledClock(Clock):
 
 
 class FrozenClock(Clock):
-    """A clock that only moves when told to (tests and simulations)."""
+    """A clock that only moves when told to (tests and simulations).
 
-    def __init__(self, start: datetime | None = None) -> None:
+    `scale` says which clock it stands for: 1 for wall time, 60 for a 60x fast clock (so what is real seconds,
+    `real_s`, is stretched as that clock's services stretch it).
+    """
+
+    def __init__(self, start: datetime | None = None, *, scale: float = 1.0) -> None:
         self._now = start or datetime.now(UTC)
+        self.scale = scale
 
     def now(self) -> datetime:
         return self._now
