@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install clean bench lint
+.PHONY: run test install clean bench lint screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ run: $(STAMP)
 ## Run the whole test suite (embedded PostgreSQL unless TEST_DATABASE_URL is set).
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $${PYTEST_WORKERS:-2} $(PYTEST_ARGS)
+
+## Retake the README's pictures (docs/*.png): the browser tests that check those pages take them.
+screenshots: $(STAMP)
+	SHOUHU_SCREENSHOTS=1 $(BIN)/python -m pytest -n $${PYTEST_WORKERS:-2} -q \
+		$$(grep -rl --include='test_*.py' readme_screenshot tests)
 
 bench: $(STAMP)
 	$(BIN)/shouhu bench

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import secrets
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -30,8 +33,10 @@ SERVICES = {
 }
 
 
-async def _demo_keys(url: str, data_dir: Path, *, audit_key: str) -> dict[str, str]:
-    """A supervisor and an operator key for unit 33, made once per data directory (development only)."""
+async def _demo_keys(url: str, data_dir: Path, *, audit_key: str,
+                     roles: tuple[str, ...] = ("supervisor", "operator")) -> dict[str, str]:
+    """A supervisor and an operator key for unit 33 (or the roles given), made once per data directory
+    (development only); returns every demo key kept there."""
     import json
 
     from shared.auth.service import create_key
@@ -43,7 +48,7 @@ async def _demo_keys(url: str, data_dir: Path, *, audit_key: str) -> dict[str, s
     engine = make_engine(url, pool_size=1, application_name="shouhu-up", audit_key=audit_key)
     try:
         async with transaction(make_sessionmaker(engine)) as session:
-            for role in ("supervisor", "operator"):
+            for role in roles:
                 key_id = keys[role].split("_")[1] if role in keys else None
                 known = key_id and (await session.execute(sql("SELECT 1 FROM api_keys WHERE key_id = :k"),
                                                           {"k": key_id})).first()
@@ -114,12 +119,17 @@ def sandbox(
     """Run the local sandbox: a fake Telegram Bot API (and a page to play the citizen at /)."""
     import uvicorn
 
+    from infra.sandbox.app import create_app
+    from infra.sandbox.twilio import TwilioSandbox
     from shared.settings import CommonSettings
 
     settings = CommonSettings()
     configure_logging(settings.log_level, settings.log_json, service="sandbox")
     typer.echo(f"Sandbox on http://{host}:{port}/  (bots: TELEGRAM_API_BASE=http://{host}:{port})")
-    uvicorn.run("infra.sandbox.app:create_app", factory=True, host=host, port=port, log_config=None,
+    # On a fast clock (SHOUHU_TIME_SCALE) the phones are as fast: the sandbox's time_scale multiplies its waits
+    # (ringing, Gather timeouts), so it is the inverse, within the (0, 100] its control API allows.
+    twilio = TwilioSandbox(time_scale=min(100.0, 1 / settings.time_scale))
+    uvicorn.run(functools.partial(create_app, twilio=twilio), factory=True, host=host, port=port, log_config=None,
                 access_log=False, loop="uvloop", http="httptools", lifespan="on",
                 # Long polls in flight would otherwise hold Ctrl-C for up to their timeout.
                 timeout_graceful_shutdown=2)
@@ -219,9 +229,68 @@ def bench(
     raise typer.Exit(asyncio.run(run_benchmarks(names or [], as_json=json_, quick=quick)))
 
 
+# The first run's clock: a high-tier task's 2 h pass in 24 s, so a breach shows within the first minute.
+DEMO_TIME_SCALE = 300.0
+DEMO_COUNT = 300
+
+
+@app.command()
+def demo(
+    dispatcher: Annotated[str, typer.Option(help="the dispatcher's base URL")] = "http://127.0.0.1:8000",
+    sandbox_url: Annotated[str | None, typer.Option(
+        "--sandbox", help="the sandbox's base URL (its phones and chats are scripted); '' for none")] = None,
+    count: Annotated[int, typer.Option(help="warnings in the day")] = DEMO_COUNT,
+    at_once: Annotated[bool | None, typer.Option(
+        "--at-once/--paced", help="post all now (default at scale 1) or paced over the clock's day")] = None,
+    seed: Annotated[int | None, typer.Option(help="the same day again (source_refs stay fresh)")] = None,
+) -> None:
+    """Load a realistic day of warnings across six Zhejiang districts through the dispatcher's API.
+
+    Runs against the services `shouhu up` started (on SHOUHU_TIME_SCALE's clock; `shouhu up` starts it itself on
+    an empty database). Its citizens' phones and Telegram chats are scripted in the sandbox.
+    """
+    from shouhu.demo import run_demo
+
+    settings = _settings()
+    configure_logging("WARNING")
+    if sandbox_url is None:
+        sandbox_url = os.environ.get("SHOUHU_SANDBOX_URL", "http://127.0.0.1:8090")
+    keys = asyncio.run(_demo_keys(_database_url(), settings.data_dir, audit_key=settings.audit_secret(),
+                                  roles=("ingest",)))
+    asyncio.run(run_demo(dispatcher_url=dispatcher, ingest_key=keys["ingest"], sandbox_url=sandbox_url or None,
+                         clock=settings.clock(), count=count, at_once=at_once, seed=seed,
+                         say=lambda line: typer.echo(line)))
+
+
+def demo_wanted(*, flag: bool, environ: Mapping[str, str], environment: str,
+                database_is_empty: Callable[[], bool]) -> bool:
+    """Whether `shouhu up` loads the demo day: on an empty database, in development, unless told not to
+    (--no-demo, SHOUHU_DEMO=0), and only where nobody real can be messaged or called (no Telegram token, no
+    Twilio credentials: the demo's phone numbers are made up)."""
+    real_telegram = bool(environ.get("TELEGRAM_BOT_TOKEN"))
+    real_twilio = bool(environ.get("TWILIO_ACCOUNT_SID") or environ.get("TWILIO_AUTH_TOKEN"))
+    return (flag and environ.get("SHOUHU_DEMO", "1") != "0" and environment == "development"
+            and not real_telegram and not real_twilio and database_is_empty())
+
+
+async def _database_is_empty(url: str, *, audit_key: str) -> bool:
+    """No warning has ever been posted (a fresh clone's first `make run`)."""
+    from shared.db import make_engine, make_sessionmaker
+    from shared.sql import sql
+
+    engine = make_engine(url, pool_size=1, application_name="shouhu-up", audit_key=audit_key)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            return not (await session.execute(sql("SELECT EXISTS (SELECT 1 FROM warnings)"))).scalar()
+    finally:
+        await engine.dispose()
+
+
 @app.command()
 def up(
     host: Annotated[str, typer.Option(help="address the services listen on")] = "127.0.0.1",
+    demo: Annotated[bool, typer.Option(
+        "--demo/--no-demo", help="on an empty database, load the demo day (also SHOUHU_DEMO=0)")] = True,
 ) -> None:
     """Start the whole system locally: database (embedded unless DATABASE_URL is set), migrations, services."""
     settings = _settings()
@@ -249,8 +318,18 @@ def up(
     children: list[subprocess.Popen[bytes]] = []
     # Without real Telegram or Twilio credentials the local sandbox stands in for them (and gives a page
     # to play the citizen: chats and phone calls).
-    use_sandbox = not os.environ.get("TELEGRAM_BOT_TOKEN") or not (
-        os.environ.get("TWILIO_ACCOUNT_SID") and os.environ.get("TWILIO_AUTH_TOKEN"))
+    real_telegram = bool(os.environ.get("TELEGRAM_BOT_TOKEN"))
+    real_twilio = bool(os.environ.get("TWILIO_ACCOUNT_SID") and os.environ.get("TWILIO_AUTH_TOKEN"))
+    use_sandbox = not real_telegram or not real_twilio
+    run_demo = demo_wanted(flag=demo, environ=os.environ, environment=settings.environment,
+                           database_is_empty=lambda: asyncio.run(_database_is_empty(url, audit_key=audit_key)))
+    scale = settings.time_scale
+    if run_demo and "SHOUHU_TIME_SCALE" not in os.environ:
+        scale = DEMO_TIME_SCALE
+        env["SHOUHU_TIME_SCALE"] = str(scale)
+    if scale != 1 and settings.time_epoch is None:
+        # One epoch for every child, so the services' fast clocks agree and start at the real now.
+        env["SHOUHU_TIME_EPOCH"] = datetime.now(UTC).isoformat()
     if use_sandbox:
         env.setdefault("SHOUHU_SANDBOX_URL", f"http://{host}:8090")
         children.append(subprocess.Popen(
@@ -258,6 +337,10 @@ def up(
     for service, (_, port) in SERVICES.items():
         children.append(subprocess.Popen(
             [sys.executable, "-m", "shouhu.cli", "serve", service, "--host", host, "--port", str(port)], env=env))
+    # The demo posts through the API once the services answer; it ends by itself (not watched like a service).
+    demo_child = subprocess.Popen(
+        [sys.executable, "-m", "shouhu.cli", "demo", "--dispatcher", f"http://{host}:8000"], env=env,
+    ) if run_demo else None
     typer.echo(
         "\nShouhu is starting:\n"
         f"  dispatcher  http://{host}:8000   (API docs: http://{host}:8000/docs)\n"
@@ -270,11 +353,19 @@ def up(
         f"  operator    http://{host}:8002/console\n"
         f"  officers    http://{host}:8000/field     (a phone page; shouhu keys create --role officer --unit 330106)\n"
         + "".join(f"  demo {role:<10} {key}   (unit 33, Zhejiang)\n" for role, key in demo_keys.items())
+        + (f"\nLoading the demo day: {DEMO_COUNT} warnings across six districts on a {scale:g}x clock (a 2 h"
+           f" deadline passes in {7200 / scale:.0f} s).\n  Within a minute: the operator queue has work, alerts and"
+           " calls in the sandbox, a visit, an emergency, an escalation and a breach on the supervisor console.\n"
+           "  (SHOUHU_DEMO=0 make run, or shouhu up --no-demo, starts on an empty database without it.)\n"
+           if run_demo else "")
+        + (f"\nThe clock runs {scale:g}x faster than real time. Other commands against this system (shouhu import,"
+           f" shouhu demo) need the same clock:\n  export SHOUHU_TIME_SCALE={scale:g}"
+           f" SHOUHU_TIME_EPOCH={env.get('SHOUHU_TIME_EPOCH', '')}\n" if scale != 1 else "")
         + "Press Ctrl-C to stop.\n"
     )
 
     def stop(*_args: object) -> None:
-        for child in children:
+        for child in [*children, *([demo_child] if demo_child else [])]:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
 
@@ -287,7 +378,7 @@ def up(
         pass
     finally:
         stop()
-        for child in children:
+        for child in [*children, *([demo_child] if demo_child else [])]:
             try:
                 child.wait(timeout=15)
             except subprocess.TimeoutExpired:

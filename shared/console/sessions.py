@@ -40,14 +40,19 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-async def open_session(session: AsyncSession, principal: Principal, *, service: str, now: datetime) -> str:
-    """Store a new session for `principal` and return the cookie token (shown to the browser only)."""
+async def open_session(session: AsyncSession, principal: Principal, *, service: str, now: datetime,
+                       ttl: timedelta = SESSION_TTL) -> str:
+    """Store a new session for `principal` and return the cookie token (shown to the browser only).
+
+    `ttl` is measured on the services' clock: on a fast one (SHOUHU_TIME_SCALE) the caller stretches the
+    shift so that it still lasts twelve real hours.
+    """
     token = secrets.token_urlsafe(32)
     await session.execute(
         sql("INSERT INTO console_sessions (token_sha256, service, key_id, csrf_token, created_at, expires_at)"
             " VALUES (:t, :s, :k, :c, :now, :exp)"),
         {"t": _digest(token), "s": service, "k": principal.key_id, "c": secrets.token_urlsafe(24), "now": now,
-         "exp": now + SESSION_TTL})
+         "exp": now + ttl})
     # Expired sessions of this key are dropped here rather than by a sweeper.
     await session.execute(sql("DELETE FROM console_sessions WHERE key_id = :k AND expires_at < :now"),
                           {"k": principal.key_id, "now": now})

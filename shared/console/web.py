@@ -99,7 +99,8 @@ class Console:
     def __init__(self, *, service: str, title_key: str, roles: Iterable[str], home: str,
                  template_dirs: Iterable[Path], messages_files: Iterable[Path],
                  now: Callable[[Request], datetime], live_emergencies: EmergencyProvider | None = None,
-                 base: str = "/console", name: str | None = None) -> None:
+                 base: str = "/console", name: str | None = None,
+                 scale: Callable[[Request], float] | None = None) -> None:
         self.service = service
         self.live_emergencies = live_emergencies
         # Under the console's own home (/console, or /field for the officers' page), beside its pages.
@@ -113,6 +114,8 @@ class Console:
         self.session_scope = name or service
         self.cookie = f"shouhu_{self.session_scope}_session"
         self.now = now
+        # Clock seconds per real second (a fast clock, SHOUHU_TIME_SCALE): a session is a real shift long.
+        self.scale = scale or (lambda _request: 1.0)
         self.messages = Catalog(HERE / "messages.yaml", *messages_files)
         dirs = [str(d) for d in template_dirs] + [str(HERE / "templates")]
         self.templates = Jinja2Templates(directory=dirs[0])
@@ -236,7 +239,8 @@ class Console:
                 return console._sign_in_form(request, next, error=error, status_code=401)
             now = console.now(request)
             async with transaction(state.sessionmaker) as session:
-                token = await sessions.open_session(session, principal, service=console.session_scope, now=now)
+                token = await sessions.open_session(session, principal, service=console.session_scope, now=now,
+                                                    ttl=sessions.SESSION_TTL * console.scale(request))
                 audit.record(session, at=now, actor=principal.actor, action="console.signed_in",
                              region_code=principal.unit or None, service=console.session_scope)
             response = console.redirect(safe_next(next, console.home))

@@ -16,6 +16,7 @@ from shared.queue.service import enqueue
 from shared.queue.worker import Handler, Worker
 from tests.bot.conftest import eventually
 from tests.conftest import serve, sign_in, warning
+from tests.helpers.screenshots import readme_screenshot
 
 
 def phone(i: int) -> str:
@@ -233,6 +234,7 @@ async def test_supervisor_schedules_a_campaign_in_the_console_and_the_progress_b
                                              timeout=20_000)
                 assert await page.inner_text("#progress [data-k='sent'] b") == "2"
                 assert await page.inner_text("#percent") == "100%"
+                await readme_screenshot(page, "campaign-console.png")
                 await page.goto(f"{base}/console/campaigns")
                 assert "西湖区 客服退款提醒" in await page.inner_text("#campaigns")
             for chat_id in chats[:2]:

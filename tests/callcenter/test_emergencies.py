@@ -3,8 +3,6 @@ gets the emergency script, dissuaded is refused, and the red banner appears on t
 
 from __future__ import annotations
 
-import os
-
 import httpx
 import pytest
 
@@ -12,10 +10,9 @@ from services.callcenter.console.views import call_script
 from tests.callcenter.test_operator_console import Desk, key_of
 from tests.callcenter.test_seats import operator_task
 from tests.conftest import console_sign_in, sign_in, warning
+from tests.helpers.screenshots import readme_screenshot
 
 PHONE = "+8613800138000"
-# Set to a directory to save screenshots of the operator's emergency desk.
-SCREENSHOTS = os.environ.get("SHOUHU_EMERGENCY_SCREENSHOTS")
 
 
 @pytest.fixture
@@ -203,8 +200,7 @@ async def test_the_banner_appears_on_the_operator_console_without_a_reload(callc
     await link.wait_for(timeout=5000)
     assert await link.get_attribute("href") == f"/console?task={task_id}"
     assert await page.locator("#task-card").get_attribute("data-task-id") == task_id
-    if SCREENSHOTS:
-        await page.screenshot(path=f"{SCREENSHOTS}/operator-emergency.png")
+    await readme_screenshot(page, "operator-emergency.png")
 
 
 async def test_an_emergencys_agreed_callback_stays_first_in_the_queue(callcenter, api) -> None:

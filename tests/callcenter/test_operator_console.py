@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import timedelta
 
@@ -17,9 +16,7 @@ from shared.queue import service as q
 from shared.queue.service import NewJob
 from tests.callcenter.test_seats import operator_task
 from tests.conftest import console_sign_in, sign_in, warning
-
-# Set to a path to save a screenshot of the desk with a claimed task (docs/operator-console.png is made so).
-SCREENSHOT = os.environ.get("SHOUHU_OPERATOR_CONSOLE_SCREENSHOT")
+from tests.helpers.screenshots import readme_screenshot
 
 
 async def key_of(callcenter, role: str, unit: str) -> str:  # noqa: ANN001
@@ -113,8 +110,7 @@ async def test_an_operator_works_through_the_queue_by_keyboard(callcenter, page)
     history = await page.inner_text("#history")
     assert "闭环：已知晓" in history and "收到涉诈短信" in history  # the earlier case and its outcome
     assert [await r.inner_text() for r in await page.locator("#mine a").all()] == ["虚假投资理财"]
-    if SCREENSHOT:
-        await page.screenshot(path=SCREENSHOT)
+    await readme_screenshot(page, "operator-console.png")
 
     async with page.expect_navigation():
         await page.keyboard.press("c")

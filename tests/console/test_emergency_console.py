@@ -3,16 +3,12 @@ moving a payment stop from the case file (CSRF, forward only, audited)."""
 
 from __future__ import annotations
 
-import os
-
 import httpx
 import pytest
 
 from tests.conftest import serve, sign_in, warning
 from tests.console.test_supervisor_console import audit_actions, key_of, signed_in, task_row
-
-# Set to a directory to save screenshots of the banner and the payment-stop card (docs/ images are made so).
-SCREENSHOTS = os.environ.get("SHOUHU_EMERGENCY_SCREENSHOTS")
+from tests.helpers.screenshots import readme_screenshot
 
 
 async def new_task(dispatcher, region: str = "330106", phone: str = "13800138000") -> str:  # noqa: ANN001
@@ -42,8 +38,7 @@ async def test_the_banner_appears_on_the_supervisor_console_without_a_reload(dis
         text = await banner.inner_text()
         assert "紧急" in text and "地区 330106" in text and "刚刚" in text and "坐席通话" not in text
         assert "处置反馈" in text and "test-operator-3301" in text and "止付：已申请" in text
-        if SCREENSHOTS:
-            await page.screenshot(path=f"{SCREENSHOTS}/supervisor-emergency-banner.png")
+        await readme_screenshot(page, "supervisor-emergency-banner.png")
         await banner.locator("a").click()
         await page.wait_for_url(f"**/console/tasks/{task_id}")
         assert await page.inner_text("#stop-status") == "已申请"
@@ -52,8 +47,7 @@ async def test_the_banner_appears_on_the_supervisor_console_without_a_reload(dis
         async with page.expect_navigation():
             await page.click("#stop-sent button")
         assert await page.inner_text("#stop-status") == "已发送银行"
-        if SCREENSHOTS:
-            await page.locator("#payment-stop").screenshot(path=f"{SCREENSHOTS}/supervisor-payment-stop.png")
+        await readme_screenshot(page.locator("#payment-stop"), "supervisor-payment-stop.png")
         await page.fill("#stop-confirmed input[name=amount_stopped]", "48,000")
         await page.fill("#stop-confirmed input[name=reference]", "ICBC-ZF-0042")
         async with page.expect_navigation():

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.conftest import console_sign_in, serve, sign_in, warning
+from tests.helpers.screenshots import readme_screenshot
 
 
 async def key_of(dispatcher, role: str = "supervisor", unit: str = "33") -> str:  # noqa: ANN001
@@ -55,6 +56,7 @@ async def test_supervisor_sees_a_breach_opens_the_case_and_reassigns_it(dispatch
         await sign_in(page, base, await key_of(dispatcher))
         # The overview lists it first, past its deadline.
         assert "超时" in await page.locator("#urgent tr.breached").first.inner_text()
+        await readme_screenshot(page, "supervisor-console.png")
         await page.click("nav >> text=超时与升级")
         row = page.locator(f"#task-{task_id}")
         assert "已超时" in await row.inner_text()
@@ -62,6 +64,7 @@ async def test_supervisor_sees_a_breach_opens_the_case_and_reassigns_it(dispatch
         await page.wait_for_url(f"**/console/tasks/{task_id}")
         timeline = await page.locator("#timeline").inner_text()
         assert "task.breached" in timeline and "transfer_in_progress" in timeline
+        await readme_screenshot(page, "supervisor-case.png")
         await page.click("#summary button:has-text('转坐席立即外呼')")
         await page.wait_for_url("**/console/queue?ok=1**")
         assert "已改派" in await page.locator(".flash").inner_text()

@@ -14,6 +14,7 @@ from sqlalchemy import text
 from shared.auth.service import create_key
 from shared.db import transaction
 from tests.conftest import console_sign_in, serve, warning
+from tests.helpers.screenshots import readme_screenshot
 
 PHONE_VIEWPORT = {"width": 375, "height": 812}
 # A message key shown as itself (a text missing from the catalogue) looks like this.
@@ -241,6 +242,7 @@ async def test_an_officer_signs_in_claims_and_reports_on_a_phone(dispatcher, pho
         await page.wait_for_url(f"{base}/field")
         card = page.locator(f"#visit-{visit_id}")
         assert "张桂英" in await card.inner_text()
+        await readme_screenshot(page, "field-page.png", full_page=True)
         assert await card.locator("a.tel").get_attribute("href") == "tel:+8613800138000"
         claim = card.locator("button.claim")
         box = await claim.bounding_box()

@@ -175,12 +175,12 @@ async def end_wrap_ups(session: AsyncSession, *, now: datetime, key_id: str | No
     return result.rowcount or 0
 
 
-def wrap_up_left_s(seat: Any, now: datetime) -> int:
-    """Whole seconds of wrap-up left (at least 1 while in wrap-up; 0 when not)."""
+def wrap_up_left_s(seat: Any, now: datetime, scale: float = 1.0) -> int:
+    """Whole (real) seconds of wrap-up left (at least 1 while in wrap-up; 0 when not)."""
     if seat is None or seat.state != "wrap_up":
         return 0
     until = seat.wrap_up_until
-    return max(1, math.ceil((until - now).total_seconds())) if until is not None else 1
+    return max(1, math.ceil((until - now).total_seconds() / scale)) if until is not None else 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,11 +199,15 @@ class HeldTask:
     call_ended_at: datetime | None = None
 
 
-async def my_tasks(session: AsyncSession, principal: Principal, *, now: datetime | None = None) -> list[HeldTask]:
-    """The tasks my seat holds; with `now`, first those of citizens put through to me (the caller commits)."""
+async def my_tasks(session: AsyncSession, principal: Principal, *, now: datetime | None = None,
+                   scale: float = 1.0) -> list[HeldTask]:
+    """The tasks my seat holds; with `now`, first those of citizens put through to me (the caller commits).
+
+    `scale`: clock seconds per real second (a fast clock, SHOUHU_TIME_SCALE); an operator's claims last real time.
+    """
     live: dict[uuid.UUID, transfers.LiveTransfer] = {}
     if now is not None:
-        await transfers.settle_claims(session, now=now, seat=principal.key_id)
+        await transfers.settle_claims(session, now=now, seat=principal.key_id, scale=scale)
     # The claims first, then the transfers: a claim a transfer gave this seat commits with (or after) the
     # transfer's answer, so reading in this order never shows the task without its live call.
     claims = await q.held(session, worker=seat_worker(principal), kinds=OPERATOR_KINDS)
@@ -263,7 +267,7 @@ class Claimed:
     claim_ms: float | None = None  # the claim statement alone (the view sends it as Server-Timing)
 
 
-async def seat_for_claim(session: AsyncSession, *, key_id: str, now: datetime) -> Any:
+async def seat_for_claim(session: AsyncSession, *, key_id: str, now: datetime, scale: float = 1.0) -> Any:
     """My seat as a claim needs it, in one round trip: a wrap-up that is over ended first (as end_wrap_ups does),
     and whether an answered transfer waits to be settled (`transfers_waiting`). None: no seat yet."""
     return (await session.execute(
@@ -273,7 +277,7 @@ async def seat_for_claim(session: AsyncSession, *, key_id: str, now: datetime) -
             "   CASE WHEN e.key_id IS NULL THEN s.wrap_up_until END AS wrap_up_until,"
             f"   {transfers.UNCLAIMED_WAITING_SQL} AS transfers_waiting"
             " FROM seats s LEFT JOIN ended e ON e.key_id = s.key_id WHERE s.key_id = :k"),
-        {"k": key_id, "now": now, "unclaimed_window_s": transfers.UNCLAIMED_WINDOW_S})).first()
+        {"k": key_id, "now": now, "unclaimed_window_s": transfers.UNCLAIMED_WINDOW_S * scale})).first()
 
 
 # A high-tier (or more urgent) claim is held 5 minutes, others 10: a seat that goes quiet on a high-tier task gives
@@ -282,24 +286,27 @@ SHORT_LEASE = (contracts.PRIORITY["high"], lease_for("high").total_seconds())
 LEASE_S = lease_for("medium").total_seconds()
 
 
-async def take_next(session: AsyncSession, principal: Principal, *, now: datetime) -> Claimed | None:
+async def take_next(session: AsyncSession, principal: Principal, *, now: datetime, scale: float = 1.0) -> Claimed | None:
     """Claim the next task for an available seat (None: nothing waits); the lease is shorter for high tier.
 
     Three statements: the seat (its wrap-up ended if over, and whether a transfer waits), the claim with its
     lease, the task with its reasons. A claim is what 1,600 seats do all day, so each round trip counts.
+    The lease is a person's working time, real seconds: on a fast clock (`scale` clock seconds per real
+    second, SHOUHU_TIME_SCALE) it is stretched to last as long for the operator.
     """
-    seat = await seat_for_claim(session, key_id=principal.key_id, now=now)
+    seat = await seat_for_claim(session, key_id=principal.key_id, now=now, scale=scale)
     if seat is not None and seat.state == "wrap_up":
         raise SeatRefused("wrap_up", 409,
-                          f"your seat is in wrap-up for {wrap_up_left_s(seat, now)} s more; end it early with"
+                          f"your seat is in wrap-up for {wrap_up_left_s(seat, now, scale)} s more; end it early with"
                           " PUT /v1/seat {\"state\": \"available\"}")
     if seat is None or seat.state != "available":
         raise SeatRefused("not_available", 409,
                           "your seat is not available: PUT /v1/seat {\"state\": \"available\"} first")
     if seat.transfers_waiting:
         # A seat that answered a citizen's key 2 takes that task first, whoever claims now.
-        await transfers.settle_claims(session, now=now)
-    claim = await claim_next(session, principal, now=now, lease_s=LEASE_S, short_lease=SHORT_LEASE)
+        await transfers.settle_claims(session, now=now, scale=scale)
+    claim = await claim_next(session, principal, now=now, lease_s=LEASE_S * scale,
+                             short_lease=(SHORT_LEASE[0], SHORT_LEASE[1] * scale))
     if claim is None:
         return None
     brief, reasons = await dispatcher_contract.task_brief_with_reasons(session, claim.task_id)

@@ -48,6 +48,7 @@ console = Console(
     messages_files=[HERE / "messages.yaml", HERE.parent / "campaigns" / "messages.yaml",
                     HERE.parent / "visits" / "messages.yaml"],
     now=lambda request: request.app.state.runtime.clock.now(),
+    scale=lambda request: request.app.state.runtime.clock.scale,
     live_emergencies=live_emergencies,
 )
 Page = console.page_user()

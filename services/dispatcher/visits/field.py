@@ -48,6 +48,7 @@ field = Console(
     service="dispatcher", name="field", base="/field", title_key="field.title", roles=("officer",), home="/field",
     template_dirs=[HERE / "templates"], messages_files=[MESSAGES],
     now=lambda request: request.app.state.runtime.clock.now(), live_emergencies=live_emergencies,
+    scale=lambda request: request.app.state.runtime.clock.scale,
 )
 Page = field.page_user()
 Action = field.action_user()
