@@ -427,12 +427,12 @@ async def record_status(session: AsyncSession, attempt: Any, form: dict[str, str
     adopt_sid = sid if attempt.channel == "auto_call" and getattr(attempt, "call_sid", None) is None else None
     await session.execute(
         sql("UPDATE call_attempts SET status = :s, answered_by = :ab, duration_s = COALESCE(:dur, duration_s),"
-            " answered_at = COALESCE(answered_at, CASE WHEN CAST(:s AS text) = 'in-progress' THEN"
-            " CAST(:now AS timestamptz) END),"
+            " answered_at = COALESCE(answered_at, :answered_at),"
             " call_sid = COALESCE(call_sid, (SELECT CAST(:sid AS varchar) WHERE NOT EXISTS"
             " (SELECT 1 FROM call_attempts o WHERE o.call_sid = CAST(:sid AS varchar)))), updated_at = :now"
             " WHERE id = :id"),
-        {"s": status[:16], "ab": answered_by, "dur": dur, "sid": adopt_sid, "now": now, "id": attempt.id})
+        {"s": status[:16], "ab": answered_by, "dur": dur, "sid": adopt_sid, "now": now, "id": attempt.id,
+         "answered_at": now if status == "in-progress" else None})
     if attempt.channel == "operator_call":
         if status in m.TWILIO_FINAL:
             await seat_call_ended(session, task_id=attempt.task_id, now=now)
