@@ -167,7 +167,8 @@ class HeldOut(BaseModel):
 
 class HoldingOut(BaseModel):
     detail: str
-    held: list[HeldOut] = Field(description="the tasks my seat holds now")
+    held: list[HeldOut] = Field(default_factory=list, description="the tasks my seat holds now (only when that is"
+                                                                   " why nothing was claimed)")
 
 
 class HangUpOut(BaseModel):
@@ -300,6 +301,42 @@ async def list_my_tasks(principal: OperatorKey, request: Request, mine: bool = T
                        # key 2: the citizen was put through to this seat (the call timer runs from connected_at)
                        "live_call": {"connected_at": r.connected_at, "ended_at": r.call_ended_at}
                        if r.connected_at else None} for r in rows]}
+
+
+class BoardSeatOut(BaseModel):
+    key_id: str
+    name: str
+    unit: str
+    state: Literal["available", "on_task", "on_call", "wrap_up", "paused", "offline"] = Field(
+        description="on_task: available, holding a claimed task (处置中)")
+    reason: str | None = Field(description="why paused")
+    since: datetime = Field(description="in this state since")
+
+
+class QueueDepthOut(BaseModel):
+    by_tier: dict[str, int] = Field(description="operator calls claimable now: emergency, high, medium, low")
+    by_unit: dict[str, dict[str, int]] = Field(description="the same by the task's unit (district, or a city for a"
+                                                           " task handed to it), then tier")
+    later: int = Field(description="waiting for a later time (an agreed call-back)")
+
+
+class BoardOut(BaseModel):
+    seats: list[BoardSeatOut]
+    queue: QueueDepthOut
+
+
+@router.get("/v1/seats", response_model=BoardOut)
+async def seat_board(principal: Annotated[Principal, Depends(require_roles("operator", "supervisor"))],
+                     request: Request) -> Any:
+    """The seat board of my unit (operators and supervisors): every seat's state and since when, and the queue
+    depth by tier and unit. Only my unit's seats and tasks are counted."""
+    now = request.app.state.clock.now()
+    async with request.app.state.sessionmaker() as session:
+        seats = await service.board_seats(session, principal, now=now)
+        depth = await service.queue_depth(session, principal, now=now)
+    return {"seats": [{"key_id": r.key_id, "name": r.name, "unit": r.unit, "state": r.state, "reason": r.reason,
+                       "since": r.since} for r in seats],
+            "queue": {"by_tier": depth.by_tier, "by_unit": depth.by_unit, "later": depth.later}}
 
 
 @router.get("/v1/subjects/{phone}/history", response_model=HistoryOut,
