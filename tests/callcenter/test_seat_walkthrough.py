@@ -3,6 +3,7 @@ the seat board beside it; one task at a time (N with a task in hand asks first).
 
 from __future__ import annotations
 
+import os
 import re
 
 import httpx
@@ -15,6 +16,8 @@ from tests.conftest import sign_in
 from tests.console.words import assert_all_words
 
 WRAP_UP_S = 5
+# Set to a folder to save screenshots of the desk on a call and of the seat board (for the docs).
+SCREENSHOTS = os.environ.get("SHOUHU_SEAT_SCREENSHOTS")
 # The desk's "why this tier" lines are the policy's own English text ("signal screen_sharing -> high"), rendered
 # as words by the words work (issue: every code through the catalogue); until then these tokens are let through
 # on the desk only. The seat board is checked with no exception.
@@ -82,6 +85,9 @@ async def test_an_operator_claims_calls_hangs_up_disposes_and_is_available_again
     await expect(board_state(board)).to_have_text("通话中")
     legs = await callcenter.phone.calls(citizen)
     assert len(legs) == 1 and legs[0]["status"] == "in-progress"
+    if SCREENSHOTS:
+        await page.screenshot(path=os.path.join(SCREENSHOTS, "operator-on-call.png"))
+        await board.screenshot(path=os.path.join(SCREENSHOTS, "seat-board.png"))
     await assert_all_words(page, allow=REASON_TOKENS)
 
     async with page.expect_navigation():
@@ -138,6 +144,8 @@ async def test_n_with_a_task_in_hand_asks_first_and_keeps_or_returns_it(callcent
     await expect(dialog).to_contain_text("您手上已有一条任务")
     assert await operator_job_status(callcenter, second) == ["queued"]  # nothing claimed behind my back
     await assert_all_words(page, allow=REASON_TOKENS)
+    if SCREENSHOTS:
+        await page.screenshot(path=os.path.join(SCREENSHOTS, "operator-holding.png"))
     await page.keyboard.press("k")
     await expect(dialog).to_be_hidden()
     assert await card.get_attribute("data-task-id") == first

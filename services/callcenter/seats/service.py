@@ -459,6 +459,7 @@ async def hang_up(sessionmaker: async_sessionmaker[AsyncSession], placer: CallPl
             raise SeatRefused("not_claimed", 409, NOT_CLAIMED)
         call = await seat_call(session, task_id)
         sid = call.call_sid if call is not None and call.live else None
+        click_to_call = sid is not None
         if sid is None:  # a citizen put through to my phone (key 2): end my leg of the bridge
             sid = (await session.execute(
                 sql("SELECT leg_sid FROM call_transfers WHERE task_id = :t AND answered_by = :k"
@@ -467,8 +468,14 @@ async def hang_up(sessionmaker: async_sessionmaker[AsyncSession], placer: CallPl
         if sid is None:
             raise SeatRefused("no_call", 409, "there is no live call on this task to hang up")
     await placer.client.calls(sid).update_async(status="completed")
-    # The status callback says the same a moment later; said here too, so the desk is right at once.
+    # Twilio took the hang-up: the status callback says the same a moment later (and fills in the duration);
+    # said here too, so the desk the operator is sent back to shows the call over and the seat off the phone.
     async with transaction(sessionmaker) as session:
+        if click_to_call:
+            await session.execute(
+                sql("UPDATE call_attempts SET status = 'completed', updated_at = :now WHERE call_sid = :sid"
+                    " AND status <> ALL(CAST(:final AS text[]))"),
+                {"now": now, "sid": sid, "final": list(FINAL_CALL_STATES)})
         await seat_call_ended(session, task_id=task_id, now=now)
     return sid
 
