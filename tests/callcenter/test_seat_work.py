@@ -8,7 +8,7 @@ import re
 import httpx
 from sqlalchemy import text
 
-from tests.callcenter.test_operator_console import Desk, key_of, operator_job_status
+from tests.callcenter.test_operator_console import Desk, desks, key_of, operator_job_status  # noqa: F401 (desks: the fixture)
 from tests.callcenter.test_seats import api, operator_task, seat  # noqa: F401 (api: the fixture)
 
 
@@ -136,3 +136,44 @@ async def test_a_supervisor_reads_the_seat_board_of_their_unit_over_the_api(call
     theirs = (await api.get("/v1/seats", headers=await d.headers("supervisor", "3302"))).json()
     assert theirs["seats"] == [] and theirs["queue"]["by_unit"] == {} and sum(theirs["queue"]["by_tier"].values()) == 0
     assert (await api.get("/v1/seats", headers=await d.headers("ingest", "3301"))).status_code == 403
+
+
+async def test_hang_up_ends_the_bridge_of_a_citizen_put_through_by_key_2(callcenter, api) -> None:  # noqa: ANN001, F811
+    """A seat talking to a citizen who pressed 2 hangs up through the API: its leg ends (the citizen hears
+    goodbye), the seat is in wrap-up with the task still in hand to record."""
+    from tests.callcenter import test_transfers as tr
+
+    local, headers = await tr.seat(callcenter, api, unit="3301", phone=tr.LOCAL_DESK)
+    await tr.number(callcenter, tr.LOCAL_DESK, "manual", hangup_after_s=600)
+    answer, citizen = await tr.citizen_presses_2(callcenter, time_scale=0.1)
+    leg = await tr.leg_to(callcenter, tr.LOCAL_DESK, "ringing")
+    await callcenter.dispatcher.run_dispatcher_jobs()
+    await callcenter.phone.call("POST", f"/calls/{leg['sid']}/answer")
+    await tr.eventually(lambda: tr._outcome_is(callcenter, answer["task_id"], "connected"))
+    mine = (await api.get("/v1/tasks", params={"mine": "true"}, headers=headers)).json()["items"]
+    assert [t["task_id"] for t in mine] == [answer["task_id"]]
+
+    hung = await api.post(f"/v1/tasks/{answer['task_id']}/hangup", headers=headers)
+    assert hung.status_code == 200, hung.text
+    assert hung.json()["call_sid"] == leg["sid"]
+    ended = await callcenter.phone.ended(tr.PHONE)
+    assert ended["status"] == "completed" and "再见" in tr.said(ended)
+    await tr.eventually(lambda: tr._outcome_is(callcenter, answer["task_id"], "completed"))
+    assert await tr.seat_state(callcenter, local) == "wrap_up"
+    again = await api.post(f"/v1/tasks/{answer['task_id']}/hangup", headers=headers)
+    assert again.status_code == 409
+    resp = await api.post(f"/v1/tasks/{answer['task_id']}/disposition", json={"disposition": "dissuaded"},
+                          headers=headers)
+    assert resp.status_code == 202
+
+
+async def test_the_seat_board_speaks_english_when_asked(callcenter, desks) -> None:  # noqa: ANN001, F811
+    """The board in English: its headings, a seat on a task, the tiers, no Chinese state words."""
+    await operator_task(callcenter, phone="+8613900000841")
+    desk = await desks()
+    await desk.post("/console/seat", state="available")
+    await desk.post("/console/next")
+    switched = await desk.client.get("/console/lang/en", params={"next": "/console/seats"})
+    page = (await desk.client.get(switched.headers["location"])).text
+    assert "Seat board" in page and ">on a task<" in page and "Waiting to be taken" in page and ">medium<" in page
+    assert "处置中" not in page and "坐席看板" not in page

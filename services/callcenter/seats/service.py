@@ -470,13 +470,14 @@ async def hang_up(sessionmaker: async_sessionmaker[AsyncSession], placer: CallPl
     await placer.client.calls(sid).update_async(status="completed")
     # Twilio took the hang-up: the status callback says the same a moment later (and fills in the duration);
     # said here too, so the desk the operator is sent back to shows the call over and the seat off the phone.
-    async with transaction(sessionmaker) as session:
-        if click_to_call:
+    # A key-2 bridge's end is the transfer's own business (its callbacks put the seat in wrap-up).
+    if click_to_call:
+        async with transaction(sessionmaker) as session:
             await session.execute(
                 sql("UPDATE call_attempts SET status = 'completed', updated_at = :now WHERE call_sid = :sid"
                     " AND status <> ALL(CAST(:final AS text[]))"),
                 {"now": now, "sid": sid, "final": list(FINAL_CALL_STATES)})
-        await seat_call_ended(session, task_id=task_id, now=now)
+            await seat_call_ended(session, task_id=task_id, now=now)
     return sid
 
 
