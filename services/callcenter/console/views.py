@@ -173,13 +173,16 @@ async def desk(request: Request, user: Page, task: str | None = None, m: str | N
 async def seat_now(request: Request, user: Page) -> HTMLResponse:
     """My state, polled every few seconds by the desk (wrap-up ends, a call ends, a claim expires)."""
     principal, now = user.principal, console.now(request)
-    async with transaction(request.app.state.sessionmaker) as session:
-        await seats.end_wrap_ups(session, now=now, key_id=principal.key_id)
+    # Read only (every open desk asks every 3 s): a wrap-up that is over shows as over; the sweep writes it.
+    async with request.app.state.sessionmaker() as session:
         seat = await seats.get_seat(session, principal)
         holding = bool(await seats.my_tasks(session, principal))
+    state = seat.state if seat else None
+    if state == "wrap_up" and seat.wrap_up_until is not None and seat.wrap_up_until <= now:
+        state = "available"
     return console.render(request, "desk_seat_now.html", user, seat=seat,
-                          shown=seats.shown_state(seat.state if seat else None, holding=holding),
-                          wrap_up_left=seats.wrap_up_left_s(seat, now))
+                          shown=seats.shown_state(state, holding=holding),
+                          wrap_up_left=seats.wrap_up_left_s(seat, now) if state == "wrap_up" else 0)
 
 
 @router.get("/tasks/{task_id}/call-box", response_class=HTMLResponse)
