@@ -100,6 +100,7 @@ async def test_an_operator_claims_calls_hangs_up_disposes_and_is_available_again
     await expect(state).to_have_text("处置中")  # off the phone, the task still in hand
     await expect(page.locator("#live-call[data-state=ended]")).to_contain_text("通话已结束")
     await expect(page.locator("#hangup-form")).to_have_count(0)
+    await expect(page.locator("#call-form button")).to_be_visible()  # C could call again
 
     await page.keyboard.press("1")
     assert await page.is_checked("input[name=disposition][value=dissuaded]")

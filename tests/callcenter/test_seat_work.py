@@ -177,3 +177,26 @@ async def test_the_seat_board_speaks_english_when_asked(callcenter, desks) -> No
     page = (await desk.client.get(switched.headers["location"])).text
     assert "Seat board" in page and ">on a task<" in page and "Waiting to be taken" in page and ">medium<" in page
     assert "处置中" not in page and "坐席看板" not in page
+
+
+async def test_a_call_the_citizen_ends_shows_as_ended_and_the_seat_is_back_on_its_task(callcenter, desks) -> None:  # noqa: ANN001, F811
+    """The citizen hangs up first: the status callback takes the seat off the phone (处置中), and the desk's polled
+    call box shows the call over with Call back in place of Hang up."""
+    citizen, desk_phone = "+8613900000851", "+8657187000851"
+    await callcenter.phone.script(desk_phone, "answer")
+    await callcenter.phone.script(citizen, "answer")  # talks a moment, then hangs up
+    task_id = await operator_task(callcenter, phone=citizen)
+    desk = await desks()
+    await desk.post("/console/seat", state="available", phone=desk_phone)
+    await desk.post("/console/next")
+    assert (await desk.post(f"/console/tasks/{task_id}/call")).headers["location"].endswith("m=calling")
+    await callcenter.phone.ended(citizen)
+    await callcenter.phone.ended(desk_phone)
+    box = (await desk.client.get(f"/console/tasks/{task_id}/call-box")).text
+    assert 'id="call-form"' in box and 'id="hangup-form"' not in box and "hx-trigger" not in box
+    assert 'data-state="ended"' in box and "通话已结束" in box
+    now = (await desk.client.get("/console/seat-now")).text
+    assert 'data-state="on_task"' in now and "处置中" in now
+    other = await desks("operator", "3302")
+    assert 'id="call-box"' in (await other.client.get(f"/console/tasks/{task_id}/call-box")).text
+    assert "data-state" not in (await other.client.get(f"/console/tasks/{task_id}/call-box")).text  # not theirs

@@ -191,7 +191,9 @@ async def call_box(task_id: uuid.UUID, request: Request, user: Page) -> HTMLResp
     async with request.app.state.sessionmaker() as session:
         mine = await seats.my_claim(session, user.principal, task_id)
         call = await seats.seat_call(session, task_id) if mine is not None else None
-    return console.render(request, "desk_call_box.html", user, task_id=task_id, call=call)
+        transfer_live = mine is not None and await seats.transfer_leg(session, user.principal, task_id) is not None
+    return console.render(request, "desk_call_box.html", user, task_id=task_id, call=call,
+                          transfer_live=transfer_live)
 
 
 @router.post("/tasks/{task_id}/hangup")

@@ -450,6 +450,14 @@ async def seat_call(session: AsyncSession, task_id: uuid.UUID) -> SeatCall | Non
                     ended_at=row.updated_at if final else None, duration_s=row.duration_s)
 
 
+async def transfer_leg(session: AsyncSession, principal: Principal, task_id: uuid.UUID) -> str | None:
+    """My seat's leg of a live key-2 bridge for this task (the citizen put through to my phone), or None."""
+    return (await session.execute(
+        sql("SELECT leg_sid FROM call_transfers WHERE task_id = :t AND answered_by = :k"
+            " AND outcome = 'connected' AND leg_sid IS NOT NULL ORDER BY answered_at DESC LIMIT 1"),
+        {"t": task_id, "k": principal.key_id})).scalar()
+
+
 async def hang_up(sessionmaker: async_sessionmaker[AsyncSession], placer: CallPlacer, principal: Principal,
                   task_id: uuid.UUID, *, now: datetime) -> str:
     """End my seat's live call for a task I hold (my click-to-call, or the citizen put through to me by key 2)
@@ -461,10 +469,7 @@ async def hang_up(sessionmaker: async_sessionmaker[AsyncSession], placer: CallPl
         sid = call.call_sid if call is not None and call.live else None
         click_to_call = sid is not None
         if sid is None:  # a citizen put through to my phone (key 2): end my leg of the bridge
-            sid = (await session.execute(
-                sql("SELECT leg_sid FROM call_transfers WHERE task_id = :t AND answered_by = :k"
-                    " AND outcome = 'connected' AND leg_sid IS NOT NULL ORDER BY answered_at DESC LIMIT 1"),
-                {"t": task_id, "k": principal.key_id})).scalar()
+            sid = await transfer_leg(session, principal, task_id)
         if sid is None:
             raise SeatRefused("no_call", 409, "there is no live call on this task to hang up")
     await placer.client.calls(sid).update_async(status="completed")
