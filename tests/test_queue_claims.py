@@ -137,3 +137,18 @@ async def test_the_bench_loads_operator_calls_a_seat_can_claim_and_read(db_url: 
         await session.rollback()
     assert got[0].scope == district and brief is not None and brief.status == "open" and brief.region_code == district
     assert _server_timing_ms(b"HTTP/1.1 200 OK\r\nserver-timing: db;dur=2, claim;dur=0.412\r\n\r\n") == 0.412
+
+
+async def test_a_claim_gives_urgent_jobs_the_short_lease_in_the_same_statement(sessionmaker) -> None:
+    """With short_lease, a high-tier (or more urgent) claim is leased for the short time, any other for lease_s."""
+    async with sessionmaker() as session, session.begin():
+        await q.enqueue(session, [operator_job("330106", priority=PRIORITY["high"], name="high"),
+                                  operator_job("330106", priority=PRIORITY["emergency"], name="emergency"),
+                                  operator_job("330106", priority=PRIORITY["medium"], name="medium")], now=T0)
+    leases = {}
+    async with sessionmaker() as session, session.begin():
+        for _ in range(3):
+            (got,) = await q.claim(session, queue=QUEUE, kinds=[KIND], worker="seat:x", lease_s=600, now=T0,
+                                   scope_prefix="330106", short_lease=(PRIORITY["high"], 300))
+            leases[got.payload["name"]] = (got.lease_expires_at - T0).total_seconds()
+    assert leases == {"emergency": 300, "high": 300, "medium": 600}

@@ -188,6 +188,20 @@ async def task_reasons(session: AsyncSession, task_id: uuid.UUID) -> list[dict[s
     return [reason for group in rows for reason in (group or [])]
 
 
+async def task_brief_with_reasons(session: AsyncSession,
+                                  task_id: uuid.UUID) -> tuple[TaskBrief | None, list[dict[str, Any]]]:
+    """`task_brief` and `task_reasons` in one round trip (a seat's claim reads both at once)."""
+    row = (await session.execute(
+        sql(f"SELECT {_BRIEF}, (SELECT COALESCE(jsonb_agg(w.reasons ORDER BY w.received_at), '[]'::jsonb)"
+            "  FROM warnings w WHERE w.case_id = tasks.case_id) AS reason_groups"
+            " FROM tasks WHERE id = :t"), {"t": task_id})).first()
+    if row is None:
+        return None, []
+    fields = dict(row._mapping)
+    groups = fields.pop("reason_groups")
+    return TaskBrief(**fields), [reason for group in groups for reason in (group or [])]
+
+
 @dataclass(frozen=True, slots=True)
 class TaskSubject:
     """Who a task is about and what happened, as its warnings say: what a seat reads out (desk phones)."""

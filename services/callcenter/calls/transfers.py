@@ -265,6 +265,12 @@ async def _end_connected(session: AsyncSession, transfer: Any, *, now: datetime)
                                  now=now, lease_s=WRAP_UP_LEASE_S)
 
 
+# Whether any answered transfer still waits for its operator call (ix_call_transfers_unclaimed answers it): a
+# claim's first statement asks this, so settle_claims runs only when there is something to settle.
+UNCLAIMED_WAITING_SQL = ("EXISTS (SELECT 1 FROM call_transfers WHERE answered_by IS NOT NULL AND claimed_job_id IS NULL"
+                         " AND answered_at > CAST(:now AS timestamptz) - make_interval(secs => :unclaimed_window_s))")
+
+
 async def settle_claims(session: AsyncSession, *, now: datetime, seat: str | None = None) -> int:
     """Give seats that answered a transfer the task's operator call, once the dispatcher has queued it.
 

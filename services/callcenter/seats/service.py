@@ -35,7 +35,6 @@ from shared.db import transaction
 from shared.metrics import SEAT_CLAIM_SECONDS
 from shared.phone import InvalidPhone, normalize_phone
 from shared.queue import service as q
-from shared.queue.service import LeaseLost
 from shared.sql import sql
 
 OPERATOR_KINDS = [contracts.OperatorCall.KIND]
@@ -89,7 +88,7 @@ async def get_seat(session: AsyncSession, principal: Principal) -> Any:
 
 
 async def claim_next(session: AsyncSession, principal: Principal, *, now: datetime,
-                     lease_s: float) -> q.ClaimedJob | None:
+                     lease_s: float, short_lease: tuple[int, float] | None = None) -> q.ClaimedJob | None:
     """Take the most urgent waiting operator call in my unit: emergencies, then tier, then earliest deadline.
 
     "My unit" is the task's assigned unit when a supervisor handed it over, else its region's (the job's scope).
@@ -98,7 +97,8 @@ async def claim_next(session: AsyncSession, principal: Principal, *, now: dateti
     """
     started = time.perf_counter()
     claimed = await q.claim(session, queue=contracts.CALLCENTER_QUEUE, kinds=OPERATOR_KINDS,
-                            worker=seat_worker(principal), now=now, lease_s=lease_s, scope_prefix=principal.unit)
+                            worker=seat_worker(principal), now=now, lease_s=lease_s, scope_prefix=principal.unit,
+                            short_lease=short_lease)
     elapsed_s = time.perf_counter() - started
     SEAT_CLAIM_SECONDS.observe(elapsed_s)
     if not claimed:
@@ -135,24 +135,26 @@ class TaskCard:
     emergency: bool
 
 
-async def task_card(session: AsyncSession, task_id: uuid.UUID) -> tuple[TaskCard, list[dict[str, Any]]]:
-    """The task as the dispatcher has it now, and its reasons (from its warnings)."""
-    brief = await dispatcher_contract.task_brief(session, task_id)
-    if brief is None:
-        raise SeatRefused("not_claimed", 409, NOT_CLAIMED)
-    card = TaskCard(id=brief.id, case_id=brief.case_id, tier=brief.tier, status=brief.status, phone=brief.phone,
+def _card(brief: dispatcher_contract.TaskBrief) -> TaskCard:
+    return TaskCard(id=brief.id, case_id=brief.case_id, tier=brief.tier, status=brief.status, phone=brief.phone,
                     region_code=brief.region_code, fraud_type=brief.fraud_type, due_at=brief.due_at,
                     emergency=brief.emergency_at is not None)
-    return card, await dispatcher_contract.task_reasons(session, task_id)
 
 
-async def record_disposition(session: AsyncSession, principal: Principal, *, claim: Any, task_id: uuid.UUID,
-                             disposition: str, note: str | None, callback_at: datetime | None, now: datetime,
-                             wrap_up_s: float, loss: contracts.LossDetails | None = None) -> None:
-    """Finish the claim and send the disposition to the dispatcher (which closes, escalates or reschedules);
+async def task_card(session: AsyncSession, task_id: uuid.UUID) -> tuple[TaskCard, list[dict[str, Any]]]:
+    """The task as the dispatcher has it now, and its reasons (from its warnings)."""
+    brief, reasons = await dispatcher_contract.task_brief_with_reasons(session, task_id)
+    if brief is None:
+        raise SeatRefused("not_claimed", 409, NOT_CLAIMED)
+    return _card(brief), reasons
+
+
+async def record_disposition(session: AsyncSession, principal: Principal, *, finished: q.ClaimedJob,
+                             task_id: uuid.UUID, disposition: str, note: str | None, callback_at: datetime | None,
+                             now: datetime, wrap_up_s: float, loss: contracts.LossDetails | None = None) -> None:
+    """Send the disposition of a finished claim to the dispatcher (which closes, escalates or reschedules);
     the seat goes to wrap-up for `wrap_up_s` (0: straight back to available)."""
-    await q.complete(session, job_id=claim.id, worker=seat_worker(principal))
-    job = contracts.OperatorCall.of(claim)
+    job = contracts.OperatorCall.of(finished)
     result = contracts.ChannelResult(task_id=task_id, channel="operator_call", attempt=job.attempt,
                                      result="disposition", disposition=disposition, note=note, actor=principal.actor,
                                      callback_at=callback_at, loss=loss)
@@ -278,9 +280,36 @@ class Claimed:
     claim_ms: float | None = None  # the claim statement alone (the view sends it as Server-Timing)
 
 
+async def seat_for_claim(session: AsyncSession, *, key_id: str, now: datetime) -> Any:
+    """My seat as a claim needs it, in one round trip: a wrap-up that is over ended first (as end_wrap_ups does),
+    whether an answered transfer waits to be settled (`transfers_waiting`), and whether my seat already holds a
+    task (`holding`: one task at a time; ix_jobs_locked_by answers it). None: no seat yet."""
+    return (await session.execute(
+        sql("WITH ended AS (UPDATE seats SET state = 'available', updated_at = wrap_up_until, wrap_up_until = NULL"
+            "   WHERE key_id = :k AND state = 'wrap_up' AND wrap_up_until <= :now RETURNING key_id)"
+            " SELECT s.key_id, CASE WHEN e.key_id IS NULL THEN s.state ELSE 'available' END AS state,"
+            "   CASE WHEN e.key_id IS NULL THEN s.wrap_up_until END AS wrap_up_until,"
+            f"   {transfers.UNCLAIMED_WAITING_SQL} AS transfers_waiting,"
+            "   EXISTS (SELECT 1 FROM jobs j WHERE j.status = 'running' AND j.locked_by = 'seat:' || s.key_id"
+            "     AND j.kind = ANY(CAST(:kinds AS text[]))) AS holding"
+            " FROM seats s LEFT JOIN ended e ON e.key_id = s.key_id WHERE s.key_id = :k"),
+        {"k": key_id, "now": now, "unclaimed_window_s": transfers.UNCLAIMED_WINDOW_S,
+         "kinds": OPERATOR_KINDS})).first()
+
+
+# A high-tier (or more urgent) claim is held 5 minutes, others 10: a seat that goes quiet on a high-tier task gives
+# it back sooner. Written into the claim statement itself (by the job's priority), so a claim needs no second write.
+SHORT_LEASE = (contracts.PRIORITY["high"], lease_for("high").total_seconds())
+LEASE_S = lease_for("medium").total_seconds()
+
+
 async def take_next(session: AsyncSession, principal: Principal, *, now: datetime,
                     held: str = "ask") -> Claimed | None:
     """Claim the next task for an available seat (None: nothing waits); the lease is shorter for high tier.
+
+    Three statements: the seat (its wrap-up ended if over, whether a transfer waits, whether it holds a task),
+    the claim with its lease, the task with its reasons. A claim is what 1,600 seats do all day, so each round
+    trip counts.
 
     One task at a time: a seat already holding one is asked first (`held`="ask": SeatRefused "holding" naming
     it), or returns it to the queue ("release", refused once a call was placed for it: record a disposition),
@@ -288,8 +317,7 @@ async def take_next(session: AsyncSession, principal: Principal, *, now: datetim
     """
     if held not in HELD_CHOICES:
         raise SeatRefused("bad_held", 422, f"held: one of {', '.join(HELD_CHOICES)}")
-    await end_wrap_ups(session, now=now, key_id=principal.key_id)
-    seat = await get_seat(session, principal)
+    seat = await seat_for_claim(session, key_id=principal.key_id, now=now)
     if seat is not None and seat.state == "wrap_up":
         raise SeatRefused("wrap_up", 409,
                           f"your seat is in wrap-up for {wrap_up_left_s(seat, now)} s more; end it early with"
@@ -297,9 +325,12 @@ async def take_next(session: AsyncSession, principal: Principal, *, now: datetim
     if seat is None or seat.state != "available":
         raise SeatRefused("not_available", 409,
                           "your seat is not available: PUT /v1/seat {\"state\": \"available\"} first")
-    # A seat that answered a citizen's key 2 takes that task first, whoever claims now.
-    await transfers.settle_claims(session, now=now)
-    holding = await q.held(session, worker=seat_worker(principal), kinds=OPERATOR_KINDS, lock=True)
+    if seat.transfers_waiting:
+        # A seat that answered a citizen's key 2 takes that task first, whoever claims now.
+        await transfers.settle_claims(session, now=now)
+    holding: list[q.ClaimedJob] = []
+    if seat.holding:  # rare (a desk asks first): only then the held claims are read, locked
+        holding = await q.held(session, worker=seat_worker(principal), kinds=OPERATOR_KINDS, lock=True)
     if holding and held == "ask":
         mine = await my_tasks(session, principal)
         raise SeatRefused("holding", 409, "your seat already holds a task: record its disposition, or ask again with"
@@ -310,16 +341,16 @@ async def take_next(session: AsyncSession, principal: Principal, *, now: datetim
             raise SeatRefused("release_called", 409, f"held: a call was already placed for task {called[0]}; record"
                               " its disposition instead of returning it", held=await my_tasks(session, principal))
     # Claimed before the held ones go back, so the claim cannot pick the task just returned.
-    claim = await claim_next(session, principal, now=now, lease_s=600)
+    claim = await claim_next(session, principal, now=now, lease_s=LEASE_S, short_lease=SHORT_LEASE)
     if holding and held == "release":
         await q.release(session, job_ids=[c.id for c in holding], worker=seat_worker(principal))
     if claim is None:
         return None
-    task, reasons = await task_card(session, claim.task_id)
-    lease = lease_for(task.tier)
-    await q.extend_lease(session, job_id=claim.id, worker=seat_worker(principal), now=now,
-                         lease_s=lease.total_seconds())
-    return Claimed(task, reasons, now + lease, claim.extra.get("claim_ms"))
+    brief, reasons = await dispatcher_contract.task_brief_with_reasons(session, claim.task_id)
+    if brief is None:
+        raise SeatRefused("not_claimed", 409, NOT_CLAIMED)
+    assert claim.lease_expires_at is not None  # a claim always has a lease
+    return Claimed(_card(brief), reasons, claim.lease_expires_at, claim.extra.get("claim_ms"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,22 +419,23 @@ async def dispose(session: AsyncSession, principal: Principal, task_id: uuid.UUI
         raise SeatRefused("bad_disposition", 422, f"disposition: one of {', '.join(DISPOSITIONS)}")
     if disposition == "callback" and (callback_at is None or callback_at <= now):
         raise SeatRefused("callback_time", 422, "callback_at: required for a callback, and in the future")
-    claim = await my_claim(session, principal, task_id)
-    if claim is None:
-        raise SeatRefused("not_claimed", 409, NOT_CLAIMED)
     if DISPOSITION_OUTCOMES[disposition] in NEVER_CLOSES_EMERGENCY:
+        # Checked before the claim is finished: the desk phone's caller answers a refusal and commits its
+        # transaction, so nothing may be deleted before we know the disposition stands.
         brief = await dispatcher_contract.task_brief(session, task_id)
         if brief is not None and brief.emergency_at is not None:
+            if await my_claim(session, principal, task_id) is None:
+                raise SeatRefused("not_claimed", 409, NOT_CLAIMED)
             raise SeatRefused("emergency_refused", 409,
                               f"disposition: this task is an emergency (the citizen has already sent money) and"
                               f" cannot be closed as '{disposition}'; record loss_reported with what the citizen"
                               " said, or callback")
-    try:
-        await record_disposition(session, principal, claim=claim, task_id=task_id, disposition=disposition,
-                                 note=note or None, callback_at=callback_at if disposition == "callback" else None,
-                                 now=now, wrap_up_s=wrap_up_s, loss=loss)
-    except LeaseLost:
-        raise SeatRefused("not_claimed", 409, NOT_CLAIMED) from None
+    finished = await q.complete_held(session, worker=seat_worker(principal), kinds=OPERATOR_KINDS, task_id=task_id)
+    if finished is None:
+        raise SeatRefused("not_claimed", 409, NOT_CLAIMED)
+    await record_disposition(session, principal, finished=finished, task_id=task_id, disposition=disposition,
+                             note=note or None, callback_at=callback_at if disposition == "callback" else None,
+                             now=now, wrap_up_s=wrap_up_s, loss=loss)
 
 
 async def _called_tasks(session: AsyncSession, claims: list[q.ClaimedJob]) -> list[uuid.UUID]:
