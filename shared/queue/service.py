@@ -188,6 +188,12 @@ def _scope_filter(unit: str) -> tuple[str, dict[str, Any]]:
     return f"{clause} AND scope LIKE :scope", {"level_unit": unit[:level], "scope": _prefix_pattern(unit)}
 
 
+def scope_clause(unit: str) -> tuple[str, dict[str, Any]]:
+    """The WHERE clause (and its parameters) for the jobs people of `unit` may take, as the claim filters them:
+    for counting a unit's queue over the same level index (the seat board's queue depth)."""
+    return _scope_filter(unit)
+
+
 _CLAIMED = ("jobs.id, jobs.queue, jobs.kind, jobs.payload, jobs.attempts, jobs.max_attempts, jobs.task_id, jobs.run_at,"
             " jobs.created_at, jobs.lease_expires_at, jobs.scope, jobs.due_at")
 

@@ -88,7 +88,7 @@ async def test_the_emergency_is_claimed_before_older_high_tier_tasks(callcenter,
     headers = await seat(callcenter, api)
     first = await api.post("/v1/queue/next", headers=headers)
     assert first.status_code == 200 and first.json()["task_id"] == newer
-    assert (await api.post("/v1/queue/next", headers=headers)).json()["task_id"] == older
+    assert (await api.post("/v1/queue/next", headers=headers, params={"held": "keep"})).json()["task_id"] == older
 
 
 async def test_dissuaded_is_refused_on_an_emergency_and_the_claim_stays(callcenter, api) -> None:

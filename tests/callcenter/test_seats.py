@@ -54,9 +54,9 @@ async def test_next_takes_the_highest_tier_then_the_earliest_deadline(callcenter
     first = await api.post("/v1/queue/next", headers=headers)
     assert first.status_code == 200 and first.json()["task_id"] == high
     assert first.json()["phone"] == "+8613900000002" and first.json()["reasons"]
-    second = await api.post("/v1/queue/next", headers=headers)
+    second = await api.post("/v1/queue/next", headers=headers, params={"held": "keep"})  # a second one, on purpose
     assert second.json()["task_id"] == medium
-    assert (await api.post("/v1/queue/next", headers=headers)).status_code == 204
+    assert (await api.post("/v1/queue/next", headers=headers, params={"held": "keep"})).status_code == 204
 
 
 async def test_a_task_handed_to_the_city_is_claimed_by_city_seats_not_district_ones(callcenter, api) -> None:
@@ -73,7 +73,7 @@ async def test_a_task_handed_to_the_city_is_claimed_by_city_seats_not_district_o
     first = await api.post("/v1/queue/next", headers=city)
     assert first.status_code == 200 and first.json()["task_id"] == task_id  # same tier and deadline: older job first
     assert first.headers["Server-Timing"].startswith("claim;dur=")  # the claim statement's time, for the bench
-    assert (await api.post("/v1/queue/next", headers=city)).json()["task_id"] == other
+    assert (await api.post("/v1/queue/next", headers=city, params={"held": "keep"})).json()["task_id"] == other
     assert (await api.post("/v1/queue/next", headers=await seat(callcenter, api, unit="3302"))).status_code == 204
 
 

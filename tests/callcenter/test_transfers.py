@@ -6,6 +6,7 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.async_api import expect
 from sqlalchemy import text
 from twilio.request_validator import RequestValidator
 
@@ -251,6 +252,7 @@ async def test_the_seats_console_opens_the_task_with_the_call_timer(callcenter, 
         desk = (await browser.get("/console")).text
         assert f'data-task-id="{answer["task_id"]}"' in desk and 'id="live-call"' in desk and "data-since=" in desk
     await sign_in(page, callcenter.base_url, key)
-    await page.wait_for_function("document.getElementById('call-timer').textContent !== '0:00'")
+    # The timer counts on the server's clock from the connection (0:00 at first), then on by the browser's seconds.
+    await expect(page.locator("#call-timer")).not_to_have_text("0:00")
     await callcenter.phone.call("POST", f"/calls/{leg['sid']}/hangup")
     await callcenter.phone.ended(PHONE)

@@ -42,6 +42,7 @@ class CallAttempt(Base):
     duration_s: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    answered_at: Mapped[datetime | None]  # the first "in-progress": the desk's call timer runs from it
     # The dispatcher asked to stop this call (StopCalls): set before Twilio is asked, so the status callback
     # that follows reports "stopped" (never retried) rather than "canceled" (which the playbook retries).
     stop_requested_at: Mapped[datetime | None]

@@ -393,6 +393,16 @@ def _progress(status: str) -> int:
     return 5 if status in m.FINAL_STATES else _PROGRESS.get(status, 1)
 
 
+async def seat_call_ended(session: AsyncSession, *, task_id: Any, now: datetime) -> None:
+    """A seat's click-to-call ended (hung up, unanswered, failed): the seat holding the task is off the phone,
+    back to its task (the desk shows "on a task" until the disposition starts its wrap-up)."""
+    await session.execute(
+        sql("UPDATE seats SET state = 'available', updated_at = :now WHERE state = 'on_call' AND 'seat:' || key_id IN"
+            " (SELECT locked_by FROM jobs WHERE task_id = :t AND kind = ANY(CAST(:kinds AS text[]))"
+            " AND status = 'running')"),
+        {"now": now, "t": task_id, "kinds": [contracts.OperatorCall.KIND]})
+
+
 async def record_status(session: AsyncSession, attempt: Any, form: dict[str, str], *, now: datetime,
                         via: str = "callback", detail: str | None = None, scale: float = 1.0) -> str | None:
     """A status callback (or what reconciliation learnt from Twilio): update the attempt; on its first final
@@ -419,11 +429,15 @@ async def record_status(session: AsyncSession, attempt: Any, form: dict[str, str
     adopt_sid = sid if attempt.channel == "auto_call" and getattr(attempt, "call_sid", None) is None else None
     await session.execute(
         sql("UPDATE call_attempts SET status = :s, answered_by = :ab, duration_s = COALESCE(:dur, duration_s),"
+            " answered_at = COALESCE(answered_at, :answered_at),"
             " call_sid = COALESCE(call_sid, (SELECT CAST(:sid AS varchar) WHERE NOT EXISTS"
             " (SELECT 1 FROM call_attempts o WHERE o.call_sid = CAST(:sid AS varchar)))), updated_at = :now"
             " WHERE id = :id"),
-        {"s": status[:16], "ab": answered_by, "dur": dur, "sid": adopt_sid, "now": now, "id": attempt.id})
+        {"s": status[:16], "ab": answered_by, "dur": dur, "sid": adopt_sid, "now": now, "id": attempt.id,
+         "answered_at": now if status == "in-progress" else None})
     if attempt.channel == "operator_call":
+        if status in m.TWILIO_FINAL:
+            await seat_call_ended(session, task_id=attempt.task_id, now=now)
         return None  # the seat's own leg: what happened is the operator's disposition, not this status
     final = status in m.TWILIO_FINAL
     if final:

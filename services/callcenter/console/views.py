@@ -24,7 +24,7 @@ from services.callcenter.seats import service as seats
 from shared import contracts
 from shared.clock import LOCAL_TZ
 from shared.console.sessions import ConsoleUser
-from shared.console.web import Console, LiveEmergency
+from shared.console.web import Console, LiveEmergency, human_span
 from shared.contracts import dispatcher as dispatcher_contract
 from shared.db import transaction
 from shared.i18n import Catalog
@@ -65,10 +65,10 @@ router = APIRouter(prefix="/console", include_in_schema=False)
 # The message after an action (?m=code): anything else in the query is ignored.
 FLASHES = {
     **dict.fromkeys(("state_saved", "claimed", "empty", "calling", "recorded", "recorded_next", "recorded_empty",
-                     "recorded_wrap_up"), "info"),
+                     "recorded_wrap_up", "released_claimed", "released_empty", "hung_up"), "info"),
     **dict.fromkeys(("not_available", "not_claimed", "no_phone", "already_calling", "callback_time", "pause_reason",
                      "bad_phone", "bad_state", "bad_disposition", "call_failed", "emergency_refused",
-                     "bad_loss", "wrap_up"), "error"),
+                     "bad_loss", "wrap_up", "holding", "release_called", "no_call", "hangup_failed"), "error"),
 }
 Text = Annotated[str, Form(max_length=2000)]
 
@@ -107,7 +107,7 @@ def call_script(fraud_type: str, phone: str, lang: str, *, emergency: bool = Fal
     return {"emergency": False, "rule": SCRIPTS.text("rule", lang), "lines": lines}
 
 
-def timeline(found: dict[str, Any] | None, t: Any) -> list[dict[str, Any]]:
+def timeline(found: dict[str, Any] | None, t: Any, lang: str = "zh") -> list[dict[str, Any]]:
     """The citizen's cases, warnings and calls in my unit as one list, newest first."""
     if not found:
         return []
@@ -125,7 +125,10 @@ def timeline(found: dict[str, Any] | None, t: Any) -> list[dict[str, Any]]:
                        "text": f"{t('hist.warning')} · {t('signal.' + w.signal)} · {t('fraud.' + w.fraud_type)}"
                                f" · {w.source}"})
     for c in found["calls"]:
-        detail = " · ".join(str(x) for x in (c.status, c.outcome, f"{c.duration_s}s" if c.duration_s else None) if x)
+        result = console.messages.text("callresult." + c.outcome, lang, fallback="outcome." + c.outcome) \
+            if c.outcome else None
+        detail = " · ".join(str(x) for x in (t("callstatus." + c.status), result,
+                                             f"{c.duration_s}s" if c.duration_s else None) if x)
         events.append({"at": c.created_at, "kind": "call", "case": case_of_task.get(c.task_id),
                        "text": f"{t('channel.' + c.channel)} · {detail}"})
     return sorted(events, key=lambda e: e["at"], reverse=True)
@@ -153,15 +156,93 @@ async def desk(request: Request, user: Page, task: str | None = None, m: str | N
                           and c.channel == "operator_call"]
             card = {"task": row, "reasons": reasons, "claim_until": held.lease_expires_at,
                     "minutes_left": int((row.due_at - now).total_seconds() // 60), "masked": mask_phone(row.phone),
-                    "script": call_script(row.fraud_type, row.phone, lang, emergency=row.emergency), "events": timeline(found, t)[:30],
+                    "script": call_script(row.fraud_type, row.phone, lang, emergency=row.emergency), "events": timeline(found, t, lang)[:30],
                     "cases": len(found["cases"]) if found else 0,
                     "warnings": len(found["warnings"]) if found else 0,
                     "calls": len(found["calls"]) if found else 0,
                     "last_call": calls_here[-1] if calls_here else None,
-                    "connected_at": held.connected_at, "call_ended_at": held.call_ended_at}
+                    "connected_at": held.connected_at, "call_ended_at": held.call_ended_at,
+                    "call": await seats.seat_call(session, held.id)}
     flashes = [(FLASHES[m], t("flash." + m))] if m in FLASHES else []
     return console.render(request, "desk.html", user, seat=seat, mine=mine, card=card, flashes=flashes,
-                          dispositions=seats.DISPOSITIONS, states=seats.STATES_CHOSEN)
+                          dispositions=seats.DISPOSITIONS, states=seats.STATES_CHOSEN,
+                          shown=seats.shown_state(seat.state if seat else None, holding=bool(mine)),
+                          wrap_up_left=seats.wrap_up_left_s(seat, now), holding=m == "holding" and card is not None)
+
+
+@router.get("/seat-now", response_class=HTMLResponse)
+async def seat_now(request: Request, user: Page) -> HTMLResponse:
+    """My state, polled every few seconds by the desk (wrap-up ends, a call ends, a claim expires)."""
+    principal, now = user.principal, console.now(request)
+    # Read only (every open desk asks every 3 s): a wrap-up that is over shows as over; the sweep writes it.
+    async with request.app.state.sessionmaker() as session:
+        seat = await seats.get_seat(session, principal)
+        holding = bool(await seats.my_tasks(session, principal))
+    state = seat.state if seat else None
+    if state == "wrap_up" and seat.wrap_up_until is not None and seat.wrap_up_until <= now:
+        state = "available"
+    return console.render(request, "desk_seat_now.html", user, seat=seat,
+                          shown=seats.shown_state(state, holding=holding),
+                          wrap_up_left=seats.wrap_up_left_s(seat, now) if state == "wrap_up" else 0)
+
+
+@router.get("/tasks/{task_id}/call-box", response_class=HTMLResponse)
+async def call_box(task_id: uuid.UUID, request: Request, user: Page) -> HTMLResponse:
+    """The call line of a task I hold (ringing, the timer, ended), polled while a call is on; empty otherwise."""
+    async with request.app.state.sessionmaker() as session:
+        mine = await seats.my_claim(session, user.principal, task_id)
+        call = await seats.seat_call(session, task_id) if mine is not None else None
+        transfer_live = mine is not None and await seats.transfer_leg(session, user.principal, task_id) is not None
+    return console.render(request, "desk_call_box.html", user, task_id=task_id, call=call,
+                          transfer_live=transfer_live)
+
+
+@router.post("/tasks/{task_id}/hangup")
+async def hang_up(task_id: uuid.UUID, request: Request, user: Action) -> RedirectResponse:
+    """End my live call on this task (Twilio Status=completed); the disposition follows."""
+    state = request.app.state
+    try:
+        await seats.hang_up(state.sessionmaker, state.placer, user.principal, task_id, now=console.now(request))
+    except seats.SeatRefused as exc:
+        return back(task_id, exc.code)
+    except Exception:  # Twilio or the network: say so on the page, keep the details in the log
+        log.exception("console.hangup_failed", task_id=str(task_id))
+        return back(task_id, "hangup_failed")
+    return back(task_id, "hung_up")
+
+
+def in_state_for(since: datetime, now: datetime, lang: str) -> str:
+    """How long a seat has been in its state: m:ss under an hour, else a span (2 小时)."""
+    seconds = max(0, int((now - since).total_seconds()))
+    if seconds < 3600:
+        return f"{seconds // 60}:{seconds % 60:02d}"
+    return human_span(seconds // 60, lang)
+
+
+async def board_context(request: Request, user: ConsoleUser) -> dict[str, Any]:
+    now, lang = console.now(request), console.lang_of(request)
+    async with request.app.state.sessionmaker() as session:
+        seat_rows = await seats.board_seats(session, user.principal, now=now)
+        depth = await seats.queue_depth(session, user.principal, now=now)
+    counts = dict.fromkeys(seats.SHOWN_STATES, 0)
+    for r in seat_rows:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    return {"board": [{"seat": r, "for": in_state_for(r.since, now, lang)} for r in seat_rows], "depth": depth,
+            "counts": counts, "tiers": seats.QUEUE_TIERS}
+
+
+@router.get("/seats", response_class=HTMLResponse)
+async def seat_board(request: Request, user: Page) -> HTMLResponse:
+    """The seat board: my unit's seats (state, for how long) and the queue by tier and unit, refreshed live."""
+    return console.render(request, "seats.html", user, **await board_context(request, user))
+
+
+@router.get("/seats/live", response_class=HTMLResponse)
+async def seat_board_live(request: Request, user: Page) -> HTMLResponse:
+    """The board's body alone, polled every 3 s by the page (htmx)."""
+    response = console.render(request, "seat_board.html", user, **await board_context(request, user))
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @router.get("/inbox")
@@ -187,15 +268,23 @@ async def set_seat(request: Request, user: Action, state: Text = "", reason: Tex
 
 
 @router.post("/next")
-async def take_next(request: Request, user: Action) -> RedirectResponse:
-    """Claim the most urgent waiting task of my unit (a lease: it returns to the queue if I do not finish)."""
+async def take_next(request: Request, user: Action, held: Text = "ask") -> RedirectResponse:
+    """Claim the most urgent waiting task of my unit (a lease: it returns to the queue if I do not finish).
+
+    With a task already in hand nothing is claimed: the desk asks first (held=release returns it to the queue and
+    claims the next; keeping it needs no request).
+    """
+    release = held == "release"
     try:
         async with transaction(request.app.state.sessionmaker) as session:
             claimed = await seats.take_next(session, user.principal, now=console.now(request),
-                                            scale=request.app.state.clock.scale)
+                                            scale=request.app.state.clock.scale,
+                                            held="release" if release else "ask")
     except seats.SeatRefused as exc:
-        return back(None, exc.code)
-    return back(None, "empty") if claimed is None else back(claimed.task.id, "claimed")
+        return back(exc.held[0].id if exc.held else None, exc.code)
+    if claimed is None:
+        return back(None, "released_empty" if release else "empty")
+    return back(claimed.task.id, "released_claimed" if release else "claimed")
 
 
 @router.post("/tasks/{task_id}/call")

@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.callcenter.calls import transfers
-from services.callcenter.calls.service import STATUS_EVENTS, CallPlacer
+from services.callcenter.calls.service import STATUS_EVENTS, CallPlacer, seat_call_ended
 from shared import contracts
 from shared.auth.service import Principal
 from shared.contracts import DISPOSITION_OUTCOMES, DISPOSITIONS, NEVER_CLOSES_EMERGENCY
@@ -42,12 +42,29 @@ STATES_CHOSEN = ("available", "paused", "offline")  # the states a seat sets its
 NOT_CLAIMED = "this task is not claimed by your seat (claim it with POST /v1/queue/next), or your claim expired"
 
 
-class SeatRefused(Exception):
-    """The seat may not do this now; `code` names why (the console's text key), `status` is the HTTP answer."""
+# What a person sees of a seat (the desk, the seat board): its stored state, except that an available seat
+# holding a claimed task is on that task ("on_task", 处置中), not free. Derived from the claim (a job lease), so a
+# claim that expires or is disposed of frees the seat on the page with no second state to keep in step.
+SHOWN_STATES = ("available", "on_task", "on_call", "wrap_up", "paused", "offline")
+# POST /v1/queue/next (and N on the desk) when the seat already holds a task: "ask" refuses (409, naming the
+# held task), "release" returns it to the queue and claims the next, "keep" claims a second one as well.
+HELD_CHOICES = ("ask", "release", "keep")
 
-    def __init__(self, code: str, status: int, detail: str) -> None:
+
+class SeatRefused(Exception):
+    """The seat may not do this now; `code` names why (the console's text key), `status` is the HTTP answer.
+    `held`: the tasks my seat holds, when that is why (code "holding")."""
+
+    def __init__(self, code: str, status: int, detail: str, held: list[Any] | None = None) -> None:
         super().__init__(detail)
-        self.code, self.status, self.detail = code, status, detail
+        self.code, self.status, self.detail, self.held = code, status, detail, held or []
+
+
+def shown_state(state: str | None, *, holding: bool) -> str:
+    """The state a person sees: "none" before the seat ever signed in; "on_task" for an available seat with a task."""
+    if state is None:
+        return "none"
+    return "on_task" if state == "available" and holding else state
 
 
 def seat_worker(principal: Principal) -> str:
@@ -269,15 +286,19 @@ class Claimed:
 
 async def seat_for_claim(session: AsyncSession, *, key_id: str, now: datetime, scale: float = 1.0) -> Any:
     """My seat as a claim needs it, in one round trip: a wrap-up that is over ended first (as end_wrap_ups does),
-    and whether an answered transfer waits to be settled (`transfers_waiting`). None: no seat yet."""
+    whether an answered transfer waits to be settled (`transfers_waiting`), and whether my seat already holds a
+    task (`holding`: one task at a time; ix_jobs_locked_by answers it). None: no seat yet."""
     return (await session.execute(
         sql("WITH ended AS (UPDATE seats SET state = 'available', updated_at = wrap_up_until, wrap_up_until = NULL"
             "   WHERE key_id = :k AND state = 'wrap_up' AND wrap_up_until <= :now RETURNING key_id)"
             " SELECT s.key_id, CASE WHEN e.key_id IS NULL THEN s.state ELSE 'available' END AS state,"
             "   CASE WHEN e.key_id IS NULL THEN s.wrap_up_until END AS wrap_up_until,"
-            f"   {transfers.UNCLAIMED_WAITING_SQL} AS transfers_waiting"
+            f"   {transfers.UNCLAIMED_WAITING_SQL} AS transfers_waiting,"
+            "   EXISTS (SELECT 1 FROM jobs j WHERE j.status = 'running' AND j.locked_by = 'seat:' || s.key_id"
+            "     AND j.kind = ANY(CAST(:kinds AS text[]))) AS holding"
             " FROM seats s LEFT JOIN ended e ON e.key_id = s.key_id WHERE s.key_id = :k"),
-        {"k": key_id, "now": now, "unclaimed_window_s": transfers.UNCLAIMED_WINDOW_S * scale})).first()
+        {"k": key_id, "now": now, "unclaimed_window_s": transfers.UNCLAIMED_WINDOW_S * scale,
+         "kinds": OPERATOR_KINDS})).first()
 
 
 # A high-tier (or more urgent) claim is held 5 minutes, others 10: a seat that goes quiet on a high-tier task gives
@@ -286,14 +307,21 @@ SHORT_LEASE = (contracts.PRIORITY["high"], lease_for("high").total_seconds())
 LEASE_S = lease_for("medium").total_seconds()
 
 
-async def take_next(session: AsyncSession, principal: Principal, *, now: datetime, scale: float = 1.0) -> Claimed | None:
+async def take_next(session: AsyncSession, principal: Principal, *, now: datetime, scale: float = 1.0,
+                    held: str = "ask") -> Claimed | None:
     """Claim the next task for an available seat (None: nothing waits); the lease is shorter for high tier.
 
-    Three statements: the seat (its wrap-up ended if over, and whether a transfer waits), the claim with its
-    lease, the task with its reasons. A claim is what 1,600 seats do all day, so each round trip counts.
-    The lease is a person's working time, real seconds: on a fast clock (`scale` clock seconds per real
-    second, SHOUHU_TIME_SCALE) it is stretched to last as long for the operator.
+    Three statements: the seat (its wrap-up ended if over, whether a transfer waits, whether it holds a task),
+    the claim with its lease, the task with its reasons. A claim is what 1,600 seats do all day, so each round
+    trip counts. The lease is a person's working time, real seconds: on a fast clock (`scale` clock seconds per
+    real second, SHOUHU_TIME_SCALE) it is stretched to last as long for the operator.
+
+    One task at a time: a seat already holding one is asked first (`held`="ask": SeatRefused "holding" naming
+    it), or returns it to the queue ("release", refused once a call was placed for it: record a disposition),
+    or deliberately takes a second ("keep").
     """
+    if held not in HELD_CHOICES:
+        raise SeatRefused("bad_held", 422, f"held: one of {', '.join(HELD_CHOICES)}")
     seat = await seat_for_claim(session, key_id=principal.key_id, now=now, scale=scale)
     if seat is not None and seat.state == "wrap_up":
         raise SeatRefused("wrap_up", 409,
@@ -305,8 +333,23 @@ async def take_next(session: AsyncSession, principal: Principal, *, now: datetim
     if seat.transfers_waiting:
         # A seat that answered a citizen's key 2 takes that task first, whoever claims now.
         await transfers.settle_claims(session, now=now, scale=scale)
+    holding: list[q.ClaimedJob] = []
+    if seat.holding:  # rare (a desk asks first): only then the held claims are read, locked
+        holding = await q.held(session, worker=seat_worker(principal), kinds=OPERATOR_KINDS, lock=True)
+    if holding and held == "ask":
+        mine = await my_tasks(session, principal)
+        raise SeatRefused("holding", 409, "your seat already holds a task: record its disposition, or ask again with"
+                          " held=release (return it to the queue) or held=keep (take a second one)", held=mine)
+    if holding and held == "release":
+        called = await _called_tasks(session, holding)
+        if called:
+            raise SeatRefused("release_called", 409, f"held: a call was already placed for task {called[0]}; record"
+                              " its disposition instead of returning it", held=await my_tasks(session, principal))
+    # Claimed before the held ones go back, so the claim cannot pick the task just returned.
     claim = await claim_next(session, principal, now=now, lease_s=LEASE_S * scale,
                              short_lease=(SHORT_LEASE[0], SHORT_LEASE[1] * scale))
+    if holding and held == "release":
+        await q.release(session, job_ids=[c.id for c in holding], worker=seat_worker(principal))
     if claim is None:
         return None
     brief, reasons = await dispatcher_contract.task_brief_with_reasons(session, claim.task_id)
@@ -399,3 +442,154 @@ async def dispose(session: AsyncSession, principal: Principal, task_id: uuid.UUI
     await record_disposition(session, principal, finished=finished, task_id=task_id, disposition=disposition,
                              note=note or None, callback_at=callback_at if disposition == "callback" else None,
                              now=now, wrap_up_s=wrap_up_s, loss=loss)
+
+
+async def _called_tasks(session: AsyncSession, claims: list[q.ClaimedJob]) -> list[uuid.UUID]:
+    """Those of these claims for which a seat call was already placed (their attempt has a call SID)."""
+    jobs = [contracts.OperatorCall.of(c) for c in claims]
+    rows = (await session.execute(
+        sql("SELECT task_id FROM call_attempts WHERE channel = 'operator_call' AND call_sid IS NOT NULL"
+            " AND (task_id, attempt) IN (SELECT * FROM unnest(CAST(:tasks AS uuid[]), CAST(:attempts AS int[])))"),
+        {"tasks": [j.task_id for j in jobs], "attempts": [j.attempt for j in jobs]})).all()
+    return [r.task_id for r in rows]
+
+
+# ---- the seat's call: the timer and hang-up ----------------------------------------------------------------
+
+FINAL_CALL_STATES = ("completed", "busy", "no-answer", "failed", "canceled", "skipped", "uncertain")
+
+
+@dataclass(frozen=True, slots=True)
+class SeatCall:
+    """My seat's latest click-to-call for a task: live until Twilio reports its final status."""
+
+    call_sid: str | None
+    status: str
+    placed_at: datetime
+    answered_at: datetime | None  # the seat's phone picked up: the call timer runs from here
+    ended_at: datetime | None
+    duration_s: int | None
+
+    @property
+    def live(self) -> bool:
+        return self.call_sid is not None and self.status not in FINAL_CALL_STATES
+
+
+async def seat_call(session: AsyncSession, task_id: uuid.UUID) -> SeatCall | None:
+    """The task's latest operator call attempt (the seat's click-to-call), or None before any."""
+    row = (await session.execute(
+        sql("SELECT call_sid, status, created_at, answered_at, updated_at, duration_s FROM call_attempts"
+            " WHERE task_id = :t AND channel = 'operator_call' ORDER BY attempt DESC, id DESC LIMIT 1"),
+        {"t": task_id})).first()
+    if row is None:
+        return None
+    final = row.status in FINAL_CALL_STATES
+    return SeatCall(call_sid=row.call_sid, status=row.status, placed_at=row.created_at, answered_at=row.answered_at,
+                    ended_at=row.updated_at if final else None, duration_s=row.duration_s)
+
+
+async def transfer_leg(session: AsyncSession, principal: Principal, task_id: uuid.UUID) -> str | None:
+    """My seat's leg of a live key-2 bridge for this task (the citizen put through to my phone), or None."""
+    return (await session.execute(
+        sql("SELECT leg_sid FROM call_transfers WHERE task_id = :t AND answered_by = :k"
+            " AND outcome = 'connected' AND leg_sid IS NOT NULL ORDER BY answered_at DESC LIMIT 1"),
+        {"t": task_id, "k": principal.key_id})).scalar()
+
+
+async def hang_up(sessionmaker: async_sessionmaker[AsyncSession], placer: CallPlacer, principal: Principal,
+                  task_id: uuid.UUID, *, now: datetime) -> str:
+    """End my seat's live call for a task I hold (my click-to-call, or the citizen put through to me by key 2)
+    through Twilio (Status=completed); returns the call SID. Twilio is asked outside any transaction."""
+    async with transaction(sessionmaker) as session:
+        if await my_claim(session, principal, task_id) is None:
+            raise SeatRefused("not_claimed", 409, NOT_CLAIMED)
+        call = await seat_call(session, task_id)
+        sid = call.call_sid if call is not None and call.live else None
+        click_to_call = sid is not None
+        if sid is None:  # a citizen put through to my phone (key 2): end my leg of the bridge
+            sid = await transfer_leg(session, principal, task_id)
+        if sid is None:
+            raise SeatRefused("no_call", 409, "there is no live call on this task to hang up")
+    await placer.client.calls(sid).update_async(status="completed")
+    # Twilio took the hang-up: the status callback says the same a moment later (and fills in the duration);
+    # said here too, so the desk the operator is sent back to shows the call over and the seat off the phone.
+    # A key-2 bridge's end is the transfer's own business (its callbacks put the seat in wrap-up).
+    if click_to_call:
+        async with transaction(sessionmaker) as session:
+            await session.execute(
+                sql("UPDATE call_attempts SET status = 'completed', updated_at = :now WHERE call_sid = :sid"
+                    " AND status <> ALL(CAST(:final AS text[]))"),
+                {"now": now, "sid": sid, "final": list(FINAL_CALL_STATES)})
+            await seat_call_ended(session, task_id=task_id, now=now)
+    return sid
+
+
+# ---- the seat board: my unit's seats and queue -----------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class BoardSeat:
+    key_id: str
+    name: str
+    unit: str
+    state: str  # one of SHOWN_STATES
+    reason: str | None
+    since: datetime  # in this state since
+
+
+async def board_seats(session: AsyncSession, principal: Principal, *, now: datetime) -> list[BoardSeat]:
+    """The seats of my unit (and the units below it), each with the state a person sees and since when."""
+    rows = (await session.execute(
+        sql("SELECT key_id, name, unit, state, reason, updated_at, wrap_up_until FROM seats"
+            " WHERE starts_with(unit, CAST(:unit AS text)) ORDER BY unit, name, key_id"),
+        {"unit": principal.unit})).all()
+    # The seats holding a task: the few running operator calls (ix_jobs_locked_by covers running jobs).
+    holders = set((await session.execute(
+        sql("SELECT DISTINCT locked_by FROM jobs WHERE status = 'running' AND kind = ANY(CAST(:kinds AS text[]))"
+            " AND locked_by LIKE 'seat:%'"), {"kinds": OPERATOR_KINDS})).scalars())
+    seats = []
+    for r in rows:
+        state, since = r.state, r.updated_at
+        if state == "wrap_up" and r.wrap_up_until is not None and r.wrap_up_until <= now:
+            state, since = "available", r.wrap_up_until  # over, whether or not the sweep has said so yet
+        state = shown_state(state, holding=f"seat:{r.key_id}" in holders)
+        seats.append(BoardSeat(key_id=r.key_id, name=r.name, unit=r.unit, state=state, reason=r.reason, since=since))
+    return seats
+
+
+QUEUE_TIERS = ("emergency", "high", "medium", "low")
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    """The operator calls claimable now in my unit: by tier, and by unit (district) and tier."""
+
+    by_tier: dict[str, int]
+    by_unit: dict[str, dict[str, int]]  # the job's scope (a district, or a city for a task handed to it)
+    later: int  # waiting for a later time (a call-back agreed with the citizen)
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_tier.values())
+
+
+async def queue_depth(session: AsyncSession, principal: Principal, *, now: datetime) -> QueueDepth:
+    """Counted over the claim's own partial index (ix_jobs_claim_<level>: queued operator calls by unit level)."""
+    scope_filter, params = q.scope_clause(principal.unit)
+    tier = (f"CASE WHEN priority <= {contracts.PRIORITY['emergency']} THEN 'emergency'"
+            f" WHEN priority <= {contracts.PRIORITY['high']} THEN 'high'"
+            f" WHEN priority <= {contracts.PRIORITY['medium']} THEN 'medium' ELSE 'low' END")
+    rows = (await session.execute(
+        sql(f"SELECT scope, {tier} AS tier, count(*) FILTER (WHERE run_at <= :now) AS ready,"
+            " count(*) FILTER (WHERE run_at > :now) AS later FROM jobs"
+            " WHERE status = 'queued' AND queue = :queue AND kind = ANY(CAST(:kinds AS text[]))"
+            f" {scope_filter} GROUP BY 1, 2"),
+        {**params, "now": now, "queue": contracts.CALLCENTER_QUEUE, "kinds": OPERATOR_KINDS})).all()
+    by_tier = dict.fromkeys(QUEUE_TIERS, 0)
+    by_unit: dict[str, dict[str, int]] = {}
+    later = 0
+    for r in rows:
+        later += r.later
+        if r.ready:
+            by_tier[r.tier] += r.ready
+            by_unit.setdefault(r.scope, dict.fromkeys(QUEUE_TIERS, 0))[r.tier] += r.ready
+    return QueueDepth(by_tier=by_tier, by_unit=dict(sorted(by_unit.items())), later=later)

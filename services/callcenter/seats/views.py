@@ -8,7 +8,8 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.callcenter.seats import service
@@ -157,6 +158,38 @@ class DispositionIn(BaseModel):
                                                           " transfer, for the payment stop (保护性止付)")
 
 
+class HeldOut(BaseModel):
+    task_id: uuid.UUID
+    tier: str
+    due_at: datetime
+    claim_expires_at: datetime | None
+
+
+class HoldingOut(BaseModel):
+    detail: str
+    held: list[HeldOut] = Field(default_factory=list, description="the tasks my seat holds now (only when that is"
+                                                                   " why nothing was claimed)")
+
+
+class HangUpOut(BaseModel):
+    task_id: uuid.UUID
+    call_sid: str = Field(description="the call ended (Twilio Status=completed)")
+
+
+class Holding(Exception):
+    """My seat already holds a task: 409 with the task(s), so a client can decide (held=release or keep)."""
+
+    def __init__(self, refused: service.SeatRefused) -> None:
+        super().__init__(refused.detail)
+        self.refused = refused
+
+    def response(self) -> JSONResponse:
+        held = [HeldOut(task_id=h.id, tier=h.tier, due_at=h.due_at, claim_expires_at=h.lease_expires_at)
+                for h in self.refused.held]
+        body = HoldingOut(detail=self.refused.detail, held=held)
+        return JSONResponse(body.model_dump(mode="json"), status_code=409)
+
+
 @contextmanager
 def answered_as_http() -> Iterator[None]:
     """A seat action the service refused becomes the HTTP error it names (409, or 422 naming the field)."""
@@ -166,6 +199,8 @@ def answered_as_http() -> Iterator[None]:
         if exc.status == 422:
             field, _, reason = exc.detail.partition(": ")
             raise FieldErrors.one(field, reason) from None
+        if exc.held:
+            raise Holding(exc) from None
         raise HTTPException(exc.status, exc.detail) from None
 
 
@@ -181,14 +216,26 @@ async def put_seat(body: SeatIn, principal: OperatorKey, request: Request) -> An
 
 @router.post("/v1/queue/next", response_model=Claimed, responses={
     204: {"description": "nothing waiting"},
-    409: {"description": "my seat is not available (paused, offline, or in wrap-up after a disposition): PUT /v1/seat"
-                        " {\"state\": \"available\"} first"}})
-async def next_task(principal: OperatorKey, request: Request, response: Response) -> Any:
-    """Claim the next task for my unit (highest tier, then earliest deadline); 204 when none waits."""
-    with answered_as_http():
-        async with transaction(request.app.state.sessionmaker) as session:
-            claimed = await service.take_next(session, principal, now=request.app.state.clock.now(),
-                                              scale=request.app.state.clock.scale)
+    409: {"model": HoldingOut,
+          "description": "my seat already holds a task (`held` names it; ask again with held=release or held=keep),"
+                         " or my seat is not available (paused, offline, on a call, or in wrap-up after a"
+                         " disposition: PUT /v1/seat {\"state\": \"available\"} first; then no `held`)"}})
+async def next_task(principal: OperatorKey, request: Request, response: Response,
+                    held: Literal["ask", "release", "keep"] = Query(default="ask", description=(
+                        "when my seat already holds a task: ask (409 naming it, nothing claimed), release (return"
+                        " it to the queue, then claim; refused once a call was placed for it) or keep (claim a"
+                        " second one as well)"))) -> Any:
+    """Claim the next task for my unit (highest tier, then earliest deadline); 204 when none waits.
+
+    One task at a time: with a task already held the answer is 409 naming it, unless `held` says what to do.
+    """
+    try:
+        with answered_as_http():
+            async with transaction(request.app.state.sessionmaker) as session:
+                claimed = await service.take_next(session, principal, now=request.app.state.clock.now(),
+                                                  scale=request.app.state.clock.scale, held=held)
+    except Holding as holding:
+        return holding.response()
     if claimed is None:
         return Response(status_code=204)
     task = claimed.task
@@ -210,6 +257,16 @@ async def click_to_call(task_id: uuid.UUID, principal: OperatorKey, request: Req
         sid, plan = await service.click_to_call(state.sessionmaker, state.placer, principal, task_id,
                                                 from_number=state.settings.from_number(), now=state.clock.now())
     return {"call_sid": sid, "rings": plan.seat_phone, "then_bridges_to": plan.citizen_phone}
+
+
+@router.post("/v1/tasks/{task_id}/hangup", response_model=HangUpOut, responses={
+    409: {"description": "the task is not claimed by my seat, or there is no live call on it"}})
+async def hang_up(task_id: uuid.UUID, principal: OperatorKey, request: Request) -> Any:
+    """End my seat's live call on a task I hold (click-to-call, or a citizen put through by key 2)."""
+    state = request.app.state
+    with answered_as_http():
+        sid = await service.hang_up(state.sessionmaker, state.placer, principal, task_id, now=state.clock.now())
+    return {"task_id": task_id, "call_sid": sid}
 
 
 @router.post("/v1/tasks/{task_id}/disposition", status_code=202, response_model=DispositionOut,
@@ -246,6 +303,42 @@ async def list_my_tasks(principal: OperatorKey, request: Request, mine: bool = T
                        # key 2: the citizen was put through to this seat (the call timer runs from connected_at)
                        "live_call": {"connected_at": r.connected_at, "ended_at": r.call_ended_at}
                        if r.connected_at else None} for r in rows]}
+
+
+class BoardSeatOut(BaseModel):
+    key_id: str
+    name: str
+    unit: str
+    state: Literal["available", "on_task", "on_call", "wrap_up", "paused", "offline"] = Field(
+        description="on_task: available, holding a claimed task (处置中)")
+    reason: str | None = Field(description="why paused")
+    since: datetime = Field(description="in this state since")
+
+
+class QueueDepthOut(BaseModel):
+    by_tier: dict[str, int] = Field(description="operator calls claimable now: emergency, high, medium, low")
+    by_unit: dict[str, dict[str, int]] = Field(description="the same by the task's unit (district, or a city for a"
+                                                           " task handed to it), then tier")
+    later: int = Field(description="waiting for a later time (an agreed call-back)")
+
+
+class BoardOut(BaseModel):
+    seats: list[BoardSeatOut]
+    queue: QueueDepthOut
+
+
+@router.get("/v1/seats", response_model=BoardOut)
+async def seat_board(principal: Annotated[Principal, Depends(require_roles("operator", "supervisor"))],
+                     request: Request) -> Any:
+    """The seat board of my unit (operators and supervisors): every seat's state and since when, and the queue
+    depth by tier and unit. Only my unit's seats and tasks are counted."""
+    now = request.app.state.clock.now()
+    async with request.app.state.sessionmaker() as session:
+        seats = await service.board_seats(session, principal, now=now)
+        depth = await service.queue_depth(session, principal, now=now)
+    return {"seats": [{"key_id": r.key_id, "name": r.name, "unit": r.unit, "state": r.state, "reason": r.reason,
+                       "since": r.since} for r in seats],
+            "queue": {"by_tier": depth.by_tier, "by_unit": depth.by_unit, "later": depth.later}}
 
 
 @router.get("/v1/subjects/{phone}/history", response_model=HistoryOut,
