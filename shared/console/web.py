@@ -14,7 +14,8 @@ import orjson
 from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from jinja2 import ChoiceLoader, FileSystemLoader
+from jinja2 import ChoiceLoader, FileSystemLoader, pass_context
+from markupsafe import Markup
 from starlette.templating import Jinja2Templates
 
 from shared.audit import service as audit
@@ -24,6 +25,7 @@ from shared.console.sessions import ConsoleUser
 from shared.contracts.dispatcher import OpenEmergency
 from shared.db import transaction
 from shared.i18n import LANGS, Catalog, lang_of
+from shared.regions import region_name
 
 HERE = Path(__file__).parent
 LANG_COOKIE = "shouhu_lang"
@@ -41,6 +43,20 @@ class SignInRequired(Exception):
 
 def local_time(value: datetime | None, fmt: str = "%m-%d %H:%M") -> str:
     return "" if value is None else value.astimezone(LOCAL_TZ).strftime(fmt)
+
+
+@pass_context
+def region_filter(context: Any, code: str | None) -> Markup:
+    """`{{ code | region }}`: the region's name in the page's language, its code on hover; no code: nationwide."""
+    code = (code or "").strip()
+    if not code:
+        return Markup("<span>{}</span>").format(context["t"]("unit.all"))
+    return Markup('<span class="region" title="{}">{}</span>').format(code, region_name(code, context.get("lang")))
+
+
+def region_text(code: str | None, lang: str, t: Callable[..., str]) -> str:
+    """A region's name as plain text (for a text placeholder, where no markup may go)."""
+    return region_name(code, lang) if code else t("unit.all")
 
 
 def human_span(minutes: int, lang: str) -> str:
@@ -119,6 +135,7 @@ class Console:
         self.templates.env.loader = ChoiceLoader([FileSystemLoader(d) for d in dirs])
         self.templates.env.filters["local"] = local_time
         self.templates.env.filters["fromjson"] = orjson.loads
+        self.templates.env.filters["region"] = region_filter
         self.templates.env.globals["static"] = STATIC_PATH
 
     # ---- texts ----------------------------------------------------------------------------------
