@@ -188,7 +188,7 @@ async def test_the_field_page_shows_words_not_codes(dispatcher, page) -> None:  
 
 
 @pytest.mark.slow
-async def test_the_operator_desk_shows_words_not_codes(callcenter, page) -> None:  # noqa: ANN001
+async def test_the_operator_desk_shows_words_not_codes(callcenter, page) -> None:  # noqa: ANN001, F811
     """The seat console with the claimed emergency (its reasons, its history of calls, the person and the amount at
     risk): no code; the person to call is named with their age and what they stand to lose; in English no Chinese
     is left on the card but the person's name."""
