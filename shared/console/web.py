@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -149,6 +149,38 @@ def reason_text(reason: dict[str, Any], t: Callable[..., str]) -> str:
     else:
         effect_text = ""
     return t("reason.with_effect", why=why, effect=effect_text) if effect_text else why
+
+
+# What a form field's check said (pydantic's error types), in words. The JSON API keeps pydantic's English for
+# programs; a person at a console reads this. Types not listed say "check this field" (form.error.invalid).
+_FORM_ERRORS = {
+    "missing": "form.error.missing", "string_too_short": "form.error.too_short", "string_too_long": "form.error.too_long",
+    "too_short": "form.error.too_short", "too_long": "form.error.too_long",
+    "greater_than_equal": "form.error.at_least", "greater_than": "form.error.at_least",
+    "less_than_equal": "form.error.at_most", "less_than": "form.error.at_most",
+    "int_parsing": "form.error.whole_number", "int_type": "form.error.whole_number",
+    "int_from_float": "form.error.whole_number", "decimal_parsing": "form.error.number",
+    "float_parsing": "form.error.number", "literal_error": "form.error.choose", "enum": "form.error.choose",
+    "string_pattern_mismatch": "form.error.pattern", "datetime_parsing": "form.error.time",
+    "datetime_from_date_parsing": "form.error.time", "datetime_type": "form.error.time",
+}
+
+
+def form_error(error: Mapping[str, Any], t: Callable[..., str], *, value_errors: Mapping[str, str] | None = None) -> str:
+    """One pydantic error in the reader's language. `value_errors`: a form's own checks (raised as ValueError),
+    by the start of their English message -> their catalogue key."""
+    kind, ctx = str(error.get("type", "")), dict(error.get("ctx") or {})
+    if kind == "value_error":
+        message = str(error.get("msg", "")).removeprefix("Value error, ")
+        for start, key in (value_errors or {}).items():
+            if message.startswith(start):
+                return t(key)
+        return t("form.error.invalid")
+    if kind in ("string_too_short", "too_short") and int(ctx.get("min_length", 1)) <= 1:
+        return t("form.error.missing")
+    limits = {"n": ctx.get("min_length") or ctx.get("max_length") or ctx.get("ge") or ctx.get("gt")
+              or ctx.get("le") or ctx.get("lt") or ""}
+    return t(_FORM_ERRORS.get(kind, "form.error.invalid"), **limits)
 
 
 @pass_context
