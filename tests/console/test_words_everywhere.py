@@ -10,6 +10,7 @@ fails the test, naming the page.
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -139,6 +140,35 @@ async def leaks_on(page: Any, url: str, allow: tuple[str, ...] = ()) -> list[str
     return [w for w in untranslated(await chinese_text(page)) if w not in allow]
 
 
+# Forms sent with wrong input (the browser's own checks off, as a hand-made request would be): page, form, fields.
+BAD_FORMS = (
+    ("/console/keys", "#create-key", {"unit": "99", "name": ""}),
+    ("/console/campaigns/new", "#campaign-form", {"name": "", "age_min": "200", "age_max": "10"}),
+    ("/console/campaigns/new", "#campaign-form", {"name": "x", "region_prefix": "44"}),
+    ("{task}", "#stop-confirmed", {"amount_stopped": "abc", "reference": ""}),
+    ("{late}", "form[action$=reassign]:has(input[name=unit])", {"unit": "44"}),
+    ("/console/clues", "form[action$=answer]", {"answer": " "}),
+)
+
+
+async def send_bad_form(page: Any, url: str, form: str, fields: dict[str, str]) -> list[str]:
+    """Open `url`, fill `form` with `fields` past the browser's checks, send it: the codes the answer shows."""
+    await page.goto(url)
+    async with page.expect_navigation():
+        await page.locator(form).first.evaluate("""(form, fields) => {
+            form.noValidate = true;
+            for (const [name, value] of Object.entries(fields)) {
+                const input = form.querySelector(`[name="${name}"]`);
+                input.removeAttribute('pattern'); input.removeAttribute('min'); input.removeAttribute('max');
+                input.removeAttribute('required'); input.value = value;
+            }
+            form.requestSubmit();
+        }""", fields)
+    shown = await page.locator(".flash.error, [data-error], .error").count()
+    assert shown, f"{url}: {form} with {fields} showed no error"
+    return untranslated(await chinese_text(page))
+
+
 @pytest.mark.slow
 async def test_every_supervisor_page_shows_words_not_codes(dispatcher, page) -> None:  # noqa: ANN001
     """Overview, emergencies, breaches, compliance, ranking, audit (with a bad filter), clues, campaigns, visits,
@@ -146,6 +176,12 @@ async def test_every_supervisor_page_shows_words_not_codes(dispatcher, page) -> 
     seeded = await story(dispatcher)
     task_id = seeded["task_id"]
     async with serve(dispatcher.app, lifespan="off") as base:
+        signed_out = await leaks_on(page, f"{base}/console/sign-in")
+        await page.fill("input[name=api_key]", "shk_deadbeef_" + "x" * 40)
+        async with page.expect_navigation():
+            await page.click("button[type=submit]")
+        assert await page.locator(".error, .flash.error, [role=alert]").count()
+        signed_out += untranslated(await chinese_text(page))
         await sign_in(page, base, seeded["admin"])
         # The payment stop moved on from the case file, as a supervisor does.
         await page.goto(f"{base}/console/tasks/{task_id}")
@@ -159,6 +195,12 @@ async def test_every_supervisor_page_shows_words_not_codes(dispatcher, page) -> 
                  f"/console/campaigns/{seeded['campaign_id']}", "/console/visits", "/console/keys",
                  f"/console/tasks/{task_id}", f"/console/tasks/{seeded['late']}", "/console/queue?tier=urgent"]
         found = {path: await leaks_on(page, base + path) for path in paths}
+        found["/console/sign-in"] = signed_out
+        for path, form, fields in BAD_FORMS:
+            url = base + path.format(task=f"/console/tasks/{task_id}", late=f"/console/tasks/{seeded['late']}")
+            found[f"{path} {form} {fields}"] = await send_bad_form(page, url, form, fields)
+        found["/console/nowhere"] = await leaks_on(page, f"{base}/console/nowhere")
+        found["/console/tasks/(another)"] = await leaks_on(page, f"{base}/console/tasks/{uuid.uuid4()}")
         leaking = {path: codes for path, codes in found.items() if codes}
         assert not leaking, f"pages that show codes instead of words: {leaking}"
         # The case file names the person the operator has to call, and what they stand to lose.
@@ -214,3 +256,39 @@ async def test_the_operator_desk_shows_words_not_codes(callcenter, page) -> None
     english = await page.inner_text("#task-card")
     leftovers = set(re.findall(r"[\u4e00-\u9fff]+", english)) - {"张桂英"}
     assert not leftovers, f"Chinese left on the English desk: {leftovers}"
+
+
+# What people typed (names, notes, a clue, a campaign's name): Chinese on an English page, rightly.
+TYPED = ("张桂英", "西湖坐席", "李娜", "王警官", "省厅值班", "陈", "她现在在工商银行", "市民在银行柜台", "稍后回拨",
+         "已发工行反诈中心", "自称公安的网站", "冒充公检法预警", "守护")
+_ENGLISH_TEXT_JS = """() => {
+    const other = [...document.querySelectorAll('body [lang]:not([lang^="en"])')];
+    const before = other.map(e => e.style.display);
+    other.forEach(e => { e.style.display = 'none'; });
+    const text = document.body.innerText;
+    other.forEach((e, i) => { e.style.display = before[i]; });
+    return text;
+}"""
+
+
+@pytest.mark.slow
+async def test_the_supervisor_pages_in_english_leave_no_chinese_words(dispatcher, page) -> None:  # noqa: ANN001
+    """Switched to English, the same pages show no Chinese but what people typed: every text has its English."""
+    seeded = await story(dispatcher)
+    async with serve(dispatcher.app, lifespan="off") as base:
+        await sign_in(page, base, seeded["admin"])
+        await page.goto(f"{base}/console/lang/en?next=/console")
+        left: dict[str, list[str]] = {}
+        for path in ("/console", "/console/emergencies", "/console/queue", "/console/compliance", "/console/ranking",
+                     "/console/audit", "/console/clues", "/console/campaigns",
+                     f"/console/campaigns/{seeded['campaign_id']}", "/console/visits", "/console/keys",
+                     f"/console/tasks/{seeded['task_id']}"):
+            await page.goto(base + path)
+            if await page.locator("#emergency-banner").count():
+                await page.wait_for_selector("#emergency-banner li", timeout=5000)
+            text = await page.evaluate(_ENGLISH_TEXT_JS)
+            for typed in TYPED:
+                text = text.replace(typed, "")
+            if found := sorted(set(re.findall(r"[\u4e00-\u9fff]+", text))):
+                left[path] = found
+    assert not left, f"Chinese left on English pages: {left}"
