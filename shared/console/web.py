@@ -42,6 +42,14 @@ class SignInRequired(Exception):
         self.base = base
 
 
+def _from_iso(value: str | None) -> datetime | None:
+    """A time an audit body carries (ISO 8601), for `local`; None when it is not one."""
+    try:
+        return datetime.fromisoformat(value) if value else None
+    except (TypeError, ValueError):
+        return None
+
+
 def local_time(value: datetime | None, fmt: str = "%m-%d %H:%M") -> str:
     return "" if value is None else value.astimezone(LOCAL_TZ).strftime(fmt)
 
@@ -265,6 +273,7 @@ class Console:
         self.templates.env.loader = ChoiceLoader([FileSystemLoader(d) for d in dirs])
         self.templates.env.filters["local"] = local_time
         self.templates.env.filters["fromjson"] = orjson.loads
+        self.templates.env.filters["fromiso"] = _from_iso
         self.templates.env.filters["region"] = region_filter
         self.templates.env.filters["actor"] = actor_filter
         self.templates.env.filters["region_name"] = region_name_filter

@@ -9,6 +9,7 @@ fails the test, naming the page.
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from datetime import timedelta
@@ -25,6 +26,8 @@ from tests.callcenter.conftest import callcenter  # noqa: F401  (the operator de
 from tests.conftest import serve, sign_in, warning
 from tests.console.words import chinese_text, untranslated
 
+# Set to a directory to save screenshots of the case file and the desk (to look at the words by eye).
+SCREENSHOTS = os.environ.get("SHOUHU_WORDS_SCREENSHOTS")
 SUBJECT = {"name": "张桂英", "age": 67, "gender": "female"}
 CITIZEN = "+8613812345678"
 
@@ -210,6 +213,8 @@ async def test_every_supervisor_page_shows_words_not_codes(dispatcher, page) -> 
         assert CITIZEN not in await page.content()  # the number stays masked
         timeline = await page.inner_text("#timeline")
         assert "建立任务" in timeline and "西湖坐席 李娜" in timeline and "王警官" in timeline
+        if SCREENSHOTS:
+            await page.screenshot(path=f"{SCREENSHOTS}/case-file.png", full_page=True)
         region = page.locator("#summary .region").first
         assert await region.inner_text() == "杭州市西湖区" and await region.get_attribute("title") == "330106"
 
@@ -248,7 +253,26 @@ async def test_the_operator_desk_shows_words_not_codes(callcenter, page) -> None
     assert "张桂英" in card and "67 岁" in card and "¥80,000" in card and "杭州市西湖区" in card
     assert "无人接听" in await page.inner_text("#history")  # the calls before, in words
     assert CITIZEN not in await page.content()  # the number stays masked
+    if SCREENSHOTS:
+        await page.screenshot(path=f"{SCREENSHOTS}/desk.png", full_page=True)
     leaks = untranslated(await chinese_text(page))
+    # Wrong input answered in words: a pause without a reason, an emergency recorded as a callback without a time.
+    for form, fields in (("#state-form", {"state": "paused", "reason": ""}),
+                         ("#disposition-form", {"disposition": "callback", "callback_at": ""})):
+        async with page.expect_navigation():
+            await page.locator(form).evaluate("""(form, fields) => {
+                form.noValidate = true;
+                for (const [name, value] of Object.entries(fields)) {
+                    const inputs = [...form.querySelectorAll(`[name="${name}"]`)];
+                    for (const input of inputs) {
+                        if (input.type === 'radio') { input.disabled = false; input.checked = input.value === value; }
+                        else { input.required = false; input.value = value; }
+                    }
+                }
+                form.requestSubmit();
+            }""", fields)
+        assert await page.locator(".flash.error").count(), f"{form} with {fields} showed no error"
+        leaks += untranslated(await chinese_text(page))
     assert not leaks, f"the desk shows codes instead of words: {leaks}"
     # In English, the same card has no Chinese left where the catalogue has English (names and places aside).
     await page.click("a.lang")
