@@ -221,7 +221,8 @@ async def test_every_supervisor_page_shows_words_not_codes(dispatcher, page) -> 
 
 @pytest.mark.slow
 async def test_the_field_page_shows_words_not_codes(dispatcher, page) -> None:  # noqa: ANN001
-    """The officers' page with a claimed visit on an emergency task: outcomes, states, regions in words."""
+    """The officers' page with a claimed visit on an emergency task: outcomes, states, regions in words; in English
+    no Chinese is left but what people typed."""
     seeded = await story(dispatcher)
     async with serve(dispatcher.app, lifespan="off") as base:
         await page.goto(f"{base}/field")
@@ -230,8 +231,14 @@ async def test_the_field_page_shows_words_not_codes(dispatcher, page) -> None:  
             await page.click("button[type=submit]")
         leaks = await leaks_on(page, f"{base}/field")
         card = await page.inner_text(f"#visit-{seeded['visit_id']}")
+        await page.goto(f"{base}/field/lang/en?next=/field")
+        english = await page.evaluate(_ENGLISH_TEXT_JS)
     assert not leaks, f"/field shows codes instead of words: {leaks}"
-    assert "张桂英" in card and "杭州市西湖区" in card
+    assert "张桂英" in card and "杭州市西湖区 (330106)" in card
+    for typed in TYPED:
+        english = english.replace(typed, "")
+    assert "Xihu District, Hangzhou (330106)" in english
+    assert not re.findall(r"[\u4e00-\u9fff]+", english), "Chinese left on the English field page"
 
 
 @pytest.mark.slow
