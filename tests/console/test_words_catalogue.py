@@ -81,3 +81,35 @@ def test_every_vocabulary_code_a_console_shows_has_its_words() -> None:
     for catalog in (SUPERVISOR, DESK):
         assert [k for k in wanted if not catalog.has(k)] == []
     assert [f"dispo.{c}" for c in vocab.DISPOSITIONS if not DESK.has(f"dispo.{c}")] == []
+
+
+def test_form_errors_are_said_in_the_readers_language() -> None:
+    """pydantic's checks (required, too long, out of range, not a number, a form's own rule) read as words on a
+    console; an unknown check says 'check this field', never pydantic's English."""
+    from pydantic import BaseModel, Field, ValidationError, field_validator
+
+    class Form(BaseModel):
+        name: str = Field(min_length=1, max_length=5)
+        age: int = Field(ge=0, le=130)
+        band: int = 0
+
+        @field_validator("band")
+        @classmethod
+        def _band(cls, value: int) -> int:
+            if value < 0:
+                raise ValueError("must not be below zero")
+            return value
+
+    t = SUPERVISOR.translator("zh")
+    said = {}
+    for data in ({"name": "", "age": 200, "band": -1}, {"name": "abcdefg", "age": "x"}, {"age": 1}):
+        try:
+            Form.model_validate(data)
+        except ValidationError as exc:
+            for err in exc.errors():
+                said[(err["loc"][0], err["type"])] = web.form_error(err, t, value_errors={"must not be below": "none"})
+    assert said == {("name", "string_too_short"): "此项必填。", ("age", "less_than_equal"): "不能大于 130。",
+                    ("band", "value_error"): "暂无", ("name", "string_too_long"): "最多 5 个字符。",
+                    ("age", "int_parsing"): "须为整数。", ("name", "missing"): "此项必填。"}
+    unknown = {"type": "some_new_check", "msg": "Something new"}
+    assert web.form_error(unknown, t) == "请检查此项。"
