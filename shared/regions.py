@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import importlib.metadata
 import re
-from functools import cache
+from functools import cache, lru_cache
 
 from pypinyin import lazy_pinyin
 
@@ -76,7 +76,7 @@ def _short(code: str) -> str:
     return code
 
 
-@cache
+@lru_cache(maxsize=8192)  # bounded: codes come from rows and forms, and there are ~3,400 divisions
 def region_name(code: str | None, lang: str = "zh") -> str:
     """The name of a 2-, 4- or 6-digit region code in `lang` (zh, en); 6 digits name the city too; unknown: the code."""
     code = _short((code or "").strip())
