@@ -46,7 +46,7 @@ def test_actors_are_people_and_words_with_the_recorded_actor_on_hover() -> None:
     assert web.actor_label("channel:auto_call", t) == "96110 自动语音外呼"
     assert web.actor_label("system:timer", t) == "系统定时任务"
     assert web.actor_label("system:bot", t) == "Telegram 机器人"
-    assert web.actor_label("system:someday", t) == "系统定时任务"
+    assert web.actor_label("system:someday", t) == "系统"
     assert web.actor_label("seat:ab12cd34ef56", t) == "坐席"
     assert web.actor_label("unit:330106", t) == "单位 杭州市西湖区"
     assert web.actor_label("robot:x", t) == "其他操作者"
