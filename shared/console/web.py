@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import secrets
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -14,7 +15,8 @@ import orjson
 from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from jinja2 import ChoiceLoader, FileSystemLoader
+from jinja2 import ChoiceLoader, FileSystemLoader, pass_context
+from markupsafe import Markup
 from starlette.templating import Jinja2Templates
 
 from shared.audit import service as audit
@@ -24,6 +26,7 @@ from shared.console.sessions import ConsoleUser
 from shared.contracts.dispatcher import OpenEmergency
 from shared.db import transaction
 from shared.i18n import LANGS, Catalog, lang_of
+from shared.regions import region_name
 
 HERE = Path(__file__).parent
 LANG_COOKIE = "shouhu_lang"
@@ -39,8 +42,159 @@ class SignInRequired(Exception):
         self.base = base
 
 
+def _from_iso(value: str | None) -> datetime | None:
+    """A time an audit body carries (ISO 8601), for `local`; None when it is not one."""
+    try:
+        return datetime.fromisoformat(value) if value else None
+    except (TypeError, ValueError):
+        return None
+
+
 def local_time(value: datetime | None, fmt: str = "%m-%d %H:%M") -> str:
     return "" if value is None else value.astimezone(LOCAL_TZ).strftime(fmt)
+
+
+@pass_context
+def region_filter(context: Any, code: str | None) -> Markup:
+    """`{{ code | region }}`: the region's name in the page's language, its code on hover; no code: nationwide."""
+    code = (code or "").strip()
+    if not code:
+        return Markup("<span>{}</span>").format(context["t"]("unit.all"))
+    return Markup('<span class="region" title="{}">{}</span>').format(code, region_name(code, context.get("lang")))
+
+
+@pass_context
+def region_name_filter(context: Any, code: str | None) -> str:
+    """`{{ code | region_name }}`: the name alone, as plain text (a chart's label, an attribute, a sentence)."""
+    return region_text(code, context.get("lang") or "zh", context["t"])
+
+
+def region_text(code: str | None, lang: str, t: Callable[..., str]) -> str:
+    """A region's name as plain text (for a text placeholder, where no markup may go)."""
+    return region_name(code, lang) if code else t("unit.all")
+
+
+# ---- codes in words ----------------------------------------------------------------------------------
+# A code the catalogue has no word for (a state or action added after this release) is shown as a generic word
+# with the code on hover: never bare, and never silently dropped.
+UNKNOWN_WORD = "word.unknown"
+
+
+def say(messages: Catalog, lang: str, prefix: str, code: str | None, fallback: str | None = None) -> str:
+    """The word for `code` in the vocabulary `prefix` (`result`, `no_answer` -> 无人接听), as plain text."""
+    key = f"{prefix}.{code}"
+    if code and messages.has(key):
+        return messages.text(key, lang)
+    return messages.text(fallback if fallback and messages.has(fallback) else UNKNOWN_WORD, lang)
+
+
+@pass_context
+def word_global(context: Any, prefix: str, code: str | None, fallback: str | None = None) -> Markup:
+    """`{{ word('result', call.status) }}`: the word; an unknown code is a generic word with the code on hover."""
+    messages: Catalog = context["console"].messages
+    if code and messages.has(f"{prefix}.{code}"):
+        return Markup("{}").format(messages.text(f"{prefix}.{code}", context.get("lang")))
+    return Markup('<span class="code" title="{}">{}</span>').format(
+        code or "", say(messages, context.get("lang") or "zh", prefix, code, fallback))
+
+
+def actor_label(actor: str | None, t: Callable[..., str], lang: str = "zh") -> str:
+    """Who did it, in words: a key's person (its name), the citizen, a channel, the system, a seat, a unit.
+
+    Actors are recorded as `key:<id>:<name>`, `citizen:<channel>:<chat>`, `channel:<channel>`,
+    `system:<component>`, `seat:<key id>`, `unit:<code>` (shared/audit); anything else is "someone else".
+    """
+    if not actor:
+        return t("actor.nobody")
+    kind, _, rest = actor.partition(":")
+    if kind == "key":
+        return rest.split(":", 1)[-1]
+    if kind == "channel":
+        text = t("channel." + rest)
+        return text if text != "channel." + rest else t("actor.other")
+    if kind == "citizen":
+        return t("banner.citizen")
+    if kind == "system":
+        text = t("actor.system." + rest)
+        return text if text != "actor.system." + rest else t("actor.system")
+    if kind in ("seat", "operator"):
+        return t("actor.seat")
+    if kind == "unit":
+        return t("actor.unit", code=region_name(rest, lang))
+    return t("actor.other")
+
+
+@pass_context
+def actor_filter(context: Any, actor: str | None) -> Markup:
+    """`{{ entry.actor | actor }}`: who, in words, with the recorded actor on hover."""
+    label = actor_label(actor, context["t"], context.get("lang") or "zh")
+    return Markup('<span class="actor" title="{}">{}</span>').format(actor or "", label)
+
+
+_SIGNAL_WHY = re.compile(r"^signal (\S+) suggests (\S+)$")
+
+
+def reason_text(reason: dict[str, Any], t: Callable[..., str]) -> str:
+    """A tiering reason in words: why (the rule's words, else the policy's own description) and its effect."""
+    rule, effect, why = str(reason.get("rule") or ""), str(reason.get("effect") or ""), str(reason.get("why") or "")
+    if rule == "signal":
+        found = _SIGNAL_WHY.match(why)
+        signal = found.group(1) if found else "other"
+        text = t("signal." + signal)
+        why = t("reason.signal", signal=text if text != "signal." + signal else t(UNKNOWN_WORD))
+        return t("reason.with_effect", why=why, effect=t("tier." + effect)) if effect in ("high", "medium", "low") \
+            else why
+    words = t("reason.rule." + rule)
+    if words != "reason.rule." + rule:
+        why = words
+    parts = effect.split()
+    if effect.startswith("at least") and parts[-1] in ("high", "medium", "low"):
+        effect_text = t("reason.at_least", tier=t("tier." + parts[-1]))
+    elif effect.startswith("raise") and parts[-1].isdigit():
+        effect_text = t("reason.raise", n=parts[-1])
+    elif effect.startswith("no change"):
+        effect_text = t("reason.no_change")
+    else:
+        effect_text = ""
+    return t("reason.with_effect", why=why, effect=effect_text) if effect_text else why
+
+
+# What a form field's check said (pydantic's error types), in words. The JSON API keeps pydantic's English for
+# programs; a person at a console reads this. Types not listed say "check this field" (form.error.invalid).
+_FORM_ERRORS = {
+    "missing": "form.error.missing", "string_too_short": "form.error.too_short", "string_too_long": "form.error.too_long",
+    "too_short": "form.error.too_short", "too_long": "form.error.too_long",
+    "greater_than_equal": "form.error.at_least", "greater_than": "form.error.at_least",
+    "less_than_equal": "form.error.at_most", "less_than": "form.error.at_most",
+    "int_parsing": "form.error.whole_number", "int_type": "form.error.whole_number",
+    "int_from_float": "form.error.whole_number", "decimal_parsing": "form.error.number",
+    "float_parsing": "form.error.number", "literal_error": "form.error.choose", "enum": "form.error.choose",
+    "string_pattern_mismatch": "form.error.pattern", "datetime_parsing": "form.error.time",
+    "datetime_from_date_parsing": "form.error.time", "datetime_type": "form.error.time",
+}
+
+
+def form_error(error: Mapping[str, Any], t: Callable[..., str], *, value_errors: Mapping[str, str] | None = None) -> str:
+    """One pydantic error in the reader's language. `value_errors`: a form's own checks (raised as ValueError),
+    by the start of their English message -> their catalogue key."""
+    kind, ctx = str(error.get("type", "")), dict(error.get("ctx") or {})
+    if kind == "value_error":
+        message = str(error.get("msg", "")).removeprefix("Value error, ")
+        for start, key in (value_errors or {}).items():
+            if message.startswith(start):
+                return t(key)
+        return t("form.error.invalid")
+    if kind in ("string_too_short", "too_short") and int(ctx.get("min_length", 1)) <= 1:
+        return t("form.error.missing")
+    limits = {"n": ctx.get("min_length") or ctx.get("max_length") or ctx.get("ge") or ctx.get("gt")
+              or ctx.get("le") or ctx.get("lt") or ""}
+    return t(_FORM_ERRORS.get(kind, "form.error.invalid"), **limits)
+
+
+@pass_context
+def reason_global(context: Any, reason: dict[str, Any]) -> str:
+    """`{{ reason(r) }}`: one tiering reason in words."""
+    return reason_text(reason, context["t"])
 
 
 def human_span(minutes: int, lang: str) -> str:
@@ -82,7 +236,7 @@ def reporter(actor: str, t: Callable[..., str]) -> str:
         return t("banner.citizen")
     if actor.startswith("key:"):
         return actor.split(":", 2)[-1]
-    return actor
+    return actor_label(actor, t)
 
 
 class Console:
@@ -122,6 +276,12 @@ class Console:
         self.templates.env.loader = ChoiceLoader([FileSystemLoader(d) for d in dirs])
         self.templates.env.filters["local"] = local_time
         self.templates.env.filters["fromjson"] = orjson.loads
+        self.templates.env.filters["fromiso"] = _from_iso
+        self.templates.env.filters["region"] = region_filter
+        self.templates.env.filters["actor"] = actor_filter
+        self.templates.env.filters["region_name"] = region_name_filter
+        self.templates.env.globals["word"] = word_global
+        self.templates.env.globals["reason"] = reason_global
         self.templates.env.globals["static"] = STATIC_PATH
 
     # ---- texts ----------------------------------------------------------------------------------

@@ -168,11 +168,11 @@ async def test_the_banner_feed_is_my_units_and_in_english_on_switch(callcenter) 
         await console_sign_in(client, await key_of(callcenter, "operator", "3301"))
         zh = (await client.get("/console/live/emergencies")).text
         assert f'data-task-id="{mine}"' in zh and theirs not in zh
-        assert "地区 330106" in zh and "刚刚" in zh and "按 N 领取" in zh and "止付：已申请" in zh
+        assert '地区 <span class="region" title="330106">杭州市西湖区</span>' in zh and "刚刚" in zh and "按 N 领取" in zh and "止付：已申请" in zh
         await client.get("/console/lang/en")
         callcenter.dispatcher.clock.advance(minutes=3)
         en = (await client.get("/console/live/emergencies")).text
-        assert "region 330106" in en and "3 min ago" in en and "payment stop: requested" in en
+        assert 'region <span class="region" title="330106">Xihu District, Hangzhou</span>' in en and "3 min ago" in en and "payment stop: requested" in en
         assert "紧急" not in en
 
 
@@ -188,7 +188,7 @@ async def test_the_banner_appears_on_the_operator_console_without_a_reload(callc
     await page.wait_for_selector(f"#emergency-banner li[data-task-id='{task_id}']", timeout=5000)
     assert await page.evaluate("window.__notReloaded === true")
     text = await banner.inner_text()
-    assert "紧急" in text and "地区 330106" in text and "刚刚" in text and "按 N 领取" in text
+    assert "紧急" in text and "地区 杭州市西湖区" in text and "刚刚" in text and "按 N 领取" in text
     assert await banner.evaluate("el => getComputedStyle(el).backgroundColor") == "rgb(198, 40, 40)"
     # Claimed with N, the banner links to the task in my hands.
     await page.select_option("#state-form select[name=state]", "available")

@@ -36,7 +36,7 @@ async def test_the_banner_appears_on_the_supervisor_console_without_a_reload(dis
         await page.wait_for_selector(f"#emergency-banner li[data-task-id='{task_id}']", timeout=5000)
         assert await page.evaluate("window.__notReloaded === true")
         text = await banner.inner_text()
-        assert "紧急" in text and "地区 330106" in text and "刚刚" in text and "坐席通话" not in text
+        assert "紧急" in text and "地区 杭州市西湖区" in text and "刚刚" in text and "坐席通话" not in text
         assert "处置反馈" in text and "test-operator-3301" in text and "止付：已申请" in text
         await readme_screenshot(page, "supervisor-emergency-banner.png")
         await banner.locator("a").click()

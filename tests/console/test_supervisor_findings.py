@@ -341,7 +341,7 @@ async def test_a_supervisor_and_an_admin_walk_the_new_pages_in_chinese(dispatche
         await page.wait_for_url("**/console/queue?tier=high**")
         row = page.locator(f"#task-{task_id}")
         text_of_row = await row.inner_text()
-        assert "96110 自动语音外呼" in text_of_row and "超时于" in text_of_row and "330106" in text_of_row
+        assert "96110 自动语音外呼" in text_of_row and "超时于" in text_of_row and "杭州市西湖区" in text_of_row
         assert not raw_codes(await page.locator("main").inner_text())
 
         await page.click("nav >> text=审计日志")

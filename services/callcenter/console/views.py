@@ -24,7 +24,7 @@ from services.callcenter.seats import service as seats
 from shared import contracts
 from shared.clock import LOCAL_TZ
 from shared.console.sessions import ConsoleUser
-from shared.console.web import Console, LiveEmergency, human_span
+from shared.console.web import Console, LiveEmergency, human_span, say
 from shared.contracts import dispatcher as dispatcher_contract
 from shared.db import transaction
 from shared.i18n import Catalog
@@ -122,15 +122,17 @@ def timeline(found: dict[str, Any] | None, t: Any, lang: str = "zh") -> list[dic
     case_of_task = {c.task_id: c.id for c in found["cases"]}
     for w in found["warnings"]:
         events.append({"at": w.occurred_at, "kind": "warning", "case": w.case_id,
-                       "text": f"{t('hist.warning')} · {t('signal.' + w.signal)} · {t('fraud.' + w.fraud_type)}"
+                       "text": f"{t('hist.warning')} · {say(console.messages, lang, 'signal', w.signal)}"
+                               f" · {say(console.messages, lang, 'fraud', w.fraud_type)}"
                                f" · {w.source}"})
     for c in found["calls"]:
-        result = console.messages.text("callresult." + c.outcome, lang, fallback="outcome." + c.outcome) \
-            if c.outcome else None
-        detail = " · ".join(str(x) for x in (t("callstatus." + c.status), result,
-                                             f"{c.duration_s}s" if c.duration_s else None) if x)
+        status, outcome = say(console.messages, lang, "result", c.status), None
+        if c.outcome and c.outcome != c.status:
+            outcome = say(console.messages, lang, "result", c.outcome)
+        seconds = t("call.seconds", n=c.duration_s) if c.duration_s else None
+        detail = " · ".join(x for x in (status, outcome, seconds) if x)
         events.append({"at": c.created_at, "kind": "call", "case": case_of_task.get(c.task_id),
-                       "text": f"{t('channel.' + c.channel)} · {detail}"})
+                       "text": f"{say(console.messages, lang, 'channel', c.channel)} · {detail}"})
     return sorted(events, key=lambda e: e["at"], reverse=True)
 
 
@@ -151,10 +153,12 @@ async def desk(request: Request, user: Page, task: str | None = None, m: str | N
         held = next((r for r in mine if r.id == wanted), on_line or (mine[0] if mine else None))
         if held is not None:
             row, reasons = await seats.task_card(session, held.id)
+            # Whom the operator is calling: the name, the age today and what they stand to lose (the number stays masked).
+            subject = await dispatcher_contract.task_subject(session, held.id, today=now.astimezone(LOCAL_TZ).date())
             found = await seats.history(session, principal, phone=row.phone)
             calls_here = [c for c in (found or {}).get("calls", []) if c.task_id == row.id
                           and c.channel == "operator_call"]
-            card = {"task": row, "reasons": reasons, "claim_until": held.lease_expires_at,
+            card = {"task": row, "reasons": reasons, "claim_until": held.lease_expires_at, "subject": subject,
                     "minutes_left": int((row.due_at - now).total_seconds() // 60), "masked": mask_phone(row.phone),
                     "script": call_script(row.fraud_type, row.phone, lang, emergency=row.emergency), "events": timeline(found, t, lang)[:30],
                     "cases": len(found["cases"]) if found else 0,

@@ -23,6 +23,7 @@ from services.dispatcher.campaigns.schemas import DEFAULT_DAYS, MAX_TEXT, Campai
 from services.dispatcher.console.views import Action, Page, console
 from services.dispatcher.warnings.schemas import FRAUD_TYPES
 from shared.console.sessions import ConsoleUser
+from shared.console.web import form_error
 from shared.db import transaction
 from shared.web import FieldErrors
 
@@ -66,13 +67,30 @@ def _payload(values: dict[str, Any]) -> dict[str, Any]:
             "client_ref": values["client_ref"]}
 
 
-def _errors(exc: ValidationError) -> dict[str, str]:
-    """Field errors keyed by the form's input names (segment.age_min -> age_min)."""
+# The form's own checks (schemas.py raises them in English for the API), by the start of their message.
+_VALUE_ERRORS = {"must not be below age_min": "campaign.error.age_order", "unknown template": "form.error.choose",
+                 "give either a template": "campaign.error.template_or_text",
+                 "must not be empty": "campaign.error.text_empty"}
+# The service's checks of the send time (FieldErrors), by the start of their reason.
+_SEND_AT_ERRORS = {"is in the past": "campaign.error.send_past", "must be within": "campaign.error.send_far"}
+
+
+def _errors(exc: ValidationError, t: Any) -> dict[str, str]:
+    """Field errors keyed by the form's input names (segment.age_min -> age_min), in the reader's language."""
     out: dict[str, str] = {}
     for err in exc.errors():
         names = [p for p in err.get("loc", ()) if isinstance(p, str)]
         key = names[-1] if names else "name"
-        out.setdefault(key, str(err.get("msg", "invalid")).removeprefix("Value error, "))
+        out.setdefault(key, form_error(err, t, value_errors=_VALUE_ERRORS))
+    return out
+
+
+def _field_errors(exc: FieldErrors, t: Any) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for e in exc.errors:
+        key = next((k for start, k in _SEND_AT_ERRORS.items() if str(e["reason"]).startswith(start)),
+                   "form.error.invalid")
+        out.setdefault(str(e["field"]).split(".")[-1], t(key, n=service.MAX_AHEAD.days))
     return out
 
 
@@ -120,9 +138,9 @@ async def preview(request: Request, user: Action) -> HTMLResponse:
         async with sessionmaker(request)() as session:
             count = await service.preview_count(session, segment, now=console.now(request))
     except ValidationError as exc:
-        errors = _errors(exc)
-    except service.OutOfScope as exc:
-        errors = {"region_prefix": exc.reason}
+        errors = _errors(exc, console.translator(console.lang_of(request)))
+    except service.OutOfScope:
+        errors = {"region_prefix": console.translator(console.lang_of(request))("form.error.out_of_unit")}
     if request.headers.get("hx-request"):
         return console.render(request, "campaign_preview.html", user, count=count, errors=errors)
     return _form_page(request, user, values, errors=errors, count=count, status_code=422 if errors else 200)
@@ -131,18 +149,19 @@ async def preview(request: Request, user: Action) -> HTMLResponse:
 @router.post("", response_class=HTMLResponse)
 async def create(request: Request, user: Action) -> Response:
     """Schedule the campaign on the form (a double submit returns the first), then show its progress."""
+    t = console.translator(console.lang_of(request))
     values = _form_values(await request.form())
     try:
         data = CampaignIn.model_validate(_payload(values))
         async with transaction(sessionmaker(request)) as session:
             created = await service.create(session, user.principal, data, now=console.now(request))
     except ValidationError as exc:
-        return _form_page(request, user, values, errors=_errors(exc), status_code=422)
+        return _form_page(request, user, values, errors=_errors(exc, t), status_code=422)
     except FieldErrors as exc:
-        return _form_page(request, user, values, errors={e["field"].split(".")[-1]: e["reason"] for e in exc.errors},
-                          status_code=422)
-    except service.OutOfScope as exc:
-        return _form_page(request, user, values, errors={"region_prefix": exc.reason}, status_code=403)
+        return _form_page(request, user, values, errors=_field_errors(exc, t), status_code=422)
+    except service.OutOfScope:
+        return _form_page(request, user, values, errors={"region_prefix": t("form.error.out_of_unit")},
+                          status_code=403)
     return console.redirect(f"/console/campaigns/{created.campaign.id}?ok=scheduled")
 
 

@@ -12,6 +12,7 @@ from services.dispatcher.reports.service import daily_decided
 from shared.clock import LOCAL_TZ
 from shared.contracts import bot as bot_contract
 from shared.contracts import callcenter as callcenter_contract
+from shared.contracts import dispatcher as dispatcher_contract
 from shared.sql import sql
 
 
@@ -90,7 +91,7 @@ async def escalation_queue(session: AsyncSession, *, unit: str, tier: str | None
     return list((await session.execute(statement, params)).all())
 
 
-async def task_file(session: AsyncSession, *, unit: str, task_id: Any) -> dict[str, Any] | None:
+async def task_file(session: AsyncSession, *, unit: str, task_id: Any, now: datetime) -> dict[str, Any] | None:
     """Everything about one task and its case, for the case page; None when it is outside `unit`."""
     task = (await session.execute(
         sql("SELECT t.*, c.status AS case_status, c.warning_count, c.first_warning_at, c.created_at AS case_created_at"
@@ -113,5 +114,7 @@ async def task_file(session: AsyncSession, *, unit: str, task_id: Any) -> dict[s
     timeline += [(e.at, "audit", e) for e in entries]
     timeline.sort(key=lambda item: item[0])
     return {"task": task, "warnings": warnings, "calls": calls, "messages": messages, "audit": entries,
-            "timeline": timeline, "payment_stop": await session.get(PaymentStop, task.id)}
+            "timeline": timeline, "payment_stop": await session.get(PaymentStop, task.id),
+            # Who the task is about, as the operator who calls them sees it (name, age today, amount at risk).
+            "subject": await dispatcher_contract.task_subject(session, task.id, today=now.astimezone(LOCAL_TZ).date())}
 

@@ -28,7 +28,7 @@ from shared.audit.service import verify_chain
 from shared.auth import service as keys
 from shared.clock import LOCAL_TZ
 from shared.console.sessions import ConsoleUser
-from shared.console.web import Console, LiveEmergency, reporter
+from shared.console.web import Console, LiveEmergency, actor_label, reporter
 from shared.db import transaction
 from shared.phone import mask_phone
 
@@ -87,29 +87,11 @@ def flashes(t: Any, *, ok: str | None = None, error: str | None = None, **values
 QUEUE_CLOSED_DAYS = 7  # how far back "with closed breaches" looks (deadlines passed since)
 
 
-def actor_label(actor: str | None, t: Any) -> str:
-    """Who an audit actor is, in words: a key's name, a channel, the citizen, the system's timers, a unit."""
-    if not actor:
-        return t("actor.nobody")
-    kind, _, rest = actor.partition(":")
-    if kind == "key":
-        return rest.split(":", 1)[-1]
-    if kind == "channel":
-        return t("channel." + rest) if rest in contracts.CHANNELS else rest
-    if kind == "citizen":
-        return t("banner.citizen")
-    if kind == "system":
-        return t("actor.system")
-    if kind == "unit":
-        return t("actor.unit", code=rest)
-    return actor
-
-
 def action_label(action: str, t: Any) -> str:
-    """An audit action in words (the catalogue's action.* keys), the code itself only if it has none."""
+    """An audit action in words (the catalogue's action.* keys); one it has none for: a generic word."""
     key = "action." + action
     text = t(key)
-    return action if text == key else text
+    return t("word.unknown") if text == key else text
 
 
 @router.get("/queue", response_class=HTMLResponse)
@@ -138,7 +120,7 @@ async def queue_page(request: Request, user: Page, ok: str | None = None, error:
                        target=target) + [("error", p) for p in problems]
     return console.render(request, "queue.html", user, rows=rows, nav="queue", flashes=messages,
                           form={"tier": tier, "unit": unit, "closed": closed}, closed_days=QUEUE_CLOSED_DAYS,
-                          who=lambda actor: actor_label(actor, t), what=lambda action: action_label(action, t),
+                          who=lambda actor: actor_label(actor, t, console.lang_of(request)), what=lambda action: action_label(action, t),
                           status_code=422 if problems else 200)
 
 
@@ -178,7 +160,7 @@ async def task_page(request: Request, task_id: uuid.UUID, user: Page, ok: str | 
     """The case file: warnings and tiering reasons, every channel attempt and result, feedback, audit entries;
     for an emergency, its payment stop and the forms that move it on."""
     async with sessionmaker(request)() as session:
-        file = await service.task_file(session, unit=user.principal.unit, task_id=task_id)
+        file = await service.task_file(session, unit=user.principal.unit, task_id=task_id, now=console.now(request))
     if file is None:
         return console.render(request, "not_found.html", user, status_code=404, nav="queue")
     t = console.translator(console.lang_of(request))
@@ -344,7 +326,7 @@ async def audit_page(request: Request, user: Page, id: str = "", task_id: str = 
                           error_field=problem.field if problem else ("id" if error else None),
                           matches=problem.matches if problem else [], entity=entity,
                           actions=_action_choices(t), short=audit_service.short_id,
-                          who=lambda a: actor_label(a, t), what=lambda a: action_label(a, t),
+                          who=lambda a: actor_label(a, t, console.lang_of(request)), what=lambda a: action_label(a, t),
                           status_code=422 if problem else 200)
 
 

@@ -25,9 +25,10 @@ from services.dispatcher.visits import flows, service
 from services.dispatcher.visits.models import CLAIMED, OPEN, REPORTED
 from services.dispatcher.visits.schemas import TriedOut
 from shared.console.sessions import ConsoleUser
-from shared.console.web import Console, LiveEmergency
+from shared.console.web import Console, LiveEmergency, say
 from shared.contracts import VISIT_OUTCOMES
 from shared.i18n import Catalog
+from shared.regions import region_name
 from shared.web import FieldErrors
 
 HERE = Path(__file__).parent
@@ -82,17 +83,13 @@ def words(messages: Catalog, lang: str) -> Any:
     t = messages.translator(lang)
 
     def word(prefix: str, value: str | None, fallback: str | None = None) -> str:
-        key = f"{prefix}.{value}"
-        if messages.has(key):
-            return t(key)
-        return t(fallback) if fallback else (value or "")
+        return say(messages, lang, prefix, value, fallback)
 
     def region(code: str) -> str:
-        """The most precise name known for a region code, with the code: 杭州市西湖区 (330106)."""
-        for prefix in (code, code[:4], code[:2]):
-            if messages.has(f"region.{prefix}"):
-                return f"{t(f'region.{prefix}')} ({code})"
-        return code
+        """The region's name with its code: 杭州市西湖区 (330106). The code stays in the text here, not on hover:
+        an officer's phone has no hover, and the code is what the radio and the case papers use."""
+        name = region_name(code, lang)
+        return f"{name} ({code})" if name != code else code
 
     def tried(item: TriedOut) -> str:
         if item.kind == "event":
