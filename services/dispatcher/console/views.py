@@ -492,8 +492,33 @@ async def compliance_page(request: Request, user: Page, days: int = Query(defaul
     """Deadline compliance per tier for tasks decided in the period (today by default on the 1-day view), beside
     the tasks still open now and at risk; reach, times, outcomes."""
     report = await _decided_report(request, user, days)
+    async with sessionmaker(request)() as session:
+        trend = await reports.daily_trend(session, unit=user.principal.unit, now=console.now(request),
+                                          days=TREND_DAYS)
+    lang = console.lang_of(request)
     return console.render(request, "compliance.html", user, report=report, days=days, nav="compliance",
-                          outcomes=reports.OUTCOMES)
+                          outcomes=reports.OUTCOMES, trend=chart_data(trend, console.translator(lang),
+                                                                      visit_words(console.messages, lang)["region"]),
+                          trend_days=TREND_DAYS)
+
+
+TREND_DAYS = 30
+
+
+def chart_data(trend: dict[str, Any], t: Any, region: Any) -> dict[str, Any]:
+    """The trend as the page's chart reads it (static/trend.js): labels in words, rates in per cent, counts."""
+    tiers = [{"key": tier, "label": t("compliance.total") if tier == "all" else t("tier.long." + tier)}
+             for tier in reports.TREND_TIERS]
+    units = [{"key": "", "label": t("trend.whole", unit=region(trend["unit"]) if trend["unit"] else t("unit.all"))}]
+    units += [{"key": code, "label": region(code)} for code in trend["units"]]
+    return {
+        "labels": [d.strftime("%m-%d") for d in trend["days"]], "tiers": tiers, "units": units,
+        "y_label": t("col.compliance"), "count_label": t("trend.count"),
+        "rate": {key: {tier: [None if r is None else round(r * 100, 1) for r in figures["rate"]]
+                       for tier, figures in by_tier.items()} for key, by_tier in trend["series"].items()},
+        "counts": {key: {tier: list(zip(figures["in_time"], figures["decided"], strict=True))
+                         for tier, figures in by_tier.items()} for key, by_tier in trend["series"].items()},
+    }
 
 
 @router.get("/compliance.csv")
