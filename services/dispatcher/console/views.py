@@ -194,9 +194,29 @@ async def _case_page(request: Request, user: ConsoleUser, task_id: uuid.UUID, me
         return console.render(request, "not_found.html", user, status_code=404, nav="queue")
     lang = console.lang_of(request)
     t = console.translator(lang)
+    words = visit_words(console.messages, lang)
     return console.render(request, "task.html", user, nav="queue", mask=mask_phone, flashes=messages,
                           who=lambda actor: reporter(actor, t), left=lambda s: duration_words(s, t),
-                          status_code=status_code, **visit_words(console.messages, lang), **file)
+                          reason=lambda r: reason_words(r, t, words["word"]), status_code=status_code,
+                          **words, **file)
+
+
+def reason_words(reason: dict[str, str], t: Any, word: Any) -> str:
+    """A tiering reason in words: which rule (the catalogue's words for the built-in ones, else the policy's own
+    description) and what it did to the tier ("at least high", "raise 1", "no change ...", or the signal's tier)."""
+    rule, effect = reason.get("rule", ""), reason.get("effect", "")
+    if rule == "signal":
+        signal = reason.get("why", "").split(" ")[1] if reason.get("why", "").count(" ") >= 2 else "other"
+        return t("reason.signal", signal=word("signal", signal, "signal.other"), tier=t("tier.long." + effect))
+    text = t("reason.rule." + rule)
+    what = text if text != "reason.rule." + rule else reason.get("why") or rule
+    if effect.startswith("at least "):
+        change = t("reason.at_least", tier=t("tier.long." + effect.removeprefix("at least ")))
+    elif effect.startswith("raise "):
+        change = t("reason.raise", n=effect.removeprefix("raise "))
+    else:
+        change = t("reason.no_change")
+    return f"{what} → {change}"
 
 
 def duration_words(seconds: float | None, t: Any) -> str:
