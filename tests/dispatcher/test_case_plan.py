@@ -48,16 +48,16 @@ async def test_a_new_high_task_plans_bot_call_seats_visit_escalation_and_deadlin
 
 
 async def test_the_plan_follows_the_timers_a_retry_and_the_visit(dispatcher) -> None:  # noqa: ANN001
-    """At +10 min the seats' call is started and waits for a seat; an unanswered robocall plans its retry 5 min
+    """At +10 min the seats' call is started and waits for a seat (one row); an unanswered robocall plans its retry 5 min
     later (attempt 2 of 4); at +45 the visit waits for the district's officers; the escalation is then next."""
     task_id = await open_task(dispatcher, signal="transfer_in_progress", region_code="330106")
     dispatcher.clock.advance(minutes=10)
     await dispatcher.run_dispatcher_jobs()
     await channel_result(dispatcher, task_id, channel="auto_call", result="no_answer")
     steps = {(i.step, i.channel): i for i in await plan_of(dispatcher, task_id)}
-    assert steps[("channel", "operator_call")].state == "done"
-    assert steps[("queued", "operator_call")].state == "waiting"
-    assert steps[("queued", "operator_call")].owner == "seats"
+    seats = steps[("channel", "operator_call")]
+    assert (seats.state, seats.owner, seats.unit, seats.attempt) == ("waiting", "seats", "330106", 1)
+    assert ("queued", "operator_call") not in steps  # the step itself waits for a seat, not a second row
     retry = steps[("retry", "auto_call")]
     assert (retry.attempt, retry.max_attempts, retry.state, retry.left_s) == (2, 4, "next", 300)
     dispatcher.clock.advance(minutes=35)
@@ -96,7 +96,7 @@ async def test_an_emergency_plans_its_payment_stop_and_refuses_closing_outcomes(
     plan = await plan_of(dispatcher, task_id)
     states = {(i.step, i.channel): i.state for i in plan}
     assert states[("payment_stop", None)] == "waiting"
-    assert states[("queued", "operator_call")] == "waiting"
+    assert states[("channel", "operator_call")] == "waiting"
     deadline = plan[-1]
     assert deadline.step == "deadline" and deadline.left_s == 120 * 60  # the high tier's 2 h, from the report
     async with dispatcher.sessionmaker() as session:

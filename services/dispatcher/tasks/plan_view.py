@@ -71,11 +71,22 @@ def lay_out(task: Task, policy: LoadedPolicy, *, now: datetime, waiting: list[tu
     def pending(due_at: datetime) -> str:
         return OVERDUE if due_at <= now else PLANNED
 
+    # An operator call the plan started and no seat has finished yet is still that step (waiting for a seat, or
+    # in one's hands), not a second row; later ones (a call-back, a reassignment) get rows of their own below.
+    seats_queue = {attempt: held for channel, attempt, _, held in waiting if channel == "operator_call"}
+    merged: set[int] = set()
+
+    def started(channel: str, tried: int) -> str:
+        if channel == "operator_call" and tried in seats_queue:
+            merged.add(tried)
+            return IN_HAND if seats_queue[tried] else WAITING
+        return DONE
+
     # The channels of the plan's first moment, then the later ones.
     for channel in first_channels(playbook):
         tried = attempts.get(channel, 0)
         if tried:
-            state = DONE
+            state = started(channel, tried)
         elif channel == "bot_alert" and not task.has_chat:
             state = SKIPPED
         else:
@@ -90,12 +101,13 @@ def lay_out(task: Task, policy: LoadedPolicy, *, now: datetime, waiting: list[tu
             channel = name.removeprefix("channel:")
             tried = attempts.get(channel, 0)
             if name in steps_done or tried:
-                state = DONE if tried else SKIPPED
+                state = started(channel, tried) if tried else SKIPPED
             else:
                 state = NOT_NEEDED if closed else pending(step.at)
             items.append(PlanItem("channel", channel, CHANNEL_OWNER[channel],
                                   unit if channel == "operator_call" else None, step.at, state,
-                                  _left(step.at, now) if state in (PLANNED, OVERDUE) else None, attempt=tried or None,
+                                  _left(step.at, now) if state in (PLANNED, OVERDUE, WAITING, IN_HAND) else None,
+                                  attempt=tried or None,
                                   max_attempts=playbook.auto_call.max_attempts if channel == "auto_call" else None))
         elif name == "visit":
             if visit_status is not None:
@@ -116,6 +128,8 @@ def lay_out(task: Task, policy: LoadedPolicy, *, now: datetime, waiting: list[tu
             continue  # the visit request becomes the visit: shown on the visit step
         if channel != "operator_call" and run_at <= now and not held:
             continue  # an alert or robocall being sent this moment: its step above says it started
+        if channel == "operator_call" and attempt in merged:
+            continue
         state = IN_HAND if held else (WAITING if run_at <= now else PLANNED)
         items.append(PlanItem("retry" if attempt > 1 else "queued", channel, CHANNEL_OWNER[channel],
                               unit if channel == "operator_call" else None, run_at, state, _left(run_at, now),

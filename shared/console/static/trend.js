@@ -17,7 +17,7 @@
         label: tier.label, tier: tier.key, data: data.rate[key][tier.key],
         borderColor: colours[tier.key], backgroundColor: colours[tier.key],
         borderDash: tier.key === "all" ? [6, 4] : [], borderWidth: tier.key === "all" ? 3 : 2,
-        pointRadius: 3, spanGaps: true, tension: 0.2
+        pointRadius: 3, spanGaps: true, tension: 0.2, clip: false  // a point at 100% is drawn whole
       };
     });
   }
@@ -27,7 +27,7 @@
     type: "line",
     data: { labels: data.labels, datasets: datasets(current) },
     options: {
-      animation: false, responsive: true, maintainAspectRatio: false,
+      animation: false, responsive: true, maintainAspectRatio: false, layout: { padding: { top: 6 } },
       interaction: { mode: "index", intersect: false },
       scales: {
         y: { min: 0, max: 100, ticks: { callback: function (v) { return v + "%"; } },
