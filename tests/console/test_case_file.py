@@ -112,3 +112,17 @@ async def test_another_units_supervisor_cannot_see_or_close_the_task(dispatcher)
                                         data={"outcome": "dissuaded", "csrf_token": csrf})
     assert resp.status_code == 404
     assert (await state_of(dispatcher, task_id))[0] == "open"
+
+
+async def test_in_english_the_plan_and_the_actions_are_english_words(dispatcher) -> None:  # noqa: ANN001
+    """After the language switch the case file's plan, owners, states and the outcome choices are in English."""
+    task_id = await open_task(dispatcher, signal="transfer_in_progress", region_code="330106")
+    await signed_in(dispatcher.client, await key_of(dispatcher))
+    resp = await dispatcher.client.get("/console/lang/en", params={"next": f"/console/tasks/{task_id}"})
+    assert resp.status_code in (302, 303)
+    page = (await dispatcher.client.get(f"/console/tasks/{task_id}")).text
+    plan = section(page, "plan")
+    assert "The plan" in plan and "seats of Xihu, Hangzhou (330106)" in plan and ">next<" in plan
+    assert "10 min left" in plan and "坐席" not in plan and "下一步" not in plan
+    actions = section(page, "actions")
+    assert "Record the outcome" in actions and ">dissuaded<" in actions

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 from services.dispatcher.tasks import plan_view
 from services.dispatcher.tasks import service as tasks
 from services.dispatcher.tasks.models import Task
+from shared.contracts import OperatorCall
+from shared.queue.service import claim_task_job
 from tests.conftest import T0, warning
 from tests.console.test_supervisor_findings import channel_result
 
@@ -48,7 +51,7 @@ async def test_a_new_high_task_plans_bot_call_seats_visit_escalation_and_deadlin
 
 
 async def test_the_plan_follows_the_timers_a_retry_and_the_visit(dispatcher) -> None:  # noqa: ANN001
-    """At +10 min the seats' call is started and waits for a seat (one row); an unanswered robocall plans its retry 5 min
+    """At +10 min the seats' call is started and waits for a seat (one row), then is in a seat's hands; an unanswered robocall plans its retry 5 min
     later (attempt 2 of 4); at +45 the visit waits for the district's officers; the escalation is then next."""
     task_id = await open_task(dispatcher, signal="transfer_in_progress", region_code="330106")
     dispatcher.clock.advance(minutes=10)
@@ -58,6 +61,11 @@ async def test_the_plan_follows_the_timers_a_retry_and_the_visit(dispatcher) -> 
     seats = steps[("channel", "operator_call")]
     assert (seats.state, seats.owner, seats.unit, seats.attempt) == ("waiting", "seats", "330106", 1)
     assert ("queued", "operator_call") not in steps  # the step itself waits for a seat, not a second row
+    async with dispatcher.sessionmaker() as session, session.begin():  # a seat takes the call
+        assert await claim_task_job(session, task_id=uuid.UUID(task_id), kinds=[OperatorCall.KIND],
+                                    worker="seat:test", now=dispatcher.clock.now(), lease_s=60)
+    steps = {(i.step, i.channel): i for i in await plan_of(dispatcher, task_id)}
+    assert steps[("channel", "operator_call")].state == "in_hand"
     retry = steps[("retry", "auto_call")]
     assert (retry.attempt, retry.max_attempts, retry.state, retry.left_s) == (2, 4, "next", 300)
     dispatcher.clock.advance(minutes=35)
