@@ -39,7 +39,7 @@ NOT_NEEDED = "not_needed"  # the task closed, or an emergency replaced the autom
 class PlanItem:
     """One step of the plan."""
 
-    step: str                 # "channel", "retry", "visit", "escalate", "deadline", "payment_stop"
+    step: str                 # "channel", "queued", "retry", "visit", "escalate", "deadline", "payment_stop"
     channel: str | None       # bot_alert, auto_call, operator_call, visit
     owner: str                # plan.owner.*: bot, auto_call, seats, officers, supervisor, unit
     unit: str | None          # the unit whose people do it (seats, officers, the handling unit)
