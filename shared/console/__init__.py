@@ -8,4 +8,10 @@ Why server-rendered pages (Jinja2) with htmx, and charts drawn as SVG on the ser
 - the numbers in a chart are the numbers in the table next to it, computed in
   one place (Python), so a chart cannot disagree with the report it shows, and
   tests can read it.
+The one exception is the compliance page's 30-day trend (a line per tier over 30 days, switchable per unit):
+there a real chart library earns its weight (axes, tooltips, switching series without a reload), so Chart.js
+4.6.1 (chart.umd.min.js from the npm package, unmodified, MIT licence in chart.LICENSE.txt) draws it in the
+browser from JSON the server computes (services/dispatcher/reports daily_trend). Chosen over uPlot (smaller,
+but no tooltips or legend without plugins) and ECharts (about 1 MB): canvas, no build step, no eval (our
+Content-Security-Policy allows scripts from 'self' only).
 """

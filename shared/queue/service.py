@@ -252,6 +252,16 @@ async def holders(session: AsyncSession, *, kinds: Sequence[str],
     return {r.task_id: r.locked_by for r in rows}
 
 
+async def waiting_task_jobs(session: AsyncSession, *, task_id: uuid.UUID,
+                            kinds: Sequence[str]) -> list[tuple[ClaimedJob, str, str | None]]:
+    """A task's jobs of these kinds still to run or running (status, holder), soonest first: what is planned next."""
+    rows = (await session.execute(
+        sql(f"SELECT {_CLAIMED}, jobs.status, jobs.locked_by FROM jobs WHERE task_id = :task"
+            " AND kind = ANY(CAST(:kinds AS text[])) AND status IN ('queued', 'running') ORDER BY run_at, id"),
+        {"task": task_id, "kinds": list(kinds)})).all()
+    return [(_claimed(r), r.status, r.locked_by) for r in rows]
+
+
 async def update_task_jobs(session: AsyncSession, *, task_id: uuid.UUID, kinds: Sequence[str],
                            priority: int | None = None, due_at: datetime | None = None, scope: str | None = None,
                            run_by: datetime | None = None, payload_patch: dict[str, Any] | None = None) -> int:

@@ -65,7 +65,7 @@ async def test_supervisor_sees_a_breach_opens_the_case_and_reassigns_it(dispatch
         timeline = await page.locator("#timeline").inner_text()
         assert "超过时限" in timeline and "正在转账" in timeline  # the audit action and the signal, in words
         await readme_screenshot(page, "supervisor-case.png")
-        await page.click("#summary button:has-text('转坐席立即外呼')")
+        await page.click("#actions button:has-text('转坐席立即外呼')")
         await page.wait_for_url("**/console/queue?ok=1**")
         assert "已改派" in await page.locator(".flash").inner_text()
         assert "已改派" in await page.locator(f"#task-{task_id}").inner_text()

@@ -208,7 +208,7 @@ async def test_every_supervisor_page_shows_words_not_codes(dispatcher, page) -> 
         assert not leaking, f"pages that show codes instead of words: {leaking}"
         # The case file names the person the operator has to call, and what they stand to lose.
         await page.goto(f"{base}/console/tasks/{task_id}")
-        summary = await page.inner_text("#summary")
+        summary = await page.inner_text("#who") + await page.inner_text("#what")
         assert "张桂英" in summary and "67" in summary and "80,000" in summary
         assert CITIZEN not in await page.content()  # the number stays masked
         timeline = await page.inner_text("#timeline")

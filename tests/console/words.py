@@ -85,8 +85,19 @@ _CHINESE_TEXT_JS = """() => {
 
 
 async def chinese_text(page: Any) -> str:
-    """The page's visible text, less the passages marked as another language."""
-    return await page.evaluate(_CHINESE_TEXT_JS)
+    """The page's visible text, less the passages marked as another language.
+
+    A check right after a click may land while the next page loads (no body yet): wait for it, and read again
+    once if the page was replaced under the read.
+    """
+    for attempt in range(3):
+        await page.wait_for_load_state()
+        try:
+            return await page.evaluate(_CHINESE_TEXT_JS)
+        except Exception:  # the document was swapped mid-read (navigation): the next one is complete
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 async def assert_all_words(page: Any, *, allow: Iterable[str] = ()) -> None:

@@ -8,11 +8,14 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.dispatcher.emergencies.models import PaymentStop
+from services.dispatcher.policy.service import PolicyStore
 from services.dispatcher.reports.service import daily_decided
+from services.dispatcher.tasks import plan_view
+from services.dispatcher.tasks import service as tasks
+from services.dispatcher.visits import service as visits
 from shared.clock import LOCAL_TZ
 from shared.contracts import bot as bot_contract
 from shared.contracts import callcenter as callcenter_contract
-from shared.contracts import dispatcher as dispatcher_contract
 from shared.sql import sql
 
 
@@ -91,8 +94,14 @@ async def escalation_queue(session: AsyncSession, *, unit: str, tier: str | None
     return list((await session.execute(statement, params)).all())
 
 
-async def task_file(session: AsyncSession, *, unit: str, task_id: Any, now: datetime) -> dict[str, Any] | None:
-    """Everything about one task and its case, for the case page; None when it is outside `unit`."""
+async def task_file(session: AsyncSession, *, unit: str, task_id: Any, store: PolicyStore,
+                    now: datetime) -> dict[str, Any] | None:
+    """Everything about one task and its case, for the case page; None when it is outside `unit`.
+
+    Besides the records: who the citizen is (the latest name, age, gender given), what was already tried (the
+    officers' list, visits.service.tried), the plan with its owners and times (tasks.plan_view), the time left
+    and the outcomes a person may record now (tasks.service.outcomes_allowed).
+    """
     task = (await session.execute(
         sql("SELECT t.*, c.status AS case_status, c.warning_count, c.first_warning_at, c.created_at AS case_created_at"
             " FROM tasks t JOIN cases c ON c.id = t.case_id WHERE t.id = :id AND " + _VISIBLE),
@@ -100,8 +109,8 @@ async def task_file(session: AsyncSession, *, unit: str, task_id: Any, now: date
     if task is None:
         return None
     warnings = (await session.execute(
-        sql("SELECT received_at, occurred_at, source, signal, fraud_type, tier, amount_at_risk, risk_score, reasons,"
-            " merged FROM warnings WHERE case_id = :c ORDER BY received_at"), {"c": task.case_id})).all()
+        sql("SELECT received_at, occurred_at, source, source_ref, signal, fraud_type, tier, amount_at_risk, risk_score,"
+            " reasons, merged FROM warnings WHERE case_id = :c ORDER BY received_at"), {"c": task.case_id})).all()
     # The channels' own records, read through what each service offers (shared/contracts).
     calls = await callcenter_contract.calls_for_task(session, task.id)
     messages = await bot_contract.alert_deliveries(session, task.id)
@@ -113,8 +122,11 @@ async def task_file(session: AsyncSession, *, unit: str, task_id: Any, now: date
     timeline += [(m.created_at, "message", m) for m in messages]
     timeline += [(e.at, "audit", e) for e in entries]
     timeline.sort(key=lambda item: item[0])
+    facts = (await visits.case_facts(session, [task.case_id]))[task.case_id]
     return {"task": task, "warnings": warnings, "calls": calls, "messages": messages, "audit": entries,
             "timeline": timeline, "payment_stop": await session.get(PaymentStop, task.id),
-            # Who the task is about, as the operator who calls them sees it (name, age today, amount at risk).
-            "subject": await dispatcher_contract.task_subject(session, task.id, today=now.astimezone(LOCAL_TZ).date())}
+            "subject": facts.subject, "amount_at_risk": facts.amount_at_risk,
+            "tried": await visits.tried(session, task.id),
+            "plan": await plan_view.task_plan(session, task, store=store, now=now),
+            "time_left": plan_view.time_left(task, now), "outcomes": tasks.outcomes_allowed(task)}
 

@@ -22,6 +22,7 @@ from services.dispatcher.emergencies.schemas import PaymentStopIn, field_errors
 from services.dispatcher.reports import service as reports
 from services.dispatcher.reports.views import csv_response, masks_exports
 from services.dispatcher.tasks import service as tasks
+from services.dispatcher.visits.field import words as visit_words
 from shared import contracts
 from shared.audit.keys import Checkpoint
 from shared.audit.service import verify_chain
@@ -157,18 +158,73 @@ async def reassign(request: Request, task_id: uuid.UUID, user: Action,
 @router.get("/tasks/{task_id}", response_class=HTMLResponse)
 async def task_page(request: Request, task_id: uuid.UUID, user: Page, ok: str | None = None,
                     error: str | None = None, field: str = "", current: str = "") -> HTMLResponse:
-    """The case file: warnings and tiering reasons, every channel attempt and result, feedback, audit entries;
-    for an emergency, its payment stop and the forms that move it on."""
-    async with sessionmaker(request)() as session:
-        file = await service.task_file(session, unit=user.principal.unit, task_id=task_id, now=console.now(request))
-    if file is None:
-        return console.render(request, "not_found.html", user, status_code=404, nav="queue")
+    """The case file: who, what (the warnings in order), what was tried, the plan with owners and times left,
+    the actions valid now; the tiering reasons, the timeline; for an emergency, its payment stop and its forms."""
     t = console.translator(console.lang_of(request))
-    messages = flashes(t, ok=ok if ok in STOP_FLASHES else None, error=error if error in STOP_FLASHES else None,
+    messages = flashes(t, ok=ok if ok in STOP_FLASHES + CASE_FLASHES else None,
+                       error=error if error in STOP_FLASHES else None,
                        field=t("stop.field." + field) if field in STOP_FIELDS else "",
                        current=t("stop." + current) if current in STOP_STATUSES else "")
+    return await _case_page(request, user, task_id, messages)
+
+
+async def _case_page(request: Request, user: ConsoleUser, task_id: uuid.UUID, messages: list[tuple[str, str]], *,
+                     status_code: int = 200) -> HTMLResponse:
+    async with sessionmaker(request)() as session:
+        file = await service.task_file(session, unit=user.principal.unit, task_id=task_id,
+                                       store=request.app.state.runtime.store, now=console.now(request))
+    if file is None:
+        return console.render(request, "not_found.html", user, status_code=404, nav="queue")
+    lang = console.lang_of(request)
+    t = console.translator(lang)
+    words = visit_words(console.messages, lang)
     return console.render(request, "task.html", user, nav="queue", mask=mask_phone, flashes=messages,
-                          who=lambda actor: reporter(actor, t), **file)
+                          who=lambda actor: reporter(actor, t), left=lambda s: duration_words(s, t),
+                          status_code=status_code,
+                          **words, **file)
+
+
+def duration_words(seconds: float | None, t: Any) -> str:
+    """'还剩 1 小时 5 分' / '已超过 12 分': a time left (negative: overdue), in whole minutes."""
+    if seconds is None:
+        return ""
+    minutes = int(abs(seconds) // 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    span = (t("plan.span_days", d=days, h=hours) if days else t("plan.span_hours", h=hours, m=minutes) if hours
+            else t("plan.span_minutes", m=minutes))
+    return t("plan.left", span=span) if seconds >= 0 else t("plan.over", span=span)
+
+
+CASE_FLASHES = ("case.outcome_recorded",)
+
+
+@router.post("/tasks/{task_id}/outcome", response_class=HTMLResponse)
+async def record_outcome(request: Request, task_id: uuid.UUID, user: Action,
+                         outcome: Annotated[str, Form(max_length=20)] = "",
+                         note: Annotated[str, Form(max_length=2000)] = "") -> Response:
+    """Record an outcome on the task (the feedback API's service and rules). Only the outcomes valid now are
+    offered; one posted anyway is answered 409 (422 when it is no outcome at all) on the case page, naming the
+    field and why, and nothing changes."""
+    t = console.translator(console.lang_of(request))
+    async with transaction(sessionmaker(request)) as session:
+        task = await tasks.lock_task(session, task_id)
+        if task is None or not tasks.in_jurisdiction(task, user.principal):
+            return console.render(request, "not_found.html", user, status_code=404, nav="queue")
+        allowed = tasks.outcomes_allowed(task)
+        if outcome not in contracts.OUTCOMES:
+            refusal, status_code = t("case.outcome_unknown"), 422
+        elif outcome not in allowed:
+            why = ("case.refused_closed" if task.status == "closed" else "case.refused_emergency")
+            refusal, status_code = t(why, outcome=t("outcome." + outcome)), 409
+        else:
+            refusal, status_code = None, 200
+            await tasks.apply_feedback(session, task, outcome=outcome, actor=user.principal.actor,
+                                       note=note.strip() or None, now=console.now(request),
+                                       store=request.app.state.runtime.store, by_person=True, via="feedback")
+    if refusal is not None:
+        return await _case_page(request, user, task_id, [("error", refusal)], status_code=status_code)
+    return console.redirect(f"/console/tasks/{task_id}?ok=case.outcome_recorded#actions")
 
 
 # ---- emergencies and payment stops (止付) --------------------------------------------------------------
@@ -421,8 +477,33 @@ async def compliance_page(request: Request, user: Page, days: int = Query(defaul
     """Deadline compliance per tier for tasks decided in the period (today by default on the 1-day view), beside
     the tasks still open now and at risk; reach, times, outcomes."""
     report = await _decided_report(request, user, days)
+    async with sessionmaker(request)() as session:
+        trend = await reports.daily_trend(session, unit=user.principal.unit, now=console.now(request),
+                                          days=TREND_DAYS)
+    lang = console.lang_of(request)
     return console.render(request, "compliance.html", user, report=report, days=days, nav="compliance",
-                          outcomes=reports.OUTCOMES)
+                          outcomes=reports.OUTCOMES, trend=chart_data(trend, console.translator(lang),
+                                                                      visit_words(console.messages, lang)["region"]),
+                          trend_days=TREND_DAYS)
+
+
+TREND_DAYS = 30
+
+
+def chart_data(trend: dict[str, Any], t: Any, region: Any) -> dict[str, Any]:
+    """The trend as the page's chart reads it (static/trend.js): labels in words, rates in per cent, counts."""
+    tiers = [{"key": tier, "label": t("compliance.total") if tier == "all" else t("tier.long." + tier)}
+             for tier in reports.TREND_TIERS]
+    units = [{"key": "", "label": t("trend.whole", unit=region(trend["unit"]) if trend["unit"] else t("unit.all"))}]
+    units += [{"key": code, "label": region(code)} for code in trend["units"]]
+    return {
+        "labels": [d.strftime("%m-%d") for d in trend["days"]], "tiers": tiers, "units": units,
+        "y_label": t("col.compliance"), "count_label": t("trend.count"),
+        "rate": {key: {tier: [None if r is None else round(r * 100, 1) for r in figures["rate"]]
+                       for tier, figures in by_tier.items()} for key, by_tier in trend["series"].items()},
+        "counts": {key: {tier: list(zip(figures["in_time"], figures["decided"], strict=True))
+                         for tier, figures in by_tier.items()} for key, by_tier in trend["series"].items()},
+    }
 
 
 @router.get("/compliance.csv")

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.clock import LOCAL_TZ
 from shared.sql import sql
 
 OUTCOMES = ("acknowledged", "dissuaded", "loss_reported", "unreachable", "false_positive", "refused")
@@ -153,6 +155,52 @@ async def daily_decided(session: AsyncSession, *, unit: str, from_: datetime, no
     await plan_for_values(session)
     params = {"unit": unit + "%", "from_": from_, "to": now + _INSTANT, "until": now, "tz": tz}
     return {r.day: r for r in (await session.execute(_DAILY_DECIDED, params)).all()}
+
+
+_TREND = sql(
+    f"SELECT (CASE WHEN {_IN_TIME} THEN closed_at ELSE due_at END AT TIME ZONE :tz)::date AS day, tier,"
+    " left(region_code, :width) AS unit,"
+    f" count(*) AS decided, count(*) FILTER (WHERE {_IN_TIME}) AS in_time FROM tasks" + _DECIDED_WHERE +
+    " GROUP BY 1, 2, 3"
+)
+TREND_TIERS = ("high", "medium", "low", "all")
+
+
+async def daily_trend(session: AsyncSession, *, unit: str, now: datetime, days: int = 30,
+                      tz: ZoneInfo = LOCAL_TZ) -> dict[str, Any]:
+    """Deadline compliance per local day and tier for the last `days` days up to now (today included), for the
+    whole unit ("") and for each unit one level below it (the console's rule: a task counts on the day its
+    outcome was decided). One query, grouped by local day, tier and child unit.
+
+    Returns {"unit", "days": [date], "units": [child codes], "series": {"" | child: {tier | "all":
+    {"decided": [n per day], "in_time": [n per day], "rate": [0..1 or None per day]}}}}.
+    """
+    today = now.astimezone(tz).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = today - timedelta(days=days - 1)
+    width = child_width(unit)
+    await plan_for_values(session)
+    params = {"unit": unit + "%", "from_": start, "to": now + _INSTANT, "until": now, "tz": tz.key, "width": width}
+    rows = (await session.execute(_TREND, params)).all()
+    dates = [(start + timedelta(days=i)).date() for i in range(days)]
+    # A district has no units below it: its own line is the only one.
+    children = sorted({r.unit for r in rows}) if width > len(unit) else []
+
+    def empty() -> dict[str, dict[str, list[Any]]]:
+        return {tier: {"decided": [0] * days, "in_time": [0] * days} for tier in TREND_TIERS}
+
+    series = {key: empty() for key in ["", *children]}
+    for row in rows:
+        index = (row.day - dates[0]).days
+        if not 0 <= index < days:
+            continue
+        for key in {"", row.unit} & series.keys():
+            for tier in (row.tier, "all"):
+                series[key][tier]["decided"][index] += row.decided
+                series[key][tier]["in_time"][index] += row.in_time
+    for by_tier in series.values():
+        for figures in by_tier.values():
+            figures["rate"] = [_rate(i, d) for i, d in zip(figures["in_time"], figures["decided"], strict=True)]
+    return {"unit": unit, "days": dates, "units": children, "series": series}
 
 
 def compliance_rows(report: dict[str, Any]) -> list[dict[str, Any]]:

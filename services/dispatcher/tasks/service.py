@@ -266,6 +266,17 @@ async def apply_feedback(session: AsyncSession, task: Task, *, outcome: str, act
     return FeedbackResult(task, True, "closed")
 
 
+def outcomes_allowed(task: Task) -> tuple[str, ...]:
+    """The outcomes a person may record on the task now, as apply_feedback decides them (the console offers these).
+
+    A closed task takes none (nothing reopens one); an emergency none either: it closes when its payment stop
+    is confirmed or failed, and every other outcome is refused (EmergencyOutcomeRefused, a 409).
+    """
+    if task.status == CLOSED or task.emergency_at is not None:
+        return ()
+    return OUTCOMES
+
+
 def refused_on_channel(session: AsyncSession, task: Task, exc: EmergencyOutcomeRefused, *, actor: str,
                        channel: str, note: str | None, now: datetime) -> str:
     """A channel's answer that may not close an emergency: kept on the timeline, the task stays open.
