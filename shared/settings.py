@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import datetime
 from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.clock import Clock, make_clock
 
 
 class CommonSettings(BaseSettings):
@@ -36,6 +39,12 @@ class CommonSettings(BaseSettings):
     # The password of the services' database role (shared/db_roles.py); `shouhu migrate` sets it on the role.
     # Unset: none (the embedded server and local test servers trust local connections).
     service_db_password: SecretStr | None = Field(default=None, alias="SHOUHU_SERVICE_DB_PASSWORD")
+    # How much faster than real time the services' clock runs (demo, simulation): deadlines, retries and
+    # visits are compressed; leases, rate limits and timeouts at providers stay in real seconds (shared/clock.py).
+    time_scale: float = Field(default=1.0, gt=0, alias="SHOUHU_TIME_SCALE")
+    # Where the fast clock meets real time; every process of one run needs the same (`shouhu up` sets it).
+    # Unset: shared.clock.DEFAULT_EPOCH.
+    time_epoch: datetime | None = Field(default=None, alias="SHOUHU_TIME_EPOCH")
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> CommonSettings:
@@ -75,6 +84,10 @@ class CommonSettings(BaseSettings):
                 with os.fdopen(fd, "w") as handle:
                     handle.write(secrets.token_urlsafe(32) + "\n")
         return path.read_text().strip()
+
+    def clock(self) -> Clock:
+        """The services' clock: wall time, or a fast clock when SHOUHU_TIME_SCALE is not 1."""
+        return make_clock(self.time_scale, self.time_epoch)
 
     def service_password(self) -> str | None:
         return self.service_db_password.get_secret_value() if self.service_db_password else None

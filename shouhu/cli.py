@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import secrets
 import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -114,12 +116,17 @@ def sandbox(
     """Run the local sandbox: a fake Telegram Bot API (and a page to play the citizen at /)."""
     import uvicorn
 
+    from infra.sandbox.app import create_app
+    from infra.sandbox.twilio import TwilioSandbox
     from shared.settings import CommonSettings
 
     settings = CommonSettings()
     configure_logging(settings.log_level, settings.log_json, service="sandbox")
     typer.echo(f"Sandbox on http://{host}:{port}/  (bots: TELEGRAM_API_BASE=http://{host}:{port})")
-    uvicorn.run("infra.sandbox.app:create_app", factory=True, host=host, port=port, log_config=None,
+    # On a fast clock (SHOUHU_TIME_SCALE) the phones are as fast: the sandbox's time_scale multiplies its waits
+    # (ringing, Gather timeouts), so it is the inverse, within the (0, 100] its control API allows.
+    twilio = TwilioSandbox(time_scale=min(100.0, 1 / settings.time_scale))
+    uvicorn.run(functools.partial(create_app, twilio=twilio), factory=True, host=host, port=port, log_config=None,
                 access_log=False, loop="uvloop", http="httptools", lifespan="on",
                 # Long polls in flight would otherwise hold Ctrl-C for up to their timeout.
                 timeout_graceful_shutdown=2)
@@ -246,6 +253,9 @@ def up(
     # DATABASE_URL stays the owner's: each service connects as the services' role derived from it.
     env = {**os.environ, "DATABASE_URL": url, "SHOUHU_BOOTSTRAP_ADMIN_KEY": admin_key,
            "SHOUHU_AUDIT_KEY": audit_key, "SHOUHU_SERVICE_DB_PASSWORD": service_password}
+    if settings.time_scale != 1 and settings.time_epoch is None:
+        # One epoch for every child, so the services' fast clocks agree and start at the real now.
+        env["SHOUHU_TIME_EPOCH"] = datetime.now(UTC).isoformat()
     children: list[subprocess.Popen[bytes]] = []
     # Without real Telegram or Twilio credentials the local sandbox stands in for them (and gives a page
     # to play the citizen: chats and phone calls).

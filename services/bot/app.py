@@ -77,7 +77,7 @@ def make_dispatcher(storage: BaseStorage, **context: object) -> Dispatcher:
 
 def create_app(settings: BotSettings | None = None, *, clock: Clock | None = None) -> FastAPI:
     settings = settings or BotSettings()
-    clock = clock or Clock()
+    clock = clock or settings.clock()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

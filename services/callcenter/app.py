@@ -50,7 +50,7 @@ def make_twilio(settings: CallcenterSettings) -> Client:
 
 def create_app(settings: CallcenterSettings | None = None, *, clock: Clock | None = None) -> FastAPI:
     settings = settings or CallcenterSettings()
-    clock = clock or Clock()
+    clock = clock or settings.clock()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

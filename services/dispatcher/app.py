@@ -65,7 +65,7 @@ Authenticate with `Authorization: Bearer <api key>` (`shouhu keys create`).
 
 def create_app(settings: DispatcherSettings | None = None, *, clock: Clock | None = None) -> FastAPI:
     settings = settings or DispatcherSettings()
-    clock = clock or Clock()
+    clock = clock or settings.clock()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

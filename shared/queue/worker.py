@@ -36,11 +36,16 @@ class PermanentJobError(Exception):
 
 
 class RetryLater(Exception):
-    """Try again after `delay_s` without counting it as an error (a rate limit, a closed call window)."""
+    """Try again after `delay_s` without counting it as an error (a rate limit, a closed call window).
 
-    def __init__(self, delay_s: float, reason: str = "") -> None:
+    `delay_s` is real seconds (a provider's rate limit, a request in flight); `on_clock=True` says it is
+    clock time instead (until a call window opens), which a fast clock (SHOUHU_TIME_SCALE) compresses.
+    """
+
+    def __init__(self, delay_s: float, reason: str = "", *, on_clock: bool = False) -> None:
         super().__init__(reason or f"retry in {delay_s}s")
         self.delay_s = delay_s
+        self.on_clock = on_clock
 
 
 # A transactional handler does only database work: it runs inside the transaction
@@ -112,6 +117,8 @@ class Worker:
         self.database_url = database_url
         self.name = name or default_worker_name(queue)
         self.batch_size = batch_size
+        # Real seconds. Leases, heartbeats and backoffs are about processes and providers, not the domain:
+        # what goes to the database on the clock's scale is clock.real_s(...) of them (shared/clock.py).
         self.lease_s = lease_s
         # Three beats per lease: two may be lost (a slow database) before the lease runs out.
         self.heartbeat_s = heartbeat_s if heartbeat_s is not None else lease_s / 3
@@ -153,7 +160,8 @@ class Worker:
             await self._sweep(now)
         async with self._one_statement() as session:
             jobs = await q.claim(session, queue=self.queue, worker=self.name, now=now,
-                                 lease_s=self.lease_s, limit=self.batch_size, kinds=list(self.handlers))
+                                 lease_s=self.clock.real_s(self.lease_s), limit=self.batch_size,
+                                 kinds=list(self.handlers))
         if not jobs:
             return 0
         self._held.update((job.id, job) for job in jobs)
@@ -321,17 +329,19 @@ class Worker:
         if isinstance(exc, q.LeaseLost):
             self._lost_job(job)
         elif isinstance(exc, RetryLater):
-            await self._give_back(job, str(exc), exc.delay_s, counts_as_error=False)
+            delay_s = exc.delay_s if exc.on_clock else self.clock.real_s(exc.delay_s)
+            await self._give_back(job, str(exc), delay_s, counts_as_error=False)
         elif isinstance(exc, PermanentJobError):
             await self._give_back(job, f"permanent: {exc}", None)
         else:
             delay = min(self.max_backoff_s, 2 ** min(job.attempts, 10)) * (0.8 + random.random() * 0.4)
             log.error("job.error", job_id=job.id, job_kind=job.kind, attempts=job.attempts,
                       retry_in_s=round(delay, 1), exc_info=exc)
-            await self._give_back(job, f"{type(exc).__name__}: {exc}", delay)
+            await self._give_back(job, f"{type(exc).__name__}: {exc}", self.clock.real_s(delay))
 
     async def _give_back(self, job: q.ClaimedJob, error: str, retry_in_s: float | None,
                          counts_as_error: bool = True) -> None:
+        """`retry_in_s`: clock seconds (callers convert real delays with clock.real_s)."""
         async with self.sessionmaker() as session, session.begin():
             if not counts_as_error:
                 # Rate limits and call windows are not failures: do not use up the job's attempts.
@@ -354,7 +364,7 @@ class Worker:
             try:
                 async with self._one_statement() as session:
                     kept = await q.extend_leases(session, job_ids=ids, worker=self.name, now=self.clock.now(),
-                                                 lease_s=self.lease_s)
+                                                 lease_s=self.clock.real_s(self.lease_s))
             except Exception:  # noqa: BLE001 - the database may be restarting: the next beat tries again
                 log.warning("worker.heartbeat_failed", queue=self.queue, exc_info=True)
                 continue

@@ -121,7 +121,8 @@ async def adopt(session: AsyncSession, *, attempt_id: int, candidates: list[Any]
     return sid
 
 
-async def apply_outcome(session: AsyncSession, *, attempt_id: int, call: Any | None, now: datetime) -> str | None:
+async def apply_outcome(session: AsyncSession, *, attempt_id: int, call: Any | None, now: datetime,
+                        scale: float = 1.0) -> str | None:
     """Feed what Twilio says of an ended call through the status callback's path, under the row lock.
 
     `call` None: Twilio no longer knows it; the attempt is closed as failed (an outcome, never silence).
@@ -138,7 +139,7 @@ async def apply_outcome(session: AsyncSession, *, attempt_id: int, call: Any | N
         detail = None
     else:
         return None
-    return await record_status(session, row, form, now=now, via="reconciliation", detail=detail)
+    return await record_status(session, row, form, now=now, via="reconciliation", detail=detail, scale=scale)
 
 
 @dataclass
@@ -206,7 +207,8 @@ class Reconciler:
         """One pass: every unfinished attempt (`everything`) or those overdue, looked up at Twilio `concurrency` at
         a time, page by page (oldest first)."""
         now = self.clock.now()
-        cutoff = now if everything else now - timedelta(seconds=self.overdue_s)
+        # overdue_s and in_flight_s are real seconds (Twilio's world): scaled onto a fast clock.
+        cutoff = now if everything else now - self.clock.real_delta(self.overdue_s)
         counts: Counter[str] = Counter()
         slots = asyncio.Semaphore(self.concurrency)
 
@@ -254,7 +256,8 @@ class Reconciler:
         """Ask Twilio about one call (no transaction open); if it ended, record it once. The result reported."""
         call = await fetch_call(self.client, call_sid)
         async with transaction(self.sessionmaker) as session:
-            result = await apply_outcome(session, attempt_id=attempt_id, call=call, now=self.clock.now())
+            result = await apply_outcome(session, attempt_id=attempt_id, call=call, now=self.clock.now(),
+                                         scale=self.clock.scale)
         if result is not None:
             log.info("reconcile.closed", attempt_id=attempt_id, call_sid=call_sid, result=result,
                      twilio_status=getattr(call, "status", "gone"))
@@ -267,14 +270,14 @@ class Reconciler:
         overdue time on top to resolve it itself (the job's rerun dials; this never does).
         """
         now = self.clock.now()
-        if attempt.updated_at > now - timedelta(seconds=self.in_flight_s):
+        if attempt.updated_at > now - self.clock.real_delta(self.in_flight_s):
             return None
         calls = await placed_calls(self.client, to=attempt.to_number, from_=attempt.from_number,
                                    not_before=wall_time(self.clock, attempt.created_at))
         try:
             async with transaction(self.sessionmaker) as session:
                 sid = await adopt(session, attempt_id=attempt.id, candidates=calls, now=self.clock.now())
-                if sid is None and attempt.updated_at <= now - timedelta(seconds=self.in_flight_s + self.overdue_s):
+                if sid is None and attempt.updated_at <= now - self.clock.real_delta(self.in_flight_s + self.overdue_s):
                     closed = await close_unplaced(session, attempt_id=attempt.id, seen_updated_at=attempt.updated_at,
                                                   now=self.clock.now(),
                                                   why="no call was placed: the process stopped before Twilio took"

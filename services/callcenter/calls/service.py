@@ -247,7 +247,7 @@ class CallPlacer:
         allowed = next_call_time(call.call_window, now)
         if allowed > now:
             # Not an error: come back when the citizen's local call window opens.
-            raise RetryLater((allowed - now).total_seconds(), "outside the call window")
+            raise RetryLater((allowed - now).total_seconds(), "outside the call window", on_clock=True)
         recent = (await session.execute(
             sql("SELECT count(*) FROM call_attempts WHERE to_number = :p AND created_at > :since"
                 " AND status NOT IN ('skipped')"),
@@ -294,7 +294,8 @@ class CallPlacer:
         from services.callcenter.calls import reconcile  # it builds on this module's record_status
 
         now = self.clock.now()
-        wait_s = (unresolved.updated_at + timedelta(seconds=self.dial_in_flight_s) - now).total_seconds()
+        # dial_in_flight_s is real seconds (a request on its way to Twilio); the wait is real seconds too.
+        wait_s = self.dial_in_flight_s - (now - unresolved.updated_at).total_seconds() / self.clock.scale
         if wait_s > 0:
             raise RetryLater(wait_s, "the first dial may still be on its way to Twilio")
         try:
@@ -335,7 +336,8 @@ class CallPlacer:
             row = await load_attempt(session, unresolved.id)
             why = await self._stop_reason(session, call.task_id, call.attempt, job.run_at,
                                           marked=row.stop_requested_at is not None)
-            await reconcile.apply_outcome(session, attempt_id=unresolved.id, call=found, now=self.clock.now())
+            await reconcile.apply_outcome(session, attempt_id=unresolved.id, call=found, now=self.clock.now(),
+                                          scale=self.clock.scale)
         if why is not None and found is not None and str(found.status) not in m.TWILIO_FINAL:
             await self._stop_placed(unresolved.id, sid, str(found.status), why)
 
@@ -392,7 +394,7 @@ def _progress(status: str) -> int:
 
 
 async def record_status(session: AsyncSession, attempt: Any, form: dict[str, str], *, now: datetime,
-                        via: str = "callback", detail: str | None = None) -> str | None:
+                        via: str = "callback", detail: str | None = None, scale: float = 1.0) -> str | None:
     """A status callback (or what reconciliation learnt from Twilio): update the attempt; on its first final
     status, tell the dispatcher what happened. The caller holds the attempt's row lock (`load_attempt`).
 
@@ -425,7 +427,7 @@ async def record_status(session: AsyncSession, attempt: Any, form: dict[str, str
         return None  # the seat's own leg: what happened is the operator's disposition, not this status
     final = status in m.TWILIO_FINAL
     if final:
-        await transfers.call_ended(session, attempt_id=attempt.id, now=now)
+        await transfers.call_ended(session, attempt_id=attempt.id, now=now, scale=scale)
     if attempt.stop_requested_at is not None or attempt.outcome == "stopped":
         # Stopped on the dispatcher's order: its "canceled" or "completed" is that stop, never a failure to retry.
         if final:

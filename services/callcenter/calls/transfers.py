@@ -61,6 +61,8 @@ MIN_DIAL_S = 5  # Twilio's shortest <Dial> timeout: with less time left, the wai
 MAX_SEATS = 10  # Twilio: at most ten <Number> nouns in one <Dial>
 # The seat talks with the citizen, then records a disposition: the claim it takes with the call lasts this long
 # (the lease is renewed for wrap-up when the bridge ends).
+# The times here are real seconds (a citizen holding on the line, an operator writing up): with a fast clock
+# (SHOUHU_TIME_SCALE) `scale` is clock seconds per real second, and what is stored next to `now` is scaled.
 CLAIM_LEASE_S = 15 * 60
 WRAP_UP_LEASE_S = 10 * 60
 # An answered transfer whose operator call never appeared stops being looked for after this (the task closed,
@@ -92,23 +94,24 @@ class Step:
         return self.kind in ("dial", "hold")
 
 
-async def start(session: AsyncSession, attempt: Any, *, now: datetime, max_seats: int, ring_s: int = RING_S) -> Step:
+async def start(session: AsyncSession, attempt: Any, *, now: datetime, max_seats: int, ring_s: int = RING_S,
+                scale: float = 1.0) -> Step:
     """Key 2 was pressed: the first round (seats ringing, or holding), or at once the call-back promise."""
     existing = (await session.execute(sql("SELECT id FROM call_transfers WHERE attempt_id = :a"),
                                       {"a": attempt.id})).first()
     if existing is not None:  # the same webhook delivered twice: go on from where the transfer is
-        return await _again(session, existing.id, now=now, max_seats=max_seats)
+        return await _again(session, existing.id, now=now, max_seats=max_seats, scale=scale)
     task = await dispatcher_contract.task_brief(session, attempt.task_id)
     unit = task.unit if task else ""
     transfer_id = (await session.execute(
         sql("INSERT INTO call_transfers (attempt_id, task_id, lang, unit, pressed_at, ring_until, outcome)"
             " VALUES (:a, :t, :lang, :unit, :now, :until, :outcome) RETURNING id"),
         {"a": attempt.id, "t": attempt.task_id, "lang": attempt.lang or "zh", "unit": unit, "now": now,
-         "until": now + timedelta(seconds=ring_s), "outcome": m.TRANSFER_RINGING})).scalar_one()
+         "until": now + timedelta(seconds=ring_s * scale), "outcome": m.TRANSFER_RINGING})).scalar_one()
     if task is None or not await on_duty(session, unit=unit):
         await _no_seat_came(session, transfer_id, task_id=attempt.task_id, outcome="no_seat", now=now)
         return Step("call_back", transfer_id, attempt.lang or "zh")
-    return await _next_round(session, await _locked(session, transfer_id), now=now, max_seats=max_seats)
+    return await _next_round(session, await _locked(session, transfer_id), now=now, max_seats=max_seats, scale=scale)
 
 
 async def on_duty(session: AsyncSession, *, unit: str) -> bool:
@@ -135,9 +138,10 @@ async def free_seats(session: AsyncSession, *, unit: str, now: datetime, limit: 
     return [(r.key_id, r.phone) for r in rows]
 
 
-async def _next_round(session: AsyncSession, transfer: Any, *, now: datetime, max_seats: int) -> Step:
+async def _next_round(session: AsyncSession, transfer: Any, *, now: datetime, max_seats: int,
+                      scale: float = 1.0) -> Step:
     """Ring the seats free now for the time left, or hold; once the wait is over, the call-back promise."""
-    left_s = int((transfer.ring_until - now).total_seconds())
+    left_s = int((transfer.ring_until - now).total_seconds() / scale)  # real seconds: Twilio's <Dial> timeout
     if left_s < MIN_DIAL_S:
         await _no_seat_came(session, transfer.id, task_id=transfer.task_id,
                             outcome="no_answer" if transfer.seats else "no_seat", now=now)
@@ -163,18 +167,19 @@ async def _locked(session: AsyncSession, transfer_id: int) -> Any:
         {"id": transfer_id})).first()
 
 
-async def _again(session: AsyncSession, transfer_id: int, *, now: datetime, max_seats: int) -> Step:
+async def _again(session: AsyncSession, transfer_id: int, *, now: datetime, max_seats: int,
+                 scale: float = 1.0) -> Step:
     """A round is over (or its webhook came twice): the next step of a transfer in whatever state it is."""
     transfer = await _locked(session, transfer_id)
     if transfer.outcome == m.TRANSFER_RINGING:
-        return await _next_round(session, transfer, now=now, max_seats=max_seats)
+        return await _next_round(session, transfer, now=now, max_seats=max_seats, scale=scale)
     if transfer.outcome in ("no_answer", "no_seat"):
         return Step("call_back", transfer.id, transfer.lang)
     return Step("goodbye", transfer.id, transfer.lang)
 
 
 async def leg_status(session: AsyncSession, *, transfer_id: int, seat: str, form: dict[str, str],
-                     now: datetime) -> str:
+                     now: datetime, scale: float = 1.0) -> str:
     """A seat's leg moved (its <Number> status callback): the first to answer gets the citizen and the task."""
     status, leg_sid = form.get("CallStatus", ""), form.get("CallSid", "")
     transfer = await _locked(session, transfer_id)
@@ -192,24 +197,24 @@ async def leg_status(session: AsyncSession, *, transfer_id: int, seat: str, form
             {"o": m.TRANSFER_CONNECTED, "k": seat, "now": now, "sid": leg_sid[:40], "id": transfer_id})
         await session.execute(sql("UPDATE seats SET state = 'on_call', reason = NULL, wrap_up_until = NULL,"
                                   " updated_at = :now WHERE key_id = :k"), {"now": now, "k": seat})
-        claimed = await settle_claims(session, now=now, seat=seat)
+        claimed = await settle_claims(session, now=now, seat=seat, scale=scale)
         log.info("transfer.connected", transfer_id=transfer_id, seat=seat, claimed=bool(claimed))
         return "connected"
     if status in FINAL_LEG_STATUSES and transfer.outcome == m.TRANSFER_CONNECTED and transfer.leg_sid == leg_sid:
-        await _end_connected(session, transfer, now=now)
+        await _end_connected(session, transfer, now=now, scale=scale)
         return "ended"
     return status
 
 
 async def dial_ended(session: AsyncSession, *, transfer_id: int, dial_status: str, now: datetime,
-                     max_seats: int) -> Step:
+                     max_seats: int, scale: float = 1.0) -> Step:
     """A round of ringing is over (the <Dial>'s action): after a conversation, goodbye; unanswered, the next
     round (other seats, or holding) while the wait lasts, then the call-back promise."""
     transfer = await _locked(session, transfer_id)
     if transfer is None:
         return Step("goodbye", transfer_id, "zh")
     if transfer.outcome == m.TRANSFER_CONNECTED:
-        await _end_connected(session, transfer, now=now)
+        await _end_connected(session, transfer, now=now, scale=scale)
         return Step("goodbye", transfer.id, transfer.lang)
     if transfer.outcome == m.TRANSFER_RINGING and dial_status in ("completed", "answered"):
         # Bridged, but the seat's "answered" callback never came: the conversation is over all the same.
@@ -219,15 +224,16 @@ async def dial_ended(session: AsyncSession, *, transfer_id: int, dial_status: st
     if transfer.outcome == m.TRANSFER_RINGING:
         await session.execute(sql("UPDATE call_transfers SET ringing_seats = '{}' WHERE id = :id"),
                               {"id": transfer.id})
-    return await _again(session, transfer.id, now=now, max_seats=max_seats)
+    return await _again(session, transfer.id, now=now, max_seats=max_seats, scale=scale)
 
 
-async def hold_ended(session: AsyncSession, *, transfer_id: int, now: datetime, max_seats: int) -> Step:
+async def hold_ended(session: AsyncSession, *, transfer_id: int, now: datetime, max_seats: int,
+                     scale: float = 1.0) -> Step:
     """The citizen held for a while: look for a free seat again."""
-    return await _again(session, transfer_id, now=now, max_seats=max_seats)
+    return await _again(session, transfer_id, now=now, max_seats=max_seats, scale=scale)
 
 
-async def call_ended(session: AsyncSession, *, attempt_id: int, now: datetime) -> None:
+async def call_ended(session: AsyncSession, *, attempt_id: int, now: datetime, scale: float = 1.0) -> None:
     """The citizen's call ended (its final status): close a transfer still waiting or connected."""
     row = (await session.execute(sql("SELECT id FROM call_transfers WHERE attempt_id = :a"),
                                  {"a": attempt_id})).first()
@@ -237,7 +243,7 @@ async def call_ended(session: AsyncSession, *, attempt_id: int, now: datetime) -
     if transfer.outcome == m.TRANSFER_RINGING:  # hung up while waiting for a seat
         await _no_seat_came(session, transfer.id, task_id=transfer.task_id, outcome="abandoned", now=now)
     elif transfer.outcome == m.TRANSFER_CONNECTED:
-        await _end_connected(session, transfer, now=now)
+        await _end_connected(session, transfer, now=now, scale=scale)
 
 
 async def _no_seat_came(session: AsyncSession, transfer_id: int, *, task_id: uuid.UUID, outcome: str,
@@ -250,22 +256,22 @@ async def _no_seat_came(session: AsyncSession, transfer_id: int, *, task_id: uui
     log.info("transfer.no_seat", transfer_id=transfer_id, outcome=outcome)
 
 
-async def _end_connected(session: AsyncSession, transfer: Any, *, now: datetime) -> None:
+async def _end_connected(session: AsyncSession, transfer: Any, *, now: datetime, scale: float = 1.0) -> None:
     """The seat and the citizen hung up: wrap-up for the seat, with time to record the disposition."""
     await session.execute(sql("UPDATE call_transfers SET outcome = 'completed', ended_at = :now WHERE id = :id"),
                           {"now": now, "id": transfer.id})
     # Wrap-up until the disposition (which starts the wrap-up time), or until the claim kept for it ends.
     await session.execute(sql("UPDATE seats SET state = 'wrap_up', wrap_up_until = :until, updated_at = :now"
                               " WHERE key_id = :k AND state = 'on_call'"),
-                          {"now": now, "until": now + timedelta(seconds=WRAP_UP_LEASE_S), "k": transfer.answered_by})
+                          {"now": now, "until": now + timedelta(seconds=WRAP_UP_LEASE_S * scale), "k": transfer.answered_by})
     if transfer.claimed_job_id is not None:
         # Already disposed (the job is gone) or expired: nothing to keep.
         with contextlib.suppress(q.LeaseLost):
             await q.extend_lease(session, job_id=transfer.claimed_job_id, worker=seat_worker(transfer.answered_by),
-                                 now=now, lease_s=WRAP_UP_LEASE_S)
+                                 now=now, lease_s=WRAP_UP_LEASE_S * scale)
 
 
-async def settle_claims(session: AsyncSession, *, now: datetime, seat: str | None = None) -> int:
+async def settle_claims(session: AsyncSession, *, now: datetime, seat: str | None = None, scale: float = 1.0) -> int:
     """Give seats that answered a transfer the task's operator call, once the dispatcher has queued it.
 
     Run before any claim from the queue (so no other seat takes it first) and at a seat's reads of its tasks.
@@ -275,11 +281,11 @@ async def settle_claims(session: AsyncSession, *, now: datetime, seat: str | Non
         sql("SELECT id, task_id, answered_by FROM call_transfers WHERE answered_by IS NOT NULL"
             f" AND claimed_job_id IS NULL AND answered_at > :since {seat_filter}"
             " ORDER BY answered_at FOR UPDATE SKIP LOCKED"),
-        {"since": now - timedelta(seconds=UNCLAIMED_WINDOW_S), "k": seat})).all()
+        {"since": now - timedelta(seconds=UNCLAIMED_WINDOW_S * scale), "k": seat})).all()
     settled = 0
     for transfer in waiting:
         job = await q.claim_task_job(session, task_id=transfer.task_id, kinds=OPERATOR_KINDS,
-                                     worker=seat_worker(transfer.answered_by), now=now, lease_s=CLAIM_LEASE_S)
+                                     worker=seat_worker(transfer.answered_by), now=now, lease_s=CLAIM_LEASE_S * scale)
         if job is not None:
             await session.execute(sql("UPDATE call_transfers SET claimed_job_id = :j, claimed_at = :now WHERE id = :id"),
                                   {"j": job.id, "now": now, "id": transfer.id})

@@ -8,7 +8,6 @@ and the form fields. A missing or wrong signature gets 403 and changes nothing.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated
 from urllib.parse import quote
 
@@ -86,9 +85,9 @@ async def gather(request: Request, form: SignedForm, attempt: RowId, round: int 
         if feedback == "callback_requested" and not already and row.channel == "auto_call":
             # Key 2: the seats' phones ring now; the dispatcher holds its call back until the wait ends.
             step = await transfers.start(session, row, now=now, max_seats=state.settings.transfer_ring_seats,
-                                         ring_s=state.settings.transfer_ring_s)
+                                         ring_s=state.settings.transfer_ring_s, scale=state.clock.scale)
         await record_key(session, row, digits=digits or "?", feedback=None if already else feedback, now=now,
-                         live_transfer_until=now + timedelta(seconds=state.settings.transfer_ring_s)
+                         live_transfer_until=now + state.clock.real_delta(state.settings.transfer_ring_s)
                          if step is not None and step.waiting else None)
     log.info("call.key", digits=digits, feedback=feedback, attempt=attempt)
     if feedback is None:
@@ -122,7 +121,7 @@ async def transfer_leg(request: Request, form: SignedForm, transfer: RowId, seat
     """A seat's phone, rung for a citizen who pressed 2, answered (it gets the citizen and the task) or ended."""
     async with transaction(request.app.state.sessionmaker) as session:
         what = await transfers.leg_status(session, transfer_id=transfer, seat=seat, form=form,
-                                          now=request.app.state.clock.now())
+                                          now=request.app.state.clock.now(), scale=request.app.state.clock.scale)
     log.info("transfer.leg", transfer_id=transfer, seat=seat, status=form.get("CallStatus"), result=what)
     return Response(status_code=204)
 
@@ -136,7 +135,8 @@ async def transfer_end(request: Request, form: SignedForm, attempt: RowId, trans
         if await load_attempt(session, attempt) is None:
             raise HTTPException(404, "no such call attempt")
         step = await transfers.dial_ended(session, transfer_id=transfer, dial_status=form.get("DialCallStatus", ""),
-                                          now=state.clock.now(), max_seats=state.settings.transfer_ring_seats)
+                                          now=state.clock.now(), max_seats=state.settings.transfer_ring_seats,
+                                          scale=state.clock.scale)
     log.info("transfer.dial_ended", transfer_id=transfer, dial_status=form.get("DialCallStatus"), next=step.kind)
     return _transfer_step(request, step, attempt=attempt)
 
@@ -149,7 +149,7 @@ async def transfer_next(request: Request, form: SignedForm, attempt: RowId, tran
         if await load_attempt(session, attempt) is None:
             raise HTTPException(404, "no such call attempt")
         step = await transfers.hold_ended(session, transfer_id=transfer, now=state.clock.now(),
-                                          max_seats=state.settings.transfer_ring_seats)
+                                          max_seats=state.settings.transfer_ring_seats, scale=state.clock.scale)
     return _transfer_step(request, step, attempt=attempt)
 
 
@@ -172,7 +172,8 @@ async def status(request: Request, form: SignedForm, attempt: RowId) -> Response
         row = await load_attempt(session, attempt)
         if row is None:
             raise HTTPException(404, "no such call attempt")
-        result = await record_status(session, row, form, now=request.app.state.clock.now())
+        result = await record_status(session, row, form, now=request.app.state.clock.now(),
+                                     scale=request.app.state.clock.scale)
     log.info("call.status", status=form.get("CallStatus"), result=result, attempt=attempt)
     return Response(status_code=204)
 

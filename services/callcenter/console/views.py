@@ -140,7 +140,7 @@ async def desk(request: Request, user: Page, task: str | None = None, m: str | N
     async with transaction(request.app.state.sessionmaker) as session:
         await seats.end_wrap_ups(session, now=now, key_id=principal.key_id)
         seat = await seats.get_seat(session, principal)
-        mine = await seats.my_tasks(session, principal, now=now)
+        mine = await seats.my_tasks(session, principal, now=now, scale=request.app.state.clock.scale)
         wanted = as_uuid(task)
         # The task asked for, else a citizen on the line with me now, else the first I hold.
         on_line = next((r for r in mine if r.connected_at and not r.call_ended_at), None)
@@ -167,7 +167,8 @@ async def desk(request: Request, user: Page, task: str | None = None, m: str | N
 async def inbox(request: Request, user: Page) -> Response:
     """Polled by an empty desk: reload the page once a task is in my hands (a citizen put through to my phone)."""
     async with transaction(request.app.state.sessionmaker) as session:
-        mine = await seats.my_tasks(session, user.principal, now=console.now(request))
+        mine = await seats.my_tasks(session, user.principal, now=console.now(request),
+                                    scale=request.app.state.clock.scale)
     return Response(status_code=204, headers={"HX-Refresh": "true"} if mine else None)
 
 
@@ -189,7 +190,8 @@ async def take_next(request: Request, user: Action) -> RedirectResponse:
     """Claim the most urgent waiting task of my unit (a lease: it returns to the queue if I do not finish)."""
     try:
         async with transaction(request.app.state.sessionmaker) as session:
-            claimed = await seats.take_next(session, user.principal, now=console.now(request))
+            claimed = await seats.take_next(session, user.principal, now=console.now(request),
+                                            scale=request.app.state.clock.scale)
     except seats.SeatRefused as exc:
         return back(None, exc.code)
     return back(None, "empty") if claimed is None else back(claimed.task.id, "claimed")
@@ -243,13 +245,13 @@ async def record(task_id: uuid.UUID, request: Request, user: Action, disposition
         async with transaction(sessionmaker) as session:
             await seats.dispose(session, user.principal, task_id, disposition=disposition, note=note.strip(),
                                 callback_at=local_input(callback_at), now=now,
-                                wrap_up_s=request.app.state.settings.seat_wrap_up_s,
+                                wrap_up_s=request.app.state.clock.real_s(request.app.state.settings.seat_wrap_up_s),
                                 loss=loss if disposition == "loss_reported" else None)
     except seats.SeatRefused as exc:
         return back(task_id, exc.code)
     try:
         async with transaction(sessionmaker) as session:
-            claimed = await seats.take_next(session, user.principal, now=now)
+            claimed = await seats.take_next(session, user.principal, now=now, scale=request.app.state.clock.scale)
     except seats.SeatRefused as exc:  # in wrap-up (set available to end it early), or paused or offline meanwhile
         return back(None, "recorded_wrap_up" if exc.code == "wrap_up" else "recorded")
     return back(None, "recorded_empty") if claimed is None else back(claimed.task.id, "recorded_next")

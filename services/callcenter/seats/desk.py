@@ -94,20 +94,21 @@ class Home:
     wrap_up_left_s: int = 0
 
 
-async def home(session: AsyncSession, principal: Principal, *, now: datetime) -> Home:
+async def home(session: AsyncSession, principal: Principal, *, now: datetime, scale: float = 1.0) -> Home:
     """A task my seat holds first (the line dropped mid-task, or a claim made elsewhere), else my state's menu."""
     await seats.end_wrap_ups(session, now=now, key_id=principal.key_id)
-    held = await seats.my_tasks(session, principal, now=now)
+    held = await seats.my_tasks(session, principal, now=now, scale=scale)
     if held:
         return Home("task", task=await readout(session, held[0].id, now=now))
     seat = await seats.get_seat(session, principal)
     state = seat.state if seat is not None else "offline"
     if state == "wrap_up":
-        return Home("wrap_up", wrap_up_left_s=seats.wrap_up_left_s(seat, now))
+        return Home("wrap_up", wrap_up_left_s=seats.wrap_up_left_s(seat, now, scale))
     return Home(state if state in ("paused", "offline") else "idle")
 
 
-async def next_task(session: AsyncSession, principal: Principal, *, now: datetime) -> Readout | None:
+async def next_task(session: AsyncSession, principal: Principal, *, now: datetime,
+                    scale: float = 1.0) -> Readout | None:
     """Key 1 at the menu: ready for work (this ends a pause, or a wrap-up early, as PUT available does), then the
     next task exactly as the API claims it; None when nothing waits.
 
@@ -117,7 +118,7 @@ async def next_task(session: AsyncSession, principal: Principal, *, now: datetim
     seat = await seats.get_seat(session, principal)
     if seat is None or seat.state != "available":
         await seats.change_state(session, principal, state="available", reason=None, phone=None, now=now)
-    claimed = await seats.take_next(session, principal, now=now)
+    claimed = await seats.take_next(session, principal, now=now, scale=scale)
     return None if claimed is None else await readout(session, claimed.task.id, now=now)
 
 

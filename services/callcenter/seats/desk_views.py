@@ -57,7 +57,7 @@ class Links:
 
 async def _present(request: Request, session: AsyncSession, principal: Principal, links: Links,
                    before: list[str]) -> str:
-    home = await desk.home(session, principal, now=request.app.state.clock.now())
+    home = await desk.home(session, principal, now=request.app.state.clock.now(), scale=request.app.state.clock.scale)
     if home.task is not None:
         links = replace(links, task=home.task.task_id)
     return say.present(home, lang=links.lang, before=before, **links.home())
@@ -103,7 +103,7 @@ async def menu(request: Request, form: SignedForm, seat: SeatKey, lang: Lang = "
         if principal is None:
             return _xml(say.refused())
         if digit == "1":
-            task = await desk.next_task(session, principal, now=now)
+            task = await desk.next_task(session, principal, now=now, scale=state.clock.scale)
             log.info("desk.next", seat=seat, task_id=str(task.task_id) if task else None)
             if task is None:
                 before.append(say.say("empty", lang))
@@ -216,7 +216,7 @@ async def _record(request: Request, links: Links, *, seat: str, task: uuid.UUID,
             return _xml(say.refused())
         try:
             disposition = await desk.dispose(session, principal, task, digit=digit, callback_in_min=callback_in_min,
-                                             now=now, wrap_up_s=state.settings.seat_wrap_up_s)
+                                             now=now, wrap_up_s=state.clock.real_s(state.settings.seat_wrap_up_s))
         except SeatRefused as exc:
             if exc.code == "emergency_refused":
                 return _xml(say.dispose_menu(**menu, before=[say.say("emergency_refused", lang)]))

@@ -173,12 +173,12 @@ async def end_wrap_ups(session: AsyncSession, *, now: datetime, key_id: str | No
     return result.rowcount or 0
 
 
-def wrap_up_left_s(seat: Any, now: datetime) -> int:
-    """Whole seconds of wrap-up left (at least 1 while in wrap-up; 0 when not)."""
+def wrap_up_left_s(seat: Any, now: datetime, scale: float = 1.0) -> int:
+    """Whole (real) seconds of wrap-up left (at least 1 while in wrap-up; 0 when not)."""
     if seat is None or seat.state != "wrap_up":
         return 0
     until = seat.wrap_up_until
-    return max(1, math.ceil((until - now).total_seconds())) if until is not None else 1
+    return max(1, math.ceil((until - now).total_seconds() / scale)) if until is not None else 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,11 +197,15 @@ class HeldTask:
     call_ended_at: datetime | None = None
 
 
-async def my_tasks(session: AsyncSession, principal: Principal, *, now: datetime | None = None) -> list[HeldTask]:
-    """The tasks my seat holds; with `now`, first those of citizens put through to me (the caller commits)."""
+async def my_tasks(session: AsyncSession, principal: Principal, *, now: datetime | None = None,
+                   scale: float = 1.0) -> list[HeldTask]:
+    """The tasks my seat holds; with `now`, first those of citizens put through to me (the caller commits).
+
+    `scale`: clock seconds per real second (a fast clock, SHOUHU_TIME_SCALE); an operator's claims last real time.
+    """
     live: dict[uuid.UUID, transfers.LiveTransfer] = {}
     if now is not None:
-        await transfers.settle_claims(session, now=now, seat=principal.key_id)
+        await transfers.settle_claims(session, now=now, seat=principal.key_id, scale=scale)
     # The claims first, then the transfers: a claim a transfer gave this seat commits with (or after) the
     # transfer's answer, so reading in this order never shows the task without its live call.
     claims = await q.held(session, worker=seat_worker(principal), kinds=OPERATOR_KINDS)
@@ -261,24 +265,28 @@ class Claimed:
     claim_ms: float | None = None  # the claim statement alone (the view sends it as Server-Timing)
 
 
-async def take_next(session: AsyncSession, principal: Principal, *, now: datetime) -> Claimed | None:
-    """Claim the next task for an available seat (None: nothing waits); the lease is shorter for high tier."""
+async def take_next(session: AsyncSession, principal: Principal, *, now: datetime, scale: float = 1.0) -> Claimed | None:
+    """Claim the next task for an available seat (None: nothing waits); the lease is shorter for high tier.
+
+    The lease is a person's working time, real seconds: on a fast clock (`scale` clock seconds per real
+    second, SHOUHU_TIME_SCALE) it is stretched to last as long for the operator.
+    """
     await end_wrap_ups(session, now=now, key_id=principal.key_id)
     seat = await get_seat(session, principal)
     if seat is not None and seat.state == "wrap_up":
         raise SeatRefused("wrap_up", 409,
-                          f"your seat is in wrap-up for {wrap_up_left_s(seat, now)} s more; end it early with"
+                          f"your seat is in wrap-up for {wrap_up_left_s(seat, now, scale)} s more; end it early with"
                           " PUT /v1/seat {\"state\": \"available\"}")
     if seat is None or seat.state != "available":
         raise SeatRefused("not_available", 409,
                           "your seat is not available: PUT /v1/seat {\"state\": \"available\"} first")
     # A seat that answered a citizen's key 2 takes that task first, whoever claims now.
-    await transfers.settle_claims(session, now=now)
-    claim = await claim_next(session, principal, now=now, lease_s=600)
+    await transfers.settle_claims(session, now=now, scale=scale)
+    claim = await claim_next(session, principal, now=now, lease_s=600 * scale)
     if claim is None:
         return None
     task, reasons = await task_card(session, claim.task_id)
-    lease = lease_for(task.tier)
+    lease = lease_for(task.tier) * scale
     await q.extend_lease(session, job_id=claim.id, worker=seat_worker(principal), now=now,
                          lease_s=lease.total_seconds())
     return Claimed(task, reasons, now + lease, claim.extra.get("claim_ms"))

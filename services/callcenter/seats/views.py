@@ -187,7 +187,8 @@ async def next_task(principal: OperatorKey, request: Request, response: Response
     """Claim the next task for my unit (highest tier, then earliest deadline); 204 when none waits."""
     with answered_as_http():
         async with transaction(request.app.state.sessionmaker) as session:
-            claimed = await service.take_next(session, principal, now=request.app.state.clock.now())
+            claimed = await service.take_next(session, principal, now=request.app.state.clock.now(),
+                                              scale=request.app.state.clock.scale)
     if claimed is None:
         return Response(status_code=204)
     task = claimed.task
@@ -226,7 +227,7 @@ async def disposition(task_id: uuid.UUID, body: DispositionIn, principal: Operat
         async with transaction(request.app.state.sessionmaker) as session:
             await service.dispose(session, principal, task_id, disposition=body.disposition, note=body.note,
                                   callback_at=body.callback_at, now=request.app.state.clock.now(),
-                                  wrap_up_s=request.app.state.settings.seat_wrap_up_s,
+                                  wrap_up_s=request.app.state.clock.real_s(request.app.state.settings.seat_wrap_up_s),
                                   loss=contracts.LossDetails(**body.loss.model_dump()) if body.loss else None)
     return {"task_id": str(task_id), "disposition": body.disposition, "recorded": True}
 
@@ -237,7 +238,8 @@ async def list_my_tasks(principal: OperatorKey, request: Request, mine: bool = T
     if not mine:
         raise FieldErrors.one("mine", "only mine=true is served here; the dispatcher lists the unit's tasks")
     async with transaction(request.app.state.sessionmaker) as session:
-        rows = await service.my_tasks(session, principal, now=request.app.state.clock.now())
+        rows = await service.my_tasks(session, principal, now=request.app.state.clock.now(),
+                                      scale=request.app.state.clock.scale)
     return {"items": [{"task_id": str(r.id), "tier": r.tier, "status": r.status, "due_at": r.due_at,
                        "region_code": r.region_code, "fraud_type": r.fraud_type,
                        "claim_expires_at": r.lease_expires_at,
