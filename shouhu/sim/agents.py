@@ -27,6 +27,7 @@ import orjson
 import simpy
 
 from services.bot.alerts.service import callback_data
+from shared.clock import LOCAL_TZ
 from shouhu.sim.driver import Driver, Process
 from shouhu.sim.population import Citizen
 from shouhu.sim.scenario import Scenario
@@ -75,7 +76,8 @@ class World:
         return self.driver.env
 
     def hour(self) -> int:
-        return int(self.s.start_h + self.env.now / 3600) % 24
+        """The local hour on the services' clock (answer rates and shifts follow it)."""
+        return self.driver.at(self.env.now).astimezone(LOCAL_TZ).hour
 
     def request(self, client: httpx.AsyncClient, method: str, path: str, *, key: str | None = None,
                 body: Any = None, headers: dict[str, str] | None = None) -> simpy.Event:
@@ -244,7 +246,10 @@ def seat_claims(w: World) -> Process:
 
 def _disposition_for(c: Citizen | None, answered: bool) -> str:
     if not answered:
-        return "callback"
+        # What the seat's console offers when nobody picks up: `unreachable` (closes the task, so no visit
+        # follows) or `callback` (which the dispatcher reads as "reached", so the visit is skipped as well).
+        # The simulated seat records what happened: unreachable. The figures do not count it as handled.
+        return "unreachable"
     if c is not None and c.says == "loss_reported":
         return "loss_reported"
     if c is not None and c.says == "not_me":
@@ -389,9 +394,13 @@ def payment_stop(w: World, task_id: str) -> Process:
 # ---- the observer ------------------------------------------------------------------------------------------
 
 
-def sampler(w: World, queued_operator_calls: Any) -> Process:
+def sampler(w: World, queued_operator_calls: Any, progress: Any = None) -> Process:
     """Every five simulated minutes: operator calls waiting for a seat (database), seats on duty and busy."""
     while True:
+        if progress is not None and w.env.now % 3600 < SAMPLE_EVERY_S:
+            progress(f"  {w.driver.at(w.env.now).astimezone(LOCAL_TZ):%H:%M} sent {w.counts['warnings_accepted']:,},"
+                     f" seats busy {w.seats_on_duty - len(w.free_seats.items) if w.free_seats else 0}"
+                     f"/{w.seats_on_duty}, claims {w.counts['seat_claims']:,}, visits {w.counts['visits_claimed']:,}")
         waiting = yield w.driver.call(lambda: queued_operator_calls(w.driver.service_now()))
         free = len(w.free_seats.items) if w.free_seats is not None else 0
         w.samples.append({"t_s": round(w.env.now), "hour": round(w.s.start_h + w.env.now / 3600, 3),

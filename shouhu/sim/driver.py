@@ -33,6 +33,7 @@ class Driver:
         self.errors: list[str] = []
         self.tasks: set[asyncio.Task[Any]] = set()
         self.wall_s = 0.0  # real seconds the day took
+        self.max_lag_s = 0.0
 
     # ---- the services' clock ------------------------------------------------------------------------------
 
@@ -95,6 +96,8 @@ class Driver:
         started = time.monotonic()
         while True:
             self.catch_up()
+            # How far the agents' work lags the clock: a callback that runs late stamps its event late.
+            self.max_lag_s = max(self.max_lag_s, self.clock_s() - self.env.now)
             if self.env.now >= until_s:
                 self.wall_s = time.monotonic() - started
                 return

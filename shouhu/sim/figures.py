@@ -21,6 +21,7 @@ CAUSES = {
     "emergency_open": ("止付未完成", "payment stop not finished"),
     "reached_not_closed": ("已接通未闭环", "reached, loop not closed"),
     "closed_late": ("超时办结", "closed after the deadline"),
+    "closed_unreachable": ("坐席未接通即结案，未派警", "closed as unreachable by a seat, no visit followed"),
 }
 
 
@@ -62,7 +63,9 @@ async def collect(db: Any, *, source_refs: list[str], day_start: datetime, end: 
     by_hour: dict[int, Counter[str]] = defaultdict(Counter)
     for t in tasks:
         tier = t["tier"]
-        closed_in_time = t["closed_at"] is not None and t["closed_at"] <= t["due_at"]
+        # Handled: closed by the deadline with an outcome that reached the citizen (not "unreachable").
+        closed_in_time = (t["closed_at"] is not None and t["closed_at"] <= t["due_at"]
+                          and t["outcome"] != "unreachable")
         hour = int((t["created_at"] - day_start).total_seconds() // 3600)
         by_hour[hour][f"{tier}_warnings"] += 1
         if closed_in_time or t["due_at"] <= end:
@@ -125,6 +128,8 @@ async def collect(db: Any, *, source_refs: list[str], day_start: datetime, end: 
 
 def breach_cause(t: Any) -> str:
     """The first reason, in the pipeline's order, that this task was not closed by its deadline."""
+    if t["outcome"] == "unreachable":
+        return "closed_unreachable"
     if t["closed_at"] is not None:
         return "closed_late"
     if t["emergency_at"] is not None:
