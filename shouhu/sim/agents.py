@@ -16,6 +16,7 @@ journeys, shift changes and reading delays are simpy timeouts, on the services' 
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
 from collections import Counter
@@ -86,11 +87,22 @@ class World:
         if key:
             head["Authorization"] = f"Bearer {key}"
 
+        # Safe to send again after a reset connection: reads, PUTs, and POSTs the server deduplicates (a warning's
+        # source_ref, a visit report's Idempotency-Key). Claims and dispositions are not resent.
+        again = method in ("GET", "PUT") or path == "/v1/warnings/batch" or "Idempotency-Key" in head
+
         async def go() -> tuple[int, Any]:
             content = orjson.dumps(body) if body is not None else None
             if content is not None:
                 head["Content-Type"] = "application/json"
-            r = await client.request(method, path, content=content, headers=head)
+            for attempt in range(3 if again else 1):
+                try:
+                    r = await client.request(method, path, content=content, headers=head)
+                    break
+                except httpx.TransportError:
+                    if attempt == (2 if again else 0):
+                        raise
+                    await asyncio.sleep(0.2 * (attempt + 1))
             try:
                 data = r.json() if r.content else None
             except ValueError:

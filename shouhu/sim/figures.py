@@ -122,6 +122,11 @@ async def collect(db: Any, *, source_refs: list[str], day_start: datetime, end: 
     figures["sim_calls"] = {r["channel"]: r["n"] for r in calls}
     alerts = await db.fetch("SELECT count(*) AS n FROM bot_deliveries WHERE sent_at IS NOT NULL")
     figures["sim_alerts_sent"] = alerts[0]["n"]
+    # What one day leaves in the database (docs/scale.md scales these to the country).
+    sizes = await db.fetch("SELECT (SELECT count(*) FROM audit_log) AS audit_rows, (SELECT count(*) FROM warnings)"
+                           " AS warning_rows, pg_database_size(current_database()) AS db_bytes")
+    figures["sim_audit_rows"] = sizes[0]["audit_rows"]
+    figures["sim_db_bytes"] = sizes[0]["db_bytes"]
     figures["sim_by_hour"] = [{"hour": h, **dict(c)} for h, c in sorted(by_hour.items())]
     return figures
 

@@ -148,7 +148,7 @@ td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
 .chart {{ position: relative; height: 320px; }}
 </style></head><body>
 <h1>{html.escape(t['title'])}</h1>
-<p class="bottleneck" id="bottleneck"><strong>{html.escape(t['bottleneck'])}：</strong>
+<p class="bottleneck" id="bottleneck"><strong>{html.escape(t['bottleneck'])}{'：' if lang == 'zh' else ': '}</strong>
 {html.escape(zh_line if lang == 'zh' else en_line)}</p>
 <h2>{html.escape(t['figures'])}</h2>
 <table id="figures"><tr><th>{html.escape(t['name'])}</th><th>{html.escape(t['value'])}</th>

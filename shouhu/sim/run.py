@@ -255,8 +255,15 @@ async def _prepare_sandbox(sandbox: httpx.AsyncClient, s: Any, people: list[Any]
 
     async def put(phone: str, body: dict[str, Any]) -> None:
         async with sem:
-            r = await sandbox.put(f"/sandbox/twilio/numbers/{phone}", json=body)
-            r.raise_for_status()
+            for attempt in range(5):  # a loaded machine resets the odd keep-alive connection; a PUT is safe again
+                try:
+                    r = await sandbox.put(f"/sandbox/twilio/numbers/{phone}", json=body)
+                    r.raise_for_status()
+                    return
+                except httpx.TransportError:
+                    if attempt == 4:
+                        raise
+                    await asyncio.sleep(0.2 * (attempt + 1))
 
     await asyncio.gather(*(put(p, b) for p, b in scripts))
 
