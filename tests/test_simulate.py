@@ -73,7 +73,7 @@ def test_percentile_and_breach_causes() -> None:
     """Nearest-rank percentiles, and a breach's cause read from the task's own state in pipeline order."""
     assert percentile(list(range(1, 101)), 95) == 95
     assert percentile([], 50) is None
-    base = {"outcome": None, "closed_at": None, "emergency_at": None, "reached_at": None, "first_alert_at": None,
+    base = {"outcome": None, "closed_at": None, "emergency_at": None, "human_at": None, "first_alert_at": None,
             "first_call_at": None, "visits": None}
     assert breach_cause(base) == "never_attempted"
     assert breach_cause({**base, "first_call_at": 1}) == "never_reached_no_visit"

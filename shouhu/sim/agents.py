@@ -71,6 +71,7 @@ class World:
     visits_taken: set[str] = field(default_factory=set)
     emergencies_seen: set[str] = field(default_factory=set)
     errors: Counter[str] = field(default_factory=Counter)
+    claimers: int = 1
 
     @property
     def env(self) -> simpy.Environment:
@@ -236,32 +237,46 @@ def seat_off(w: World) -> Process:
     w.ok(answer, "seat offline", 200)
 
 
-def seat_claims(w: World) -> Process:
-    """Free seats ask for work one at a time; with nothing waiting, the next ask is `claim_every_s` later."""
+MAX_CLAIMERS = 8  # claims in flight at once while work is waiting (one when the queue is empty)
+
+
+def seat_claims(w: World, *, lead: bool = True) -> Process:
+    """Free seats ask for work one at a time; with nothing waiting, the next ask is `claim_every_s` later.
+
+    One lead claimer polls while the queue is empty (one request per `claim_every_s`, not one per free seat);
+    each claim that finds work starts another claimer, up to MAX_CLAIMERS, so that a backlog is taken as fast
+    as the callcenter answers; a helper stops at the first empty answer.
+    """
     assert w.free_seats is not None
     while True:
         seat = yield w.free_seats.get()
         if not seat.on_duty:
             continue
         answer = yield w.request(w.callcenter, "POST", "/v1/queue/next", key=seat.key)
-        if isinstance(answer, tuple) and answer[0] == 200:
-            w.driver.process(seat_call(w, seat, answer[1]), "seat call")
-            continue
-        if isinstance(answer, tuple) and answer[0] == 409:  # on a key-2 call, or in wrap-up: see what it holds
-            w.driver.process(seat_recover(w, seat), "seat recover")
+        if isinstance(answer, tuple) and answer[0] in (200, 409):
+            if answer[0] == 200:
+                w.driver.process(seat_call(w, seat, answer[1]), "seat call")
+            else:  # on a key-2 call, or in wrap-up: see what it holds
+                w.driver.process(seat_recover(w, seat), "seat recover")
+            if w.claimers < MAX_CLAIMERS:
+                w.claimers += 1
+                w.driver.process(seat_claims(w, lead=False), "claims")
             continue
         if not (isinstance(answer, tuple) and answer[0] == 204):
             w.ok(answer, "queue next", 200, 204)
         yield w.free_seats.put(seat)
+        if not lead:
+            w.claimers -= 1
+            return
         yield w.env.timeout(w.s.seats.claim_every_s)
 
 
 def _disposition_for(c: Citizen | None, answered: bool) -> str:
     if not answered:
-        # What the seat's console offers when nobody picks up: `unreachable` (closes the task, so no visit
-        # follows) or `callback` (which the dispatcher reads as "reached", so the visit is skipped as well).
-        # The simulated seat records what happened: unreachable. The figures do not count it as handled.
-        return "unreachable"
+        # Nobody picked up: the seat sends officers now (POST /v1/tasks/{id}/visits) and schedules a call back.
+        # (`unreachable` would close the task, and no visit would follow.) The dispatcher reads a callback as
+        # "reached"; the figures do not (figures.py).
+        return "callback"
     if c is not None and c.says == "loss_reported":
         return "loss_reported"
     if c is not None and c.says == "not_me":
@@ -285,6 +300,11 @@ def seat_call(w: World, seat: Seat, task: dict[str, Any]) -> Process:
     if w.ok(answer, "click-to-call", 200):
         w.counts["seat_calls_placed"] += 1
     yield w.env.timeout(w.s.answering.ring_s + talk_s if answered else NO_ANSWER_RING_S)
+    if not answered:
+        answer = yield w.request(w.dispatcher, "POST", f"/v1/tasks/{task_id}/visits", key=seat.key,
+                                 body={"note": "坐席外呼未接通 (no answer to the seat's call)"})
+        if w.ok(answer, "visit request", 200, 201, 409):
+            w.counts["seat_visit_requests"] += 1
     yield from dispose(w, seat, task_id, _disposition_for(c, answered))
     w.counts["seat_reached" if answered else "seat_not_reached"] += 1
     yield w.env.timeout(w.rng.expovariate(1 / w.s.seats.wrap_up_s) if w.s.seats.wrap_up_s else 0)

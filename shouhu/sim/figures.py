@@ -48,6 +48,14 @@ async def collect(db: Any, *, source_refs: list[str], day_start: datetime, end: 
         " (SELECT min(c.created_at) FROM call_attempts c WHERE c.task_id = t.id AND c.channel = 'operator_call')"
         "   AS first_seat_call_at,"
         " (SELECT min(v.met_at) FROM visits v WHERE v.task_id = t.id) AS met_at,"
+        # A person met: the dispatcher's reached_at, unless it was set by a seat's "call back later" after an
+        # unanswered call (same instant as the callback's audit entry), a visit's meeting, or a closing outcome
+        # only a person gives.
+        " LEAST(CASE WHEN NOT EXISTS (SELECT 1 FROM audit_log a WHERE a.task_id = t.id"
+        "   AND a.action = 'task.callback_scheduled' AND a.at = t.reached_at) THEN t.reached_at END,"
+        "  (SELECT min(v.met_at) FROM visits v WHERE v.task_id = t.id),"
+        "  CASE WHEN t.outcome IN ('acknowledged', 'dissuaded', 'loss_reported', 'refused', 'false_positive')"
+        "   THEN t.closed_at END) AS human_at,"
         " (SELECT array_agg(v.status || ':' || coalesce(v.outcome, '')) FROM visits v WHERE v.task_id = t.id)"
         "   AS visits"
         " FROM tasks t")
@@ -81,9 +89,8 @@ async def collect(db: Any, *, source_refs: list[str], day_start: datetime, end: 
         attempts = [a for a in (t["first_alert_at"], t["first_call_at"]) if a is not None]
         if attempts:
             first_attempt[tier].append(max(0.0, (min(attempts) - t["created_at"]).total_seconds()))
-        human = [h for h in (t["reached_at"], t["met_at"]) if h is not None]
-        if human:
-            first_human[tier].append(max(0.0, (min(human) - t["created_at"]).total_seconds()))
+        if t["human_at"] is not None:
+            first_human[tier].append(max(0.0, (t["human_at"] - t["created_at"]).total_seconds()))
         else:
             never_reached[tier] += 1
     for tier in ("high", "medium", "low"):
@@ -140,7 +147,7 @@ def breach_cause(t: Any) -> str:
     if t["emergency_at"] is not None:
         return "emergency_open"
     visits = t["visits"] or []
-    if t["reached_at"] is not None and not visits:
+    if t["human_at"] is not None and not visits:
         return "reached_not_closed"
     if t["first_alert_at"] is None and t["first_call_at"] is None and not visits:
         return "never_attempted"
