@@ -80,7 +80,7 @@ def test_percentile_and_breach_causes() -> None:
     assert breach_cause({**base, "first_call_at": 1, "visits": ["open:"]}) == "visit_waiting"
     assert breach_cause({**base, "first_call_at": 1, "visits": ["reported:not_found"]}) == "visit_not_found"
     assert breach_cause({**base, "emergency_at": 1}) == "emergency_open"
-    assert breach_cause({**base, "closed_at": 1, "outcome": "unreachable"}) == "closed_unreachable"
+    assert breach_cause({**base, "closed_at": 1, "outcome": "unreachable"}) == "closed_late"
 
 
 @pytest.mark.slow

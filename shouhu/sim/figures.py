@@ -71,9 +71,9 @@ async def collect(db: Any, *, source_refs: list[str], day_start: datetime, end: 
     by_hour: dict[int, Counter[str]] = defaultdict(Counter)
     for t in tasks:
         tier = t["tier"]
-        # Handled: closed by the deadline with an outcome that reached the citizen (not "unreachable").
-        closed_in_time = (t["closed_at"] is not None and t["closed_at"] <= t["due_at"]
-                          and t["outcome"] != "unreachable")
+        # Handled: the loop closed (闭环) with an outcome by the deadline. "unreachable" counts: it is also what a
+        # seat's "wrong number" (the citizen says it is not them) becomes; sim_closed_unreachable counts them apart.
+        closed_in_time = t["closed_at"] is not None and t["closed_at"] <= t["due_at"]
         hour = int((t["created_at"] - day_start).total_seconds() // 3600)
         by_hour[hour][f"{tier}_warnings"] += 1
         if closed_in_time or t["due_at"] <= end:
@@ -124,6 +124,7 @@ async def collect(db: Any, *, source_refs: list[str], day_start: datetime, end: 
     figures["sim_emergencies"] = sum(1 for t in tasks if t["emergency_at"] is not None)
     figures["sim_payment_stops"] = {r["status"]: r["n"] for r in stops}
     outcomes = Counter(t["outcome"] or "open" for t in tasks)
+    figures["sim_closed_unreachable"] = outcomes.get("unreachable", 0)
     figures["sim_outcomes"] = dict(outcomes.most_common())
     calls = await db.fetch("SELECT channel, count(*) AS n FROM call_attempts GROUP BY channel")
     figures["sim_calls"] = {r["channel"]: r["n"] for r in calls}
@@ -140,8 +141,6 @@ async def collect(db: Any, *, source_refs: list[str], day_start: datetime, end: 
 
 def breach_cause(t: Any) -> str:
     """The first reason, in the pipeline's order, that this task was not closed by its deadline."""
-    if t["outcome"] == "unreachable":
-        return "closed_unreachable"
     if t["closed_at"] is not None:
         return "closed_late"
     if t["emergency_at"] is not None:
@@ -176,11 +175,16 @@ def bottleneck(figures: dict[str, Any], targets: dict[str, float]) -> tuple[str,
         return (f"坐席不足：坐席占用率 {occupancy:.0%}，高于 {targets['seat_occupancy']:.0%}，人工外呼排队。",
                 f"Seats: occupancy {occupancy:.0%} is above {targets['seat_occupancy']:.0%}; operator calls queue.")
     if attempt is not None and attempt > targets["first_attempt_p95_s"]:
-        return (f"首次触达慢：高风险首次联系尝试 p95 为 {attempt:.0f} 秒（目标 {targets['first_attempt_p95_s']:.0f} 秒），"
-                "外呼和消息发送速率（每秒呼叫数、Telegram 限速）跟不上预警到达的峰值。",
+        real = figures.get("sim_first_attempt_p95_real_s")
+        scale = (figures.get("sim_scenario") or {}).get("time_scale", 1)
+        real_zh = f"，即本机实际 {real:.1f} 秒（快钟 ×{scale:g} 把服务自身的秒级延迟放大了同样倍数）" if real is not None else ""
+        real_en = (f", {real:.1f} s of real time on this machine (the x{scale:g} clock multiplies the services' own"
+                   " latency by as much)") if real is not None else ""
+        return (f"首次触达慢：高风险首次联系尝试 p95 为 {attempt:.0f} 秒（目标 {targets['first_attempt_p95_s']:.0f} 秒）"
+                f"{real_zh}；高峰时外呼速率（每秒呼叫数）跟不上预警到达。",
                 f"First contact: the high tier's first attempt p95 is {attempt:.0f} s (target "
-                f"{targets['first_attempt_p95_s']:.0f} s); the outbound call and message rates (calls per second, "
-                "Telegram's limit) cannot keep up with the peak of arriving warnings.")
+                f"{targets['first_attempt_p95_s']:.0f} s){real_en}; at the peak the outbound call rate (calls per"
+                " second) cannot keep up with the arriving warnings.")
     if high is not None and high < targets["high_in_time_pct"] and top:
         zh, en = CAUSES[top]
         return (f"高风险按时处置率 {high:.1f}%（目标 {targets['high_in_time_pct']:.0f}%）；超时主因：{zh}。",
