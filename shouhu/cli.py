@@ -287,6 +287,75 @@ async def _database_is_empty(url: str, *, audit_key: str) -> bool:
 
 
 @app.command()
+def simulate(
+    scenario: Annotated[Path | None, typer.Argument(help="scenario file (YAML); default: shouhu/sim/default.yaml")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="print one JSON object of figures last")] = False,
+    report: Annotated[Path, typer.Option(help="where to write the HTML report")] = Path("shouhu-simulate.html"),
+    lang: Annotated[str, typer.Option(help="report language: zh or en")] = "zh",
+    database_url: Annotated[str | None, typer.Option(
+        help="PostgreSQL server to create the run's database on (default: a private server of the run's own)")] = None,
+) -> None:
+    """A simulated province day against the real services (sandbox for Telegram, Twilio and the citizens)."""
+    import json
+
+    from shouhu.sim import report as html_report
+    from shouhu.sim.run import private_server
+    from shouhu.sim.run import simulate as run_day
+    from shouhu.sim.scenario import load
+
+    configure_logging("WARNING")
+    if lang not in ("zh", "en"):
+        raise typer.BadParameter("zh or en", param_hint="--lang")
+    day = load(scenario)
+
+    def say(msg: str) -> None:
+        typer.echo(msg, err=json_)
+
+    async def go():  # noqa: ANN202
+        if database_url:
+            return await run_day(day, server_url=database_url, progress=say)
+        async with private_server() as url:
+            return await run_day(day, server_url=url, progress=say)
+
+    started = time.monotonic()
+    result = asyncio.run(go())
+    load_note = "load average (1/5/15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+    notes = [*result.notes, f"real time, start to figures: {time.monotonic() - started:.0f} s; {load_note}"]
+    html_report.write(report, result.figures, result.samples, notes, lang=lang)
+    for note in notes:
+        say(note)
+    from shouhu.sim.figures import TARGETS, bottleneck
+
+    zh, en = bottleneck(result.figures, TARGETS)
+    say(f"bottleneck: {en}\n瓶颈：{zh}\nreport: {report}")
+    if json_:
+        typer.echo(json.dumps(result.figures, ensure_ascii=False, default=str))
+    else:
+        for name in ("sim_warnings_sent", "sim_warnings_lost", "sim_high_in_time_pct", "sim_medium_in_time_pct",
+                     "sim_low_in_time_pct", "sim_first_attempt_p95_s", "sim_first_human_p95_s", "sim_seat_occupancy",
+                     "sim_breaches", "sim_wall_s"):
+            typer.echo(f"{name:<28}{result.figures.get(name)}")
+
+
+@app.command()
+def plan(
+    scenario: Annotated[Path | None, typer.Argument(help="scenario file (YAML); default: shouhu/sim/default.yaml")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="print one JSON object of figures last")] = False,
+) -> None:
+    """Seats per shift and officers per district for the scenario's target: Erlang C, then a simulation."""
+    import json
+
+    from shouhu.plan import describe, plan_and_confirm
+    from shouhu.sim.scenario import load
+
+    day = load(scenario)
+    result = plan_and_confirm(day)
+    typer.echo(describe(day, result))
+    if json_:
+        typer.echo(json.dumps(result.figures()))
+
+
+@app.command()
 def up(
     host: Annotated[str, typer.Option(help="address the services listen on")] = "127.0.0.1",
     demo: Annotated[bool, typer.Option(
