@@ -352,6 +352,10 @@ def test_every_operation_documents_its_errors_with_the_one_model(service: str) -
             for status, response in responses.items():
                 if status[0] in "45":
                     ref = response["content"]["application/json"]["schema"]["$ref"]
+                    if status != "422" and ref != ERROR_REF:  # an ErrorBody with more to say (a 409's `held`)
+                        extended = schema["components"]["schemas"][ref.rsplit("/", 1)[1]]
+                        assert "detail" in extended.get("required", []), (path, method, status, ref)
+                        continue
                     assert ref == (INVALID_REF if status == "422" else ERROR_REF), (path, method, status)
     assert operations >= {"dispatcher": 27, "bot": 1, "callcenter": 6}[service]
 

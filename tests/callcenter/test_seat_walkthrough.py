@@ -14,6 +14,7 @@ from tests.callcenter.test_operator_console import key_of, operator_job_status, 
 from tests.callcenter.test_seats import operator_task
 from tests.conftest import sign_in
 from tests.console.words import assert_all_words
+from tests.helpers.screenshots import readme_screenshot
 
 WRAP_UP_S = 5
 # Set to a folder to save screenshots of the desk on a call and of the seat board (for the docs).
@@ -85,9 +86,8 @@ async def test_an_operator_claims_calls_hangs_up_disposes_and_is_available_again
     await expect(board_state(board)).to_have_text("通话中")
     legs = await callcenter.phone.calls(citizen)
     assert len(legs) == 1 and legs[0]["status"] == "in-progress"
-    if SCREENSHOTS:
-        await page.screenshot(path=os.path.join(SCREENSHOTS, "operator-on-call.png"))
-        await board.screenshot(path=os.path.join(SCREENSHOTS, "seat-board.png"))
+    await readme_screenshot(page, "operator-on-call.png")  # SHOUHU_SCREENSHOTS=1 (make screenshots)
+    await readme_screenshot(board, "seat-board.png")
     await assert_all_words(page, allow=REASON_TOKENS)
 
     async with page.expect_navigation():

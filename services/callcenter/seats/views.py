@@ -18,7 +18,7 @@ from shared.auth.deps import require_roles
 from shared.auth.service import Principal
 from shared.db import transaction
 from shared.phone import InvalidPhone, normalize_phone
-from shared.web import AwareTime, FieldErrors, Text
+from shared.web import AwareTime, ErrorBody, FieldErrors, Text
 
 router = APIRouter(tags=["seat operators"])
 OperatorKey = Annotated[Principal, Depends(require_roles("operator"))]
@@ -165,8 +165,9 @@ class HeldOut(BaseModel):
     claim_expires_at: datetime | None
 
 
-class HoldingOut(BaseModel):
-    detail: str
+class HoldingOut(ErrorBody):
+    """The one error model (`detail`), and the tasks the seat holds: why nothing was claimed."""
+
     held: list[HeldOut] = Field(default_factory=list, description="the tasks my seat holds now (only when that is"
                                                                    " why nothing was claimed)")
 
