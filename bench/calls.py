@@ -89,7 +89,8 @@ TWILIO_API_BASE pointing at the sandbox and CALLCENTER_PUBLIC_URL at itself.
    (PUT /v1/seat). Then two modes, one after the other:
 
    - back to back (60 s; 20 s with --quick): all 1,600 operators open one keep-alive connection each
-     (not timed) and loop POST /v1/queue/next, then POST /v1/tasks/{id}/disposition {"disposition":
+     (not timed) and loop POST /v1/queue/next?held=release (a seat holds one task at a time: a task left
+     in hand when the previous mode's window ended goes back to the queue as the next claim is made), then POST /v1/tasks/{id}/disposition {"disposition":
      "dissuaded"}, until the window ends (or a 204). This is the worst-case burst; by Little's law the
      answer time is ~(requests in flight) / (requests per second) whatever the query does, so this mode
      measures how many claims per second the machine can take.
@@ -885,7 +886,7 @@ async def _claim_mode(mode: _Mode, db_url: str, ports: list[int], seats: list[tu
                     http.close()
                     await asyncio.wait_for(http.open(), 30)
                 t0 = time.perf_counter()
-                status, data = await asyncio.wait_for(http.request("POST", "/v1/queue/next"), 90)
+                status, data = await asyncio.wait_for(http.request("POST", "/v1/queue/next?held=release"), 90)
                 t1 = time.perf_counter()
                 if status == 204:
                     stops["empty"] += 1
