@@ -19,10 +19,6 @@ from tests.helpers.screenshots import readme_screenshot
 WRAP_UP_S = 5
 # Set to a folder to save screenshots of the desk on a call and of the seat board (for the docs).
 SCREENSHOTS = os.environ.get("SHOUHU_SEAT_SCREENSHOTS")
-# The desk's "why this tier" lines are the policy's own English text ("signal screen_sharing -> high"), rendered
-# as words by the words work (issue: every code through the catalogue); until then these tokens are let through
-# on the desk only. The seat board is checked with no exception.
-REASON_TOKENS = ("signal", "fraud_call_received", "screen_sharing", "high", "medium")
 
 
 async def seat_phone(callcenter, key: str, phone: str) -> None:  # noqa: ANN001
@@ -73,7 +69,7 @@ async def test_an_operator_claims_calls_hangs_up_disposes_and_is_available_again
     assert await page.locator("#task-card").get_attribute("data-task-id") == task_id
     await expect(state).to_have_text("处置中")  # holding a task: not free
     await expect(board_state(board)).to_have_text("处置中")
-    await assert_all_words(page, allow=REASON_TOKENS)
+    await assert_all_words(page)
 
     async with page.expect_navigation():
         await page.keyboard.press("c")
@@ -88,7 +84,7 @@ async def test_an_operator_claims_calls_hangs_up_disposes_and_is_available_again
     assert len(legs) == 1 and legs[0]["status"] == "in-progress"
     await readme_screenshot(page, "operator-on-call.png")  # SHOUHU_SCREENSHOTS=1 (make screenshots)
     await readme_screenshot(board, "seat-board.png")
-    await assert_all_words(page, allow=REASON_TOKENS)
+    await assert_all_words(page)
 
     async with page.expect_navigation():
         await page.keyboard.press("h")
@@ -110,7 +106,7 @@ async def test_an_operator_claims_calls_hangs_up_disposes_and_is_available_again
     await expect(state).to_have_text("话后整理")
     await expect(page.locator("#wrap-up-left")).to_contain_text(f"剩 {WRAP_UP_S} 秒")
     await expect(board_state(board)).to_have_text("话后整理")
-    await assert_all_words(page, allow=REASON_TOKENS)
+    await assert_all_words(page)
     await assert_all_words(board)
 
     callcenter.dispatcher.clock.advance(seconds=WRAP_UP_S)  # the services' clock: the wrap-up time is over
@@ -144,7 +140,7 @@ async def test_n_with_a_task_in_hand_asks_first_and_keeps_or_returns_it(callcent
     await expect(dialog).to_be_visible()
     await expect(dialog).to_contain_text("您手上已有一条任务")
     assert await operator_job_status(callcenter, second) == ["queued"]  # nothing claimed behind my back
-    await assert_all_words(page, allow=REASON_TOKENS)
+    await assert_all_words(page)
     if SCREENSHOTS:
         await page.screenshot(path=os.path.join(SCREENSHOTS, "operator-holding.png"))
     await page.keyboard.press("k")
