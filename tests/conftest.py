@@ -314,16 +314,17 @@ class Sandbox:
         return await self.call("GET", f"/callbacks/{callback_query_id}")
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], timeout_s: float = 5.0) -> Any:
-    """Poll `check` until it returns something truthy (the bot answers asynchronously)."""
+async def eventually(check: Callable[[], Awaitable[Any]], timeout_s: float = 5.0, *, what: str = "condition",
+                     every_s: float = 0.05) -> Any:
+    """Poll `check` until it returns something truthy (the bot answers asynchronously); fail naming `what`."""
     deadline = time.monotonic() + timeout_s
     while True:
         value = await check()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s} s (last value: {value!r})")
-        await asyncio.sleep(0.05)
+            raise AssertionError(f"{what} not met within {timeout_s} s (last value: {value!r})")
+        await asyncio.sleep(every_s)
 
 
 @pytest.fixture

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -12,6 +10,7 @@ import httpx
 
 from shared.clock import ScaledClock
 from shouhu.demo import plan_day, run_demo
+from tests.conftest import eventually
 from tests.helpers.system import make_keys, running_system
 
 # A 2 h deadline passes in 12 s: the opening burst's breach comes well inside the wait below.
@@ -21,14 +20,7 @@ WAIT_S = 120.0  # the bound on every wait (a loaded CI machine); each ends as so
 
 async def until(what: str, check: Callable[[], Awaitable[Any]], timeout_s: float = WAIT_S) -> Any:
     """Poll `check` until it returns something truthy; fail saying `what` never happened."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout_s:.0f} s (last: {value!r})")
-        await asyncio.sleep(0.25)
+    return await eventually(check, timeout_s, what=what, every_s=0.25)
 
 
 def test_the_demo_day_is_realistic() -> None:
