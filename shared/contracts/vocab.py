@@ -47,11 +47,13 @@ CitizenFeedback = Literal["acknowledged", "loss_reported", "callback_requested",
 CITIZEN_FEEDBACK: tuple[str, ...] = get_args(CitizenFeedback)
 
 # ---- what a seat operator records after a call, and the task outcome each means (None: stays open) -----
+# unreachable / wrong_number: the phone did not reach the citizen, so the task stays open and officers go (the
+# dispatcher requests the visit at once); only a person closes a task as `unreachable`, on the feedback route.
 Disposition = Literal["dissuaded", "loss_reported", "unreachable", "wrong_number", "refused", "callback"]
 DISPOSITIONS: tuple[str, ...] = get_args(Disposition)
 DISPOSITION_OUTCOMES: dict[str, str | None] = {
-    "dissuaded": "dissuaded", "loss_reported": "loss_reported", "unreachable": "unreachable",
-    "wrong_number": "unreachable", "refused": "refused", "callback": None,
+    "dissuaded": "dissuaded", "loss_reported": "loss_reported", "unreachable": None,
+    "wrong_number": None, "refused": "refused", "callback": None,
 }
 
 # ---- what happened on a channel, as the bot and the callcenter report it back ---------------------------

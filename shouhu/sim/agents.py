@@ -273,10 +273,8 @@ def seat_claims(w: World, *, lead: bool = True) -> Process:
 
 def _disposition_for(c: Citizen | None, answered: bool) -> str:
     if not answered:
-        # Nobody picked up: the seat sends officers now (POST /v1/tasks/{id}/visits) and schedules a call back.
-        # (`unreachable` would close the task, and no visit would follow.) The dispatcher reads a callback as
-        # "reached"; the figures do not (figures.py).
-        return "callback"
+        # Nobody picked up: `unreachable` keeps the task open and the dispatcher sends the district's officers.
+        return "unreachable"
     if c is not None and c.says == "loss_reported":
         return "loss_reported"
     if c is not None and c.says == "not_me":
@@ -300,11 +298,6 @@ def seat_call(w: World, seat: Seat, task: dict[str, Any]) -> Process:
     if w.ok(answer, "click-to-call", 200):
         w.counts["seat_calls_placed"] += 1
     yield w.env.timeout(w.s.answering.ring_s + talk_s if answered else NO_ANSWER_RING_S)
-    if not answered:
-        answer = yield w.request(w.dispatcher, "POST", f"/v1/tasks/{task_id}/visits", key=seat.key,
-                                 body={"note": "坐席外呼未接通 (no answer to the seat's call)"})
-        if w.ok(answer, "visit request", 200, 201, 409):
-            w.counts["seat_visit_requests"] += 1
     yield from dispose(w, seat, task_id, _disposition_for(c, answered))
     w.counts["seat_reached" if answered else "seat_not_reached"] += 1
     yield w.env.timeout(w.rng.expovariate(1 / w.s.seats.wrap_up_s) if w.s.seats.wrap_up_s else 0)

@@ -14,6 +14,7 @@ from services.dispatcher.tasks.plans import RESULT_KIND
 from shared.queue import service as q
 from shared.queue.service import NewJob
 from tests.conftest import warning
+from tests.dispatcher import test_visits as visits_test
 
 
 async def operator_task(callcenter, *, phone: str, signal: str = "fraud_call_received",  # noqa: ANN001
@@ -141,17 +142,74 @@ async def test_callback_keeps_the_task_and_queues_a_call_then(callcenter, api) -
     assert [j["run_at"] for j in waiting] == [when]
 
 
-async def test_wrong_number_is_never_called_again(callcenter, api) -> None:
-    """A wrong number goes on the do-not-call list and the task closes as unreachable."""
+async def test_wrong_number_is_never_called_again_and_officers_go(callcenter, api) -> None:
+    """A wrong number goes on the do-not-call list; the task stays open and the district's officers visit."""
     task_id = await operator_task(callcenter, phone="+8613900000007")
     headers = await seat(callcenter, api)
     await api.post("/v1/queue/next", headers=headers)
-    await api.post(f"/v1/tasks/{task_id}/disposition", json={"disposition": "wrong_number"}, headers=headers)
+    resp = await api.post(f"/v1/tasks/{task_id}/disposition", json={"disposition": "wrong_number"}, headers=headers)
+    assert resp.status_code == 202, resp.text
     await callcenter.dispatcher.run_dispatcher_jobs()
     async with callcenter.app.state.sessionmaker() as session:
         listed = (await session.execute(text("SELECT count(*) FROM do_not_call WHERE phone = '+8613900000007'"))
                   ).scalar_one()
     assert listed == 1
+    task = await visits_test.task_json(callcenter.dispatcher, task_id)
+    assert task["status"] == "in_progress" and task["outcome"] is None
+    assert [v["status"] for v in await visits_test.visit_rows(callcenter.dispatcher, task_id)] == ["open"]
+
+
+async def test_unreachable_keeps_the_task_open_and_sends_officers_now(callcenter, api) -> None:
+    """A seat that reaches nobody does not close the task: a visit is requested at once, and the plan's own
+    visit step later joins it instead of sending a second."""
+    d = callcenter.dispatcher
+    task_id = await operator_task(callcenter, phone="+8613900000017")
+    headers = await seat(callcenter, api)
+    assert (await api.post("/v1/queue/next", headers=headers)).json()["task_id"] == task_id
+    resp = await api.post(f"/v1/tasks/{task_id}/disposition", json={"disposition": "unreachable", "note": "无人接听"},
+                          headers=headers)
+    assert resp.status_code == 202, resp.text
+    await d.run_dispatcher_jobs()
+    task = await visits_test.task_json(d, task_id)
+    assert task["status"] == "in_progress" and task["outcome"] is None
+    rows = await visits_test.visit_rows(d, task_id)
+    assert [(v["status"], v["unit"]) for v in rows] == [("open", "330106")]
+    types = [e["type"] for e in task["events"]]
+    assert types.index("task.phone_failed") < types.index("visit.created")
+    failed = next(e for e in task["events"] if e["type"] == "task.phone_failed")
+    assert failed["detail"]["next"] == "visit_requested" and failed["detail"]["note"] == "无人接听"
+    d.clock.advance(hours=13)  # past every tier's visit step: the plan's timer finds the visit already sent
+    await d.run_dispatcher_jobs()
+    assert len(await visits_test.visit_rows(d, task_id)) == 1
+
+
+async def test_unreachable_after_a_visit_found_nobody_goes_to_the_supervisor(callcenter, api) -> None:
+    """Phone and visit both failed: no second visit of its own accord, the task stays open and escalated."""
+    d = callcenter.dispatcher
+    task_id = await operator_task(callcenter, phone="+8613900000027")
+    headers = await seat(callcenter, api)
+    await api.post("/v1/queue/next", headers=headers)
+    await api.post(f"/v1/tasks/{task_id}/disposition", json={"disposition": "unreachable"}, headers=headers)
+    await d.run_dispatcher_jobs()
+    [visit] = await visits_test.visit_rows(d, task_id)
+    me = await visits_test.officer(d)
+    resp = await visits_test.report(d, str(visit["id"]), me, outcome="not_found", note="家中无人")
+    assert resp.status_code == 200, resp.text
+    # The citizen asks for a call again (a button); the seat's call reaches nobody once more.
+    async with d.sessionmaker() as session, session.begin():
+        await q.enqueue(session, [NewJob(queue="dispatcher", kind=RESULT_KIND, run_at=d.clock.now(),
+                                         payload={"task_id": task_id, "channel": "bot_alert", "attempt": 2,
+                                                  "result": "pressed", "feedback": "callback_requested"})])
+    await d.run_dispatcher_jobs()
+    await seat(callcenter, api, phone=None)
+    assert (await api.post("/v1/queue/next", headers=headers)).json()["task_id"] == task_id
+    await api.post(f"/v1/tasks/{task_id}/disposition", json={"disposition": "unreachable"}, headers=headers)
+    await d.run_dispatcher_jobs()
+    task = await visits_test.task_json(d, task_id)
+    assert task["status"] == "in_progress" and task["escalated_at"] is not None
+    assert [v["status"] for v in await visits_test.visit_rows(d, task_id)] == ["reported"]
+    last = [e for e in task["events"] if e["type"] == "task.phone_failed"][-1]
+    assert last["detail"]["next"] == "supervisor"
 
 
 async def test_click_to_call_rings_the_seat_then_bridges_to_the_citizen(callcenter, api) -> None:

@@ -170,6 +170,25 @@ async def test_with_no_free_seat_the_citizen_is_told_at_once(callcenter) -> None
     assert job["priority"] == PRIORITY["citizen_waiting"] and job["run_at"] == callcenter.dispatcher.clock.now()
 
 
+async def test_a_seat_holding_a_task_is_not_rung(callcenter, api) -> None:
+    """The unit's only seat holds a claimed task (处置中): a citizen pressing 2 holds without ringing it, and
+    hears the call-back promise when the wait is over."""
+    from tests.callcenter.test_seats import operator_task
+
+    held = await operator_task(callcenter, phone="+8613900000061")
+    _, headers = await seat(callcenter, api, unit="3301", phone=LOCAL_DESK)
+    claim = await api.post("/v1/queue/next", headers=headers)
+    assert claim.status_code == 200 and claim.json()["task_id"] == held
+    answer, sid = await citizen_presses_2(callcenter, time_scale=0.05)
+    holding = await eventually(lambda: _holding(callcenter, sid))
+    assert "请稍候" in said(holding) and not any(e["type"] == "dial" for e in holding["events"])
+    callcenter.dispatcher.clock.advance(seconds=61)
+    ended = await callcenter.phone.ended(PHONE, timeout_s=20)
+    assert "10分钟" in said(ended) and not any(e["type"] == "dial" for e in ended["events"])
+    assert await callcenter.phone.calls(LOCAL_DESK) == []
+    assert (await transfer_of(callcenter, answer["task_id"])).outcome == "no_seat"
+
+
 async def test_a_ringing_seat_is_not_offered_a_second_citizen(callcenter, api) -> None:
     """Two citizens press 2 together with one free seat: it rings for one of them while the other holds; when it
     declines the first, the second citizen's next look rings it, and the first holds (it was rung for them)."""

@@ -124,7 +124,8 @@ async def on_duty(session: AsyncSession, *, unit: str) -> bool:
 async def free_seats(session: AsyncSession, *, unit: str, now: datetime, limit: int,
                      rung: list[str]) -> list[tuple[str, str]]:
     """Available seats with a phone in `unit` or a unit above it, not ringing for another citizen, not already
-    rung for this one; locked until the caller commits."""
+    rung for this one, not holding a task (处置中: its operator is on another citizen's case, writing or about
+    to call); locked until the caller commits."""
     rows = (await session.execute(
         sql("SELECT s.key_id, s.phone FROM seats s"
             # A seat whose wrap-up is over is free, whether or not a read or the sweep has said so yet.
@@ -133,8 +134,11 @@ async def free_seats(session: AsyncSession, *, unit: str, now: datetime, limit: 
             " AND s.key_id <> ALL(CAST(:rung AS text[]))"
             f" AND NOT EXISTS (SELECT 1 FROM call_transfers t WHERE t.outcome = '{m.TRANSFER_RINGING}'"
             "   AND t.ring_until > :now AND s.key_id = ANY(t.ringing_seats))"
+            # The seat's claim is a running job locked by it (ix_jobs_locked_by answers this, as the seat board).
+            " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.status = 'running' AND j.locked_by = 'seat:' || s.key_id"
+            "   AND j.kind = ANY(CAST(:kinds AS text[])))"
             " ORDER BY length(s.unit) DESC, s.updated_at, s.key_id LIMIT :n FOR UPDATE OF s SKIP LOCKED"),
-        {"unit": unit, "now": now, "n": limit, "rung": rung})).all()
+        {"unit": unit, "now": now, "n": limit, "rung": rung, "kinds": OPERATOR_KINDS})).all()
     return [(r.key_id, r.phone) for r in rows]
 
 

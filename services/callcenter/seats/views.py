@@ -151,7 +151,11 @@ class DispositionIn(BaseModel):
          "loss": {"bank": "中国工商银行", "account": "6222020000001234", "amount_lost": "50000",
                   "transferred_at": "2026-11-21T10:05:00+08:00"}}]})
 
-    disposition: Literal["dissuaded", "loss_reported", "unreachable", "wrong_number", "refused", "callback"]
+    disposition: Literal["dissuaded", "loss_reported", "unreachable", "wrong_number", "refused", "callback"] = Field(
+        description="dissuaded, refused: the task closes so; loss_reported: an emergency and a payment stop;"
+                    " callback: called again at callback_at; unreachable (nobody answered) and wrong_number (the"
+                    " number is not the citizen's; never called again): the task stays open and officers of its"
+                    " district visit the citizen now (a supervisor is alerted when a visit was already made)")
     note: Text | None = Field(default=None, max_length=2000)
     callback_at: AwareTime | None = Field(default=None, description="required for `callback`: when to call again")
     loss: LossIn | None = Field(default=None, description="with loss_reported: what the citizen said about the"

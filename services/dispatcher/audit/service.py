@@ -97,7 +97,7 @@ ACTIONS = frozenset({
     "task.created", "warning.merged", "warning.joined_from_other_unit", "task.channel_started",
     "task.channel_result", "task.late_result", "task.step_skipped", "task.visit_requested", "task.escalated",
     "task.breached", "task.closed", "task.loss_reported", "task.outcome_refused", "task.reassigned",
-    "task.callback_scheduled", "task.callback_requested", "task.not_me", "payment_stop.requested",
+    "task.callback_scheduled", "task.callback_requested", "task.not_me", "task.phone_failed", "payment_stop.requested",
     "payment_stop.details", "payment_stop.noted", "payment_stop.sent", "payment_stop.confirmed",
     "payment_stop.failed", "visit.created", "visit.claimed", "visit.reported", "visit.not_found", "visit.escalated",
     "visit.cancelled", "clue.reported", "clue.routed", "clue.answered", "clue.closed", "citizen.bound",

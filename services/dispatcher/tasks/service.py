@@ -457,13 +457,19 @@ async def apply_channel_result(session: AsyncSession, task: Task, result: contra
     return "applied"
 
 
+# A seat's dispositions that mean the phone did not reach the citizen: the task stays open and people go.
+NOT_REACHED_BY_PHONE = ("unreachable", "wrong_number")
+
+
 async def _operator_disposition(session: AsyncSession, task: Task, result: contracts.ChannelResult, *, actor: str,
                                 now: datetime, store: PolicyStore, policy: LoadedPolicy) -> str:
     """A person on the phone recorded what happened: close, escalate, or call back at the time agreed."""
     disposition = result.disposition
     assert disposition is not None
     note = result.note
-    if task.reached_at is None and disposition not in ("unreachable", "wrong_number"):
+    if disposition in NOT_REACHED_BY_PHONE:
+        return await _phone_failed(session, task, disposition=disposition, actor=actor, note=note, now=now)
+    if task.reached_at is None:
         task.reached_at = now
     outcome = DISPOSITION_OUTCOMES[disposition]
     if outcome is not None:
@@ -484,6 +490,49 @@ async def _operator_disposition(session: AsyncSession, task: Task, result: contr
     _record(session, task, at=now, actor=actor, action="task.callback_scheduled", callback_at=callback_at, note=note,
             why="the citizen asked to be called back then")
     return "callback"
+
+
+async def _phone_failed(session: AsyncSession, task: Task, *, disposition: str, actor: str, note: str | None,
+                        now: datetime) -> str:
+    """A seat could not reach the citizen by phone (no answer, or the number is not theirs): people go instead.
+
+    Never closes the task, since a citizen nobody reached is still in danger (closing it as `unreachable` is
+    a person's decision, on the feedback route or the console):
+    - no visit yet: officers of the task's unit go now (the plan's visit step, brought forward);
+    - a visit on its way: it goes on; the officers' report decides;
+    - a visit already made and the phone still fails: a supervisor is alerted (escalated) to decide.
+    """
+    state = state_of(task)
+    task.status = IN_PROGRESS
+    why_phone = "the number is not the citizen's" if disposition == "wrong_number" else "nobody answered the seat's call"
+    statuses = await visits.statuses(session, task.id)
+    # Asked for and not reported yet: a visit open or claimed, or the plan's request job not run yet.
+    if set(statuses) & set(visits.LIVE) or (state.attempts.get("visit") and not statuses):
+        store_state(task, state)
+        _record(session, task, at=now, actor=actor, action="task.phone_failed", disposition=disposition, note=note,
+                next="visit_under_way", why=f"{why_phone}; officers are already on their way")
+        return "visit_under_way"
+    if not statuses and not state.attempts.get("visit"):
+        if "visit" not in state.steps_done:
+            state.steps_done.append("visit")  # the playbook's timer will not ask a second time
+        job = plans.channel_job(state, "visit", run_at=now, reason=f"seat: {disposition}")
+        store_state(task, state)
+        await queue.enqueue(session, [job], now=now)
+        TASK_EVENTS.labels("visit_requested").inc()
+        _record(session, task, at=now, actor=actor, action="task.phone_failed", disposition=disposition, note=note,
+                next="visit_requested", why=f"{why_phone}: officers of the local unit go and meet the citizen")
+        _record(session, task, at=now, actor=actor, action="task.visit_requested", unit=task.region_code,
+                why=f"{why_phone}: in-person visit now, ahead of the plan")
+        return "visit_requested"
+    store_state(task, state)
+    _record(session, task, at=now, actor=actor, action="task.phone_failed", disposition=disposition, note=note,
+            next="supervisor", why=f"{why_phone}, and a visit was already made: a supervisor decides")
+    if task.escalated_at is None:
+        task.escalated_at = now
+        TASK_EVENTS.labels("escalated").inc()
+        _record(session, task, at=now, actor="system:dispatcher", action="task.escalated", to="supervisor",
+                why="neither the phone nor a visit reached the citizen")
+    return "escalated"
 
 
 async def _citizen_feedback(session: AsyncSession, task: Task, result: contracts.ChannelResult, *, actor: str,

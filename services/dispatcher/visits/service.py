@@ -82,6 +82,11 @@ async def live_visits(session: AsyncSession, task_id: uuid.UUID, *, lock: bool =
     return list((await session.execute(query)).scalars())
 
 
+async def statuses(session: AsyncSession, task_id: uuid.UUID) -> list[str]:
+    """The status of each of the task's visits, ever (open, claimed, reported, cancelled)."""
+    return list((await session.execute(select(Visit.status).where(Visit.task_id == task_id))).scalars())
+
+
 async def live_for_tasks(session: AsyncSession, task_ids: list[uuid.UUID]) -> list[Visit]:
     """The open or claimed visits of these tasks."""
     if not task_ids:
