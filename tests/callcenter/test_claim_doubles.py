@@ -16,6 +16,7 @@ from shared.db import transaction
 from shared.queue import service as q
 from shared.queue.service import NewJob
 from tests.callcenter.test_seats import operator_task, seat
+from tests.conftest import warning
 
 ROUNDS = 12  # claims per seat in the race (bounded: no timing, no sleeps)
 
@@ -133,3 +134,17 @@ async def test_seats_racing_with_held_release_never_hold_one_task_at_once(callce
             "SELECT task_id FROM jobs WHERE kind = 'call.operator' AND status IN ('queued', 'running')"
             " GROUP BY task_id HAVING count(*) > 1"))).all()
     assert shared == []
+
+
+async def test_a_raised_tier_keeps_one_operator_call_and_makes_it_more_urgent(callcenter) -> None:
+    """A raised tier's new plan reaching its operator-call step moves the waiting call up instead of adding one."""
+    d = callcenter.dispatcher
+    task_id = await operator_task(callcenter, phone="+8613900000301")
+    raised = await d.client.post("/v1/warnings", json=warning(phone="+8613900000301", signal="screen_sharing",
+                                                              region_code="330106"),
+                                 headers=await d.headers("ingest", ""))
+    assert raised.status_code == 201 and raised.json()["task_id"] == task_id, raised.text
+    d.clock.advance(minutes=11)  # the high tier's plan calls for a person 10 minutes in
+    await d.run_dispatcher_jobs()
+    jobs = [j for j in await d.jobs(task_id=task_id, kind="call.operator") if j["status"] in ("queued", "running")]
+    assert len(jobs) == 1 and jobs[0]["payload"]["tier"] == "high" and jobs[0]["payload"]["attempt"] == 1
