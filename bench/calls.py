@@ -690,7 +690,7 @@ class _Claims:
     latest: dict[str, _Claim] = field(default_factory=dict)  # task -> its latest claim
     asked_at: dict[str, float] = field(default_factory=dict)  # seat -> when it last sent POST /v1/queue/next
 
-    def classify(self, task_id: str, seat: str, *, answered_at: float, now: datetime) -> tuple[str, str]:
+    def classify(self, task_id: str, seat: str, *, mode: str, answered_at: float, now: datetime) -> tuple[str, str]:
         """("first" | "released" | "reclaimed" | "doubled", what happened) for a claim of `task_id` by `seat`.
 
         Released: the seat that held the task sent a claim (held=release returns what it holds, in the claim's
@@ -701,7 +701,7 @@ class _Claims:
         before = self.latest.get(task_id)
         if before is None:
             return "first", ""
-        what = (f"task {task_id} claimed by seat {seat} ({before.mode}) {answered_at - before.answered_at:.1f} s after"
+        what = (f"task {task_id} claimed by seat {seat} ({mode}) {answered_at - before.answered_at:.1f} s after"
                 f" seat {before.seat} ({before.mode})")
         if before.disposed:
             return "doubled", f"{what}, whose disposition had been recorded (202)"
@@ -962,7 +962,8 @@ async def _claim_mode(mode: _Mode, db_url: str, ports: list[int], seats: list[tu
                 last_claim = t1
                 answer = orjson.loads(data)
                 task_id = answer["task_id"]
-                seen, what = claims.classify(task_id, key_id, answered_at=t1, now=datetime.now(UTC))
+                seen, what = claims.classify(task_id, key_id, mode=mode.name, answered_at=t1,
+                                             now=datetime.now(UTC))
                 if seen != "first":
                     setattr(mode, seen, getattr(mode, seen) + 1)
                     reclaims[seen].append(what)
