@@ -116,10 +116,14 @@ TWILIO_API_BASE pointing at the sandbox and CALLCENTER_PUBLIC_URL at itself.
      (``claim_sql_empty_unit_p50_ms_*``).
    - ``claims_per_s`` (back to back) and ``claims_per_s_handling``: successful claims per second, from
      the start signal to the last claim's answer.
-   - ``claims_doubled``: claims of a task some seat had already claimed, over both modes. Must be 0. A
-     task whose seat stopped without disposing of it (errors, or the window ended mid-call) returns to
-     the queue when its lease runs out (5-10 minutes); claiming it after that is counted apart (printed),
-     not as a double.
+   - ``claims_doubled``: claims of a task that another seat still held (no 202 to its disposition, not
+     returned by that seat's own next claim, its lease not yet over), or that was claimed again after its
+     disposition was recorded (a second operator call of one task): over both modes. Must be 0. Two
+     re-claims are correct and counted apart: ``claims_released``, a task its seat left undisposed (an
+     operator who gave up after errors in the first mode) and returned to the queue by its next
+     ``held=release`` claim, then claimed by another seat; ``claims_reclaimed``, a task claimed again
+     once the first claim's lease (``claim_expires_at`` in the claim's answer) was over. The first few
+     of each are printed with their seats and times.
    - ``claim_errors``: answers other than 200/204/202 (claims) and 202 (dispositions), and connections
      that failed; the first few are printed verbatim, with the servers' logged exceptions. An operator
      who gets an error answer tries again after 1 s, as a person would, and stops after 5 errors (or at
@@ -194,7 +198,6 @@ CLAIM_BATCH = 1000  # warnings per request when filling the operator queue in (2
 STATS_POLL_S = 0.1
 OPERATORS = 1600  # 580 PC seats + 1,000 desk phones (the brief), rounded as it does
 SETUP_CLIENTS = 64  # seats put available at once before (2)
-MIN_LEASE_S = 300  # the shortest claim lease (high tier, seats/service.py lease_for): no task returns sooner
 OPERATOR_MAX_ERRORS = 5  # error answers after which an operator stops (each retried after 1 s, as a person would)
 # Units of the operator keys and the region codes of the tasks in their cities (the tasks spread evenly).
 UNITS: dict[str, tuple[str, ...]] = {
@@ -670,6 +673,46 @@ class _Probe:
 
 
 @dataclass
+class _Claim:
+    """A claim as the operators saw it: which seat, when its answer came, its lease's end, whether it was disposed."""
+
+    seat: str
+    answered_at: float  # time.perf_counter() when the claim's 200 arrived
+    expires_at: datetime  # claim_expires_at in the answer (the server's clock, UTC)
+    mode: str
+    disposed: bool = False  # its disposition answered 202 (the job is finished; the task closes)
+
+
+@dataclass
+class _Claims:
+    """Every claim seen, over both modes, to tell a double from a correct re-claim (see ``claims_doubled``)."""
+
+    latest: dict[str, _Claim] = field(default_factory=dict)  # task -> its latest claim
+    asked_at: dict[str, float] = field(default_factory=dict)  # seat -> when it last sent POST /v1/queue/next
+
+    def classify(self, task_id: str, seat: str, *, mode: str, answered_at: float, now: datetime) -> tuple[str, str]:
+        """("first" | "released" | "reclaimed" | "doubled", what happened) for a claim of `task_id` by `seat`.
+
+        Released: the seat that held the task sent a claim (held=release returns what it holds, in the claim's
+        transaction) after its claim of this task was answered and before this answer came. Reclaimed: the first
+        claim's lease was over when this answer came. Anything else is two seats on one task: the first still
+        held it, or it was claimed again after its disposition was recorded (a second job of the task).
+        """
+        before = self.latest.get(task_id)
+        if before is None:
+            return "first", ""
+        what = (f"task {task_id} claimed by seat {seat} ({mode}) {answered_at - before.answered_at:.1f} s after"
+                f" seat {before.seat} ({before.mode})")
+        if before.disposed:
+            return "doubled", f"{what}, whose disposition had been recorded (202)"
+        if self.asked_at.get(before.seat, float("-inf")) > before.answered_at:
+            return "released", f"{what}, which left it undisposed and asked for its next task with held=release"
+        if now >= before.expires_at:
+            return "reclaimed", f"{what}, whose lease ended at {before.expires_at.isoformat()}"
+        return "doubled", f"{what}, which still held it (lease until {before.expires_at.isoformat()})"
+
+
+@dataclass
 class _Mode:
     """One way of claiming (back to back, or with handling time between claims) and what it measured."""
 
@@ -681,8 +724,10 @@ class _Mode:
     claims_per_s: float = 0.0
     dispositions_per_s: float = 0.0
     errors: int = 0
-    doubled: int = 0
-    reclaimed: int = 0  # claims of a task its first seat left undisposed, after the lease ran out (correct)
+    doubled: int = 0  # claims of a task another seat held at the time, or claimed again after its disposition
+    released: int = 0  # claims of a task its seat left undisposed and returned with its next held=release claim
+    reclaimed: int = 0  # claims of a task left undisposed, once its first claim's lease was over (correct)
+    left_in_hand: int = 0  # operators who stopped holding a task with no 202 to its disposition
     queued_at_start: int = 0
     probe: _Probe = field(default_factory=_Probe)
     cpu: str = ""
@@ -732,6 +777,13 @@ _CLAIM_JOBS = (
     " 'operator_call:' || task_id || ':100', task_id, 10, region_code, due_at FROM claim_gen ORDER BY i")
 
 
+# Two live operator calls of one task could be claimed by two seats: the loader writes one per task (its own new
+# task id each), and this counts, after each fill and at the end, that nothing else queued a second.
+_TASKS_WITH_TWO_OPERATOR_CALLS = (
+    "SELECT count(*) FROM (SELECT task_id FROM jobs WHERE kind = 'call.operator' AND status IN ('queued', 'running')"
+    " GROUP BY task_id HAVING count(*) > 1) AS shared")
+
+
 async def _fill_operator_queue(db_url: str, *, want: int, first_phone: int) -> tuple[int, int, float]:
     """Top the operator queue up to `want` queued calls with SQL (tasks, cases, jobs); returns (added, queued, s)."""
     from services.dispatcher.policy.service import PolicyStore, load_policy
@@ -765,6 +817,8 @@ async def _fill_operator_queue(db_url: str, *, want: int, first_phone: int) -> t
             for table in ("jobs", "tasks", "cases"):
                 await conn.execute(f"VACUUM (ANALYZE) {table}")
         queued = await conn.fetchval("SELECT count(*) FROM jobs WHERE kind = 'call.operator' AND status = 'queued'")
+        if shared := await conn.fetchval(_TASKS_WITH_TWO_OPERATOR_CALLS):
+            raise CallsBenchError(f"{shared} tasks have more than one queued or running operator call after the fill")
         return add, queued, time.perf_counter() - t0
     finally:
         await conn.close()
@@ -850,8 +904,7 @@ async def _probe_claims(db_url: str, stop: asyncio.Event, probe: _Probe) -> None
 
 
 async def _claim_mode(mode: _Mode, db_url: str, ports: list[int], seats: list[tuple[str, str]], *, window_s: float,
-                      talk_s: tuple[float, float] | None, claimed_by: dict[str, tuple[str, float]],
-                      abandoned: set[str], procs: dict[str, int],
+                      talk_s: tuple[float, float] | None, claims: _Claims, procs: dict[str, int],
                       seed: int) -> None:
     """`mode.seats` operators claim for `window_s`: back to back (`talk_s` None), or talking a random time
     in `talk_s` between each claim and its disposition, their first claims spread over the mean talk time."""
@@ -859,6 +912,7 @@ async def _claim_mode(mode: _Mode, db_url: str, ports: list[int], seats: list[tu
     chosen = list(enumerate(seats))[:mode.seats]  # units round-robin: the first N seats cover every district
     start = asyncio.Event()
     errors: list[str] = []
+    reclaims: dict[str, list[str]] = {"doubled": [], "released": [], "reclaimed": []}  # what each was, verbatim
     stops = {"empty": 0, "time": 0, "errors": 0}
     last_claim = 0.0
     t_start = 0.0
@@ -886,6 +940,7 @@ async def _claim_mode(mode: _Mode, db_url: str, ports: list[int], seats: list[tu
                     http.close()
                     await asyncio.wait_for(http.open(), 30)
                 t0 = time.perf_counter()
+                claims.asked_at[key_id] = t0  # from here on, what this seat held may have gone back to the queue
                 status, data = await asyncio.wait_for(http.request("POST", "/v1/queue/next?held=release"), 90)
                 t1 = time.perf_counter()
                 if status == 204:
@@ -905,18 +960,15 @@ async def _claim_mode(mode: _Mode, db_url: str, ports: list[int], seats: list[tu
                 if db_ms is not None:
                     mode.db_ms.append(db_ms)
                 last_claim = t1
-                task_id = orjson.loads(data)["task_id"]
-                if task_id in claimed_by:
-                    first_seat, first_at = claimed_by[task_id]
-                    if task_id in abandoned and t1 - first_at >= MIN_LEASE_S:
-                        # Its first seat left it without a disposition and the lease ran out: back in the queue,
-                        # as it should be (an operator who gave up after errors, or whose window ended mid-call).
-                        mode.reclaimed += 1
-                        abandoned.discard(task_id)
-                    else:
-                        mode.doubled += 1
-                        errors.append(f"task {task_id} claimed by seat {key_id} after seat {first_seat}")
-                claimed_by[task_id] = (key_id, t1)
+                answer = orjson.loads(data)
+                task_id = answer["task_id"]
+                seen, what = claims.classify(task_id, key_id, mode=mode.name, answered_at=t1,
+                                             now=datetime.now(UTC))
+                if seen != "first":
+                    setattr(mode, seen, getattr(mode, seen) + 1)
+                    reclaims[seen].append(what)
+                claim = _Claim(key_id, t1, datetime.fromisoformat(answer["claim_expires_at"]), mode.name)
+                claims.latest[task_id] = claim
                 holding = task_id
                 if talk_s is not None:
                     remaining = window_s - (time.perf_counter() - t_start)
@@ -931,6 +983,7 @@ async def _claim_mode(mode: _Mode, db_url: str, ports: list[int], seats: list[tu
                         http.request("POST", f"/v1/tasks/{task_id}/disposition", disposition), 90)
                     if status == 202:
                         mode.disposition_ms.append((time.perf_counter() - t2) * 1000)
+                        claim.disposed = True
                         holding = None
                         break
                     mode.errors += 1
@@ -946,8 +999,8 @@ async def _claim_mode(mode: _Mode, db_url: str, ports: list[int], seats: list[tu
             errors.append(f"operator {key_id}: {exc!r}")
         finally:
             http.close()
-            if holding is not None:
-                abandoned.add(holding)
+            if holding is not None:  # an operator who gave up after errors, or whose window ended mid-call
+                mode.left_in_hand += 1
 
     tasks = [asyncio.create_task(operator(n, key_id, key, ports[i % len(ports)]))
              for n, (i, (key_id, key)) in enumerate(chosen)]
@@ -975,7 +1028,9 @@ async def _claim_mode(mode: _Mode, db_url: str, ports: list[int], seats: list[tu
     mode.notes.append(
         f"claim phase, {mode.name}: {len(chosen)} operators, {len(mode.latencies)} claims in {span:.1f} s"
         f" ({mode.claims_per_s:.1f}/s), {len(mode.disposition_ms)} dispositions, {mode.doubled} double claims,"
-        f" {mode.reclaimed} re-claims of tasks left undisposed once their lease ran out; operators ended: {stops['empty']}"
+        f" {mode.released} claims of tasks their seat left undisposed and returned with held=release,"
+        f" {mode.reclaimed} re-claims of tasks left undisposed once their lease ran out; {mode.left_in_hand}"
+        f" operators stopped holding a task; operators ended: {stops['empty']}"
         f" on 204, {stops['time']} on the {window_s:.0f} s window, {stops['errors']} after errors; phase took"
         f" {t_end - t_start:.1f} s")
     if mode.db_ms:
@@ -1001,6 +1056,10 @@ async def _claim_mode(mode: _Mode, db_url: str, ports: list[int], seats: list[tu
     if mode.disposition_ms:
         mode.notes.append(f"claim phase, {mode.name}: dispositions p50 {_percentile(mode.disposition_ms, 50):.0f} ms,"
                           f" p99 {_percentile(mode.disposition_ms, 99):.0f} ms")
+    for seen, found in reclaims.items():
+        if found:
+            mode.notes.append(f"claim phase, {mode.name}: {len(found)} claims {seen}; first:")
+            mode.notes.extend(f"  {f}" for f in found[:5])
     if errors:
         mode.notes.append(f"claim phase, {mode.name}: {mode.errors} error answers; first (verbatim):")
         mode.notes.extend(f"  {e[:400]}" for e in errors[:5])
@@ -1033,8 +1092,7 @@ async def _claims_phase(ports: list[int], seats: list[tuple[str, str]], db_url: 
     await _run_all([setup() for _ in range(SETUP_CLIENTS)])
     notes.append(f"claim phase: {len(seats)} seats put available in {time.perf_counter() - t_setup:.1f} s")
 
-    claimed_by: dict[str, tuple[str, float]] = {}  # task -> (the seat that claimed it, when)
-    abandoned: set[str] = set()  # tasks whose seat stopped before disposing of them
+    claims = _Claims()  # over both modes: a task left in hand in the first may be claimed in the second
     back = _Mode("back to back", seats=len(seats))
     handling = _Mode("with handling time", seats=plan.handling_seats)
     next_phone = 0
@@ -1044,15 +1102,16 @@ async def _claims_phase(ports: list[int], seats: list[tuple[str, str]], db_url: 
         next_phone += added
         notes.append(f"claim phase, {mode.name}: {added:,} tasks, cases and operator calls loaded with SQL in"
                      f" {fill_s:.1f} s (with VACUUM ANALYZE); {mode.queued_at_start:,} operator calls queued")
-        await _claim_mode(mode, db_url, ports, seats, window_s=window_s, talk_s=talk_s, claimed_by=claimed_by,
-                          abandoned=abandoned,
+        await _claim_mode(mode, db_url, ports, seats, window_s=window_s, talk_s=talk_s, claims=claims,
                           procs=procs, seed=20261203)
     conn = await raw_connect(db_url)
     try:
         left = await conn.fetch("SELECT status, count(*) AS n FROM jobs WHERE kind = 'call.operator' GROUP BY status")
+        shared_tasks = await conn.fetchval(_TASKS_WITH_TWO_OPERATOR_CALLS)
     finally:
         await conn.close()
-    notes.append(f"claim phase: call.operator jobs left by status {dict((r['status'], r['n']) for r in left)}")
+    notes.append(f"claim phase: call.operator jobs left by status {dict((r['status'], r['n']) for r in left)};"
+                 f" tasks with more than one queued or running operator call: {shared_tasks}")
     return back, handling, notes
 
 
@@ -1243,8 +1302,14 @@ def _report_claims(report: _Report, back: _Mode, handling: _Mode, notes: list[st
     doubled = back.doubled + handling.doubled
     errors = back.errors + handling.errors
     report.add("claims_per_s", [back.claims_per_s], "claims/s back to back (what the system can take)")
-    report.add("claims_doubled", [doubled], "tasks claimed by a second seat")
+    report.add("claims_doubled", [doubled], "claims of a task another seat held, or of one already disposed")
     report.add("claim_errors", [errors], "answers other than 200/204/202")
+    released = back.released + handling.released
+    reclaimed = back.reclaimed + handling.reclaimed
+    report.add("claims_released", [released], "tasks left undisposed, returned by their seat's next claim and"
+                                              " claimed by another (correct)")
+    report.add("claims_reclaimed", [reclaimed], "tasks left undisposed, claimed again after their lease (correct)")
+    figures |= {"claims_released": float(released), "claims_reclaimed": float(reclaimed)}
     figures |= {"claims_per_s": round(back.claims_per_s, 1), "claims_doubled": float(doubled),
                 "claim_errors": float(errors), "claim_queued_jobs": float(min(back.queued_at_start,
                                                                               handling.queued_at_start))}

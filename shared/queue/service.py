@@ -282,6 +282,32 @@ async def update_task_jobs(session: AsyncSession, *, task_id: uuid.UUID, kinds: 
     return result.rowcount or 0
 
 
+async def fold_into_live(session: AsyncSession, job: NewJob) -> ClaimedJob | None:
+    """Fold `job` into its task's live (queued or running) job of the same kind, if it has one; return that job.
+
+    For work a task must have at most once at a time: two live operator calls of one task are two seats
+    calling the same citizen. None: nothing live, nothing written (the caller enqueues `job`). The live job
+    becomes as urgent as the more urgent of the two; it runs at the new job's time when the new one is more
+    urgent (a citizen waiting on the line), else at the earlier of the two; it takes the new deadline, scope
+    and payload fields except the attempt number (it is still the attempt it was) and a false flag (an
+    emergency stays one). A running job stays with its holder. The caller serializes per task (the
+    dispatcher holds the task's row lock), so two callers cannot both find nothing live and both enqueue.
+    """
+    patch = {k: v for k, v in job.payload.items() if k != "attempt" and v is not False}
+    row = (await session.execute(
+        sql("UPDATE jobs SET priority = LEAST(priority, CAST(:priority AS smallint)),"
+            " run_at = CASE WHEN CAST(:priority AS smallint) < priority THEN CAST(:run_at AS timestamptz)"
+            "   ELSE LEAST(run_at, CAST(:run_at AS timestamptz)) END,"
+            " due_at = COALESCE(CAST(:due_at AS timestamptz), due_at), scope = COALESCE(CAST(:scope AS text), scope),"
+            " payload = payload || CAST(:patch AS jsonb)"
+            " WHERE id = (SELECT id FROM jobs WHERE task_id = :task AND kind = :kind AND status IN ('queued', 'running')"
+            "   ORDER BY id LIMIT 1 FOR UPDATE)"
+            f" RETURNING {_CLAIMED}"),
+        {"priority": job.priority, "run_at": job.run_at, "due_at": job.due_at, "scope": job.scope,
+         "patch": dumps(patch).decode(), "task": job.task_id, "kind": job.kind})).first()
+    return _claimed(row) if row else None
+
+
 async def has_ready(session: AsyncSession, *, queue: str, now: datetime, priority_below: int) -> bool:
     """Whether a job of `queue` more urgent than `priority_below` is waiting to run now (ix_jobs_ready answers it)."""
     return bool((await session.execute(

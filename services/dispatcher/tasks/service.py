@@ -112,6 +112,24 @@ async def sync_operator_jobs(session: AsyncSession, *, task_id: uuid.UUID, tier:
                                         payload_patch={"tier": tier, "due_at": due_at.isoformat()})
 
 
+async def enqueue_task_jobs(session: AsyncSession, task: Task, jobs: list[NewJob], *, now: datetime) -> None:
+    """Enqueue a locked task's new jobs, keeping one live operator call per task.
+
+    Two live operator calls of one task (the plan's, then a citizen's "call me", a call back agreed, a raised
+    tier's new plan) would let two seats claim the same citizen at once. A new one is folded into the one
+    already queued or held by a seat (shared.queue.service.fold_into_live: as urgent as the more urgent, its
+    deadline and unit); the task's attempt counter goes back to what it was, as no new attempt was made.
+    The task's row lock (lock_task) keeps two writers from both finding none live.
+    """
+    new: list[NewJob] = []
+    for job in jobs:
+        if job.kind == contracts.OperatorCall.KIND and await queue.fold_into_live(session, job) is not None:
+            task.attempts = {**(task.attempts or {}), "operator_call": int(job.payload["attempt"]) - 1}
+            continue
+        new.append(job)
+    await queue.enqueue(session, new, now=now)
+
+
 def _record(session: AsyncSession, task: Task, *, at: datetime, actor: str, action: str, **body: Any) -> None:
     audit.record(session, at=at, actor=actor, action=action, task_id=task.id, case_id=task.case_id,
                  region_code=task.region_code, **body)
@@ -386,7 +404,7 @@ async def run_due_steps(session: AsyncSession, task: Task, *, plan_seq: int, now
     if step is not None:
         jobs.append(plans.timer_job(state, step))
     store_state(task, state)
-    await queue.enqueue(session, jobs, now=now)
+    await enqueue_task_jobs(session, task, jobs, now=now)
     return done
 
 
@@ -453,7 +471,7 @@ async def apply_channel_result(session: AsyncSession, task: Task, result: contra
                                           run_at=plans.call_time(policy, state, "operator_call", now),
                                           reason="automated calls used up"))
     store_state(task, state)
-    await queue.enqueue(session, jobs, now=now)
+    await enqueue_task_jobs(session, task, jobs, now=now)
     return "applied"
 
 
@@ -486,7 +504,7 @@ async def _operator_disposition(session: AsyncSession, task: Task, result: contr
     job = plans.channel_job(state, "operator_call", run_at=max(callback_at, now), reason="callback agreed",
                             emergency=task.emergency_at is not None)
     store_state(task, state)
-    await queue.enqueue(session, [job], now=now)
+    await enqueue_task_jobs(session, task, [job], now=now)
     _record(session, task, at=now, actor=actor, action="task.callback_scheduled", callback_at=callback_at, note=note,
             why="the citizen asked to be called back then")
     return "callback"
@@ -573,7 +591,7 @@ async def _citizen_feedback(session: AsyncSession, task: Task, result: contracts
     if "channel:operator_call" not in state.steps_done:
         state.steps_done.append("channel:operator_call")
     store_state(task, state)
-    await queue.enqueue(session, [job], now=now)
+    await enqueue_task_jobs(session, task, [job], now=now)
     await stop_contact(session, task, reason=feedback, now=now, live_call_attempt=live_call)
     _record(session, task, at=now, actor=actor, action=f"task.{feedback}", cancelled_jobs=cancelled,
             operator_call_at=run_at, live_transfer_until=waiting,

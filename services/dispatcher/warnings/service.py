@@ -34,6 +34,7 @@ from services.dispatcher.tasks import plans
 from services.dispatcher.tasks.service import sync_operator_jobs
 from services.dispatcher.warnings.schemas import OTHER_UNIT_NOTICE, ValidRecord
 from shared.audit import service as audit
+from shared.contracts import OperatorCall
 from shared.contracts import bot as bot_contract
 from shared.ids import uuid7
 from shared.queue.service import NewJob, enqueue
@@ -321,6 +322,14 @@ _INSERT_CASES_TASKS_WARNINGS = (
 )
 
 
+def _keep_one_operator_call(state: plans.PlanState, jobs: list[NewJob]) -> None:
+    """A raised task that already has a live operator call (queued, or held by a seat) gets no second one from
+    its new plan: two would let two seats call the same citizen at once. Its attempt counter goes back."""
+    for job in [j for j in jobs if j.kind == OperatorCall.KIND and j.task_id == state.task_id]:
+        jobs.remove(job)
+        state.attempts["operator_call"] = int(job.payload["attempt"]) - 1
+
+
 async def _write(session: AsyncSession, works: dict[str, _CaseWork], jobs: list[NewJob], *, actor: str,
                  now: datetime) -> None:
     new_cases = sorted((w for w in works.values() if w.is_new and w.graded), key=lambda w: w.phone)
@@ -336,6 +345,9 @@ async def _write(session: AsyncSession, works: dict[str, _CaseWork], jobs: list[
                                for w in old_cases), "now": now},
         )
         raised = [w for w in old_cases if w.raised]
+        for w in raised:  # rare: a waiting operator call moves up with its task, and stays its only one
+            if await sync_operator_jobs(session, task_id=w.state.task_id, tier=w.state.tier, due_at=w.state.due_at):
+                _keep_one_operator_call(w.state, jobs)
         if raised:
             await session.execute(
                 sql(
@@ -348,8 +360,6 @@ async def _write(session: AsyncSession, works: dict[str, _CaseWork], jobs: list[
                                     "plan_seq": w.state.plan_seq, "steps_done": w.state.steps_done,
                                     "attempts": w.state.attempts} for w in raised), "now": now},
             )
-            for w in raised:  # rare: a waiting operator call moves up with its task
-                await sync_operator_jobs(session, task_id=w.state.task_id, tier=w.state.tier, due_at=w.state.due_at)
 
     rows = []
     for w in works.values():
