@@ -350,6 +350,9 @@ def plan(
         "--live", help="then run `shouhu simulate`'s day with the plan's staff and print its figures too")] = False,
     database_url: Annotated[str | None, typer.Option(
         help="--live: PostgreSQL server for the day's database (default: a private server of the run's own)")] = None,
+    start_now: Annotated[bool, typer.Option(
+        "--start-now", help="--live: start the day at the hour the clock reads now, not at the scenario's start_h"
+                            " (saves a minute of waiting; for citizens who answer the same at every hour)")] = False,
     json_: Annotated[bool, typer.Option("--json", help="print one JSON object of figures last")] = False,
 ) -> None:
     """Seats per shift and officers per district for the scenario's target: Erlang C, then a simulation."""
@@ -388,10 +391,12 @@ def plan(
 
         async def go():  # noqa: ANN202
             say = functools.partial(typer.echo, err=True)
+            # None: no alignment of the services' clock to start_h (simulate's default waits a minute for it).
+            margin = {"start_margin_s": None} if start_now else {}
             if database_url:
-                return await run_day(staffed_day, server_url=database_url, progress=say)
+                return await run_day(staffed_day, server_url=database_url, progress=say, **margin)
             async with private_server() as url:
-                return await run_day(staffed_day, server_url=url, progress=say)
+                return await run_day(staffed_day, server_url=url, progress=say, **margin)
 
         typer.echo("the live day (shouhu simulate) with the plan's staff ...", err=True)
         result.live = live_figures(asyncio.run(go()).figures)

@@ -48,7 +48,9 @@ def erlang_c(traffic: float, agents: int) -> float:
 
 
 def service_level(traffic: float, agents: int, *, handle_s: float, target_s: float) -> float:
-    """P(wait <= target_s): the share of calls answered within the target."""
+    """P(wait <= target_s): the share of calls answered within the target (all of none: 1 with no traffic)."""
+    if traffic <= 0:
+        return 1.0
     if agents <= traffic:
         return 0.0
     return 1.0 - erlang_c(traffic, agents) * math.exp(-(agents - traffic) * target_s / handle_s)
@@ -210,11 +212,15 @@ def make_plan(s: Scenario, *, work: Workload | None = None, max_occupancy: float
                                          target_s=target["visit_wait_s"])
     # Occupancy over the day as Erlang sees it: the offered seat-hours over the seat-hours on duty (the same
     # ratio `shouhu simulate` reports as sim_seat_occupancy).
-    hours = [int(s.start_h + h) % 24 for h in range(int(s.day_h))]
-    on_duty_s = sum(_shift_seats(s, plan.seats_by_shift, h) for h in hours) * 3600
-    offered_s = sum(demand[h]["seat_calls"] * seat_handle_s for h in hours)
+    on_duty_s = sum(_shift_seats(s, plan.seats_by_shift, h) * length_s for h, length_s in _day_hours(s))
+    offered_s = sum(demand[h]["seat_calls"] * seat_handle_s * length_s / 3600 for h, length_s in _day_hours(s))
     plan.erlang_seat_occupancy = offered_s / on_duty_s if on_duty_s else 0.0
     return plan
+
+
+def _day_hours(s: Scenario) -> list[tuple[int, float]]:
+    """The day's hours as (local hour, seconds of it in the day): a day of 0.2 h is 720 s of its first hour."""
+    return [(int(s.start_h + h) % 24, 3600 * (min(h + 1, s.day_h) - h)) for h in range(math.ceil(s.day_h))]
 
 
 def _shift_seats(s: Scenario, seats_by_shift: dict[str, int], hour: float) -> int:
@@ -278,9 +284,9 @@ def simulate_queues(s: Scenario, *, seats_by_shift: dict[str, int], officers_per
             yield env.timeout(rng.expovariate(1 / officer_busy_s))
 
     def arrivals(kind: str, rate_by_hour: list[float]) -> Any:
-        for hour in range(int(s.day_h)):
+        for hour in range(math.ceil(s.day_h)):
             per_s = rate_by_hour[int(s.start_h + hour) % 24] / 3600
-            end = (hour + 1) * 3600
+            end = min(hour + 1, s.day_h) * 3600  # a day may end inside an hour
             while per_s > 0:
                 gap = rng.expovariate(per_s)
                 if env.now + gap >= end:
@@ -294,9 +300,10 @@ def simulate_queues(s: Scenario, *, seats_by_shift: dict[str, int], officers_per
     env.process(arrivals("seat", [row["seat_calls"] for row in demand]))
     env.process(arrivals("visit", [row["visits"] for row in demand]))
     env.run(until=(s.day_h + s.drain_h) * 3600)
-    seat_in = sum(w <= target["seat_wait_s"] for w in waits["seat"]) / max(1, len(waits["seat"]))
-    visit_in = sum(w <= target["visit_wait_s"] for w in waits["visit"]) / max(1, len(waits["visit"]))
-    seat_hours = sum(_shift_seats(s, seats_by_shift, (s.start_h + h) % 24) for h in range(int(s.day_h))) * 3600
+    # No calls at all: none waited (100%), as Erlang says for no traffic.
+    seat_in = sum(w <= target["seat_wait_s"] for w in waits["seat"]) / len(waits["seat"]) if waits["seat"] else 1.0
+    visit_in = sum(w <= target["visit_wait_s"] for w in waits["visit"]) / len(waits["visit"]) if waits["visit"] else 1.0
+    seat_hours = sum(_shift_seats(s, seats_by_shift, h) * length_s for h, length_s in _day_hours(s))
     return {"seat_in_target_pct": round(100 * seat_in, 2), "visit_in_target_pct": round(100 * visit_in, 2),
             "seat_occupancy": round(busy_s[0] / max(1.0, seat_hours), 3), "seat_calls": len(waits["seat"]),
             "visits": len(waits["visit"])}
