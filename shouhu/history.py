@@ -129,23 +129,30 @@ async def export(database_url: str, out: IO[str], *, since: datetime | None = No
 
 @dataclass
 class History:
+    """A history file's window; its tasks are read as they are needed (a month of a province is ~900,000 lines)."""
+
+    path: Path
     since: datetime
     until: datetime
-    tasks: list[dict[str, Any]]
+
+    def tasks(self) -> Iterator[dict[str, Any]]:
+        lines = iter_lines(self.path)
+        next(lines, None)  # the header
+        yield from lines
 
 
 def read(path: Path | str) -> History:
-    """The file written by `export` (ValueError when it is not one)."""
-    with Path(path).open(encoding="utf-8") as f:
-        lines = (json.loads(line) for line in f if line.strip())
-        header = next(lines, None)
-        if not isinstance(header, dict) or header.get("format") != FORMAT:
-            raise ValueError(f"{path}: not a {FORMAT} file (its first line must be the header)")
-        if header.get("version") != VERSION:
-            raise ValueError(f"{path}: version {header.get('version')}; this shouhu reads version {VERSION}")
-        tasks = list(lines)
-    return History(since=datetime.fromisoformat(header["since"]), until=datetime.fromisoformat(header["until"]),
-                   tasks=tasks)
+    """The file written by `export` (ValueError when it is not one): its header, checked."""
+    try:
+        header = next(iter_lines(path), None)
+    except ValueError as exc:  # not JSON at all
+        raise ValueError(f"{path}: not a {FORMAT} file ({exc})") from exc
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a {FORMAT} file (its first line must be the header)")
+    if header.get("version") != VERSION:
+        raise ValueError(f"{path}: version {header.get('version')}; this shouhu reads version {VERSION}")
+    return History(path=Path(path), since=datetime.fromisoformat(header["since"]),
+                   until=datetime.fromisoformat(header["until"]))
 
 
 def covered_hours(since: datetime, until: datetime) -> list[float]:
@@ -159,10 +166,6 @@ def covered_hours(since: datetime, until: datetime) -> list[float]:
         covered[at.hour] += (step_end - at).total_seconds() / 3600
         at = step_end
     return covered
-
-
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
 
 
 @dataclass
@@ -190,20 +193,41 @@ class Derived:
 
 
 def derive(history: History, base: Any) -> Derived:
-    """Rates and shares from the history; `base` (a Scenario, the default one) fills what the history lacks."""
-    tasks = history.tasks
+    """Rates and shares from the history, in one pass over its tasks; `base` (a Scenario, the default one)
+    fills what the history lacks."""
     covered = covered_hours(history.since, history.until)
     days = sum(covered) / 24
-    counts = [0] * 24
-    seat_counts = [0] * 24
-    visit_counts = [0] * 24
-    for t in tasks:
+    counts, seat_counts, visit_counts = [0] * 24, [0] * 24, [0] * 24
+    tiers: Counter[str] = Counter()
+    districts: set[str] = set()
+    high = high_seat = high_visit = high_decided = high_in_time = 0
+    talk_sum_s = busy_sum_s = 0.0
+    talks = visits_reported = 0
+    for t in history.tasks():
         hour = datetime.fromisoformat(t["created_at"]).astimezone(LOCAL_TZ).hour
         counts[hour] += 1
         seat_counts[hour] += bool(t["seat_call"])
         visit_counts[hour] += bool(t["visit"])
+        tiers[t["tier"]] += 1
+        districts.add(t["region_code"])
+        for call in t["seat_calls"]:
+            if call.get("talk_s") is not None:
+                talk_sum_s += call["talk_s"]
+                talks += 1
+        for visit in t["visits"]:
+            if visit.get("busy_s") is not None:
+                busy_sum_s += visit["busy_s"]
+                visits_reported += 1
+        if t["tier"] == "high":
+            high += 1
+            high_seat += bool(t["seat_call"])
+            high_visit += bool(t["visit"])
+            if t["closed_after_s"] is not None or t["breached"]:
+                high_decided += 1
+                # 2 hours: the high tier's deadline (the domain's, which the default policy applies)
+                high_in_time += not t["breached"] and t["closed_after_s"] is not None and t["closed_after_s"] <= 7200
     fallbacks: list[str] = []
-    n = len(tasks)
+    n = sum(counts)
     seat_share = sum(seat_counts) / n if n else 0.0
     visit_share = sum(visit_counts) / n if n else 0.0
     hourly_rate = [counts[h] / covered[h] if covered[h] else None for h in range(24)]
@@ -220,27 +244,21 @@ def derive(history: History, base: Any) -> Derived:
             seat_rate[h] = hourly_rate[h] * seat_share
             visit_rate[h] = hourly_rate[h] * visit_share
         fallbacks.append(f"hours {_hours(missing)} not in the history's window: the default profile's shape")
-    tiers = Counter(t["tier"] for t in tasks)
     if n:
         tier_mix = {tier: tiers.get(tier, 0) / n for tier in ("high", "medium", "low")}
     else:
         tier_mix = dict(base.tier_mix)
         fallbacks.append("no tasks: the default tier mix")
-    high = [t for t in tasks if t["tier"] == "high"]
-    talks = [c["talk_s"] for t in tasks for c in t["seat_calls"] if c.get("talk_s") is not None]
-    busy = [v["busy_s"] for t in tasks for v in t["visits"] if v.get("busy_s") is not None]
-    decided_high = [t for t in high if t["closed_after_s"] is not None or t["breached"]]
-    in_time = [t for t in decided_high if not t["breached"] and t["closed_after_s"] is not None
-               and t["closed_after_s"] <= 7200]
     return Derived(
-        tasks=n, days=days, per_day=sum(r for r in hourly_rate if r is not None),
+        tasks=n, days=days, per_day=sum(r or 0.0 for r in hourly_rate),
         hourly_rate=[r or 0.0 for r in hourly_rate], seat_rate=[r or 0.0 for r in seat_rate],
         visit_rate=[r or 0.0 for r in visit_rate], tier_mix=tier_mix, seat_share=seat_share, visit_share=visit_share,
-        high_seat_share=sum(bool(t["seat_call"]) for t in high) / len(high) if high else seat_share,
-        high_visit_share=sum(bool(t["visit"]) for t in high) / len(high) if high else visit_share,
-        seat_talk_s=_mean(talks), seat_talk_calls=len(talks), visit_busy_s=_mean(busy), visits_reported=len(busy),
-        districts=len({t["region_code"] for t in tasks}) or base.districts,
-        high_in_time_pct=round(100 * len(in_time) / len(decided_high), 2) if decided_high else None,
+        high_seat_share=high_seat / high if high else seat_share,
+        high_visit_share=high_visit / high if high else visit_share,
+        seat_talk_s=talk_sum_s / talks if talks else None, seat_talk_calls=talks,
+        visit_busy_s=busy_sum_s / visits_reported if visits_reported else None, visits_reported=visits_reported,
+        districts=len(districts) or base.districts,
+        high_in_time_pct=round(100 * high_in_time / high_decided, 2) if high_decided else None,
         fallbacks=fallbacks)
 
 

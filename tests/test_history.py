@@ -172,3 +172,38 @@ async def test_export_of_a_simulated_day_has_its_tasks_and_no_phone_numbers(serv
     assert all(line["seat_call"] for line in lines[1:] if line["seat_calls"])
     d = history.derive(history.read(out), load())
     assert d.tasks == tasks and d.districts == 2 and d.seat_share > 0 and d.seat_talk_s is not None
+
+
+async def test_export_history_command_writes_the_window_without_personal_data(dispatcher: Any, tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """`shouhu export-history --since --until --out` against DATABASE_URL: the tasks created in the window, one
+    line each with tier and district, and neither the phone numbers nor the subjects' names or ID numbers."""
+    import asyncio
+
+    from tests.conftest import T0, warning
+
+    h = await dispatcher.headers("ingest", "")
+    subject = {"name": "王小明", "age": 70, "id_number": "330106195601011235"}
+    for i, signal in enumerate(("transfer_in_progress", "fraud_call_received", "fraud_sms_received")):
+        r = await dispatcher.client.post("/v1/warnings", headers=h, json=warning(
+            phone=f"1390000000{i}", signal=signal, region_code="330106", subject=subject))
+        assert r.status_code == 201, r.text
+    dispatcher.clock.advance(hours=30)  # a day later: outside the window exported below
+    r = await dispatcher.client.post("/v1/warnings", headers=h, json=warning(phone="13900000009", region_code="330102"))
+    assert r.status_code == 201, r.text
+    out = tmp_path / "history.jsonl"
+    monkeypatch.setenv("DATABASE_URL", dispatcher.db_url)
+    since, until = T0.isoformat(), (T0 + timedelta(hours=24)).isoformat()
+    result = await asyncio.to_thread(CliRunner().invoke, app, ["export-history", "--since", since, "--until", until,
+                                                              "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "3 tasks exported" in result.output
+    text = out.read_text(encoding="utf-8")
+    for secret in ("1390000000", "王小明", "330106195601011235"):
+        assert secret not in text
+    lines = list(history.iter_lines(out))
+    assert datetime.fromisoformat(lines[0]["since"]) == T0
+    assert [line["region_code"] for line in lines[1:]] == ["330106"] * 3
+    # 70 years old: the default policy raises each one a tier
+    assert sorted(line["tier"] for line in lines[1:]) == ["high", "high", "medium"]
+    assert all(set(line) == LINE_KEYS for line in lines[1:])
