@@ -66,8 +66,6 @@ FROM tasks t
 WHERE t.created_at >= $1 AND t.created_at < $2
 ORDER BY t.created_at, t.id
 """
-# A call attempt's final statuses (services/callcenter/calls/models.py FINAL_STATES): its updated_at is the end.
-_CALL_FINAL = ["completed", "busy", "no-answer", "failed", "canceled", "skipped", "uncertain"]
 
 
 def _iso(at: datetime | None) -> str | None:
@@ -98,6 +96,7 @@ async def export(database_url: str, out: IO[str], *, since: datetime | None = No
 
     Defaults: since the local midnight before the first task, until now (the services' clock) or just after the
     last task, whichever is later (a fast clock runs ahead of the real one)."""
+    from services.callcenter.calls.models import FINAL_STATES  # a final attempt's updated_at is the call's end
     from shared.db import raw_connect
 
     conn = await raw_connect(database_url)
@@ -116,7 +115,7 @@ async def export(database_url: str, out: IO[str], *, since: datetime | None = No
                       "since": _iso(since), "until": _iso(until), "tz": str(LOCAL_TZ)}
             out.write(json.dumps(header) + "\n")
             written = 0
-            async for row in conn.cursor(_TASKS_SQL, since, until, _CALL_FINAL, prefetch=2000):
+            async for row in conn.cursor(_TASKS_SQL, since, until, list(FINAL_STATES), prefetch=2000):
                 out.write(json.dumps(task_line(row), ensure_ascii=False) + "\n")
                 written += 1
             return written

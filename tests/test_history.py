@@ -147,7 +147,7 @@ async def test_export_of_a_simulated_day_has_its_tasks_and_no_phone_numbers(serv
     """A tiny day where nobody picks up the automated call and the seats call everyone: the export written from
     its database has one line per task with the documented fields, answered seat calls with their talk time,
     and none of the citizens' phone numbers (nor any other phone-like string)."""
-    s = tiny(telegram_share=0.0, answering={"auto_call_by_hour": [0.0] * 24})
+    s = tiny(time_scale=150, telegram_share=0.0, answering={"auto_call_by_hour": [0.0] * 24})
     out = tmp_path / "history.jsonl"
     exported: dict[str, Any] = {}
 

@@ -89,7 +89,7 @@ def test_plan_live_prints_the_live_day_beside_erlang_and_simpy(tmp_path: Path, s
     from tests.test_simulate import tiny
 
     path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(tiny(drain_h=0.15).model_dump()), encoding="utf-8")  # all close in minutes
+    path.write_text(yaml.safe_dump(tiny(time_scale=150, drain_h=0.15).model_dump()), encoding="utf-8")  # closes in minutes
     result = CliRunner().invoke(app, ["plan", str(path), "--live", "--start-now", "--database-url", server_url,
                                        "--json"])
     assert result.exit_code == 0, result.output
