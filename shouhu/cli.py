@@ -340,19 +340,101 @@ def simulate(
 @app.command()
 def plan(
     scenario: Annotated[Path | None, typer.Argument(help="scenario file (YAML); default: shouhu/sim/default.yaml")] = None,
+    history: Annotated[Path | None, typer.Option(
+        help="plan for the demand in this exported history (shouhu export-history) instead of the scenario's;"
+             " the scenario still gives the shifts, the target and whatever the history lacks",
+        exists=True, dir_okay=False)] = None,
+    target_share: Annotated[float | None, typer.Option(
+        min=0.5, max=0.9999, help="share of the high tier to handle in time (default: the scenario's, 0.99)")] = None,
+    live: Annotated[bool, typer.Option(
+        "--live", help="then run `shouhu simulate`'s day with the plan's staff and print its figures too")] = False,
+    database_url: Annotated[str | None, typer.Option(
+        help="--live: PostgreSQL server for the day's database (default: a private server of the run's own)")] = None,
+    start_now: Annotated[bool, typer.Option(
+        "--start-now", help="--live: start the day at the hour the clock reads now, not at the scenario's start_h"
+                            " (saves a minute of waiting; for citizens who answer the same at every hour)")] = False,
     json_: Annotated[bool, typer.Option("--json", help="print one JSON object of figures last")] = False,
 ) -> None:
     """Seats per shift and officers per district for the scenario's target: Erlang C, then a simulation."""
     import json
 
-    from shouhu.plan import describe, plan_and_confirm
+    from shouhu.plan import describe, live_figures, plan_and_confirm, staffed
     from shouhu.sim.scenario import load
 
     day = load(scenario)
-    result = plan_and_confirm(day)
-    typer.echo(describe(day, result))
+    if target_share is not None:
+        day = day.model_copy(update={"plan_target": {**day.plan_target, "high_in_time": target_share}})
+    work = None
+    source = None
+    if history is not None:
+        from shouhu import history as hist
+
+        if live:
+            # The live day needs the citizens' behaviour (answer rates, what they say), which a history does not
+            # record: its live figures would answer for the default citizens, not for the history.
+            raise typer.BadParameter("--live runs a scenario's day; a history has no citizens to simulate",
+                                     param_hint="--live")
+        try:
+            loaded = hist.read(history)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--history") from exc
+        derived = hist.derive(loaded, day)
+        day, work, notes = hist.workload(derived, day)
+        source = hist.describe_source(derived, notes, path=history)
+    result = plan_and_confirm(day, work=work)
+    if live:
+        from shouhu.sim.run import private_server
+        from shouhu.sim.run import simulate as run_day
+
+        configure_logging("WARNING")
+        staffed_day = staffed(day, result)
+
+        async def go():  # noqa: ANN202
+            say = functools.partial(typer.echo, err=True)
+            # None: no alignment of the services' clock to start_h (simulate's default waits a minute for it).
+            margin = {"start_margin_s": None} if start_now else {}
+            if database_url:
+                return await run_day(staffed_day, server_url=database_url, progress=say, **margin)
+            async with private_server() as url:
+                return await run_day(staffed_day, server_url=url, progress=say, **margin)
+
+        typer.echo("the live day (shouhu simulate) with the plan's staff ...", err=True)
+        result.live = live_figures(asyncio.run(go()).figures)
+    typer.echo(describe(day, result, source=source))
     if json_:
         typer.echo(json.dumps(result.figures()))
+
+
+@app.command("export-history")
+def export_history(
+    since: Annotated[str | None, typer.Option(
+        help="first task's creation time, ISO 8601 (without a zone: local time); default: the first task's day")] = None,
+    until: Annotated[str | None, typer.Option(help="end of the window, ISO 8601 (exclusive); default: now")] = None,
+    out: Annotated[Path | None, typer.Option(help="file to write (default: standard output)", dir_okay=False)] = None,
+) -> None:
+    """Export the tasks' history for `shouhu plan --history` (read-only; JSON Lines; nothing personal)."""
+    from shared.clock import LOCAL_TZ
+    from shouhu.history import export
+
+    def parse(value: str | None, name: str) -> datetime | None:
+        if value is None:
+            return None
+        try:
+            at = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise typer.BadParameter(f"not an ISO 8601 time: {value!r}", param_hint=name) from exc
+        return at if at.tzinfo else at.replace(tzinfo=LOCAL_TZ)
+
+    configure_logging("WARNING")
+    window = parse(since, "--since"), parse(until, "--until")
+    url = _database_url()
+    now = _settings().clock().now()
+    if out is None:
+        written = asyncio.run(export(url, sys.stdout, since=window[0], until=window[1], now=now))
+    else:
+        with out.open("w", encoding="utf-8") as f:
+            written = asyncio.run(export(url, f, since=window[0], until=window[1], now=now))
+    typer.echo(f"{written:,} tasks exported" + (f" to {out}" if out else ""), err=True)
 
 
 @app.command()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import pytest
 
@@ -53,3 +55,66 @@ def test_default_plan_meets_its_target_in_simulation() -> None:
     starved = simulate_queues(scenario, seats_by_shift={k: max(1, v // 4) for k, v in plan.seats_by_shift.items()},
                               officers_per_district=plan.officers_per_district)
     assert starved["seat_in_target_pct"] < sim["seat_in_target_pct"]
+
+
+def test_a_day_shorter_than_an_hour_is_simulated_and_no_demand_is_in_target() -> None:
+    """A 12-minute day still sends its calls through the queue model (not zero hours of arrivals), and a day with
+    nothing to staff reports 100% in target from both Erlang and simpy rather than 0%."""
+    from tests.test_simulate import tiny
+
+    busy = tiny(telegram_share=0.0, answering={"auto_call_by_hour": [0.0] * 24})
+    plan = make_plan(busy)
+    sim = simulate_queues(busy, seats_by_shift=plan.seats_by_shift, officers_per_district=plan.officers_per_district)
+    assert plan.seats_by_shift["all"] >= 1
+    assert sim["seat_calls"] > 0 and sim["seat_occupancy"] > 0
+    quiet = tiny()  # everyone answers the machine: no seat call, no visit
+    plan = make_plan(quiet)
+    sim = simulate_queues(quiet, seats_by_shift=plan.seats_by_shift, officers_per_district=plan.officers_per_district)
+    assert plan.seats_by_shift["all"] == 0 and plan.officers_per_district == 0
+    assert plan.erlang_seat_sl == 1.0 and plan.erlang_visit_sl == 1.0
+    assert sim["seat_in_target_pct"] == 100.0 and sim["visit_in_target_pct"] == 100.0
+
+
+@pytest.mark.slow
+def test_plan_live_prints_the_live_day_beside_erlang_and_simpy(tmp_path: Path, server_url: str) -> None:
+    """`shouhu plan --live` on the tiny day where everyone answers (at any hour: --start-now): after Erlang and simpy
+    it runs the day against the real services with the plan's staff, and prints (and reports in --json) the live figures, 100% in time,
+    with their differences from Erlang's and simpy's."""
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from shouhu.cli import app
+    from tests.test_simulate import tiny
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny(time_scale=150, drain_h=0.15).model_dump()), encoding="utf-8")  # closes in minutes
+    result = CliRunner().invoke(app, ["plan", str(path), "--live", "--start-now", "--database-url", server_url,
+                                       "--json"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "Confirmed by the live day" in out
+    row = next(line for line in out.splitlines() if line.startswith("high tier in time (%)"))
+    # Erlang, simpy, live, live-Erlang, live-simpy
+    assert row.split()[-5:] == ["100.00", "100.00", "100.00", "+0.00", "+0.00"]
+    assert any(line.startswith("seat occupancy") for line in out.splitlines())
+    figures = json.loads(out.strip().splitlines()[-1])
+    assert figures["plan_live_high_in_time_pct"] == 100.0
+    assert figures["plan_live_warnings_sent"] >= 5 and figures["plan_live_breaches"] == 0
+    assert figures["plan_live_high_tasks"] == figures["plan_live_warnings_sent"]
+
+
+def test_plan_live_refuses_a_history(tmp_path: Path) -> None:
+    """--live with --history is refused (a history has no citizens to simulate), before anything runs."""
+    from typer.testing import CliRunner
+
+    from shouhu.cli import app
+
+    path = tmp_path / "history.jsonl"
+    path.write_text('{"format": "shouhu-history", "version": 1, "since": "2026-11-20T00:00:00Z",'
+                    ' "until": "2026-11-21T00:00:00Z", "tz": "Asia/Shanghai"}\n', encoding="utf-8")
+    result = CliRunner().invoke(app, ["plan", "--history", str(path), "--live"])
+    assert result.exit_code != 0
+    said = " ".join(re.sub(r"[│╭╮╰╯─]", " ", result.output).split())  # the message as typer's box wraps it
+    assert "a history has no citizens to simulate" in said

@@ -78,8 +78,11 @@ def _epoch_for(day_start: datetime, at_real: float, scale: float) -> datetime:
 
 
 async def simulate(scenario: Any, *, server_url: str, progress: Any = None, start_margin_s: float | None = START_MARGIN_S,
-                   ) -> Run:
-    """Run the day; returns the figures (database) and the samples over the day (queue depth, seats)."""
+                   before_drop: Any = None) -> Run:
+    """Run the day; returns the figures (database) and the samples over the day (queue depth, seats).
+
+    `before_drop`: an async function given the day's database URL once the figures are read, before the
+    database is dropped (e.g. `shouhu export-history`'s export, to see what a day leaves behind)."""
     from bench.cluster import BenchDb, Proc, bind_chats, make_keys
     from bench.ingest import _free_ports
     from shouhu.sim import agents
@@ -226,6 +229,8 @@ async def simulate(scenario: Any, *, server_url: str, progress: Any = None, star
             figures["sim_scenario"] = {"name": s.name, "time_scale": scale, "volume_fraction": s.volume_fraction,
                                        "seats_max": n_seats, "officers_per_district": officers_per_district,
                                        "calls_per_s_real": calls_per_s, "alerts_per_s_real": alerts_per_s}
+            if before_drop is not None:
+                await before_drop(db_url)
             failed = False
             return Run(figures=figures, samples=world.samples, notes=notes)
         finally:
