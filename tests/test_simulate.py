@@ -128,6 +128,27 @@ async def test_tiny_day_without_seats_goes_to_officers() -> None:
     assert f["sim_agent_counts"].get("seat_claims", 0) == 0
 
 
+@pytest.mark.slow
+async def test_tiny_day_nobody_reachable_ends_with_the_supervisor() -> None:
+    """Nobody answers a robocall or a seat, and no visit finds anyone: each seat's `unreachable` sends officers
+    at once (the task stays open), the supervisor sends them once more, then closes the loop as unreachable."""
+    s = tiny(time_scale=200, day_h=0.1, drain_h=2.0, telegram_share=0.0,
+             answering={"auto_call_by_hour": [0.0] * 24, "operator_call_by_hour": [0.0] * 24},
+             seats={"shifts": [{"name": "all", "start_h": 0, "end_h": 24, "seats": 2}], "handle_s": 30,
+                    "wrap_up_s": 5},
+             officers={"per_district": 2, "travel_s": 120, "visit_s": 120, "found_share": 0.0, "poll_every_s": 30})
+    async with private_server() as url:
+        run = await simulate(s, server_url=url, start_margin_s=None)
+    f = run.figures
+    sent = f["sim_warnings_sent"]
+    counts = f["sim_agent_counts"]
+    assert f["sim_warnings_lost"] == 0 and sent >= 1
+    assert counts.get("disposition_unreachable", 0) >= sent  # every citizen's seat call reached nobody
+    assert f["sim_visits_requested"] == 2 * sent and counts.get("supervisor_second_visits") == sent
+    assert f["sim_outcomes"] == {"unreachable": sent} and f["sim_closed_unreachable"] == sent
+    assert f["sim_never_reached_high"] == sent
+
+
 async def test_report_renders_every_chart_in_chromium(tmp_path: Path, page: Any) -> None:
     """The HTML report opens from a file and each of its five charts paints pixels (Chart.js inlined)."""
     figures = {"sim_high_in_time_pct": 99.5, "sim_medium_in_time_pct": 97.0, "sim_low_in_time_pct": 100.0,

@@ -8,7 +8,9 @@
   waits `claim_every_s` before asking again: one request per free-seat cycle, not 1,580 pollers;
 - the officers: a duty desk lists the province's open visits (`GET /v1/visits`), a district officer claims one,
   travels, meets the citizen (or not) and reports (`/v1/visits/{id}/claim`, `/report`);
-- a supervisor moves payment stops on (`/v1/emergencies/{task_id}/payment-stop`).
+- a supervisor moves payment stops on (`/v1/emergencies/{task_id}/payment-stop`), and when a visit found
+  nobody sends officers once more (`POST /v1/tasks/{id}/visits`), then closes the loop as unreachable
+  (`POST /v1/tasks/{id}/feedback`).
 
 simpy (4.1, maintained, the usual Python discrete-event library) keeps the people's time: their talk times,
 journeys, shift changes and reading delays are simpy timeouts, on the services' clock (driver.py).
@@ -70,6 +72,7 @@ class World:
     seats_on_duty: int = 0
     visits_taken: set[str] = field(default_factory=set)
     emergencies_seen: set[str] = field(default_factory=set)
+    not_found: Counter[str] = field(default_factory=Counter)  # visits that found nobody, per task
     errors: Counter[str] = field(default_factory=Counter)
     claimers: int = 1
 
@@ -380,6 +383,9 @@ def officer_visit(w: World, store: simpy.Store, visit: dict[str, Any]) -> Proces
                                      body=body, headers={"Idempotency-Key": f"sim2-{visit['visit_id']}"})
         if w.ok(answer, "visit report", 200):
             w.counts[f"visits_{outcome}"] += 1
+            if outcome == "not_found":
+                # The dispatcher escalates it to the supervisors' queue; the duty supervisor takes it from there.
+                w.driver.process(nobody_found(w, str(visit["task_id"])), "supervisor")
         yield w.env.timeout(w.rng.expovariate(1 / w.s.officers.travel_s))  # back to the station
     finally:
         yield store.put(key)
@@ -398,6 +404,23 @@ def supervisor(w: World) -> Process:
                     w.emergencies_seen.add(task_id)
                     w.driver.process(payment_stop(w, task_id), "payment stop")
         yield w.env.timeout(EMERGENCY_POLL_S)
+
+
+def nobody_found(w: World, task_id: str) -> Process:
+    """Phone and visit both failed to reach the citizen: the duty supervisor (who looks at the escalations every
+    few minutes) sends officers once more, and after a second empty visit closes the loop as `unreachable`."""
+    yield w.env.timeout(w.rng.uniform(0, EMERGENCY_POLL_S))
+    w.not_found[task_id] += 1
+    if w.not_found[task_id] == 1:
+        answer = yield w.request(w.dispatcher, "POST", f"/v1/tasks/{task_id}/visits", key=w.keys["supervisor"],
+                                 body={"note": "模拟督导: 再次上门 (simulated supervisor: visit again)"})
+        if w.ok(answer, "second visit", 200, 201, 409):
+            w.counts["supervisor_second_visits"] += 1
+        return
+    answer = yield w.request(w.dispatcher, "POST", f"/v1/tasks/{task_id}/feedback", key=w.keys["supervisor"],
+                             body={"outcome": "unreachable", "note": "模拟督导: 两次上门未找到本人"})
+    if w.ok(answer, "close unreachable", 200, 409):
+        w.counts["supervisor_closed_unreachable"] += 1
 
 
 def payment_stop(w: World, task_id: str) -> Process:
