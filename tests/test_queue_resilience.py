@@ -225,3 +225,69 @@ async def test_a_batch_with_a_job_taken_over_commits_the_others_once(sessionmake
     assert sorted(r.payload["n"] for r in effects) == [0, 2, 3, 4]
     (left,) = await _rows(sessionmaker, "SELECT payload, locked_by FROM jobs WHERE queue = 'test'")
     assert left.payload == {"n": 1} and left.locked_by == "thief"
+
+
+async def test_a_slow_job_does_not_hold_back_the_jobs_queued_after_it(sessionmaker, db_url: str) -> None:
+    """A job stuck on its provider (a dial up to its deadline) holds its own slot only: a job queued after it runs."""
+    clock = Clock()
+    slow_started, release = asyncio.Event(), asyncio.Event()
+    ran: dict[str, float] = {}
+
+    async def slow(claimed) -> None:  # noqa: ANN001
+        slow_started.set()
+        await release.wait()
+
+    async def fast(claimed) -> None:  # noqa: ANN001
+        ran["fast"] = time.monotonic()
+
+    async with sessionmaker() as session, session.begin():
+        await q.enqueue(session, [job(kind="slow", run_at=clock.now())])
+    worker = Worker(sessionmaker, queue="test", clock=clock, database_url=db_url, poll_interval_s=0.2, concurrency=4,
+                    handlers={"slow": Handler(slow, transactional=False), "fast": Handler(fast, transactional=False)})
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(slow_started.wait(), 10)
+        async with sessionmaker() as session, session.begin():
+            await q.enqueue(session, [job(kind="fast", run_at=clock.now())])
+        enqueued = time.monotonic()
+        for _ in range(100):
+            if "fast" in ran:
+                break
+            await asyncio.sleep(0.05)
+        assert "fast" in ran, "the job queued after a slow one waited for the slow one to end"
+        assert ran["fast"] - enqueued < 3
+    finally:
+        release.set()
+        await _stop(worker, task)
+    rows = await _rows(sessionmaker)
+    assert rows == [], "both jobs finished and left the queue"
+
+
+async def test_claiming_while_jobs_run_never_runs_more_than_the_concurrency(sessionmaker, db_url: str) -> None:
+    """Claims go on while jobs run, but never more handlers at once than `concurrency`; every job runs once."""
+    clock = Clock()
+    now_running, most, done = 0, 0, []
+
+    async def handler(claimed) -> None:  # noqa: ANN001
+        nonlocal now_running, most
+        now_running += 1
+        most = max(most, now_running)
+        await asyncio.sleep(0.05 + 0.1 * (claimed.payload["n"] % 3))
+        now_running -= 1
+        done.append(claimed.payload["n"])
+
+    async with sessionmaker() as session, session.begin():
+        await q.enqueue(session, [job(payload={"n": n}, run_at=clock.now()) for n in range(30)])
+    worker = Worker(sessionmaker, queue="test", clock=clock, database_url=db_url, poll_interval_s=0.2, concurrency=3,
+                    batch_size=5, handlers={"k": Handler(handler, transactional=False)})
+    task = asyncio.create_task(worker.run())
+    try:
+        for _ in range(200):
+            if len(done) == 30:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await _stop(worker, task)
+    assert sorted(done) == list(range(30))
+    assert most == 3
+    assert await _rows(sessionmaker) == []
