@@ -70,7 +70,8 @@ def test_population_follows_the_scenario() -> None:
 
 
 def test_percentile_and_breach_causes() -> None:
-    """Nearest-rank percentiles, and a breach's cause read from the task's own state in pipeline order."""
+    """Nearest-rank percentiles, and a breach's cause read from the task's own state in pipeline order (a late
+    close that waited for an officer named as such)."""
     assert percentile(list(range(1, 101)), 95) == 95
     assert percentile([], 50) is None
     base = {"outcome": None, "closed_at": None, "emergency_at": None, "human_at": None, "first_alert_at": None,
@@ -81,6 +82,11 @@ def test_percentile_and_breach_causes() -> None:
     assert breach_cause({**base, "first_call_at": 1, "visits": ["reported:not_found"]}) == "visit_not_found"
     assert breach_cause({**base, "emergency_at": 1}) == "emergency_open"
     assert breach_cause({**base, "closed_at": 1, "outcome": "unreachable"}) == "closed_late"
+    # Closed late after a visit waited more than half an hour for an officer: the officers' shortfall, said so.
+    assert breach_cause({**base, "closed_at": 1, "visits": ["reported:dissuaded"], "visit_wait_max_s": 4_800}) \
+        == "closed_late_officer_wait"
+    assert breach_cause({**base, "closed_at": 1, "visits": ["reported:dissuaded"], "visit_wait_max_s": 600}) \
+        == "closed_late"
 
 
 @pytest.mark.slow
