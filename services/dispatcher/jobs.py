@@ -10,10 +10,11 @@ from services.dispatcher.clues.service import store_clue
 from services.dispatcher.policy.service import PolicyStore
 from services.dispatcher.tasks import service
 from services.dispatcher.visits import flows as visit_flows
+from services.dispatcher.visits import service as visits
 from shared import contracts
 from shared.clock import Clock
 from shared.queue.service import ClaimedJob
-from shared.queue.worker import Handler, PermanentJobError, Worker
+from shared.queue.worker import Handler, PermanentJobError, RetryLater, Worker
 
 log = structlog.get_logger(__name__)
 
@@ -48,13 +49,29 @@ def make_handlers(*, store: PolicyStore, clock: Clock) -> dict[str, Handler]:
         except visit_flows.TaskIsClosed:
             log.info("visit.not_needed", why="task closed before the request ran")
 
+    async def on_visit_check(session: AsyncSession, job: ClaimedJob) -> None:
+        # Has an officer taken the visit within the tier's time? If not, a supervisor hears of it now.
+        check = contracts.VisitClaimCheck.of(job)
+        task = await service.lock_task(session, check.task_id)
+        if task is None:
+            return
+        policy = await store.get(session, task.policy_version)
+        now = clock.now()
+        look_again = await visits.check_claimed(
+            session, task, check.visit_id, now=now,
+            claim_within_minutes=policy.playbook(task.tier).visit_claim_within_minutes)
+        if look_again is not None:  # nothing was written: the job waits (on the clock) until the visit is due
+            raise RetryLater((look_again - now).total_seconds(), "the visit's claim time has not come yet",
+                             on_clock=True)
+
     async def on_clue(session: AsyncSession, job: ClaimedJob) -> None:
         clue = contracts.ClueReport.of(job)
         stored = await store_clue(session, clue, now=clock.now())
         log.info("clue.stored" if stored else "clue.already_stored", ref=clue.ref)
 
     return {contracts.TaskTimer.KIND: Handler(on_timer), contracts.ChannelResult.KIND: Handler(on_result),
-            contracts.VisitRequest.KIND: Handler(on_visit), contracts.ClueReport.KIND: Handler(on_clue),
+            contracts.VisitRequest.KIND: Handler(on_visit), contracts.VisitClaimCheck.KIND: Handler(on_visit_check),
+            contracts.ClueReport.KIND: Handler(on_clue),
             **campaign_handlers(clock=clock)}
 
 

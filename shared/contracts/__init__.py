@@ -24,6 +24,7 @@ from shared.contracts.dispatcher import (
     OpenEmergency,
     TaskBrief,
     TaskTimer,
+    VisitClaimCheck,
     VisitRequest,
 )
 from shared.contracts.vocab import (
@@ -62,6 +63,6 @@ __all__ = [
     "ChannelResult", "ChannelResultKind", "CitizenFeedback", "ClueReport", "ContactRequest", "Disposition",
     "ContactStop", "JobPayload", "OperatorCall", "Outcome", "PlaceCall", "SendAlert", "SendNotice", "StopAlerts",
     "LossDetails", "OpenEmergency",
-    "StopCalls", "StopReason", "TaskBrief", "TaskTimer", "Tier", "VisitOutcome", "VisitRequest", "front_of_tier",
+    "StopCalls", "StopReason", "TaskBrief", "TaskTimer", "Tier", "VisitClaimCheck", "VisitOutcome", "VisitRequest", "front_of_tier",
     "next_call_time",
 ]

@@ -52,6 +52,18 @@ class VisitRequest(ContactRequest):
     QUEUE: ClassVar[str] = DISPATCHER_QUEUE
 
 
+class VisitClaimCheck(JobPayload):
+    """Has an officer taken this visit yet? Made with the visit; due when the tier's playbook says a visit must
+    have been taken (`visit_claim_within_minutes`). One still open then goes to a supervisor, who can send
+    officers from elsewhere, instead of waiting unseen until the deadline."""
+
+    KIND: ClassVar[str] = "visit.claim_check"
+    QUEUE: ClassVar[str] = DISPATCHER_QUEUE
+
+    task_id: uuid.UUID
+    visit_id: uuid.UUID
+
+
 class LossDetails(BaseModel):
     """What a citizen who already sent money said about the transfer: what the bank needs to stop it."""
 

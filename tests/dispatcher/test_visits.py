@@ -289,6 +289,42 @@ async def test_a_claimed_visit_not_reported_by_the_deadline_escalates(dispatcher
     assert task["breached"] is True and task["escalated_at"] is not None
 
 
+async def test_a_visit_no_officer_takes_within_the_tiers_time_goes_to_a_supervisor_then(dispatcher) -> None:
+    """High tier: a visit still untaken 15 minutes after its request is escalated (task and visit) then, once,
+    not at the deadline; the task stays open for the supervisor to send officers from elsewhere."""
+    task_id, visit_id = await visit_for(dispatcher)
+    dispatcher.clock.advance(minutes=14)
+    await dispatcher.run_dispatcher_jobs()
+    assert (await visit_rows(dispatcher, task_id))[0]["escalated_at"] is None
+    assert (await task_json(dispatcher, task_id))["escalated_at"] is None
+    dispatcher.clock.advance(minutes=1)
+    await dispatcher.run_dispatcher_jobs()
+    await dispatcher.run_dispatcher_jobs()
+    row = (await visit_rows(dispatcher, task_id))[0]
+    assert row["status"] == "open" and row["escalated_at"] == dispatcher.clock.now()
+    task = await task_json(dispatcher, task_id)
+    assert task["status"] != "closed" and task["breached"] is False
+    assert datetime.fromisoformat(task["escalated_at"]) == dispatcher.clock.now()
+    escalated = [e for e in await events(dispatcher, task_id) if e["type"] == "visit.escalated"]
+    assert len(escalated) == 1 and escalated[0]["detail"]["to"] == "supervisor"
+    assert "within 15 minutes" in escalated[0]["detail"]["why"]
+    assert not await dispatcher.jobs(kind="visit.claim_check"), "the check ran once and left the queue"
+
+
+async def test_a_visit_an_officer_takes_in_time_is_not_escalated(dispatcher) -> None:
+    """An officer takes the visit 5 minutes after the request: at 15 minutes nothing goes to the supervisor."""
+    task_id, visit_id = await visit_for(dispatcher)
+    dispatcher.clock.advance(minutes=5)
+    claimed = await dispatcher.client.post(f"/v1/visits/{visit_id}/claim", headers=await officer(dispatcher))
+    assert claimed.status_code == 200, claimed.text
+    dispatcher.clock.advance(minutes=15)
+    await dispatcher.run_dispatcher_jobs()
+    assert (await visit_rows(dispatcher, task_id))[0]["escalated_at"] is None
+    assert (await task_json(dispatcher, task_id))["escalated_at"] is None
+    assert not [e for e in await events(dispatcher, task_id) if e["type"] == "visit.escalated"]
+    assert not await dispatcher.jobs(kind="visit.claim_check")
+
+
 async def test_closing_the_task_by_another_path_cancels_its_visit(dispatcher) -> None:
     """The citizen acknowledges on the phone: the open visit is cancelled, and can no longer be claimed."""
     task_id, visit_id = await visit_for(dispatcher)

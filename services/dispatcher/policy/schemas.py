@@ -77,6 +77,9 @@ class Playbook(_Strict):
     channels: list[ChannelStep] = Field(min_length=1)
     auto_call: AutoCallRetry
     visit_after_minutes: float | None = Field(default=None, ge=0)
+    # A visit no officer has taken this long after it was requested goes to a supervisor (who can send
+    # officers from elsewhere); without it an untaken visit is only escalated at the deadline.
+    visit_claim_within_minutes: float | None = Field(default=None, gt=0)
     escalate_at_fraction: float | None = Field(default=None, gt=0, le=1)
     call_window: CallWindow | None = None
 

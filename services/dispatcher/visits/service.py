@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -26,10 +26,12 @@ from services.dispatcher.visits.schemas import SubjectOut, TriedOut, VisitDetail
 from shared.audit import service as audit
 from shared.auth.service import Principal
 from shared.clock import LOCAL_TZ
+from shared.contracts import VisitClaimCheck
 from shared.contracts import bot as bot_contract
 from shared.contracts import callcenter as callcenter_contract
 from shared.ids import uuid7
 from shared.metrics import TASK_EVENTS
+from shared.queue.service import enqueue
 from shared.sql import sql
 
 SYSTEM = "system:dispatcher"
@@ -136,7 +138,35 @@ async def create(session: AsyncSession, task: Task, *, actor: str, note: str | N
     TASK_EVENTS.labels("visit_created").inc()
     record(session, visit, at=now, actor=actor, action="visit.created", unit=visit.unit, note=note,
             due_at=task.due_at, why=f"officers of unit {visit.unit} go and meet the citizen before the deadline")
+    # Committed with the visit: has an officer taken it in time? (check_claimed; it waits for the tier's time.)
+    check = VisitClaimCheck.trusted(task_id=task.id, visit_id=visit.id)
+    await enqueue(session, [check.job(run_at=now, task_id=task.id, dedupe_key=f"visit.claim_check:{visit.id}")],
+                  now=now)
     return visit, True
+
+
+async def check_claimed(session: AsyncSession, task: Task, visit_id: uuid.UUID, *, claim_within_minutes: float | None,
+                        now: datetime) -> datetime | None:
+    """A visit of a locked task that no officer has taken `claim_within_minutes` after its request goes to a
+    supervisor now (task and visit escalated, audited), not at the deadline. Returns when to look again, if
+    that time has not come yet; None when there is nothing more to do (taken, ended, escalated, no limit)."""
+    visit = (await session.execute(select(Visit).where(Visit.id == visit_id).with_for_update())).scalar_one_or_none()
+    if visit is None or visit.status != OPEN or visit.escalated_at is not None or claim_within_minutes is None:
+        return None
+    due = visit.requested_at + timedelta(minutes=claim_within_minutes)
+    if now < due:
+        return due
+    why = f"no officer of unit {visit.unit} took the visit within {claim_within_minutes:g} minutes of its request"
+    visit.escalated_at = now
+    record(session, visit, at=now, actor="system:timer", action="visit.escalated", to="supervisor",
+            status=visit.status, claimed_by=None, why=why)
+    TASK_EVENTS.labels("visit_escalated").inc()
+    if task.escalated_at is None:
+        task.escalated_at = now
+        TASK_EVENTS.labels("escalated").inc()
+        audit.record(session, at=now, actor="system:timer", action="task.escalated", task_id=task.id,
+                     case_id=task.case_id, region_code=task.region_code, to="supervisor", why=why)
+    return None
 
 
 async def claim(session: AsyncSession, visit: Visit, principal: Principal, *, now: datetime) -> bool:
