@@ -325,6 +325,34 @@ async def test_a_visit_an_officer_takes_in_time_is_not_escalated(dispatcher) -> 
     assert not await dispatcher.jobs(kind="visit.claim_check")
 
 
+async def test_a_supervisor_handing_the_task_on_moves_the_visit_nobody_took(dispatcher) -> None:
+    """Escalated because nobody took it: the supervisor hands the task to a neighbouring district, whose officers
+    see the visit at once (the first district's no longer do) and get the full 15 minutes from the hand-over."""
+    task_id, visit_id = await visit_for(dispatcher)
+    dispatcher.clock.advance(minutes=15)
+    await dispatcher.run_dispatcher_jobs()
+    assert (await visit_rows(dispatcher, task_id))[0]["escalated_at"] is not None
+    handed = await dispatcher.client.post(f"/v1/tasks/{task_id}/reassign", json={"to": "unit", "unit": "330102"},
+                                          headers=await dispatcher.headers("supervisor", "3301"))
+    assert handed.status_code == 200, handed.text
+    row = (await visit_rows(dispatcher, task_id))[0]
+    assert row["unit"] == "330102" and row["status"] == "open" and row["escalated_at"] is None
+    assert row["handed_over_at"] == dispatcher.clock.now()
+    neighbour = await dispatcher.client.get("/v1/visits", headers=await officer(dispatcher, unit="330102"))
+    assert [v["visit_id"] for v in neighbour.json()["items"]] == [visit_id]
+    first = await dispatcher.client.get("/v1/visits", headers=await officer(dispatcher, unit="330106"))
+    assert first.json()["items"] == []
+    moved = [e for e in await events(dispatcher, task_id) if e["type"] == "visit.handed_over"]
+    assert len(moved) == 1 and moved[0]["detail"]["after"] == {"unit": "330102"}
+    dispatcher.clock.advance(minutes=14)
+    await dispatcher.run_dispatcher_jobs()
+    assert (await visit_rows(dispatcher, task_id))[0]["escalated_at"] is None
+    dispatcher.clock.advance(minutes=1)
+    await dispatcher.run_dispatcher_jobs()
+    await dispatcher.run_dispatcher_jobs()
+    assert (await visit_rows(dispatcher, task_id))[0]["escalated_at"] == dispatcher.clock.now()
+
+
 async def test_closing_the_task_by_another_path_cancels_its_visit(dispatcher) -> None:
     """The citizen acknowledges on the phone: the open visit is cancelled, and can no longer be claimed."""
     task_id, visit_id = await visit_for(dispatcher)

@@ -100,7 +100,7 @@ ACTIONS = frozenset({
     "task.callback_scheduled", "task.callback_requested", "task.not_me", "task.phone_failed", "payment_stop.requested",
     "payment_stop.details", "payment_stop.noted", "payment_stop.sent", "payment_stop.confirmed",
     "payment_stop.failed", "visit.created", "visit.claimed", "visit.reported", "visit.not_found", "visit.escalated",
-    "visit.cancelled", "clue.reported", "clue.routed", "clue.answered", "clue.closed", "citizen.bound",
+    "visit.cancelled", "visit.handed_over", "clue.reported", "clue.routed", "clue.answered", "clue.closed", "citizen.bound",
     "citizen.unbound", "bot.press_refused", "campaign.scheduled", "campaign.started", "campaign.finished",
     "campaign.cancelled", "console.signed_in", "console.signed_out", "key.created",
     "key.revoked", "audit.chain_keyed",

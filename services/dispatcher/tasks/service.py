@@ -323,6 +323,7 @@ async def reassign(session: AsyncSession, task: Task, *, to_unit: str | None, ac
     before = {"assigned_unit": task.assigned_unit, "status": task.status}
     if to_unit is not None:
         task.assigned_unit = to_unit
+        await visits.hand_over_open(session, task, to_unit=to_unit, actor=actor, now=now)
     task.reassigned_at = now
     waiting = await sync_operator_jobs(session, task_id=task.id, tier=task.tier, due_at=task.due_at,
                                        unit=task.assigned_unit, now=now)

@@ -56,7 +56,8 @@ class Visit(Base):
     report_key: Mapped[str | None] = mapped_column(String(128))
     # What the report did to the task ("closed", "emergency", "escalated"), so a replay answers the same.
     task_action: Mapped[str | None] = mapped_column(String(20))
-    escalated_at: Mapped[datetime | None]  # still live at the task's deadline: sent on to a supervisor
+    escalated_at: Mapped[datetime | None]  # untaken in time, or still live at the deadline: sent to a supervisor
+    handed_over_at: Mapped[datetime | None]  # untaken, moved to another unit with its task (service.hand_over_open)
     cancelled_at: Mapped[datetime | None]
 
     __table_args__ = (

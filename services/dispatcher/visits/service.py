@@ -153,7 +153,7 @@ async def check_claimed(session: AsyncSession, task: Task, visit_id: uuid.UUID, 
     visit = (await session.execute(select(Visit).where(Visit.id == visit_id).with_for_update())).scalar_one_or_none()
     if visit is None or visit.status != OPEN or visit.escalated_at is not None or claim_within_minutes is None:
         return None
-    due = visit.requested_at + timedelta(minutes=claim_within_minutes)
+    due = (visit.handed_over_at or visit.requested_at) + timedelta(minutes=claim_within_minutes)
     if now < due:
         return due
     why = f"no officer of unit {visit.unit} took the visit within {claim_within_minutes:g} minutes of its request"
@@ -167,6 +167,25 @@ async def check_claimed(session: AsyncSession, task: Task, visit_id: uuid.UUID, 
         audit.record(session, at=now, actor="system:timer", action="task.escalated", task_id=task.id,
                      case_id=task.case_id, region_code=task.region_code, to="supervisor", why=why)
     return None
+
+
+async def hand_over_open(session: AsyncSession, task: Task, *, to_unit: str, actor: str, now: datetime) -> int:
+    """A supervisor handed a locked task to `to_unit`: its visit nobody has taken goes with it (a claimed one
+    stays with the officer on the way). The new unit's officers see it at once and get the tier's full claim
+    time from now, with a claim check of its own. Returns how many moved."""
+    moved = 0
+    for visit in await live_visits(session, task.id, lock=True):
+        if visit.status != OPEN or visit.unit == to_unit:
+            continue
+        before = visit.unit
+        visit.unit, visit.handed_over_at, visit.escalated_at = to_unit, now, None
+        record(session, visit, at=now, actor=actor, action="visit.handed_over", before={"unit": before},
+               after={"unit": to_unit}, why=f"the task was handed to unit {to_unit}; nobody had taken the visit")
+        check = VisitClaimCheck.trusted(task_id=task.id, visit_id=visit.id)
+        await enqueue(session, [check.job(run_at=now, task_id=task.id, dedupe_key=f"visit.claim_check:{visit.id}")],
+                      now=now)
+        moved += 1
+    return moved
 
 
 async def claim(session: AsyncSession, visit: Visit, principal: Principal, *, now: datetime) -> bool:
