@@ -30,6 +30,7 @@ import orjson
 import simpy
 
 from services.bot.alerts.service import callback_data
+from services.dispatcher.policy.service import load_policy
 from shared.clock import LOCAL_TZ
 from shouhu.sim.driver import Driver, Process
 from shouhu.sim.population import Citizen
@@ -350,14 +351,41 @@ def duty_desk(w: World, officers: dict[str, simpy.Store]) -> Process:
                 if v["status"] == "open" and v["visit_id"] not in w.visits_taken:
                     w.visits_taken.add(v["visit_id"])
                     w.counts["visits_seen"] += 1
-                    store = officers.get(v["region_code"])
-                    if store is not None:
-                        w.driver.process(officer_visit(w, store, v), "officer")
+                    if v["region_code"] in officers:
+                        w.driver.process(officer_visit(w, officers, v), "officer")
         yield w.env.timeout(w.s.officers.poll_every_s)
 
 
-def officer_visit(w: World, store: simpy.Store, visit: dict[str, Any]) -> Process:
-    key = yield store.get()
+# How long a visit may wait for an officer before the dispatcher sends it to a supervisor, by tier: the policy the
+# services run (the default one; the run does not pass SHOUHU_POLICY on).
+CLAIM_WITHIN_S = {tier: (book.visit_claim_within_minutes or 0) * 60
+                  for tier, book in load_policy(None).doc.playbooks.items()}
+
+
+def officer_visit(w: World, officers: dict[str, simpy.Store], visit: dict[str, Any]) -> Process:
+    """An officer of the district takes the visit when one is free. If none is by the time the dispatcher
+    escalates it, the duty supervisor hands the task to a district of the same city with an officer free (the
+    visit moves with it) and that officer goes; with none free anywhere near, it keeps waiting at home."""
+    region = visit["region_code"]
+    store = officers[region]
+    waiting = store.get()
+    window_s = CLAIM_WITHIN_S.get(visit.get("tier") or "", 0)
+    if window_s:
+        yield waiting | w.env.timeout(window_s)
+    if not waiting.triggered:
+        free = next((r for r, s in officers.items() if r != region and r[:4] == region[:4] and s.items), None)
+        if free is not None:
+            answer = yield w.request(w.dispatcher, "POST", f"/v1/tasks/{visit['task_id']}/reassign",
+                                     key=w.keys["supervisor"], body={"to": "unit", "unit": free,
+                                                                     "note": "模拟督导：本辖区无警力，转邻近辖区"})
+            if w.ok(answer, "hand visit over", 200):
+                w.counts["supervisor_visits_handed_over"] += 1
+                if waiting.triggered:  # a home officer came free meanwhile, but the visit is the neighbour's now
+                    yield store.put(waiting.value)
+                else:
+                    waiting.cancel()
+                store, waiting = officers[free], officers[free].get()
+    key = yield waiting
     try:
         answer = yield w.request(w.dispatcher, "POST", f"/v1/visits/{visit['visit_id']}/claim", key=key)
         if not w.ok(answer, "visit claim", 200):
