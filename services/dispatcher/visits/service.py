@@ -138,11 +138,16 @@ async def create(session: AsyncSession, task: Task, *, actor: str, note: str | N
     TASK_EVENTS.labels("visit_created").inc()
     record(session, visit, at=now, actor=actor, action="visit.created", unit=visit.unit, note=note,
             due_at=task.due_at, why=f"officers of unit {visit.unit} go and meet the citizen before the deadline")
-    # Committed with the visit: has an officer taken it in time? (check_claimed; it waits for the tier's time.)
-    check = VisitClaimCheck.trusted(task_id=task.id, visit_id=visit.id)
-    await enqueue(session, [check.job(run_at=now, task_id=task.id, dedupe_key=f"visit.claim_check:{visit.id}")],
-                  now=now)
+    await _enqueue_claim_check(session, visit, now=now)
     return visit, True
+
+
+async def _enqueue_claim_check(session: AsyncSession, visit: Visit, *, now: datetime) -> None:
+    """Committed with the visit (or its hand-over): has an officer taken it in time? (check_claimed; the job
+    waits on the clock for the tier's time.) One per visit while it is queued (the dedupe key)."""
+    check = VisitClaimCheck.trusted(task_id=visit.task_id, visit_id=visit.id)
+    await enqueue(session, [check.job(run_at=now, task_id=visit.task_id, dedupe_key=f"visit.claim_check:{visit.id}")],
+                  now=now)
 
 
 async def check_claimed(session: AsyncSession, task: Task, visit_id: uuid.UUID, *, claim_within_minutes: float | None,
@@ -181,9 +186,7 @@ async def hand_over_open(session: AsyncSession, task: Task, *, to_unit: str, act
         visit.unit, visit.handed_over_at, visit.escalated_at = to_unit, now, None
         record(session, visit, at=now, actor=actor, action="visit.handed_over", before={"unit": before},
                after={"unit": to_unit}, why=f"the task was handed to unit {to_unit}; nobody had taken the visit")
-        check = VisitClaimCheck.trusted(task_id=task.id, visit_id=visit.id)
-        await enqueue(session, [check.job(run_at=now, task_id=task.id, dedupe_key=f"visit.claim_check:{visit.id}")],
-                      now=now)
+        await _enqueue_claim_check(session, visit, now=now)
         moved += 1
     return moved
 
