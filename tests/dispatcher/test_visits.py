@@ -325,6 +325,26 @@ async def test_a_visit_an_officer_takes_in_time_is_not_escalated(dispatcher) -> 
     assert not await dispatcher.jobs(kind="visit.claim_check")
 
 
+async def test_a_raised_tier_checks_the_visit_against_its_own_shorter_claim_time(dispatcher) -> None:
+    """A medium task's visit (2 h to be taken) whose task turns high 10 minutes later is escalated at 15 minutes
+    from its request, the high tier's time, not after 2 hours."""
+    medium = await dispatcher.client.post("/v1/warnings", json=warning(signal="fraud_call_received"),
+                                          headers=await dispatcher.headers())
+    assert medium.status_code == 201 and medium.json()["tier"] == "medium", medium.text
+    task_id = medium.json()["task_id"]
+    assert (await request_visit(dispatcher, task_id)).status_code == 201
+    await dispatcher.run_dispatcher_jobs()
+    dispatcher.clock.advance(minutes=10)
+    raised = await high_task(dispatcher)
+    assert raised["task_id"] == task_id and raised["tier"] == "high"
+    await dispatcher.run_dispatcher_jobs()
+    assert (await visit_rows(dispatcher, task_id))[0]["escalated_at"] is None
+    dispatcher.clock.advance(minutes=5)
+    await dispatcher.run_dispatcher_jobs()
+    await dispatcher.run_dispatcher_jobs()
+    assert (await visit_rows(dispatcher, task_id))[0]["escalated_at"] == dispatcher.clock.now()
+
+
 async def test_a_supervisor_handing_the_task_on_moves_the_visit_nobody_took(dispatcher) -> None:
     """Escalated because nobody took it: the supervisor hands the task to a neighbouring district, whose officers
     see the visit at once (the first district's no longer do) and get the full 15 minutes from the hand-over."""

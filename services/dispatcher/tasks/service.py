@@ -112,6 +112,12 @@ async def sync_operator_jobs(session: AsyncSession, *, task_id: uuid.UUID, tier:
                                         payload_patch={"tier": tier, "due_at": due_at.isoformat()})
 
 
+async def recheck_visit_claims(session: AsyncSession, *, task_id: uuid.UUID, now: datetime) -> None:
+    """A raised tier has a shorter claim time for its visit: its waiting claim check runs now and waits again
+    for the new tier's time (visits.check_claimed), instead of at the old tier's."""
+    await queue.update_task_jobs(session, task_id=task_id, kinds=[contracts.VisitClaimCheck.KIND], run_by=now)
+
+
 async def enqueue_task_jobs(session: AsyncSession, task: Task, jobs: list[NewJob], *, now: datetime) -> None:
     """Enqueue a locked task's new jobs, keeping one live operator call per task.
 
@@ -208,6 +214,7 @@ async def start_emergency(session: AsyncSession, task: Task, policy: LoadedPolic
                                                        "due_at": state.due_at.isoformat()})
     if not held:
         jobs.append(plans.channel_job(state, "operator_call", run_at=now, emergency=True, reason="loss reported"))
+    await recheck_visit_claims(session, task_id=task.id, now=now)
     step = plans.next_step(policy, state)
     if step is not None:
         jobs.append(plans.timer_job(state, step))

@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.dispatcher.policy.schemas import TIER_ORDER
 from services.dispatcher.policy.service import LoadedPolicy, PolicyStore, Reason
 from services.dispatcher.tasks import plans
-from services.dispatcher.tasks.service import sync_operator_jobs
+from services.dispatcher.tasks.service import recheck_visit_claims, sync_operator_jobs
 from services.dispatcher.warnings.schemas import OTHER_UNIT_NOTICE, ValidRecord
 from shared.audit import service as audit
 from shared.contracts import OperatorCall
@@ -348,6 +348,7 @@ async def _write(session: AsyncSession, works: dict[str, _CaseWork], jobs: list[
         for w in raised:  # rare: a waiting operator call moves up with its task, and stays its only one
             if await sync_operator_jobs(session, task_id=w.state.task_id, tier=w.state.tier, due_at=w.state.due_at):
                 _keep_one_operator_call(w.state, jobs)
+            await recheck_visit_claims(session, task_id=w.state.task_id, now=now)
         if raised:
             await session.execute(
                 sql(
