@@ -298,7 +298,8 @@ class Worker:
         async with self._slots:
             self._waiting -= jobs
             self._in_slots += 1
-            self._room.set()  # the last claimed job to start lets run() claim again, if a slot is still free
+            if self._waiting == 0:
+                self._room.set()  # the last claimed job to start lets run() claim again, if a slot is still free
             try:
                 yield
             finally:

@@ -65,6 +65,14 @@ async def visit_rows(dispatcher, task_id: str) -> list[dict]:  # noqa: ANN001
         return [dict(r) for r in rows.mappings()]
 
 
+async def visit_escalated_at(dispatcher, task_id: str, *, after_minutes: float) -> datetime | None:  # noqa: ANN001
+    """Move the clock on, run the dispatcher's jobs (the claim check among them), and read the visit's escalated_at."""
+    dispatcher.clock.advance(minutes=after_minutes)
+    await dispatcher.run_dispatcher_jobs()
+    await dispatcher.run_dispatcher_jobs()
+    return (await visit_rows(dispatcher, task_id))[0]["escalated_at"]
+
+
 # ---- created by the plan, or by a person --------------------------------------------------------------
 
 async def test_the_plans_visit_step_makes_a_visit_the_districts_officers_see(dispatcher) -> None:
@@ -293,15 +301,10 @@ async def test_a_visit_no_officer_takes_within_the_tiers_time_goes_to_a_supervis
     """High tier: a visit still untaken 15 minutes after its request is escalated (task and visit) then, once,
     not at the deadline; the task stays open for the supervisor to send officers from elsewhere."""
     task_id, visit_id = await visit_for(dispatcher)
-    dispatcher.clock.advance(minutes=14)
-    await dispatcher.run_dispatcher_jobs()
-    assert (await visit_rows(dispatcher, task_id))[0]["escalated_at"] is None
+    assert await visit_escalated_at(dispatcher, task_id, after_minutes=14) is None
     assert (await task_json(dispatcher, task_id))["escalated_at"] is None
-    dispatcher.clock.advance(minutes=1)
-    await dispatcher.run_dispatcher_jobs()
-    await dispatcher.run_dispatcher_jobs()
-    row = (await visit_rows(dispatcher, task_id))[0]
-    assert row["status"] == "open" and row["escalated_at"] == dispatcher.clock.now()
+    assert await visit_escalated_at(dispatcher, task_id, after_minutes=1) == dispatcher.clock.now()
+    assert (await visit_rows(dispatcher, task_id))[0]["status"] == "open"
     task = await task_json(dispatcher, task_id)
     assert task["status"] != "closed" and task["breached"] is False
     assert datetime.fromisoformat(task["escalated_at"]) == dispatcher.clock.now()
@@ -317,9 +320,7 @@ async def test_a_visit_an_officer_takes_in_time_is_not_escalated(dispatcher) -> 
     dispatcher.clock.advance(minutes=5)
     claimed = await dispatcher.client.post(f"/v1/visits/{visit_id}/claim", headers=await officer(dispatcher))
     assert claimed.status_code == 200, claimed.text
-    dispatcher.clock.advance(minutes=15)
-    await dispatcher.run_dispatcher_jobs()
-    assert (await visit_rows(dispatcher, task_id))[0]["escalated_at"] is None
+    assert await visit_escalated_at(dispatcher, task_id, after_minutes=15) is None
     assert (await task_json(dispatcher, task_id))["escalated_at"] is None
     assert not [e for e in await events(dispatcher, task_id) if e["type"] == "visit.escalated"]
     assert not await dispatcher.jobs(kind="visit.claim_check")
@@ -337,21 +338,15 @@ async def test_a_raised_tier_checks_the_visit_against_its_own_shorter_claim_time
     dispatcher.clock.advance(minutes=10)
     raised = await high_task(dispatcher)
     assert raised["task_id"] == task_id and raised["tier"] == "high"
-    await dispatcher.run_dispatcher_jobs()
-    assert (await visit_rows(dispatcher, task_id))[0]["escalated_at"] is None
-    dispatcher.clock.advance(minutes=5)
-    await dispatcher.run_dispatcher_jobs()
-    await dispatcher.run_dispatcher_jobs()
-    assert (await visit_rows(dispatcher, task_id))[0]["escalated_at"] == dispatcher.clock.now()
+    assert await visit_escalated_at(dispatcher, task_id, after_minutes=0) is None
+    assert await visit_escalated_at(dispatcher, task_id, after_minutes=5) == dispatcher.clock.now()
 
 
 async def test_a_supervisor_handing_the_task_on_moves_the_visit_nobody_took(dispatcher) -> None:
     """Escalated because nobody took it: the supervisor hands the task to a neighbouring district, whose officers
     see the visit at once (the first district's no longer do) and get the full 15 minutes from the hand-over."""
     task_id, visit_id = await visit_for(dispatcher)
-    dispatcher.clock.advance(minutes=15)
-    await dispatcher.run_dispatcher_jobs()
-    assert (await visit_rows(dispatcher, task_id))[0]["escalated_at"] is not None
+    assert await visit_escalated_at(dispatcher, task_id, after_minutes=15) is not None
     handed = await dispatcher.client.post(f"/v1/tasks/{task_id}/reassign", json={"to": "unit", "unit": "330102"},
                                           headers=await dispatcher.headers("supervisor", "3301"))
     assert handed.status_code == 200, handed.text
@@ -364,13 +359,8 @@ async def test_a_supervisor_handing_the_task_on_moves_the_visit_nobody_took(disp
     assert first.json()["items"] == []
     moved = [e for e in await events(dispatcher, task_id) if e["type"] == "visit.handed_over"]
     assert len(moved) == 1 and moved[0]["detail"]["after"] == {"unit": "330102"}
-    dispatcher.clock.advance(minutes=14)
-    await dispatcher.run_dispatcher_jobs()
-    assert (await visit_rows(dispatcher, task_id))[0]["escalated_at"] is None
-    dispatcher.clock.advance(minutes=1)
-    await dispatcher.run_dispatcher_jobs()
-    await dispatcher.run_dispatcher_jobs()
-    assert (await visit_rows(dispatcher, task_id))[0]["escalated_at"] == dispatcher.clock.now()
+    assert await visit_escalated_at(dispatcher, task_id, after_minutes=14) is None
+    assert await visit_escalated_at(dispatcher, task_id, after_minutes=1) == dispatcher.clock.now()
 
 
 async def test_closing_the_task_by_another_path_cancels_its_visit(dispatcher) -> None:
