@@ -99,3 +99,12 @@ def test_a_policy_with_an_unknown_condition_is_refused(tmp_path: Path) -> None:
     bad.write_text(DEFAULT_POLICY_PATH.read_text().replace("amount_at_risk_gte", "amount_gte"))
     with pytest.raises(PolicyError, match="amount_gte"):
         load_policy(bad)
+
+
+def test_a_visit_claim_time_of_zero_is_refused_by_name(tmp_path: Path) -> None:
+    """A claim time of 0 would escalate every visit the moment it is made: the load stops, naming the field."""
+    bad = tmp_path / "policy.yaml"
+    bad.write_text(DEFAULT_POLICY_PATH.read_text().replace("visit_claim_within_minutes: 15", "visit_claim_within_minutes: 0"))
+    with pytest.raises(PolicyError, match="visit_claim_within_minutes"):
+        load_policy(bad)
+    assert POLICY.playbook("high").visit_claim_within_minutes == 15
